@@ -1,0 +1,74 @@
+//! The local ECS agent's introspection API (`GET /v1/metadata`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// What the agent says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AgentMetadata {
+    /// The cluster it registered into.
+    #[serde(rename = "Cluster")]
+    pub cluster: String,
+    /// Its container-instance ARN; `None` before registration.
+    #[serde(rename = "ContainerInstanceArn")]
+    pub container_instance_arn: Option<String>,
+    /// e.g. "Amazon ECS Agent - v1.89.2 (a1b2c3d)".
+    #[serde(rename = "Version", default)]
+    pub version: String,
+}
+
+/// Asks the running agent who it is.
+#[async_trait::async_trait]
+pub trait Agent: Send + Sync {
+    /// The agent's metadata; an error when it does not answer.
+    async fn metadata(&self) -> Result<AgentMetadata>;
+}
+
+/// [`Agent`] over HTTP.
+pub struct IntrospectionClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl IntrospectionClient {
+    /// A client for the agent at `base_url` (e.g. `http://127.0.0.1:51678`).
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Host(format!("cannot build the ECS agent client: {e}")))?;
+        Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), http })
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for IntrospectionClient {
+    async fn metadata(&self) -> Result<AgentMetadata> {
+        let url = format!("{}/v1/metadata", self.base_url);
+        let unreachable = |why: String| Error::Host(format!("the ECS agent at {url} {why}"));
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(format!("did not answer ({})", root_cause(&e))))?;
+        if !response.status().is_success() {
+            return Err(unreachable(format!("answered HTTP {}", response.status())));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| unreachable(format!("sent metadata that is not understood ({e})")))
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,139 @@
+//! Running external programs with a time limit, and describing their failures.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// How many lines of output a failure message quotes.
+const TAIL_LINES: usize = 8;
+
+/// What a finished program left behind.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The last lines of stdout and stderr together, for error messages.
+    pub fn tail(&self) -> String {
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .chain(self.stderr.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n  ")
+    }
+}
+
+/// Why a program could not be run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The program could not be started at all.
+    #[error("`{command}` could not be started: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The program ran longer than allowed and was killed.
+    #[error("`{command}` did not finish within {} and was killed", humantime::format_duration(*.limit))]
+    TimedOut {
+        /// The command line.
+        command: String,
+        /// The time limit.
+        limit: Duration,
+    },
+}
+
+/// Runs `argv` (program first) with extra environment `env`, killing it after `limit`.
+pub async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<Output, RunError> {
+    let command_line = display(argv);
+    let (program, args) = argv.split_first().ok_or_else(|| RunError::Spawn {
+        command: command_line.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+    })?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().map_err(|source| RunError::Spawn { command: command_line.clone(), source })?;
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(output)) => Ok(Output {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }),
+        Ok(Err(source)) => Err(RunError::Spawn { command: command_line, source }),
+        Err(_) => Err(RunError::TimedOut { command: command_line, limit }),
+    }
+}
+
+/// The command line as a person would type it (for messages).
+pub fn display(argv: &[String]) -> String {
+    argv.join(" ")
+}
+
+/// A one-paragraph description of a failed run: command, exit code and last output lines.
+pub fn failure(argv: &[String], output: &Output) -> String {
+    let code = output.code.map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
+    let tail = output.tail();
+    if tail.is_empty() {
+        format!("`{}` failed with {code} and printed nothing", display(argv))
+    } else {
+        format!("`{}` failed with {code}; last output:\n  {tail}", display(argv))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let cmd = argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+        let output = run(&cmd, &[("X", "1")], Duration::from_secs(5)).await.unwrap();
+        assert_eq!(output.code, Some(3));
+        assert_eq!(output.stdout, "out\n");
+        let message = failure(&cmd, &output);
+        assert!(message.contains("exit code 3") && message.contains("out\n  err"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn kills_a_program_that_runs_too_long() {
+        let cmd = argv(&["sleep", "30"]);
+        let err = run(&cmd, &[], Duration::from_millis(100)).await.unwrap_err();
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let err = run(&argv(&["/nonexistent/prog"]), &[], Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
+    }
+
+    #[test]
+    fn tail_keeps_only_the_last_lines() {
+        let output = Output {
+            code: Some(1),
+            stdout: (1..=20).map(|i| format!("line {i}\n")).collect(),
+            stderr: String::new(),
+        };
+        assert!(output.tail().starts_with("line 13"));
+    }
+}

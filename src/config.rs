@@ -1,0 +1,548 @@
+//! Configuration: TOML fragments merged into one validated [`Settings`].
+//!
+//! `/etc/ecs-patchd/config.toml` is read first, then `/etc/ecs-patchd/config.d/*.toml` in
+//! lexical order; a later fragment wins key by key. `--config PATH` replaces both. Every
+//! fragment is checked on its own, so an error names the file that holds the bad key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The main configuration file read when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/ecs-patchd/config.toml";
+/// The directory of fragments read after [`DEFAULT_CONFIG_FILE`].
+pub const DEFAULT_FRAGMENT_DIR: &str = "/etc/ecs-patchd/config.d";
+
+/// Every setting of the daemon, with its default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Files and directories the daemon reads or writes.
+    pub paths: Paths,
+    /// Where the instance learns who it is.
+    pub identity: IdentitySettings,
+    /// How the container instance is drained.
+    pub drain: DrainSettings,
+    /// Which package manager runs, and how.
+    pub packages: PackageSettings,
+    /// Reboot and ECS agent service control.
+    pub host: HostSettings,
+}
+
+/// Files and directories the daemon reads or writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Paths {
+    /// Directory of the cycle journal and its lock (created with mode 0700).
+    pub state_dir: PathBuf,
+    /// The ECS agent's configuration (read for `ECS_CLUSTER` when the agent is down).
+    pub ecs_config: PathBuf,
+    /// File whose content changes at every boot.
+    pub boot_id: PathBuf,
+    /// Used to pick the package manager when `packages.manager = "auto"`.
+    pub os_release: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/ecs-patchd".into(),
+            ecs_config: "/etc/ecs/ecs.config".into(),
+            boot_id: "/proc/sys/kernel/random/boot_id".into(),
+            os_release: "/etc/os-release".into(),
+        }
+    }
+}
+
+/// Where the instance learns who it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// Base URL of the ECS agent's introspection API.
+    pub agent_url: String,
+    /// Pins the cluster name; empty means "ask the agent, then ecs.config".
+    pub cluster: String,
+    /// Time allowed for one call to the agent's introspection API.
+    #[serde(with = "humantime_serde")]
+    pub agent_timeout: Duration,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            agent_url: "http://127.0.0.1:51678".into(),
+            cluster: String::new(),
+            agent_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to do with tasks that no service will move (started by RunTask/StartTask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandalonePolicy {
+    /// Wait for them to end on their own, up to `drain.timeout`.
+    Wait,
+    /// Stop them once `drain.standalone_grace` has passed.
+    Stop,
+    /// Give up the cycle (and reactivate) once `drain.standalone_grace` has passed.
+    Abort,
+}
+
+/// How the container instance is drained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainSettings {
+    /// Longest wait for the tasks to leave; then the instance is set ACTIVE again.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First delay between two polls of the instance's tasks (jittered, then backing off).
+    #[serde(with = "humantime_serde")]
+    pub poll_initial: Duration,
+    /// Longest delay between two polls.
+    #[serde(with = "humantime_serde")]
+    pub poll_max: Duration,
+    /// What to do with standalone (non-service) tasks.
+    pub standalone_tasks: StandalonePolicy,
+    /// How long standalone tasks are given before `standalone_tasks` applies.
+    #[serde(with = "humantime_serde")]
+    pub standalone_grace: Duration,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30 * 60),
+            poll_initial: Duration::from_secs(5),
+            poll_max: Duration::from_secs(60),
+            standalone_tasks: StandalonePolicy::Wait,
+            standalone_grace: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Which package manager to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManagerChoice {
+    /// Pick from `/etc/os-release` (Amazon Linux 2023: dnf, Amazon Linux 2: yum, Debian/Ubuntu: apt).
+    Auto,
+    /// dnf (Amazon Linux 2023, Fedora family).
+    Dnf,
+    /// yum (Amazon Linux 2).
+    Yum,
+    /// apt (Debian, Ubuntu).
+    Apt,
+}
+
+/// When to reboot after installing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootPolicy {
+    /// Only when the package manager says the update needs one.
+    IfNeeded,
+    /// After every install.
+    Always,
+    /// Never (a needed reboot is logged and left to the operator).
+    Never,
+}
+
+/// Which package manager runs, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PackageSettings {
+    /// `auto`, `dnf`, `yum` or `apt`.
+    pub manager: ManagerChoice,
+    /// Packages whose update alone is an ECS agent update (no drain, agent restart).
+    pub agent_packages: Vec<String>,
+    /// When to reboot after installing.
+    pub reboot: RebootPolicy,
+    /// Longest run of one package-manager command; it is killed after that.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// dnf specifics.
+    pub dnf: RpmSettings,
+    /// yum specifics.
+    pub yum: RpmSettings,
+    /// apt specifics.
+    pub apt: AptSettings,
+}
+
+impl Default for PackageSettings {
+    fn default() -> Self {
+        Self {
+            manager: ManagerChoice::Auto,
+            agent_packages: vec!["ecs-init".into()],
+            reboot: RebootPolicy::IfNeeded,
+            command_timeout: Duration::from_secs(30 * 60),
+            dnf: RpmSettings::default(),
+            yum: RpmSettings::default(),
+            apt: AptSettings::default(),
+        }
+    }
+}
+
+/// Settings of an rpm-based package manager (dnf or yum).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpmSettings {
+    /// Arguments added to every command, e.g. `["--releasever=latest"]` or `["--security"]`.
+    pub args: Vec<String>,
+}
+
+/// Settings of apt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AptSettings {
+    /// Arguments added to every `apt-get` command, e.g. `["-c", "/etc/apt/other.conf"]`.
+    pub args: Vec<String>,
+    /// The file whose presence means a reboot is needed.
+    pub reboot_required_file: PathBuf,
+}
+
+impl Default for AptSettings {
+    fn default() -> Self {
+        Self {
+            args: Vec::new(),
+            reboot_required_file: "/var/run/reboot-required".into(),
+        }
+    }
+}
+
+/// Reboot and ECS agent service control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// Command that reboots the host.
+    pub reboot_command: Vec<String>,
+    /// How long to wait for the reboot to take the process down before trying again.
+    #[serde(with = "humantime_serde")]
+    pub reboot_timeout: Duration,
+    /// Reboot attempts before the cycle gives up and reactivates the instance.
+    pub reboot_attempts: u32,
+    /// Command that starts the ECS agent if it is not running.
+    pub agent_start_command: Vec<String>,
+    /// Command that restarts the ECS agent (loads a newly installed agent).
+    pub agent_restart_command: Vec<String>,
+    /// Longest wait for the agent to answer and ECS to show it connected.
+    #[serde(with = "humantime_serde")]
+    pub agent_reconnect_timeout: Duration,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self {
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            reboot_timeout: Duration::from_secs(10 * 60),
+            reboot_attempts: 3,
+            agent_start_command: vec!["systemctl".into(), "start".into(), "ecs".into()],
+            agent_restart_command: vec!["systemctl".into(), "restart".into(), "ecs".into()],
+            agent_reconnect_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Which files a configuration is read from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The default file and fragment directory (either may be absent).
+    Default {
+        /// The main file.
+        file: PathBuf,
+        /// The fragment directory.
+        fragments: PathBuf,
+    },
+    /// Exactly one file, which must exist (`--config PATH`).
+    Explicit(PathBuf),
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Default {
+            file: DEFAULT_CONFIG_FILE.into(),
+            fragments: DEFAULT_FRAGMENT_DIR.into(),
+        }
+    }
+}
+
+impl Source {
+    /// The files to read, in the order they apply.
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        match self {
+            Source::Explicit(path) => Ok(vec![path.clone()]),
+            Source::Default { file, fragments } => {
+                let mut files = Vec::new();
+                if file.exists() {
+                    files.push(file.clone());
+                }
+                match std::fs::read_dir(fragments) {
+                    Ok(entries) => {
+                        let mut found: Vec<PathBuf> = entries
+                            .filter_map(|entry| entry.ok().map(|e| e.path()))
+                            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+                            .collect();
+                        found.sort();
+                        files.extend(found);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Config(format!(
+                            "cannot read the configuration directory {}: {e}",
+                            fragments.display()
+                        )));
+                    }
+                }
+                Ok(files)
+            }
+        }
+    }
+}
+
+/// Reads, merges and validates the configuration from `source`.
+pub fn load(source: &Source) -> Result<Settings> {
+    let mut merged = toml::Table::new();
+    let mut origins = BTreeMap::new();
+    for file in source.files()? {
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            Error::Config(format!("cannot read the configuration file {}: {e}", file.display()))
+        })?;
+        let table = parse_fragment(&file, &text)?;
+        merge(&mut merged, table, "", &file, &mut origins);
+    }
+    let settings: Settings = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e| Error::Config(format!("configuration: {e}")))?;
+    validate(&settings, &origins)?;
+    Ok(settings)
+}
+
+/// Parses one fragment and checks it against the schema on its own.
+fn parse_fragment(file: &Path, text: &str) -> Result<toml::Table> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        Error::Config(format!(
+            "{}: not valid TOML{}: {}",
+            file.display(),
+            line_of(text, e.span()),
+            e.message()
+        ))
+    })?;
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+        Error::Config(format!("{}: not valid TOML: {}", file.display(), e.message()))
+    })?;
+    if let Err(e) = serde_path_to_error::deserialize::<_, Settings>(deserializer) {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        return Err(Error::Config(format!(
+            "{}{}: key `{key}`: {}",
+            file.display(),
+            line_of(text, inner.span()),
+            explain(inner.message())
+        )));
+    }
+    Ok(table)
+}
+
+/// Turns serde's wording into what an operator needs to fix the value.
+fn explain(message: &str) -> String {
+    if message.contains("expected a duration") || message.contains("time unit") {
+        format!("{message} (write a duration such as \"90s\", \"10m\" or \"1h 30m\")")
+    } else {
+        message.to_string()
+    }
+}
+
+/// " (line N)" for a byte span of `text`, or nothing when there is no span.
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| {
+        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+/// Merges `from` into `into`, key by key; records which file set each leaf.
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    file: &Path,
+    origins: &mut BTreeMap<String, PathBuf>,
+) {
+    for (key, value) in from {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming, &path, file, origins);
+            }
+            (_, value) => {
+                if let toml::Value::Table(t) = &value {
+                    record_origins(t, &path, file, origins);
+                } else {
+                    origins.insert(path, file.to_path_buf());
+                }
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn record_origins(table: &toml::Table, prefix: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
+    for (key, value) in table {
+        let path = format!("{prefix}.{key}");
+        match value {
+            toml::Value::Table(t) => record_origins(t, &path, file, origins),
+            _ => {
+                origins.insert(path, file.to_path_buf());
+            }
+        }
+    }
+}
+
+/// Checks rules that span keys or values serde cannot express.
+fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
+    let fail = |key: &str, what: &str| {
+        let place = origins
+            .get(key)
+            .map(|f| format!("{}: ", f.display()))
+            .unwrap_or_else(|| "default configuration: ".into());
+        Err(Error::Config(format!("{place}key `{key}`: {what}")))
+    };
+    let commands = [
+        ("host.reboot_command", &s.host.reboot_command),
+        ("host.agent_start_command", &s.host.agent_start_command),
+        ("host.agent_restart_command", &s.host.agent_restart_command),
+    ];
+    for (key, command) in commands {
+        if command.first().is_none_or(|program| program.trim().is_empty()) {
+            return fail(key, "must name a program, e.g. [\"systemctl\", \"reboot\"]");
+        }
+    }
+    let positive = [
+        ("drain.timeout", s.drain.timeout),
+        ("drain.poll_initial", s.drain.poll_initial),
+        ("drain.poll_max", s.drain.poll_max),
+        ("packages.command_timeout", s.packages.command_timeout),
+        ("host.reboot_timeout", s.host.reboot_timeout),
+        ("host.agent_reconnect_timeout", s.host.agent_reconnect_timeout),
+        ("identity.agent_timeout", s.identity.agent_timeout),
+    ];
+    for (key, value) in positive {
+        if value.is_zero() {
+            return fail(key, "must be longer than zero");
+        }
+    }
+    if s.drain.poll_initial > s.drain.poll_max {
+        return fail("drain.poll_initial", "must not be longer than drain.poll_max");
+    }
+    if s.host.reboot_attempts == 0 {
+        return fail("host.reboot_attempts", "must be at least 1");
+    }
+    if !(s.identity.agent_url.starts_with("http://") || s.identity.agent_url.starts_with("https://")) {
+        return fail("identity.agent_url", "must be an http:// or https:// URL");
+    }
+    if !s.paths.state_dir.is_absolute() {
+        return fail("paths.state_dir", "must be an absolute path");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn error_of(source: &Source) -> String {
+        match load(source) {
+            Err(Error::Config(message)) => message,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_any_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Source::Default { file: dir.path().join("none.toml"), fragments: dir.path().join("none.d") };
+        let settings = load(&source).unwrap();
+        assert_eq!(settings.drain.timeout, Duration::from_secs(1800));
+        assert_eq!(settings.packages.reboot, RebootPolicy::IfNeeded);
+        assert_eq!(settings.host.reboot_command, ["systemctl", "reboot"]);
+    }
+
+    #[test]
+    fn later_fragments_win_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "config.toml", "[drain]\ntimeout = \"5m\"\npoll_max = \"20s\"\n");
+        let fragments = dir.path().join("config.d");
+        std::fs::create_dir(&fragments).unwrap();
+        write(&fragments, "20-b.toml", "[drain]\ntimeout = \"7m\"\n");
+        write(&fragments, "10-a.toml", "[drain]\ntimeout = \"6m\"\nstandalone_tasks = \"stop\"\n");
+        write(&fragments, "ignored.txt", "not toml at all [");
+        let settings = load(&Source::Default { file, fragments }).unwrap();
+        assert_eq!(settings.drain.timeout, Duration::from_secs(7 * 60));
+        assert_eq!(settings.drain.poll_max, Duration::from_secs(20));
+        assert_eq!(settings.drain.standalone_tasks, StandalonePolicy::Stop);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "bad.toml", "[drain]\ntimeuot = \"5m\"\n");
+        let message = error_of(&Source::Explicit(file));
+        assert!(message.contains("bad.toml"), "{message}");
+        assert!(message.contains("timeuot"), "{message}");
+        assert!(message.contains("timeout"), "lists what is allowed: {message}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "bad.toml", "[drain]\n\ntimeout = 30\n");
+        let message = error_of(&Source::Explicit(file));
+        assert!(message.contains("key `drain.timeout`"), "{message}");
+        assert!(message.contains("(line 3)"), "{message}");
+        assert!(message.contains("\"10m\""), "{message}");
+    }
+
+    #[test]
+    fn bad_enum_lists_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "bad.toml", "[packages]\nreboot = \"sometimes\"\n");
+        let message = error_of(&Source::Explicit(file));
+        assert!(message.contains("key `packages.reboot`"), "{message}");
+        assert!(message.contains("if-needed") && message.contains("never"), "{message}");
+    }
+
+    #[test]
+    fn semantic_error_names_the_fragment_that_set_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "config.toml", "[drain]\npoll_max = \"10s\"\n");
+        let fragments = dir.path().join("config.d");
+        std::fs::create_dir(&fragments).unwrap();
+        write(&fragments, "50-fast.toml", "[drain]\npoll_initial = \"1m\"\n");
+        let message = error_of(&Source::Default { file, fragments });
+        assert!(message.contains("50-fast.toml: key `drain.poll_initial`"), "{message}");
+    }
+
+    #[test]
+    fn empty_command_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "c.toml", "[host]\nreboot_command = []\n");
+        let message = error_of(&Source::Explicit(file));
+        assert!(message.contains("host.reboot_command"), "{message}");
+    }
+
+    #[test]
+    fn explicit_file_must_exist() {
+        let message = error_of(&Source::Explicit("/nonexistent/ecs-patchd.toml".into()));
+        assert!(message.contains("/nonexistent/ecs-patchd.toml"), "{message}");
+    }
+}

@@ -1,0 +1,750 @@
+//! The patch cycle: one persisted state machine.
+//!
+//! What an operator would write down, and the state that carries each step:
+//!
+//! 1. Check for updates; with none, the cycle is done at once.
+//! 2. Download them while the host still serves.                   [`State::Downloading`]
+//! 3. If only the ECS agent changes: install it, restart the agent  [`State::UpdatingAgent`]
+//!    and verify the new version connected; no drain.              [`State::RestartingAgent`]
+//! 4. Drain the container instance; wait until its tasks have left. [`State::Draining`]
+//! 5. Install the updates.                                          [`State::Installing`]
+//! 6. Reboot if needed; a new boot id says it happened.             [`State::Rebooting`]
+//! 7. After boot: agent running and reconnected (under a new ARN if
+//!    its state was lost), updates verified.                        [`State::Returning`]
+//! 8. Set the instance ACTIVE again; deregister a stale record.      [`State::Reactivating`]
+//! 9. Done, with the outcome.                                       [`State::Done`]
+//!
+//! Every state is written to the journal before the side effect it announces, every step
+//! is safe to run twice, and a failure after the drain always passes through
+//! `Reactivating`, so the host is never left drained and forgotten.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use backon::BackoffBuilder;
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, info, warn};
+
+use crate::agent::{Agent, AgentMetadata};
+use crate::clock::Clock;
+use crate::config::{RebootPolicy, Settings, StandalonePolicy};
+use crate::ecs::{ContainerInstance, Ecs, Task};
+use crate::error::{Error, Kind, Result};
+use crate::fault;
+use crate::host::Host;
+use crate::identity::Identity;
+use crate::journal::Journal;
+use crate::packages::{PackageManager, PackageUpdate};
+
+/// The side effects a cycle performs, each behind its own trait.
+pub struct Ports {
+    /// The ECS control plane, bound to the host's cluster.
+    pub ecs: Box<dyn Ecs>,
+    /// The local ECS agent.
+    pub agent: Box<dyn Agent>,
+    /// The package manager.
+    pub packages: Box<dyn PackageManager>,
+    /// Reboot, boot id and agent service.
+    pub host: Box<dyn Host>,
+    /// Time.
+    pub clock: Box<dyn Clock>,
+}
+
+/// What the cycle will install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The updates found by the check.
+    pub updates: Vec<PackageUpdate>,
+    /// True when every update is an ECS agent package: no drain, just an agent restart.
+    pub agent_only: bool,
+}
+
+impl Plan {
+    /// A plan for `updates`; `agent_packages` are the names that make up the ECS agent.
+    pub fn new(updates: Vec<PackageUpdate>, agent_packages: &[String]) -> Self {
+        let agent_only = !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
+        Self { updates, agent_only }
+    }
+
+    /// The package names, as given to the package manager.
+    pub fn names(&self) -> Vec<String> {
+        self.updates.iter().map(|u| u.name.clone()).collect()
+    }
+}
+
+/// How a cycle ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// No update was pending.
+    NothingToDo,
+    /// The updates are installed and the host is back in service.
+    Patched {
+        /// The updated packages.
+        packages: Vec<String>,
+        /// Whether the host rebooted.
+        rebooted: bool,
+    },
+    /// The cycle stopped; the host was put back in service if we had drained it.
+    Failed {
+        /// The step that failed.
+        step: String,
+        /// The kind of failure.
+        kind: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// One step of the cycle, with the data that step needs to run (or run again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum State {
+    /// Downloading the updates while the host still serves.
+    Downloading {
+        /// What will be installed.
+        plan: Plan,
+        /// The container instance to drain.
+        arn: String,
+    },
+    /// Installing an agent-only update without draining.
+    UpdatingAgent {
+        /// What will be installed.
+        plan: Plan,
+        /// The agent version before the update.
+        agent_version: String,
+    },
+    /// Restarting the agent and waiting for the new version to connect.
+    RestartingAgent {
+        /// What was installed.
+        plan: Plan,
+        /// The agent version before the update.
+        agent_version: String,
+    },
+    /// Draining the container instance (marked as drained by this cycle) and waiting.
+    Draining {
+        /// What will be installed.
+        plan: Plan,
+        /// The container instance being drained.
+        arn: String,
+    },
+    /// Installing the updates on the drained host.
+    Installing {
+        /// What is installed.
+        plan: Plan,
+        /// The drained container instance.
+        arn: String,
+    },
+    /// Rebooting; finished when the boot id differs from `boot_id`.
+    Rebooting {
+        /// What was installed.
+        plan: Plan,
+        /// The drained container instance.
+        arn: String,
+        /// The boot id before the reboot.
+        boot_id: String,
+        /// Which reboot request this is (1 = first).
+        attempt: u32,
+    },
+    /// Back from install (and reboot): agent running and connected, updates verified.
+    Returning {
+        /// What was installed.
+        plan: Plan,
+        /// The container instance this host is now.
+        arn: String,
+        /// The record we drained, when the agent came back under a new ARN.
+        stale_arn: Option<String>,
+        /// Whether the host rebooted.
+        rebooted: bool,
+    },
+    /// Setting the instance ACTIVE again and removing a stale registration.
+    Reactivating {
+        /// The container instance to set ACTIVE.
+        arn: String,
+        /// A stale registration to deregister.
+        stale_arn: Option<String>,
+        /// How the cycle will end.
+        outcome: Outcome,
+    },
+    /// Finished.
+    Done {
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
+
+impl State {
+    /// The step's name, as written in the journal and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Downloading { .. } => "downloading",
+            State::UpdatingAgent { .. } => "updating-agent",
+            State::RestartingAgent { .. } => "restarting-agent",
+            State::Draining { .. } => "draining",
+            State::Installing { .. } => "installing",
+            State::Rebooting { .. } => "rebooting",
+            State::Returning { .. } => "returning",
+            State::Reactivating { .. } => "reactivating",
+            State::Done { .. } => "done",
+        }
+    }
+
+    /// True once the cycle has ended.
+    pub fn is_done(&self) -> bool {
+        matches!(self, State::Done { .. })
+    }
+
+    /// One human line about the step.
+    pub fn summary(&self) -> String {
+        match self {
+            State::Downloading { plan, .. } => format!("downloading {} update(s): {}", plan.updates.len(), plan.names().join(", ")),
+            State::UpdatingAgent { agent_version, .. } => format!("installing the ECS agent update (running: {agent_version}); no drain needed"),
+            State::RestartingAgent { .. } => "restarting the ECS agent and waiting for the new version to connect".into(),
+            State::Draining { arn, .. } => format!("draining {arn} and waiting for its tasks to move"),
+            State::Installing { plan, .. } => format!("installing {} update(s)", plan.updates.len()),
+            State::Rebooting { attempt, .. } => format!("rebooting (request {attempt})"),
+            State::Returning { arn, .. } => format!("waiting for the ECS agent to reconnect as {arn}, then verifying"),
+            State::Reactivating { arn, .. } => format!("setting {arn} ACTIVE"),
+            State::Done { outcome } => match outcome {
+                Outcome::NothingToDo => "done: nothing to do".into(),
+                Outcome::Patched { packages, rebooted } => format!(
+                    "done: {} package(s) updated{}",
+                    packages.len(),
+                    if *rebooted { ", rebooted" } else { "" }
+                ),
+                Outcome::Failed { step, reason, .. } => format!("failed at {step}: {reason}"),
+            },
+        }
+    }
+}
+
+/// Whether the machine may go from `from` to `to`.
+fn allowed(from: &State, to: &State) -> bool {
+    use State::*;
+    matches!(
+        (from, to),
+        (Downloading { .. }, UpdatingAgent { .. } | Draining { .. } | Done { .. })
+            | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
+            | (RestartingAgent { .. }, Done { .. })
+            | (Draining { .. }, Installing { .. } | Reactivating { .. } | Done { .. })
+            | (Installing { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (Rebooting { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (Returning { .. }, Returning { .. } | Reactivating { .. })
+            | (Reactivating { .. }, Done { .. })
+    )
+}
+
+/// When a step began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestone {
+    /// The step's name.
+    pub step: String,
+    /// When it began.
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+}
+
+/// One patch cycle, exactly as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cycle {
+    /// Unique id; also the value of the "drained by" attribute.
+    pub id: String,
+    /// The EC2 instance.
+    pub instance_id: String,
+    /// The ECS cluster.
+    pub cluster: String,
+    /// When the cycle began.
+    #[serde(with = "humantime_serde")]
+    pub started_at: SystemTime,
+    /// When the current step began (timeouts count from here, across restarts).
+    #[serde(with = "humantime_serde")]
+    pub entered_at: SystemTime,
+    /// The current step and its data.
+    pub state: State,
+    /// Every step taken, in order.
+    pub history: Vec<Milestone>,
+}
+
+impl Cycle {
+    /// Time from the start of the drain until the cycle ended (or now, if it has not).
+    pub fn out_of_service(&self, now: SystemTime) -> Option<Duration> {
+        let drained = self.history.iter().find(|m| m.step == "draining")?.at;
+        let back = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
+        back.duration_since(drained).ok()
+    }
+
+    /// Time from the start of the cycle until it ended (or now).
+    pub fn duration(&self, now: SystemTime) -> Duration {
+        let end = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
+        end.duration_since(self.started_at).unwrap_or_default()
+    }
+}
+
+/// Runs cycles against `ports`, recording each step in `journal`.
+pub struct Machine<'a> {
+    ports: &'a Ports,
+    settings: &'a Settings,
+    journal: &'a Journal,
+}
+
+impl<'a> Machine<'a> {
+    /// A machine over the given side effects, settings and (locked) journal.
+    pub fn new(ports: &'a Ports, settings: &'a Settings, journal: &'a Journal) -> Self {
+        Self { ports, settings, journal }
+    }
+
+    /// Checks for updates and, if there are any, runs a new cycle to its end.
+    pub async fn start(&self, identity: &Identity) -> Result<Cycle> {
+        let updates = self.ports.packages.pending_updates().await?;
+        let now = self.ports.clock.now();
+        let state = if updates.is_empty() {
+            State::Done { outcome: Outcome::NothingToDo }
+        } else {
+            let plan = Plan::new(updates, &self.settings.packages.agent_packages);
+            State::Downloading { plan, arn: identity.container_instance_arn.clone() }
+        };
+        let cycle = Cycle {
+            id: cycle_id(now, &identity.instance.instance_id),
+            instance_id: identity.instance.instance_id.clone(),
+            cluster: identity.cluster.clone(),
+            started_at: now,
+            entered_at: now,
+            history: vec![Milestone { step: state.name().into(), at: now }],
+            state,
+        };
+        self.journal.save(&cycle)?;
+        info!(cycle = %cycle.id, step = cycle.state.name(), "{}", cycle.state.summary());
+        fault::point(&format!("{}:persisted", cycle.state.name()));
+        self.resume(cycle).await
+    }
+
+    /// Runs the cycle from its current step to its end.
+    pub async fn resume(&self, cycle: Cycle) -> Result<Cycle> {
+        let span = tracing::info_span!("cycle", cycle = %cycle.id, cluster = %cycle.cluster, instance_id = %cycle.instance_id);
+        self.drive(cycle).instrument(span).await
+    }
+
+    async fn drive(&self, mut cycle: Cycle) -> Result<Cycle> {
+        while !cycle.state.is_done() {
+            let step = cycle.state.name();
+            let next = match self.step(&cycle).await {
+                Ok(next) => next,
+                Err(error) => self.after_failure(&cycle, error)?,
+            };
+            fault::point(&format!("{step}:done"));
+            self.enter(&mut cycle, next)?;
+            fault::point(&format!("{}:persisted", cycle.state.name()));
+        }
+        Ok(cycle)
+    }
+
+    /// Persists `next` as the current state, refusing transitions the machine does not allow.
+    fn enter(&self, cycle: &mut Cycle, next: State) -> Result<()> {
+        if !allowed(&cycle.state, &next) {
+            debug_assert!(false, "transition {} -> {}", cycle.state.name(), next.name());
+            return Err(Error::Journal(format!(
+                "internal error: refusing the transition {} -> {}",
+                cycle.state.name(),
+                next.name()
+            )));
+        }
+        let now = self.ports.clock.now();
+        let took = now.duration_since(cycle.entered_at).unwrap_or_default();
+        if next.name() != cycle.state.name() {
+            cycle.entered_at = now;
+            cycle.history.push(Milestone { step: next.name().into(), at: now });
+        }
+        let finished = cycle.state.name();
+        cycle.state = next;
+        self.journal.save(cycle)?;
+        info!(step = cycle.state.name(), previous = finished, took = %humantime::format_duration(round(took)), "{}", cycle.state.summary());
+        Ok(())
+    }
+
+    async fn step(&self, cycle: &Cycle) -> Result<State> {
+        match cycle.state.clone() {
+            State::Downloading { plan, arn } => self.download(cycle, plan, arn).await,
+            State::UpdatingAgent { plan, agent_version } => {
+                self.ports.packages.install(&plan.names()).await?;
+                Ok(State::RestartingAgent { plan, agent_version })
+            }
+            State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
+            State::Draining { plan, arn } => self.drain(cycle, plan, arn).await,
+            State::Installing { plan, arn } => self.install(plan, arn).await,
+            State::Rebooting { plan, arn, boot_id, attempt } => self.reboot(plan, arn, boot_id, attempt).await,
+            State::Returning { plan, arn, stale_arn, rebooted } => {
+                self.return_to_service(cycle, plan, arn, stale_arn, rebooted).await
+            }
+            State::Reactivating { arn, stale_arn, outcome } => self.reactivate(cycle, arn, stale_arn, outcome).await,
+            State::Done { .. } => unreachable!("drive() stops at Done"),
+        }
+    }
+
+    /// Where a failed step leads: back to service if we drained, else straight to the end.
+    /// A failure to reactivate, or of the journal itself, stops the run; the next run resumes.
+    fn after_failure(&self, cycle: &Cycle, error: Error) -> Result<State> {
+        if matches!(error, Error::Journal(_)) {
+            return Err(error);
+        }
+        warn!(step = cycle.state.name(), kind = %error.kind(), "step failed: {error}");
+        let outcome = Outcome::Failed {
+            step: cycle.state.name().into(),
+            kind: error.kind().to_string(),
+            reason: error.to_string(),
+        };
+        Ok(match &cycle.state {
+            State::Reactivating { .. } => return Err(error),
+            State::Draining { .. } if error.kind() == Kind::NotOurs => State::Done { outcome },
+            State::Draining { arn, .. } | State::Installing { arn, .. } | State::Rebooting { arn, .. } => {
+                State::Reactivating { arn: arn.clone(), stale_arn: None, outcome }
+            }
+            State::Returning { arn, stale_arn, .. } => {
+                State::Reactivating { arn: arn.clone(), stale_arn: stale_arn.clone(), outcome }
+            }
+            _ => State::Done { outcome },
+        })
+    }
+
+    // ---- 2. download ----------------------------------------------------------------
+
+    async fn download(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+        self.ports.packages.download(&plan.names()).await?;
+        if plan.agent_only {
+            let agent = self.ports.agent.metadata().await.map_err(|e| {
+                Error::Host(format!("the ECS agent must be running to update it in place: {e}"))
+            })?;
+            return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
+        }
+        let instance = self.registered(&arn).await?;
+        if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
+            return Err(not_ours(&instance));
+        }
+        Ok(State::Draining { plan, arn })
+    }
+
+    // ---- 3. agent-only update -------------------------------------------------------
+
+    async fn restart_agent(&self, cycle: &Cycle, plan: Plan, old_version: String) -> Result<State> {
+        let running = self.ports.agent.metadata().await.ok().map(|m| m.version);
+        if running.is_none_or(|v| v == old_version) {
+            self.ports.host.restart_agent().await?;
+        }
+        let (meta, _) = self.await_agent(cycle.entered_at, |m| m.version != old_version).await?;
+        info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
+        self.verify_installed(&plan).await?;
+        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false } })
+    }
+
+    // ---- 4. drain ---------------------------------------------------------------------
+
+    async fn drain(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+        let instance = self.registered(&arn).await?;
+        if instance.is_drained_by(&cycle.id) {
+            info!("the instance is already DRAINING for this cycle; waiting");
+        } else if instance.status == "ACTIVE" {
+            self.ports.ecs.drain(&arn, &cycle.id).await?;
+        } else {
+            return Err(not_ours(&instance));
+        }
+        self.wait_until_drained(&arn, cycle.entered_at).await?;
+        Ok(State::Installing { plan, arn })
+    }
+
+    async fn wait_until_drained(&self, arn: &str, since: SystemTime) -> Result<()> {
+        let drain = &self.settings.drain;
+        let deadline = since + drain.timeout;
+        let grace_ends = since + drain.standalone_grace;
+        let mut delays = poll_delays(drain.poll_initial, drain.poll_max);
+        let mut stopped = BTreeSet::new();
+        loop {
+            let now = self.ports.clock.now();
+            let left = match self.tasks_left(arn).await {
+                Ok(left) if left.is_empty() => return Ok(()),
+                Ok(left) => left,
+                Err(e) if now < deadline => {
+                    warn!("cannot read the drain's progress (will try again): {e}");
+                    TasksLeft::default()
+                }
+                Err(e) => return Err(Error::Timeout(format!("the drain did not finish within {}: {e}", fmt(drain.timeout)))),
+            };
+            let standalone: Vec<&Task> = left.tasks.iter().filter(|t| !t.is_service_task()).collect();
+            if !standalone.is_empty() && now >= grace_ends {
+                match drain.standalone_tasks {
+                    StandalonePolicy::Wait => {}
+                    StandalonePolicy::Stop => {
+                        for task in &standalone {
+                            if stopped.insert(task.arn.clone()) {
+                                info!(task = %task.arn, "stopping a standalone task after the grace period");
+                                self.ports.ecs.stop_task(&task.arn, "ecs-patchd: host is being patched").await?;
+                            }
+                        }
+                    }
+                    StandalonePolicy::Abort => {
+                        return Err(Error::Timeout(format!(
+                            "{} standalone task(s) still run after {} and drain.standalone_tasks is \"abort\": {}",
+                            standalone.len(),
+                            fmt(drain.standalone_grace),
+                            standalone.iter().map(|t| t.arn.as_str()).collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                }
+            }
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the drain did not finish within {}: {} task(s) still running or pending ({} standalone)",
+                    fmt(drain.timeout),
+                    left.count(),
+                    standalone.len()
+                )));
+            }
+            let wait = delays.next().unwrap_or(drain.poll_max);
+            let until_deadline = deadline.duration_since(now).unwrap_or_default();
+            self.ports.clock.sleep(wait.min(until_deadline)).await;
+        }
+    }
+
+    async fn tasks_left(&self, arn: &str) -> Result<TasksLeft> {
+        let tasks = self.ports.ecs.running_tasks(arn).await?;
+        let instance = self.registered(arn).await?;
+        Ok(TasksLeft { tasks, running: instance.running_tasks, pending: instance.pending_tasks })
+    }
+
+    // ---- 5. install -------------------------------------------------------------------
+
+    async fn install(&self, plan: Plan, arn: String) -> Result<State> {
+        self.ports.packages.install(&plan.names()).await?;
+        if self.reboot_wanted().await? {
+            let boot_id = self.ports.host.boot_id()?;
+            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1 })
+        } else {
+            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false })
+        }
+    }
+
+    async fn reboot_wanted(&self) -> Result<bool> {
+        match self.settings.packages.reboot {
+            RebootPolicy::Always => Ok(true),
+            RebootPolicy::IfNeeded => {
+                let need = self.ports.packages.reboot_required().await?;
+                info!(needed = need.needed, "reboot check: {}", need.reason);
+                Ok(need.needed)
+            }
+            RebootPolicy::Never => {
+                match self.ports.packages.reboot_required().await {
+                    Ok(need) if need.needed => warn!("a reboot is needed ({}) but packages.reboot is \"never\"", need.reason),
+                    Ok(_) => {}
+                    Err(e) => warn!("cannot tell whether a reboot is needed: {e}"),
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    // ---- 6. reboot --------------------------------------------------------------------
+
+    async fn reboot(&self, plan: Plan, arn: String, boot_id: String, attempt: u32) -> Result<State> {
+        if self.ports.host.boot_id()? != boot_id {
+            info!("the host has rebooted");
+            return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true });
+        }
+        let attempts = self.settings.host.reboot_attempts;
+        if attempt > attempts {
+            return Err(Error::Host(format!(
+                "the host did not reboot after {attempts} request(s) of `{}`",
+                self.settings.host.reboot_command.join(" ")
+            )));
+        }
+        self.ports.host.reboot().await?;
+        self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
+        warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));
+        Ok(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1 })
+    }
+
+    // ---- 7. return ----------------------------------------------------------------------
+
+    async fn return_to_service(
+        &self,
+        cycle: &Cycle,
+        plan: Plan,
+        arn: String,
+        stale_arn: Option<String>,
+        rebooted: bool,
+    ) -> Result<State> {
+        if let Err(e) = self.ports.agent.metadata().await {
+            info!("starting the ECS agent ({e})");
+            self.ports.host.start_agent().await?;
+        }
+        let (_, instance) = self.await_agent(cycle.entered_at, |_| true).await?;
+        if instance.arn != arn {
+            // The agent lost its saved state and registered anew: adopt the new record once
+            // ECS confirms it belongs to this EC2 instance; the drained one is now stale.
+            let ours = self.ports.ecs.instances_on(&cycle.instance_id).await?;
+            if !ours.iter().any(|r| r.arn == instance.arn) {
+                return Err(Error::Identity(format!(
+                    "the ECS agent reports {}, which ECS does not list for {}",
+                    instance.arn, cycle.instance_id
+                )));
+            }
+            warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
+            return Ok(State::Returning { plan, arn: instance.arn, stale_arn: stale_arn.or(Some(arn)), rebooted });
+        }
+        self.verify_installed(&plan).await?;
+        Ok(State::Reactivating { arn, stale_arn, outcome: Outcome::Patched { packages: plan.names(), rebooted } })
+    }
+
+    // ---- 8. reactivate ----------------------------------------------------------------
+
+    async fn reactivate(&self, cycle: &Cycle, arn: String, stale_arn: Option<String>, outcome: Outcome) -> Result<State> {
+        match self.ports.ecs.describe(&arn).await? {
+            Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => {
+                self.ports.ecs.activate(&arn, &cycle.id).await?;
+                info!("{arn} is ACTIVE again");
+            }
+            Some(i) if i.status == "DRAINING" => {
+                warn!("{arn} is DRAINING, but not by this cycle ({}): left alone", drained_by(&i));
+            }
+            Some(_) => {}
+            None => warn!("{arn} is no longer registered"),
+        }
+        if let Some(stale) = stale_arn
+            && self.ports.ecs.describe(&stale).await?.is_some()
+        {
+            self.ports.ecs.deregister(&stale).await?;
+            info!("deregistered the stale record {stale}");
+        }
+        Ok(State::Done { outcome })
+    }
+
+    // ---- shared checks ------------------------------------------------------------------
+
+    /// The container instance `arn`; an error when it is no longer registered.
+    async fn registered(&self, arn: &str) -> Result<ContainerInstance> {
+        self.ports
+            .ecs
+            .describe(arn)
+            .await?
+            .ok_or_else(|| Error::NotOurs(format!("container instance {arn} is no longer registered")))
+    }
+
+    /// Waits until the agent answers `accept`-ably and ECS shows its instance connected.
+    async fn await_agent(
+        &self,
+        since: SystemTime,
+        accept: impl Fn(&AgentMetadata) -> bool,
+    ) -> Result<(AgentMetadata, ContainerInstance)> {
+        let limit = self.settings.host.agent_reconnect_timeout;
+        let deadline = since + limit;
+        let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
+        let mut last = String::from("no answer yet");
+        loop {
+            match self.agent_connected(&accept).await {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => last = e.to_string(),
+            }
+            let now = self.ports.clock.now();
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the ECS agent did not reconnect within {} (last: {last})",
+                    fmt(limit)
+                )));
+            }
+            let wait = delays.next().unwrap_or(self.settings.drain.poll_max);
+            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+        }
+    }
+
+    async fn agent_connected(
+        &self,
+        accept: &impl Fn(&AgentMetadata) -> bool,
+    ) -> Result<Option<(AgentMetadata, ContainerInstance)>> {
+        let meta = self.ports.agent.metadata().await?;
+        let Some(arn) = meta.container_instance_arn.clone() else { return Ok(None) };
+        if !accept(&meta) {
+            return Ok(None);
+        }
+        Ok(self
+            .ports
+            .ecs
+            .describe(&arn)
+            .await?
+            .filter(|i| i.agent_connected)
+            .map(|i| (meta, i)))
+    }
+
+    /// Fails if any planned update is still pending at the planned version.
+    async fn verify_installed(&self, plan: &Plan) -> Result<()> {
+        let pending = self.ports.packages.pending_updates().await?;
+        let missing: Vec<String> = plan
+            .updates
+            .iter()
+            .filter(|u| pending.iter().any(|p| p.name == u.name && p.available == u.available))
+            .map(|u| format!("{} {}", u.name, u.available))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Packages(format!("updates still pending after the install: {}", missing.join(", "))))
+        }
+    }
+}
+
+/// What still runs on an instance being drained.
+#[derive(Debug, Default)]
+struct TasksLeft {
+    tasks: Vec<Task>,
+    running: i32,
+    pending: i32,
+}
+
+impl TasksLeft {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.running == 0 && self.pending == 0
+    }
+
+    fn count(&self) -> usize {
+        self.tasks.len().max(usize::try_from(self.running + self.pending).unwrap_or(0))
+    }
+}
+
+/// Jittered delays growing from `initial` to `max`, for polls that must stay rare.
+fn poll_delays(initial: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(initial)
+        .with_max_delay(max)
+        .with_factor(1.5)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn not_ours(instance: &ContainerInstance) -> Error {
+    Error::NotOurs(format!(
+        "container instance {} is {} ({}): this cycle did not drain it, so ecs-patchd leaves it alone",
+        instance.arn,
+        instance.status,
+        drained_by(instance)
+    ))
+}
+
+fn drained_by(instance: &ContainerInstance) -> String {
+    match &instance.drained_by {
+        Some(cycle) => format!("drained by ecs-patchd cycle {cycle}"),
+        None => "not drained by ecs-patchd".into(),
+    }
+}
+
+/// A unique, readable cycle id: UTC time and instance.
+fn cycle_id(now: SystemTime, instance_id: &str) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string().replace([':', '-'], "");
+    format!("{instance_id}-{stamp}")
+}
+
+fn fmt(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(round(d))
+}
+
+/// Drops sub-millisecond noise from a duration shown to people.
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,110 @@
+//! The small, fixed set of error kinds the daemon reports.
+//!
+//! Every failure is one of these kinds; the kind decides the process exit code and is
+//! safe to use as a metric or log label. Messages never carry credentials or tokens.
+
+use std::fmt;
+
+/// What went wrong, in a form an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid: names the file, the key and what is allowed.
+    #[error("{0}")]
+    Config(String),
+    /// Another cycle holds the state directory lock; try again later.
+    #[error("{0}")]
+    Busy(String),
+    /// The instance's identity (IMDS, ECS agent, cluster) could not be established.
+    #[error("{0}")]
+    Identity(String),
+    /// An ECS API call failed.
+    #[error("ECS: {message}")]
+    Ecs {
+        /// What failed, with the service's error code where there is one.
+        message: String,
+        /// True when the same call may succeed later (throttling, network, 5xx).
+        transient: bool,
+    },
+    /// The package manager failed: names the command, exit code and last lines of output.
+    #[error("{0}")]
+    Packages(String),
+    /// A host operation (reboot, agent service, boot id) failed.
+    #[error("{0}")]
+    Host(String),
+    /// The cycle journal could not be read or written.
+    #[error("{0}")]
+    Journal(String),
+    /// A step did not finish within its configured time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The container instance is held by someone else (drained by another actor).
+    #[error("{0}")]
+    NotOurs(String),
+}
+
+/// Short, stable label of an error kind (for logs, status and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// See [`Error::Config`].
+    Config,
+    /// See [`Error::Busy`].
+    Busy,
+    /// See [`Error::Identity`].
+    Identity,
+    /// See [`Error::Ecs`].
+    Ecs,
+    /// See [`Error::Packages`].
+    Packages,
+    /// See [`Error::Host`].
+    Host,
+    /// See [`Error::Journal`].
+    Journal,
+    /// See [`Error::Timeout`].
+    Timeout,
+    /// See [`Error::NotOurs`].
+    NotOurs,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Config => "config",
+            Kind::Busy => "busy",
+            Kind::Identity => "identity",
+            Kind::Ecs => "ecs",
+            Kind::Packages => "packages",
+            Kind::Host => "host",
+            Kind::Journal => "journal",
+            Kind::Timeout => "timeout",
+            Kind::NotOurs => "not-ours",
+        })
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Config(_) => Kind::Config,
+            Error::Busy(_) => Kind::Busy,
+            Error::Identity(_) => Kind::Identity,
+            Error::Ecs { .. } => Kind::Ecs,
+            Error::Packages(_) => Kind::Packages,
+            Error::Host(_) => Kind::Host,
+            Error::Journal(_) => Kind::Journal,
+            Error::Timeout(_) => Kind::Timeout,
+            Error::NotOurs(_) => Kind::NotOurs,
+        }
+    }
+
+    /// True when running again later may succeed without anyone changing anything.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy(_) | Error::Ecs { transient: true, .. }
+        )
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,174 @@
+//! Who this host is: EC2 identity from IMDSv2, ECS cluster and container instance from the
+//! local agent (or, when it is down, from ecs.config and the ECS API).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Agent;
+use crate::ecs::Ecs;
+use crate::error::{Error, Result};
+
+/// The parts of the instance identity document the daemon uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceDocument {
+    /// e.g. `i-0abc...`.
+    pub instance_id: String,
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// e.g. `us-east-1a`.
+    pub availability_zone: String,
+    /// The AWS account id.
+    pub account_id: String,
+}
+
+/// Everything the daemon needs to know about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The EC2 side.
+    #[serde(flatten)]
+    pub instance: InstanceDocument,
+    /// The ECS cluster.
+    pub cluster: String,
+    /// This host's container-instance ARN.
+    pub container_instance_arn: String,
+    /// The running agent's version, when it answered.
+    pub agent_version: Option<String>,
+}
+
+/// Where the IMDS client sends requests (for messages).
+pub fn imds_endpoint() -> String {
+    std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into())
+}
+
+/// Reads the instance identity document through IMDSv2 (tokens only, never v1).
+pub async fn instance_document(imds: &aws_config::imds::Client) -> Result<InstanceDocument> {
+    let problem = |why: String| {
+        Error::Identity(format!(
+            "cannot read the instance identity from IMDSv2 at {}: {why}. ecs-patchd must run on \
+             an EC2 instance whose metadata service is enabled (a hop limit of 2 when it runs in \
+             a container); AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the address.",
+            imds_endpoint()
+        ))
+    };
+    let document = imds
+        .get("/latest/dynamic/instance-identity/document")
+        .await
+        .map_err(|e| problem(aws_sdk_ecs::error::DisplayErrorContext(&e).to_string()))?;
+    serde_json::from_str(document.as_ref())
+        .map_err(|e| problem(format!("the identity document is not understood ({e})")))
+}
+
+/// The cluster named by `ECS_CLUSTER` in ecs.config (`default` when absent).
+pub fn cluster_from_ecs_config(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Identity(format!("cannot read {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ECS_CLUSTER="))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next_back()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "default".into()))
+}
+
+/// How to find the cluster and container instance.
+pub struct Lookup<'a> {
+    /// The running agent.
+    pub agent: &'a dyn Agent,
+    /// The cluster pinned in config (empty: not pinned).
+    pub pinned_cluster: &'a str,
+    /// The agent's config file.
+    pub ecs_config: &'a Path,
+}
+
+/// Resolves cluster and container-instance ARN; `ecs_for` gives an ECS client for a cluster.
+///
+/// Asks the agent first; when it does not answer, takes the cluster from config or
+/// ecs.config and finds the container instance by EC2 instance id. When nothing works the
+/// error says what was tried and what to fix.
+pub async fn resolve<F>(instance: InstanceDocument, lookup: Lookup<'_>, ecs_for: F) -> Result<Identity>
+where
+    F: Fn(&str) -> Box<dyn Ecs>,
+{
+    let pinned = (!lookup.pinned_cluster.is_empty()).then(|| lookup.pinned_cluster.to_string());
+    let mut tried = Vec::new();
+    match lookup.agent.metadata().await {
+        Ok(meta) => {
+            if let Some(pin) = &pinned
+                && *pin != meta.cluster
+            {
+                return Err(Error::Identity(format!(
+                    "identity.cluster is \"{pin}\" but the ECS agent is registered in cluster \
+                     \"{}\": fix identity.cluster or ECS_CLUSTER in the agent's configuration",
+                    meta.cluster
+                )));
+            }
+            if let Some(arn) = meta.container_instance_arn {
+                return Ok(Identity {
+                    instance,
+                    cluster: meta.cluster,
+                    container_instance_arn: arn,
+                    agent_version: Some(meta.version),
+                });
+            }
+            tried.push(format!("the ECS agent answered but has not registered yet (cluster {})", meta.cluster));
+        }
+        Err(e) => tried.push(e.to_string()),
+    }
+    let cluster = match pinned {
+        Some(pin) => pin,
+        None => match cluster_from_ecs_config(lookup.ecs_config) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                tried.push(e.to_string());
+                return Err(not_found(&instance, &tried));
+            }
+        },
+    };
+    let found = ecs_for(&cluster).instances_on(&instance.instance_id).await;
+    match found {
+        Ok(mut records) if !records.is_empty() => {
+            // Prefer a connected, then the newest, registration.
+            records.sort_by_key(|r| (r.agent_connected, r.registered_at));
+            let best = records.pop().expect("not empty");
+            Ok(Identity { instance, cluster, container_instance_arn: best.arn, agent_version: best.agent_version })
+        }
+        Ok(_) => {
+            tried.push(format!("ECS lists no container instance for {} in cluster {cluster}", instance.instance_id));
+            Err(not_found(&instance, &tried))
+        }
+        Err(e) => {
+            tried.push(format!("cannot list the container instances of cluster {cluster}: {e}"));
+            Err(not_found(&instance, &tried))
+        }
+    }
+}
+
+fn not_found(instance: &InstanceDocument, tried: &[String]) -> Error {
+    Error::Identity(format!(
+        "cannot tell which ECS container instance EC2 instance {} ({}) is. Tried: {}. Start the \
+         ECS agent (systemctl start ecs) and check that it registered, or set identity.cluster \
+         (or ECS_CLUSTER in ecs.config) to the cluster this host belongs to.",
+        instance.instance_id,
+        instance.region,
+        tried.join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecs_config_cluster_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecs.config");
+        std::fs::write(&path, "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\nECS_CLUSTER=prod-web\n").unwrap();
+        assert_eq!(cluster_from_ecs_config(&path).unwrap(), "prod-web");
+        std::fs::write(&path, "ECS_LOGLEVEL=info\n").unwrap();
+        assert_eq!(cluster_from_ecs_config(&path).unwrap(), "default");
+        assert!(cluster_from_ecs_config(&dir.path().join("missing")).is_err());
+    }
+}

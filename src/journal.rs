@@ -1,0 +1,179 @@
+//! The durable record of the cycle in progress, and the lock that keeps it single.
+//!
+//! The record is one JSON file in the state directory, replaced atomically: written to a
+//! temporary file, fsynced, renamed over the old one, and the directory fsynced, so a crash
+//! leaves either the old or the new record, never a torn one. Mode 0600, directory 0700.
+//! A corrupt record is reported and never overwritten.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+const RECORD_FILE: &str = "cycle.json";
+const LOCK_FILE: &str = "lock";
+
+/// Exclusive access to the state directory's record, held until dropped.
+pub struct Journal {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Journal {
+    /// Creates the state directory if needed and takes its lock without waiting.
+    ///
+    /// Fails with [`Error::Busy`] naming the holder's pid when another process has it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| journal_error("cannot create the state directory", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| journal_error("cannot open the lock file", &lock_path, e))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::Busy(format!(
+                    "another ecs-patchd (pid {}) is running a cycle in {}",
+                    holder.trim(),
+                    dir.display()
+                )));
+            }
+            Err((_, errno)) => {
+                return Err(journal_error("cannot lock", &lock_path, errno.into()));
+            }
+        };
+        lock.set_len(0)
+            .and_then(|_| write!(*lock, "{}", std::process::id()))
+            .map_err(|e| journal_error("cannot write the lock file", &lock_path, e))?;
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    /// Reads the record; `None` when there is none yet.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        read(&self.dir)
+    }
+
+    /// Replaces the record atomically and durably.
+    pub fn save<T: Serialize>(&self, record: &T) -> Result<()> {
+        let path = self.dir.join(RECORD_FILE);
+        let temp = self.dir.join(format!("{RECORD_FILE}.tmp"));
+        let mut bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::Journal(format!("cannot encode the cycle record: {e}")))?;
+        bytes.push(b'\n');
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| journal_error("cannot write", &temp, e))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| journal_error("cannot write", &temp, e))?;
+        std::fs::rename(&temp, &path).map_err(|e| journal_error("cannot replace", &path, e))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| journal_error("cannot sync", &self.dir, e))
+    }
+
+    /// The state directory this journal lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Reads the record of `dir` without taking the lock (for `status` and diagnostics).
+pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
+    let path = dir.join(RECORD_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(journal_error("cannot read", &path, e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::Journal(format!(
+            "the cycle record {} is corrupt ({e}). It was left untouched. The container \
+             instance may still be DRAINING: check it in ECS, then move the file aside to \
+             start afresh.",
+            path.display()
+        ))
+    })
+}
+
+fn journal_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Journal(format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Record {
+        step: String,
+    }
+
+    #[test]
+    fn saves_and_loads_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let journal = Journal::open(&state).unwrap();
+        assert_eq!(journal.load::<Record>().unwrap(), None);
+        journal.save(&Record { step: "draining".into() }).unwrap();
+        assert_eq!(journal.load::<Record>().unwrap(), Some(Record { step: "draining".into() }));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(RECORD_FILE)), 0o600);
+        assert!(!state.join("cycle.json.tmp").exists());
+    }
+
+    #[test]
+    fn second_open_is_busy_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Journal::open(dir.path()).unwrap();
+        match Journal::open(dir.path()) {
+            Err(Error::Busy(message)) => {
+                assert!(message.contains(&std::process::id().to_string()), "{message}")
+            }
+            other => panic!("expected Busy, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn lock_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path()).unwrap());
+        assert!(Journal::open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RECORD_FILE);
+        std::fs::write(&path, "{\"step\": \"drain").unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        match journal.load::<Record>() {
+            Err(Error::Journal(message)) => assert!(message.contains("corrupt"), "{message}"),
+            other => panic!("expected a journal error, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"step\": \"drain");
+    }
+}

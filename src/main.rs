@@ -1,0 +1,7 @@
+//! The `ecs-patchd` command.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Local stand-ins for everything ecs-patchd talks to on an EC2 host, in one process.
+
+- moto's server (ECS, EC2) on 127.0.0.1, wrapped to count ECS calls by operation;
+- an IMDSv2 stand-in that enforces tokens (PUT first, 401 without a valid token);
+- the ECS agent's introspection API (`/v1/metadata`), which can be stopped and started;
+- a scheduler thread that plays the ECS service scheduler: tasks started by a service
+  (`startedBy = ecs-svc/...`) are stopped on a DRAINING instance and started again on an
+  ACTIVE peer; standalone tasks are left alone, as ECS does;
+- a control API under `/_standin/` on the moto port, used by the test scripts.
+
+When everything is up, the addresses and ids are written as JSON to --state-file.
+"""
+
+import argparse
+import logging
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REGION = "us-east-1"
+AZ = "us-east-1a"
+ACCOUNT = "123456789012"
+ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class World:
+    """The simulated host: its instance, agent and ECS records."""
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = threading.RLock()
+        self.calls = {}
+        self.agent_up = True
+        self.agent_version = args.agent_version
+        self.lose_agent_state = False
+        self.instance_id = None
+        self.arn = None
+        self.cluster = args.cluster
+
+    # ---- moto backend access ---------------------------------------------------------
+    def ecs(self):
+        from moto.ecs.models import ecs_backends
+        return ecs_backends[ACCOUNT][REGION]
+
+    def records(self):
+        """Container instances registered from our EC2 instance."""
+        return [ci for ci in self.ecs().container_instances.get(self.cluster, {}).values()
+                if ci.ec2_instance_id == self.instance_id]
+
+    def count(self, name):
+        with self.lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    # ---- control operations ------------------------------------------------------------
+    def agent_stop(self):
+        with self.lock:
+            self.agent_up = False
+            for ci in self.records():
+                ci.agent_connected = False
+
+    def agent_start(self, version=None):
+        with self.lock:
+            if version:
+                self.agent_version = version
+            if self.lose_agent_state:
+                # The agent's saved state is gone: it registers a new container instance.
+                fresh = self.ecs().register_container_instance(self.cluster, self.instance_id)
+                self.arn = fresh.container_instance_arn
+                self.lose_agent_state = False
+            for ci in self.records():
+                ci.agent_connected = ci.container_instance_arn == self.arn
+            self.agent_up = True
+
+    def reboot(self, lose_agent_state):
+        with self.lock:
+            self.lose_agent_state = bool(lose_agent_state)
+        self.agent_stop()
+
+    def drain_by_other(self):
+        with self.lock:
+            self.ecs().update_container_instances_state(self.cluster, [self.arn], "DRAINING")
+
+    def describe(self):
+        backend = self.ecs()
+        out = []
+        for ci in backend.container_instances.get(self.cluster, {}).values():
+            out.append({
+                "arn": ci.container_instance_arn,
+                "ec2_instance_id": ci.ec2_instance_id,
+                "status": ci.status,
+                "agent_connected": ci.agent_connected,
+                "running_tasks": sum(1 for t in backend.tasks.get(self.cluster, {}).values()
+                                     if t.container_instance_arn == ci.container_instance_arn
+                                     and t.desired_status == "RUNNING"),
+                "attributes": {k: v for k, v in ci.attributes.items() if not k.startswith("ecs.")},
+            })
+        return {"instances": out, "calls": dict(self.calls), "current_arn": self.arn,
+                "agent_version": self.agent_version, "agent_up": self.agent_up}
+
+    # ---- the ECS service scheduler -----------------------------------------------------
+    def schedule_forever(self):
+        while True:
+            time.sleep(self.args.scheduler_period)
+            try:
+                with self.lock:
+                    self.reschedule()
+            except Exception as e:  # keep playing the scheduler whatever one round did
+                print(f"scheduler: {e!r}", flush=True)
+
+    def reschedule(self):
+        backend = self.ecs()
+        instances = backend.container_instances.get(self.cluster, {})
+        active = [ci for ci in instances.values() if ci.status == "ACTIVE" and ci.agent_connected]
+        for task in list(backend.tasks.get(self.cluster, {}).values()):
+            if task.desired_status != "RUNNING" or not (task.started_by or "").startswith("ecs-svc/"):
+                continue
+            home = instances.get((task.container_instance_arn or "").split("/")[-1])
+            if home is None or home.status != "DRAINING":
+                continue
+            target = next((ci for ci in active if ci is not home), None)
+            if target is None:
+                continue  # nowhere to place it: ECS would keep it running
+            backend.stop_task(self.cluster, task.task_arn, "Task stopped by the scheduler: instance DRAINING")
+            backend.start_task(self.cluster, task.task_definition_arn, [target.container_instance_arn],
+                               overrides={}, started_by=task.started_by)
+
+
+def moto_app(world):
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    inner = DomainDispatcherApplication(create_backend_app)
+
+    def control(environ, start_response):
+        path = environ["PATH_INFO"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+        if path == "/_standin/state":
+            result = world.describe()
+        elif path == "/_standin/agent/stop":
+            world.agent_stop(); result = {}
+        elif path == "/_standin/agent/start":
+            world.agent_start(body.get("version")); result = {}
+        elif path == "/_standin/reboot":
+            world.reboot(body.get("lose_agent_state")); result = {}
+        elif path == "/_standin/drain-by-other":
+            world.drain_by_other(); result = {}
+        else:
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": "unknown control path"}']
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(result).encode()]
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"].startswith("/_standin/"):
+            return control(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith(ECS_TARGET):
+            operation = target[len(ECS_TARGET):]
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length)
+            import io
+            environ["wsgi.input"] = io.BytesIO(raw)
+            if operation == "UpdateContainerInstancesState":
+                operation += ":" + json.loads(raw or b"{}").get("status", "?")
+            world.count(operation)
+            with world.lock:
+                return inner(environ, start_response)
+        return inner(environ, start_response)
+
+    return app
+
+
+def imds_handler(world, state):
+    tokens = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code, body=b"", headers=()):
+            self.send_response(code)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+            if self.path != "/latest/api/token" or not ttl:
+                return self.reply(400)
+            if world.args.imds_refuse_token:
+                return self.reply(403, b"Forbidden")
+            token = uuid.uuid4().hex
+            tokens.add(token)
+            self.reply(200, token.encode(), [("X-aws-ec2-metadata-token-ttl-seconds", ttl)])
+
+        def do_GET(self):
+            if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
+                return self.reply(401)
+            doc = {"instanceId": world.instance_id, "region": REGION, "availabilityZone": AZ,
+                   "accountId": ACCOUNT, "instanceType": "m5.large", "architecture": "x86_64",
+                   "imageId": "ami-0standin", "privateIp": "10.0.0.10"}
+            paths = {
+                "/latest/dynamic/instance-identity/document": json.dumps(doc),
+                "/latest/meta-data/instance-id": world.instance_id,
+                "/latest/meta-data/placement/region": REGION,
+                "/latest/meta-data/placement/availability-zone": AZ,
+            }
+            if self.path not in paths:
+                return self.reply(404)
+            self.reply(200, paths[self.path].encode())
+
+    return Handler
+
+
+def agent_handler(world):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if not world.agent_up:
+                # A stopped agent does not answer at all.
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if self.path != "/v1/metadata":
+                self.send_response(404); self.end_headers(); return
+            body = json.dumps({"Cluster": world.cluster, "ContainerInstanceArn": world.arn,
+                               "Version": world.agent_version}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def serve(handler, port):
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def setup(world, moto_url, args):
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id="standin", aws_secret_access_key="standin",
+                                    region_name=REGION)
+    ec2 = session.client("ec2", endpoint_url=moto_url)
+    ecs = session.client("ecs", endpoint_url=moto_url)
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    ecs.create_cluster(clusterName=args.cluster)
+    ecs.register_task_definition(family="web", containerDefinitions=[
+        {"name": "web", "image": "nginx", "cpu": 128, "memory": 128, "essential": True}])
+
+    def host():
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                     InstanceType="m5.large")["Instances"][0]["InstanceId"]
+        doc = json.dumps({"instanceId": instance})
+        arn = ecs.register_container_instance(cluster=args.cluster, instanceIdentityDocument=doc)[
+            "containerInstance"]["containerInstanceArn"]
+        return instance, arn
+
+    world.instance_id, world.arn = host()
+    for _ in range(args.peers):
+        host()
+    if args.tasks:
+        ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[world.arn] * args.tasks,
+                       startedBy="ecs-svc/web")
+    if args.standalone_tasks:
+        ecs.start_task(cluster=args.cluster, taskDefinition="web",
+                       containerInstances=[world.arn] * args.standalone_tasks)
+    # One lifecycle step per DescribeTasks call is moto's default: keep tasks where they are.
+    import urllib.request
+    req = urllib.request.Request(
+        moto_url + "/moto-api/state-manager/set-transition", method="POST",
+        data=json.dumps({"model_name": "ecs::task",
+                         "transition": {"progression": "manual", "times": 1000000000}}).encode())
+    urllib.request.urlopen(req).read()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-file", required=True, help="where to write the addresses and ids (JSON)")
+    parser.add_argument("--cluster", default="demo")
+    parser.add_argument("--tasks", type=int, default=3, help="service tasks on this host")
+    parser.add_argument("--standalone-tasks", type=int, default=0, help="standalone tasks on this host")
+    parser.add_argument("--peers", type=int, default=1, help="other hosts in the cluster")
+    parser.add_argument("--agent-version", default="1.0.0")
+    parser.add_argument("--scheduler-period", type=float, default=0.2)
+    parser.add_argument("--imds-refuse-token", action="store_true", help="answer every token request with 403")
+    args = parser.parse_args()
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    world = World(args)
+    ports = {name: free_port() for name in ("moto", "imds", "agent")}
+    from werkzeug.serving import make_server
+    moto = make_server("127.0.0.1", ports["moto"], moto_app(world), threaded=True)
+    threading.Thread(target=moto.serve_forever, daemon=True).start()
+    moto_url = f"http://127.0.0.1:{ports['moto']}"
+    setup(world, moto_url, args)
+    serve(imds_handler(world, None), ports["imds"])
+    serve(agent_handler(world), ports["agent"])
+    threading.Thread(target=world.schedule_forever, daemon=True).start()
+
+    state = {"moto_url": moto_url, "imds_url": f"http://127.0.0.1:{ports['imds']}",
+             "agent_url": f"http://127.0.0.1:{ports['agent']}", "instance_id": world.instance_id,
+             "cluster": world.cluster, "container_instance_arn": world.arn, "region": REGION}
+    temp = args.state_file + ".tmp"
+    with open(temp, "w") as f:
+        json.dump(state, f)
+    os.rename(temp, args.state_file)
+    print(f"stand-ins ready: {json.dumps(state)}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
