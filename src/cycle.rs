@@ -513,6 +513,9 @@ impl<'a> Machine<'a> {
 
     async fn install(&self, plan: Plan, arn: String) -> Result<State> {
         self.ports.packages.install(&plan.names()).await?;
+        // A package manager may skip an update it cannot install and still succeed (dnf
+        // with best=False): find out now, before a reboot for nothing.
+        self.verify_installed(&plan).await?;
         if self.reboot_wanted().await? {
             let boot_id = self.ports.host.boot_id()?;
             Ok(State::Rebooting { plan, arn, boot_id, attempt: 1 })

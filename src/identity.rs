@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// The parts of the instance identity document the daemon uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(deserialize = "camelCase"))]
 pub struct InstanceDocument {
     /// e.g. `i-0abc...`.
     pub instance_id: String,

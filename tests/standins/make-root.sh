@@ -6,7 +6,8 @@
 #   full        demo-app 2.0, demo-kernel 2.0 (needs a reboot), ecs-init 1.1.0
 #   agent-only  ecs-init 1.1.0
 #   none        no update
-#   broken      demo-app 2.0 whose install fails, demo-kernel 2.0
+#   broken         demo-app 2.0 whose install fails (a file conflict), demo-kernel 2.0
+#   unsatisfiable  demo-app 2.0 needing a package nobody has (dnf skips it and exits 0)
 # Writes DIR/packages.toml, the [packages] configuration that confines the daemon to DIR.
 set -eu
 manager=$1 dir=$(realpath -m "$2") scenario=$3
@@ -20,34 +21,42 @@ case $scenario in
   agent-only) updates="ecs-init:1.1.0" ;;
   none) updates="" ;;
   broken) updates="demo-app:2.0:broken demo-kernel:2.0" ;;
+  unsatisfiable) updates="demo-app:2.0:unsatisfiable" ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 base="demo-app:1.0 demo-kernel:1.0 ecs-init:1.0.0"
 
-rpm_package() { # name version [broken] -> an .rpm in $build/rpms
-  name=$1 version=$2 broken=${3:-}
+# A package owns /usr/share/NAME/VERSION. A "broken" one also claims demo-kernel's file,
+# so installing it fails; an "unsatisfiable" one depends on a package that does not exist.
+rpm_package() { # name version [broken|unsatisfiable] -> an .rpm in $build/rpms
+  name=$1 version=$2 flaw=${3:-}
   top=$build/rpmbuild
   mkdir -p "$top/SPECS" "$build/rpms"
   {
     echo "Name: $name"; echo "Version: $version"; echo "Release: 1"
     echo "Summary: ecs-patchd test package"; echo "License: MIT"; echo "BuildArch: noarch"
-    echo "AutoReqProv: no"; echo "%description"; echo "test package"
-    [ -n "$broken" ] && { echo "%pre"; echo "echo 'demo-app refuses to install' >&2; exit 1"; }
-    echo "%files"
+    echo "AutoReqProv: no"
+    [ "$flaw" = unsatisfiable ] && echo "Requires: no-such-package"
+    echo "%description"; echo "test package"
+    echo "%install"
+    echo "mkdir -p %{buildroot}/usr/share/$name && echo $version > %{buildroot}/usr/share/$name/VERSION"
+    [ "$flaw" = broken ] && echo "mkdir -p %{buildroot}/usr/share/demo-kernel && echo claimed-by-$name > %{buildroot}/usr/share/demo-kernel/VERSION"
+    echo "%files"; echo "/usr/share/$name"
+    [ "$flaw" = broken ] && echo "/usr/share/demo-kernel/VERSION"
   } > "$top/SPECS/$name.spec"
   rpmbuild -bb --quiet --define "_topdir $top" --define "_rpmdir $build/rpms" "$top/SPECS/$name.spec" >/dev/null 2>&1
 }
 
-deb_package() { # name version [broken] -> a .deb in $build/debs
-  name=$1 version=$2 broken=${3:-}
+deb_package() { # name version [broken|unsatisfiable] -> a .deb in $build/debs
+  name=$1 version=$2 flaw=${3:-}
   pkg=$build/deb/$name-$version
-  mkdir -p "$pkg/DEBIAN" "$pkg/usr/share/doc/$name" "$build/debs"
-  echo "$name $version" > "$pkg/usr/share/doc/$name/VERSION"
+  mkdir -p "$pkg/DEBIAN" "$pkg/usr/share/$name" "$build/debs"
+  echo "$version" > "$pkg/usr/share/$name/VERSION"
   printf 'Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: ecs-patchd tests <tests@localhost>\nDescription: ecs-patchd test package\n' \
     "$name" "$version" > "$pkg/DEBIAN/control"
-  if [ -n "$broken" ]; then
-    printf '#!/bin/sh\necho "demo-app refuses to install" >&2\nexit 1\n' > "$pkg/DEBIAN/preinst"
-    chmod 755 "$pkg/DEBIAN/preinst"
+  [ "$flaw" = unsatisfiable ] && echo "Depends: no-such-package" >> "$pkg/DEBIAN/control"
+  if [ "$flaw" = broken ]; then
+    mkdir -p "$pkg/usr/share/demo-kernel" && echo "claimed-by-$name" > "$pkg/usr/share/demo-kernel/VERSION"
   fi
   if [ "$name" = demo-kernel ] && [ "$version" != 1.0 ]; then
     # What Debian's kernel packages do through update-notifier.
@@ -59,10 +68,10 @@ deb_package() { # name version [broken] -> a .deb in $build/debs
 
 publish() { # list of name:version[:broken]
   for spec in $1; do
-    IFS=: read -r name version broken <<SPEC
+    IFS=: read -r name version flaw <<SPEC
 $spec
 SPEC
-    if [ "$manager" = dnf ]; then rpm_package "$name" "$version" "$broken"; else deb_package "$name" "$version" "$broken"; fi
+    if [ "$manager" = dnf ]; then rpm_package "$name" "$version" "$flaw"; else deb_package "$name" "$version" "$flaw"; fi
   done
   if [ "$manager" = dnf ]; then
     cp "$build"/rpms/noarch/*.rpm "$repo/"

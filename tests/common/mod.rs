@@ -1,0 +1,282 @@
+//! A simulated EC2 host for integration tests: a throwaway package root, the AWS/IMDS/agent
+//! stand-ins on 127.0.0.1 (tests/standins/prepare-host.sh), and the real binary run against
+//! them with a configuration confined to a temporary directory.
+
+#![allow(dead_code)] // each test binary uses part of this harness
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Exit status of a process killed by SIGKILL, as the shell reports it.
+pub const KILLED: i32 = 137;
+
+/// What a test host starts with.
+pub struct Options<'a> {
+    /// "dnf" or "apt".
+    pub manager: &'a str,
+    /// make-root.sh scenario: full, agent-only, none, broken.
+    pub scenario: &'a str,
+    /// Service tasks on the host.
+    pub tasks: u32,
+    /// Standalone tasks on the host.
+    pub standalone_tasks: u32,
+    /// The IMDS stand-in refuses tokens.
+    pub imds_refuse_token: bool,
+    /// TOML merged over the generated configuration.
+    pub config: &'a str,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self { manager: "dnf", scenario: "full", tasks: 3, standalone_tasks: 0, imds_refuse_token: false, config: "" }
+    }
+}
+
+/// One simulated host; the stand-ins stop when it is dropped.
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub manager: String,
+    pub standin: Value,
+    env: Vec<(String, String)>,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("ECS_PATCHD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(path.exists(), "no python with moto at {}: run scripts/test.sh (it installs the test dependencies)", path.display());
+    path
+}
+
+impl TestHost {
+    pub fn start(options: Options<'_>) -> Self {
+        let dir = tempfile::Builder::new().prefix("ecs-patchd-test.").tempdir().unwrap();
+        let mut command = Command::new(repo().join("tests/standins/prepare-host.sh"));
+        command
+            .arg(dir.path())
+            .arg(options.manager)
+            .arg(options.scenario)
+            .arg("--tasks")
+            .arg(options.tasks.to_string())
+            .arg("--standalone-tasks")
+            .arg(options.standalone_tasks.to_string())
+            .env("STANDIN_PYTHON", python());
+        if options.imds_refuse_token {
+            command.arg("--imds-refuse-token");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "prepare-host.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let standin: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("standin.json")).unwrap()).unwrap();
+        let env = std::fs::read_to_string(dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let host = Self { dir, manager: options.manager.to_string(), standin, env };
+        if !options.config.is_empty() {
+            host.merge_config(options.config);
+        }
+        host
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    /// The host's configuration as written.
+    pub fn config(&self) -> toml::Table {
+        std::fs::read_to_string(self.config_path()).unwrap().parse().unwrap()
+    }
+
+    /// The variables that point the binary at this host's stand-ins.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+
+    /// Merges `overrides` (TOML) over the host's configuration, table by table.
+    pub fn merge_config(&self, overrides: &str) {
+        fn merge(into: &mut toml::Table, from: toml::Table) {
+            for (k, v) in from {
+                match (into.get_mut(&k), v) {
+                    (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                    (_, v) => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        let mut config = self.config();
+        merge(&mut config, overrides.parse().expect("test overrides are TOML"));
+        std::fs::write(self.config_path(), toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Runs the binary once with `args` (the host's configuration comes from the environment).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-patchd"));
+        command.args(args).env_remove("AWS_PROFILE").env_remove("ECS_PATCHD_FAULT_KILL");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        Run::from(command.output().unwrap())
+    }
+
+    /// Runs `ecs-patchd run` again after every kill (a reboot or an injected crash), as the
+    /// boot-time timer would, until a run ends on its own. Returns every run.
+    pub fn run_to_end(&self) -> Vec<Run> {
+        let mut runs = Vec::new();
+        for _ in 0..6 {
+            let run = self.run(&["run"]);
+            let killed = run.code == KILLED;
+            runs.push(run);
+            if !killed {
+                return runs;
+            }
+        }
+        panic!("still being killed after 6 runs: {:#?}", runs.last());
+    }
+
+    /// The cluster as the stand-in sees it, plus ECS call counts.
+    pub fn ecs(&self) -> Value {
+        self.control("state", "{}")
+    }
+
+    pub fn control(&self, path: &str, body: &str) -> Value {
+        let out = Command::new(python())
+            .arg(repo().join("tests/standins/standin_ctl.py"))
+            .arg(self.standin["moto_url"].as_str().unwrap())
+            .arg(path)
+            .arg(body)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every container-instance record of this host's EC2 instance.
+    pub fn records(&self) -> Vec<Value> {
+        let id = self.standin["instance_id"].as_str().unwrap();
+        self.ecs()["instances"].as_array().unwrap().iter().filter(|i| i["ec2_instance_id"] == id).cloned().collect()
+    }
+
+    /// The record this host started with.
+    pub fn record(&self) -> Value {
+        let arn = self.standin["container_instance_arn"].as_str().unwrap();
+        self.ecs()["instances"].as_array().unwrap().iter().find(|i| i["arn"] == arn).cloned().expect("record exists")
+    }
+
+    /// How many times the ECS API received `operation` (e.g. "UpdateContainerInstancesState:DRAINING").
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.ecs()["calls"][operation].as_u64().unwrap_or(0)
+    }
+
+    /// Tasks running on the other hosts of the cluster.
+    pub fn tasks_on_peers(&self) -> u64 {
+        let id = self.standin["instance_id"].as_str().unwrap();
+        self.ecs()["instances"].as_array().unwrap().iter().filter(|i| i["ec2_instance_id"] != id).map(|i| i["running_tasks"].as_u64().unwrap()).sum()
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        let run = self.run(&["status", "--json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    /// How many reboots the reboot stand-in performed.
+    pub fn reboots(&self) -> usize {
+        std::fs::read_to_string(self.path("boot_id.reboots")).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.path("pkg/root")
+    }
+
+    /// The installed version of `package` in the throwaway root.
+    pub fn installed(&self, package: &str) -> String {
+        let root = self.root();
+        let out = if self.manager == "dnf" {
+            Command::new("rpm").arg(format!("--root={}", root.display())).args(["-q", "--qf", "%{VERSION}", package]).output()
+        } else {
+            Command::new("dpkg-query").arg(format!("--admindir={}/var/lib/dpkg", root.display())).args(["-W", "-f=${Version}", package]).output()
+        }
+        .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// How many times the package manager upgraded `package` (from its own log).
+    pub fn upgrades(&self, package: &str) -> usize {
+        let (log, needle) = if self.manager == "dnf" {
+            (self.root().join("var/log/dnf.rpm.log"), format!("Upgrade: {package}-"))
+        } else {
+            (self.root().join("var/log/dpkg.log"), format!(" upgrade {package}:"))
+        };
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    pub fn journal_file(&self) -> PathBuf {
+        self.path("state/cycle.json")
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.path("standin.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// One finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        let code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        Self { code, stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+    }
+}
+
+/// Asserts the host ended a successful cycle: ACTIVE, v2 everywhere, tasks moved, one
+/// reboot, one drain, one upgrade per package, no mark left behind.
+pub fn assert_patched(host: &TestHost) {
+    let record = host.record();
+    assert_eq!(record["status"], "ACTIVE", "{record}");
+    assert_eq!(record["attributes"], serde_json::json!({}), "the drained-by mark is removed");
+    assert_eq!(host.installed("demo-app"), "2.0");
+    assert_eq!(host.installed("demo-kernel"), "2.0");
+    assert_eq!(host.installed("ecs-init"), "1.1.0");
+    for package in ["demo-app", "demo-kernel", "ecs-init"] {
+        assert_eq!(host.upgrades(package), 1, "{package} upgraded exactly once");
+    }
+    assert_eq!(host.reboots(), 1, "exactly one reboot");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "drained exactly once");
+    assert_eq!(host.tasks_on_peers(), 3, "the service tasks moved to the peer");
+    let status = host.status();
+    assert_eq!(status["cycle"]["state"]["outcome"]["result"], "patched", "{status}");
+    assert_eq!(status["cycle"]["state"]["outcome"]["rebooted"], true, "{status}");
+}

@@ -1,0 +1,51 @@
+//! kill -9 at every step boundary, then run again as boot would: the same end state, and
+//! no step's effect happens twice (one drain, one upgrade per package, one reboot).
+
+mod common;
+
+use common::{Options, TestHost, assert_patched};
+
+/// Runs with the fault armed until the process dies at `point`, then to the end without it.
+fn crash_at(point: &str) {
+    let host = TestHost::start(Options::default());
+    let mut hit = false;
+    for _ in 0..4 {
+        let run = host.run_with(&["run"], &[("ECS_PATCHD_FAULT_KILL", point)]);
+        if run.stderr.contains("fault injection: killing the process") {
+            hit = true;
+            break;
+        }
+        assert_eq!(run.code, common::KILLED, "{point}: the run ended before reaching the point: {run:?}");
+    }
+    assert!(hit, "{point} was never reached");
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{point}: {runs:#?}");
+    assert_patched(&host);
+    assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 1, "{point}: reactivated once");
+}
+
+macro_rules! crash_tests {
+    ($($name:ident => $point:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                crash_at($point);
+            }
+        )*
+    };
+}
+
+crash_tests! {
+    kill_after_downloading_is_recorded => "downloading:persisted",
+    kill_after_the_download => "downloading:done",
+    kill_after_draining_is_recorded => "draining:persisted",
+    kill_after_the_drain => "draining:done",
+    kill_after_installing_is_recorded => "installing:persisted",
+    kill_after_the_install => "installing:done",
+    kill_after_rebooting_is_recorded => "rebooting:persisted",
+    kill_after_the_reboot_is_seen => "rebooting:done",
+    kill_after_returning_is_recorded => "returning:persisted",
+    kill_after_the_agent_reconnected => "returning:done",
+    kill_after_reactivating_is_recorded => "reactivating:persisted",
+    kill_after_the_reactivation => "reactivating:done",
+}
