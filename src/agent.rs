@@ -40,7 +40,10 @@ impl IntrospectionClient {
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Host(format!("cannot build the ECS agent client: {e}")))?;
-        Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), http })
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+        })
     }
 }
 

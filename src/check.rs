@@ -38,7 +38,12 @@ pub struct Preview {
 }
 
 /// Looks at the host, ECS and the package manager, and says what `run` would do.
-pub async fn preview(ports: &Ports, settings: &Settings, identity: Identity, in_progress: Option<Cycle>) -> Result<Preview> {
+pub async fn preview(
+    ports: &Ports,
+    settings: &Settings,
+    identity: Identity,
+    in_progress: Option<Cycle>,
+) -> Result<Preview> {
     let instance = ports.ecs.describe(&identity.container_instance_arn).await?;
     let pending = ports.packages.pending_updates().await?;
     let plan = Plan::new(pending, &settings.packages.agent_packages);
@@ -50,7 +55,8 @@ pub async fn preview(ports: &Ports, settings: &Settings, identity: Identity, in_
     } else if plan.updates.is_empty() {
         "nothing: no update is pending".to_string()
     } else if plan.agent_only {
-        "update the ECS agent in place (install, restart the agent, verify), without draining".to_string()
+        "update the ECS agent in place (install, restart the agent, verify), without draining"
+            .to_string()
     } else if drained_by_other {
         "nothing: the instance is DRAINING but not by ecs-patchd, so it is left alone".to_string()
     } else {

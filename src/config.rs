@@ -308,7 +308,10 @@ pub fn load(source: &Source) -> Result<Settings> {
     let mut origins = BTreeMap::new();
     for file in source.files()? {
         let text = std::fs::read_to_string(&file).map_err(|e| {
-            Error::Config(format!("cannot read the configuration file {}: {e}", file.display()))
+            Error::Config(format!(
+                "cannot read the configuration file {}: {e}",
+                file.display()
+            ))
         })?;
         let table = parse_fragment(&file, &text)?;
         merge(&mut merged, table, "", &file, &mut origins);
@@ -331,7 +334,11 @@ fn parse_fragment(file: &Path, text: &str) -> Result<toml::Table> {
         ))
     })?;
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-        Error::Config(format!("{}: not valid TOML: {}", file.display(), e.message()))
+        Error::Config(format!(
+            "{}: not valid TOML: {}",
+            file.display(),
+            e.message()
+        ))
     })?;
     if let Err(e) = serde_path_to_error::deserialize::<_, Settings>(deserializer) {
         let key = e.path().to_string();
@@ -373,7 +380,11 @@ fn merge(
     origins: &mut BTreeMap<String, PathBuf>,
 ) {
     for (key, value) in from {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match (into.get_mut(&key), value) {
             (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
                 merge(existing, incoming, &path, file, origins);
@@ -390,7 +401,12 @@ fn merge(
     }
 }
 
-fn record_origins(table: &toml::Table, prefix: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
+fn record_origins(
+    table: &toml::Table,
+    prefix: &str,
+    file: &Path,
+    origins: &mut BTreeMap<String, PathBuf>,
+) {
     for (key, value) in table {
         let path = format!("{prefix}.{key}");
         match value {
@@ -417,7 +433,10 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         ("host.agent_restart_command", &s.host.agent_restart_command),
     ];
     for (key, command) in commands {
-        if command.first().is_none_or(|program| program.trim().is_empty()) {
+        if command
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
             return fail(key, "must name a program, e.g. [\"systemctl\", \"reboot\"]");
         }
     }
@@ -427,7 +446,10 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         ("drain.poll_max", s.drain.poll_max),
         ("packages.command_timeout", s.packages.command_timeout),
         ("host.reboot_timeout", s.host.reboot_timeout),
-        ("host.agent_reconnect_timeout", s.host.agent_reconnect_timeout),
+        (
+            "host.agent_reconnect_timeout",
+            s.host.agent_reconnect_timeout,
+        ),
         ("identity.agent_timeout", s.identity.agent_timeout),
     ];
     for (key, value) in positive {
@@ -436,12 +458,17 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         }
     }
     if s.drain.poll_initial > s.drain.poll_max {
-        return fail("drain.poll_initial", "must not be longer than drain.poll_max");
+        return fail(
+            "drain.poll_initial",
+            "must not be longer than drain.poll_max",
+        );
     }
     if s.host.reboot_attempts == 0 {
         return fail("host.reboot_attempts", "must be at least 1");
     }
-    if !(s.identity.agent_url.starts_with("http://") || s.identity.agent_url.starts_with("https://")) {
+    if !(s.identity.agent_url.starts_with("http://")
+        || s.identity.agent_url.starts_with("https://"))
+    {
         return fail("identity.agent_url", "must be an http:// or https:// URL");
     }
     if !s.paths.state_dir.is_absolute() {
@@ -470,7 +497,10 @@ mod tests {
     #[test]
     fn defaults_apply_without_any_file() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Source::Default { file: dir.path().join("none.toml"), fragments: dir.path().join("none.d") };
+        let source = Source::Default {
+            file: dir.path().join("none.toml"),
+            fragments: dir.path().join("none.d"),
+        };
         let settings = load(&source).unwrap();
         assert_eq!(settings.drain.timeout, Duration::from_secs(1800));
         assert_eq!(settings.packages.reboot, RebootPolicy::IfNeeded);
@@ -480,11 +510,19 @@ mod tests {
     #[test]
     fn later_fragments_win_key_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(dir.path(), "config.toml", "[drain]\ntimeout = \"5m\"\npoll_max = \"20s\"\n");
+        let file = write(
+            dir.path(),
+            "config.toml",
+            "[drain]\ntimeout = \"5m\"\npoll_max = \"20s\"\n",
+        );
         let fragments = dir.path().join("config.d");
         std::fs::create_dir(&fragments).unwrap();
         write(&fragments, "20-b.toml", "[drain]\ntimeout = \"7m\"\n");
-        write(&fragments, "10-a.toml", "[drain]\ntimeout = \"6m\"\nstandalone_tasks = \"stop\"\n");
+        write(
+            &fragments,
+            "10-a.toml",
+            "[drain]\ntimeout = \"6m\"\nstandalone_tasks = \"stop\"\n",
+        );
         write(&fragments, "ignored.txt", "not toml at all [");
         let settings = load(&Source::Default { file, fragments }).unwrap();
         assert_eq!(settings.drain.timeout, Duration::from_secs(7 * 60));
@@ -499,7 +537,10 @@ mod tests {
         let message = error_of(&Source::Explicit(file));
         assert!(message.contains("bad.toml"), "{message}");
         assert!(message.contains("timeuot"), "{message}");
-        assert!(message.contains("timeout"), "lists what is allowed: {message}");
+        assert!(
+            message.contains("timeout"),
+            "lists what is allowed: {message}"
+        );
     }
 
     #[test]
@@ -515,10 +556,17 @@ mod tests {
     #[test]
     fn bad_enum_lists_choices() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(dir.path(), "bad.toml", "[packages]\nreboot = \"sometimes\"\n");
+        let file = write(
+            dir.path(),
+            "bad.toml",
+            "[packages]\nreboot = \"sometimes\"\n",
+        );
         let message = error_of(&Source::Explicit(file));
         assert!(message.contains("key `packages.reboot`"), "{message}");
-        assert!(message.contains("if-needed") && message.contains("never"), "{message}");
+        assert!(
+            message.contains("if-needed") && message.contains("never"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -527,9 +575,16 @@ mod tests {
         let file = write(dir.path(), "config.toml", "[drain]\npoll_max = \"10s\"\n");
         let fragments = dir.path().join("config.d");
         std::fs::create_dir(&fragments).unwrap();
-        write(&fragments, "50-fast.toml", "[drain]\npoll_initial = \"1m\"\n");
+        write(
+            &fragments,
+            "50-fast.toml",
+            "[drain]\npoll_initial = \"1m\"\n",
+        );
         let message = error_of(&Source::Default { file, fragments });
-        assert!(message.contains("50-fast.toml: key `drain.poll_initial`"), "{message}");
+        assert!(
+            message.contains("50-fast.toml: key `drain.poll_initial`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -543,6 +598,9 @@ mod tests {
     #[test]
     fn explicit_file_must_exist() {
         let message = error_of(&Source::Explicit("/nonexistent/ecs-patchd.toml".into()));
-        assert!(message.contains("/nonexistent/ecs-patchd.toml"), "{message}");
+        assert!(
+            message.contains("/nonexistent/ecs-patchd.toml"),
+            "{message}"
+        );
     }
 }

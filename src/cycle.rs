@@ -62,8 +62,12 @@ pub struct Plan {
 impl Plan {
     /// A plan for `updates`; `agent_packages` are the names that make up the ECS agent.
     pub fn new(updates: Vec<PackageUpdate>, agent_packages: &[String]) -> Self {
-        let agent_only = !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
-        Self { updates, agent_only }
+        let agent_only =
+            !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
+        Self {
+            updates,
+            agent_only,
+        }
     }
 
     /// The package names, as given to the package manager.
@@ -197,13 +201,27 @@ impl State {
     /// One human line about the step.
     pub fn summary(&self) -> String {
         match self {
-            State::Downloading { plan, .. } => format!("downloading {} update(s): {}", plan.updates.len(), plan.names().join(", ")),
-            State::UpdatingAgent { agent_version, .. } => format!("installing the ECS agent update (running: {agent_version}); no drain needed"),
-            State::RestartingAgent { .. } => "restarting the ECS agent and waiting for the new version to connect".into(),
-            State::Draining { arn, .. } => format!("draining {arn} and waiting for its tasks to move"),
-            State::Installing { plan, .. } => format!("installing {} update(s)", plan.updates.len()),
+            State::Downloading { plan, .. } => format!(
+                "downloading {} update(s): {}",
+                plan.updates.len(),
+                plan.names().join(", ")
+            ),
+            State::UpdatingAgent { agent_version, .. } => format!(
+                "installing the ECS agent update (running: {agent_version}); no drain needed"
+            ),
+            State::RestartingAgent { .. } => {
+                "restarting the ECS agent and waiting for the new version to connect".into()
+            }
+            State::Draining { arn, .. } => {
+                format!("draining {arn} and waiting for its tasks to move")
+            }
+            State::Installing { plan, .. } => {
+                format!("installing {} update(s)", plan.updates.len())
+            }
             State::Rebooting { attempt, .. } => format!("rebooting (request {attempt})"),
-            State::Returning { arn, .. } => format!("waiting for the ECS agent to reconnect as {arn}, then verifying"),
+            State::Returning { arn, .. } => {
+                format!("waiting for the ECS agent to reconnect as {arn}, then verifying")
+            }
             State::Reactivating { arn, .. } => format!("setting {arn} ACTIVE"),
             State::Done { outcome } => match outcome {
                 Outcome::NothingToDo => "done: nothing to do".into(),
@@ -223,12 +241,23 @@ fn allowed(from: &State, to: &State) -> bool {
     use State::*;
     matches!(
         (from, to),
-        (Downloading { .. }, UpdatingAgent { .. } | Draining { .. } | Done { .. })
-            | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
+        (
+            Downloading { .. },
+            UpdatingAgent { .. } | Draining { .. } | Done { .. }
+        ) | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
             | (RestartingAgent { .. }, Done { .. })
-            | (Draining { .. }, Installing { .. } | Reactivating { .. } | Done { .. })
-            | (Installing { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
-            | (Rebooting { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (
+                Draining { .. },
+                Installing { .. } | Reactivating { .. } | Done { .. }
+            )
+            | (
+                Installing { .. },
+                Rebooting { .. } | Returning { .. } | Reactivating { .. }
+            )
+            | (
+                Rebooting { .. },
+                Rebooting { .. } | Returning { .. } | Reactivating { .. }
+            )
             | (Returning { .. }, Returning { .. } | Reactivating { .. })
             | (Reactivating { .. }, Done { .. })
     )
@@ -269,13 +298,21 @@ impl Cycle {
     /// Time from the start of the drain until the cycle ended (or now, if it has not).
     pub fn out_of_service(&self, now: SystemTime) -> Option<Duration> {
         let drained = self.history.iter().find(|m| m.step == "draining")?.at;
-        let back = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
+        let back = self
+            .history
+            .iter()
+            .find(|m| m.step == "done")
+            .map_or(now, |m| m.at);
         back.duration_since(drained).ok()
     }
 
     /// Time from the start of the cycle until it ended (or now).
     pub fn duration(&self, now: SystemTime) -> Duration {
-        let end = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
+        let end = self
+            .history
+            .iter()
+            .find(|m| m.step == "done")
+            .map_or(now, |m| m.at);
         end.duration_since(self.started_at).unwrap_or_default()
     }
 }
@@ -290,7 +327,11 @@ pub struct Machine<'a> {
 impl<'a> Machine<'a> {
     /// A machine over the given side effects, settings and (locked) journal.
     pub fn new(ports: &'a Ports, settings: &'a Settings, journal: &'a Journal) -> Self {
-        Self { ports, settings, journal }
+        Self {
+            ports,
+            settings,
+            journal,
+        }
     }
 
     /// Checks for updates and, if there are any, runs a new cycle to its end.
@@ -298,10 +339,15 @@ impl<'a> Machine<'a> {
         let updates = self.ports.packages.pending_updates().await?;
         let now = self.ports.clock.now();
         let state = if updates.is_empty() {
-            State::Done { outcome: Outcome::NothingToDo }
+            State::Done {
+                outcome: Outcome::NothingToDo,
+            }
         } else {
             let plan = Plan::new(updates, &self.settings.packages.agent_packages);
-            State::Downloading { plan, arn: identity.container_instance_arn.clone() }
+            State::Downloading {
+                plan,
+                arn: identity.container_instance_arn.clone(),
+            }
         };
         let cycle = Cycle {
             id: cycle_id(now, &identity.instance.instance_id),
@@ -309,7 +355,10 @@ impl<'a> Machine<'a> {
             cluster: identity.cluster.clone(),
             started_at: now,
             entered_at: now,
-            history: vec![Milestone { step: state.name().into(), at: now }],
+            history: vec![Milestone {
+                step: state.name().into(),
+                at: now,
+            }],
             state,
         };
         self.journal.save(&cycle)?;
@@ -341,7 +390,12 @@ impl<'a> Machine<'a> {
     /// Persists `next` as the current state, refusing transitions the machine does not allow.
     fn enter(&self, cycle: &mut Cycle, next: State) -> Result<()> {
         if !allowed(&cycle.state, &next) {
-            debug_assert!(false, "transition {} -> {}", cycle.state.name(), next.name());
+            debug_assert!(
+                false,
+                "transition {} -> {}",
+                cycle.state.name(),
+                next.name()
+            );
             return Err(Error::Journal(format!(
                 "internal error: refusing the transition {} -> {}",
                 cycle.state.name(),
@@ -352,7 +406,10 @@ impl<'a> Machine<'a> {
         let took = now.duration_since(cycle.entered_at).unwrap_or_default();
         if next.name() != cycle.state.name() {
             cycle.entered_at = now;
-            cycle.history.push(Milestone { step: next.name().into(), at: now });
+            cycle.history.push(Milestone {
+                step: next.name().into(),
+                at: now,
+            });
         }
         let finished = cycle.state.name();
         cycle.state = next;
@@ -364,18 +421,42 @@ impl<'a> Machine<'a> {
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
             State::Downloading { plan, arn } => self.download(cycle, plan, arn).await,
-            State::UpdatingAgent { plan, agent_version } => {
+            State::UpdatingAgent {
+                plan,
+                agent_version,
+            } => {
                 self.ports.packages.install(&plan.names()).await?;
-                Ok(State::RestartingAgent { plan, agent_version })
+                Ok(State::RestartingAgent {
+                    plan,
+                    agent_version,
+                })
             }
-            State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
+            State::RestartingAgent {
+                plan,
+                agent_version,
+            } => self.restart_agent(cycle, plan, agent_version).await,
             State::Draining { plan, arn } => self.drain(cycle, plan, arn).await,
             State::Installing { plan, arn } => self.install(plan, arn).await,
-            State::Rebooting { plan, arn, boot_id, attempt } => self.reboot(plan, arn, boot_id, attempt).await,
-            State::Returning { plan, arn, stale_arn, rebooted } => {
-                self.return_to_service(cycle, plan, arn, stale_arn, rebooted).await
+            State::Rebooting {
+                plan,
+                arn,
+                boot_id,
+                attempt,
+            } => self.reboot(plan, arn, boot_id, attempt).await,
+            State::Returning {
+                plan,
+                arn,
+                stale_arn,
+                rebooted,
+            } => {
+                self.return_to_service(cycle, plan, arn, stale_arn, rebooted)
+                    .await
             }
-            State::Reactivating { arn, stale_arn, outcome } => self.reactivate(cycle, arn, stale_arn, outcome).await,
+            State::Reactivating {
+                arn,
+                stale_arn,
+                outcome,
+            } => self.reactivate(cycle, arn, stale_arn, outcome).await,
             State::Done { .. } => unreachable!("drive() stops at Done"),
         }
     }
@@ -395,12 +476,18 @@ impl<'a> Machine<'a> {
         Ok(match &cycle.state {
             State::Reactivating { .. } => return Err(error),
             State::Draining { .. } if error.kind() == Kind::NotOurs => State::Done { outcome },
-            State::Draining { arn, .. } | State::Installing { arn, .. } | State::Rebooting { arn, .. } => {
-                State::Reactivating { arn: arn.clone(), stale_arn: None, outcome }
-            }
-            State::Returning { arn, stale_arn, .. } => {
-                State::Reactivating { arn: arn.clone(), stale_arn: stale_arn.clone(), outcome }
-            }
+            State::Draining { arn, .. }
+            | State::Installing { arn, .. }
+            | State::Rebooting { arn, .. } => State::Reactivating {
+                arn: arn.clone(),
+                stale_arn: None,
+                outcome,
+            },
+            State::Returning { arn, stale_arn, .. } => State::Reactivating {
+                arn: arn.clone(),
+                stale_arn: stale_arn.clone(),
+                outcome,
+            },
             _ => State::Done { outcome },
         })
     }
@@ -411,9 +498,14 @@ impl<'a> Machine<'a> {
         self.ports.packages.download(&plan.names()).await?;
         if plan.agent_only {
             let agent = self.ports.agent.metadata().await.map_err(|e| {
-                Error::Host(format!("the ECS agent must be running to update it in place: {e}"))
+                Error::Host(format!(
+                    "the ECS agent must be running to update it in place: {e}"
+                ))
             })?;
-            return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
+            return Ok(State::UpdatingAgent {
+                plan,
+                agent_version: agent.version,
+            });
         }
         let instance = self.registered(&arn).await?;
         if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
@@ -429,10 +521,17 @@ impl<'a> Machine<'a> {
         if running.is_none_or(|v| v == old_version) {
             self.ports.host.restart_agent().await?;
         }
-        let (meta, _) = self.await_agent(cycle.entered_at, |m| m.version != old_version).await?;
+        let (meta, _) = self
+            .await_agent(cycle.entered_at, |m| m.version != old_version)
+            .await?;
         info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
         self.verify_installed(&plan).await?;
-        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false } })
+        Ok(State::Done {
+            outcome: Outcome::Patched {
+                packages: plan.names(),
+                rebooted: false,
+            },
+        })
     }
 
     // ---- 4. drain ---------------------------------------------------------------------
@@ -465,9 +564,15 @@ impl<'a> Machine<'a> {
                     warn!("cannot read the drain's progress (will try again): {e}");
                     TasksLeft::default()
                 }
-                Err(e) => return Err(Error::Timeout(format!("the drain did not finish within {}: {e}", fmt(drain.timeout)))),
+                Err(e) => {
+                    return Err(Error::Timeout(format!(
+                        "the drain did not finish within {}: {e}",
+                        fmt(drain.timeout)
+                    )));
+                }
             };
-            let standalone: Vec<&Task> = left.tasks.iter().filter(|t| !t.is_service_task()).collect();
+            let standalone: Vec<&Task> =
+                left.tasks.iter().filter(|t| !t.is_service_task()).collect();
             if !standalone.is_empty() && now >= grace_ends {
                 match drain.standalone_tasks {
                     StandalonePolicy::Wait => {}
@@ -475,7 +580,10 @@ impl<'a> Machine<'a> {
                         for task in &standalone {
                             if stopped.insert(task.arn.clone()) {
                                 info!(task = %task.arn, "stopping a standalone task after the grace period");
-                                self.ports.ecs.stop_task(&task.arn, "ecs-patchd: host is being patched").await?;
+                                self.ports
+                                    .ecs
+                                    .stop_task(&task.arn, "ecs-patchd: host is being patched")
+                                    .await?;
                             }
                         }
                     }
@@ -484,7 +592,11 @@ impl<'a> Machine<'a> {
                             "{} standalone task(s) still run after {} and drain.standalone_tasks is \"abort\": {}",
                             standalone.len(),
                             fmt(drain.standalone_grace),
-                            standalone.iter().map(|t| t.arn.as_str()).collect::<Vec<_>>().join(", ")
+                            standalone
+                                .iter()
+                                .map(|t| t.arn.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )));
                     }
                 }
@@ -506,7 +618,11 @@ impl<'a> Machine<'a> {
     async fn tasks_left(&self, arn: &str) -> Result<TasksLeft> {
         let tasks = self.ports.ecs.running_tasks(arn).await?;
         let instance = self.registered(arn).await?;
-        Ok(TasksLeft { tasks, running: instance.running_tasks, pending: instance.pending_tasks })
+        Ok(TasksLeft {
+            tasks,
+            running: instance.running_tasks,
+            pending: instance.pending_tasks,
+        })
     }
 
     // ---- 5. install -------------------------------------------------------------------
@@ -518,9 +634,19 @@ impl<'a> Machine<'a> {
         self.verify_installed(&plan).await?;
         if self.reboot_wanted().await? {
             let boot_id = self.ports.host.boot_id()?;
-            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1 })
+            Ok(State::Rebooting {
+                plan,
+                arn,
+                boot_id,
+                attempt: 1,
+            })
         } else {
-            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false })
+            Ok(State::Returning {
+                plan,
+                arn,
+                stale_arn: None,
+                rebooted: false,
+            })
         }
     }
 
@@ -534,7 +660,10 @@ impl<'a> Machine<'a> {
             }
             RebootPolicy::Never => {
                 match self.ports.packages.reboot_required().await {
-                    Ok(need) if need.needed => warn!("a reboot is needed ({}) but packages.reboot is \"never\"", need.reason),
+                    Ok(need) if need.needed => warn!(
+                        "a reboot is needed ({}) but packages.reboot is \"never\"",
+                        need.reason
+                    ),
                     Ok(_) => {}
                     Err(e) => warn!("cannot tell whether a reboot is needed: {e}"),
                 }
@@ -545,10 +674,21 @@ impl<'a> Machine<'a> {
 
     // ---- 6. reboot --------------------------------------------------------------------
 
-    async fn reboot(&self, plan: Plan, arn: String, boot_id: String, attempt: u32) -> Result<State> {
+    async fn reboot(
+        &self,
+        plan: Plan,
+        arn: String,
+        boot_id: String,
+        attempt: u32,
+    ) -> Result<State> {
         if self.ports.host.boot_id()? != boot_id {
             info!("the host has rebooted");
-            return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true });
+            return Ok(State::Returning {
+                plan,
+                arn,
+                stale_arn: None,
+                rebooted: true,
+            });
         }
         let attempts = self.settings.host.reboot_attempts;
         if attempt > attempts {
@@ -558,9 +698,20 @@ impl<'a> Machine<'a> {
             )));
         }
         self.ports.host.reboot().await?;
-        self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
-        warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));
-        Ok(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1 })
+        self.ports
+            .clock
+            .sleep(self.settings.host.reboot_timeout)
+            .await;
+        warn!(
+            "still running {} after the reboot request",
+            fmt(self.settings.host.reboot_timeout)
+        );
+        Ok(State::Rebooting {
+            plan,
+            arn,
+            boot_id,
+            attempt: attempt + 1,
+        })
     }
 
     // ---- 7. return ----------------------------------------------------------------------
@@ -589,22 +740,43 @@ impl<'a> Machine<'a> {
                 )));
             }
             warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
-            return Ok(State::Returning { plan, arn: instance.arn, stale_arn: stale_arn.or(Some(arn)), rebooted });
+            return Ok(State::Returning {
+                plan,
+                arn: instance.arn,
+                stale_arn: stale_arn.or(Some(arn)),
+                rebooted,
+            });
         }
         self.verify_installed(&plan).await?;
-        Ok(State::Reactivating { arn, stale_arn, outcome: Outcome::Patched { packages: plan.names(), rebooted } })
+        Ok(State::Reactivating {
+            arn,
+            stale_arn,
+            outcome: Outcome::Patched {
+                packages: plan.names(),
+                rebooted,
+            },
+        })
     }
 
     // ---- 8. reactivate ----------------------------------------------------------------
 
-    async fn reactivate(&self, cycle: &Cycle, arn: String, stale_arn: Option<String>, outcome: Outcome) -> Result<State> {
+    async fn reactivate(
+        &self,
+        cycle: &Cycle,
+        arn: String,
+        stale_arn: Option<String>,
+        outcome: Outcome,
+    ) -> Result<State> {
         match self.ports.ecs.describe(&arn).await? {
             Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => {
                 self.ports.ecs.activate(&arn, &cycle.id).await?;
                 info!("{arn} is ACTIVE again");
             }
             Some(i) if i.status == "DRAINING" => {
-                warn!("{arn} is DRAINING, but not by this cycle ({}): left alone", drained_by(&i));
+                warn!(
+                    "{arn} is DRAINING, but not by this cycle ({}): left alone",
+                    drained_by(&i)
+                );
             }
             Some(_) => {}
             None => warn!("{arn} is no longer registered"),
@@ -622,11 +794,9 @@ impl<'a> Machine<'a> {
 
     /// The container instance `arn`; an error when it is no longer registered.
     async fn registered(&self, arn: &str) -> Result<ContainerInstance> {
-        self.ports
-            .ecs
-            .describe(arn)
-            .await?
-            .ok_or_else(|| Error::NotOurs(format!("container instance {arn} is no longer registered")))
+        self.ports.ecs.describe(arn).await?.ok_or_else(|| {
+            Error::NotOurs(format!("container instance {arn} is no longer registered"))
+        })
     }
 
     /// Waits until the agent answers `accept`-ably and ECS shows its instance connected.
@@ -637,7 +807,10 @@ impl<'a> Machine<'a> {
     ) -> Result<(AgentMetadata, ContainerInstance)> {
         let limit = self.settings.host.agent_reconnect_timeout;
         let deadline = since + limit;
-        let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
+        let mut delays = poll_delays(
+            self.settings.drain.poll_initial,
+            self.settings.drain.poll_max,
+        );
         let mut last = String::from("no answer yet");
         loop {
             match self.agent_connected(&accept).await {
@@ -653,7 +826,10 @@ impl<'a> Machine<'a> {
                 )));
             }
             let wait = delays.next().unwrap_or(self.settings.drain.poll_max);
-            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+            self.ports
+                .clock
+                .sleep(wait.min(deadline.duration_since(now).unwrap_or_default()))
+                .await;
         }
     }
 
@@ -662,7 +838,9 @@ impl<'a> Machine<'a> {
         accept: &impl Fn(&AgentMetadata) -> bool,
     ) -> Result<Option<(AgentMetadata, ContainerInstance)>> {
         let meta = self.ports.agent.metadata().await?;
-        let Some(arn) = meta.container_instance_arn.clone() else { return Ok(None) };
+        let Some(arn) = meta.container_instance_arn.clone() else {
+            return Ok(None);
+        };
         if !accept(&meta) {
             return Ok(None);
         }
@@ -681,13 +859,20 @@ impl<'a> Machine<'a> {
         let missing: Vec<String> = plan
             .updates
             .iter()
-            .filter(|u| pending.iter().any(|p| p.name == u.name && p.available == u.available))
+            .filter(|u| {
+                pending
+                    .iter()
+                    .any(|p| p.name == u.name && p.available == u.available)
+            })
             .map(|u| format!("{} {}", u.name, u.available))
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(Error::Packages(format!("updates still pending after the install: {}", missing.join(", "))))
+            Err(Error::Packages(format!(
+                "updates still pending after the install: {}",
+                missing.join(", ")
+            )))
         }
     }
 }
@@ -706,7 +891,9 @@ impl TasksLeft {
     }
 
     fn count(&self) -> usize {
-        self.tasks.len().max(usize::try_from(self.running + self.pending).unwrap_or(0))
+        self.tasks
+            .len()
+            .max(usize::try_from(self.running + self.pending).unwrap_or(0))
     }
 }
 
@@ -739,7 +926,9 @@ fn drained_by(instance: &ContainerInstance) -> String {
 
 /// A unique, readable cycle id: UTC time and instance.
 fn cycle_id(now: SystemTime, instance_id: &str) -> String {
-    let stamp = humantime::format_rfc3339_seconds(now).to_string().replace([':', '-'], "");
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace([':', '-'], "");
     format!("{instance_id}-{stamp}")
 }
 

@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus};
+use aws_sdk_ecs::types::{
+    Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus,
+};
 
 use crate::error::{Error, Result};
 
@@ -59,7 +61,9 @@ pub struct Task {
 impl Task {
     /// True for tasks a service scheduler will replace elsewhere when the instance drains.
     pub fn is_service_task(&self) -> bool {
-        self.started_by.as_deref().is_some_and(|s| s.starts_with(SERVICE_STARTED_BY_PREFIX))
+        self.started_by
+            .as_deref()
+            .is_some_and(|s| s.starts_with(SERVICE_STARTED_BY_PREFIX))
     }
 }
 
@@ -91,7 +95,10 @@ pub struct AwsEcs {
 impl AwsEcs {
     /// An ECS client bound to `cluster`.
     pub fn new(config: &aws_config::SdkConfig, cluster: &str) -> Self {
-        Self { client: aws_sdk_ecs::Client::new(config), cluster: cluster.to_string() }
+        Self {
+            client: aws_sdk_ecs::Client::new(config),
+            cluster: cluster.to_string(),
+        }
     }
 
     async fn describe_many(&self, arns: &[String]) -> Result<Vec<ContainerInstance>> {
@@ -146,7 +153,11 @@ impl AwsEcs {
 #[async_trait::async_trait]
 impl Ecs for AwsEcs {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>> {
-        Ok(self.describe_many(&[arn.to_string()]).await?.into_iter().find(|i| i.arn == arn))
+        Ok(self
+            .describe_many(&[arn.to_string()])
+            .await?
+            .into_iter()
+            .find(|i| i.arn == arn))
     }
 
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
@@ -179,11 +190,13 @@ impl Ecs for AwsEcs {
             .send()
             .await
             .map_err(|e| sdk_error("PutAttributes", e))?;
-        self.set_status(arn, ContainerInstanceStatus::Draining).await
+        self.set_status(arn, ContainerInstanceStatus::Draining)
+            .await
     }
 
     async fn activate(&self, arn: &str, cycle_id: &str) -> Result<()> {
-        self.set_status(arn, ContainerInstanceStatus::Active).await?;
+        self.set_status(arn, ContainerInstanceStatus::Active)
+            .await?;
         self.client
             .delete_attributes()
             .cluster(&self.cluster)
@@ -264,9 +277,13 @@ fn convert_instance(ci: &aws_sdk_ecs::types::ContainerInstance) -> ContainerInst
             .iter()
             .find(|a| a.name() == DRAINED_BY_ATTRIBUTE)
             .and_then(|a| a.value().map(str::to_string)),
-        agent_version: ci.version_info().and_then(|v| v.agent_version().map(str::to_string)),
+        agent_version: ci
+            .version_info()
+            .and_then(|v| v.agent_version().map(str::to_string)),
         registered_at: ci.registered_at().and_then(|t| {
-            u64::try_from(t.secs()).ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+            u64::try_from(t.secs())
+                .ok()
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
         }),
     }
 }
@@ -285,12 +302,21 @@ where
                 code,
                 "ThrottlingException" | "ServerException" | "ServiceUnavailableException"
             );
-            (transient, format!("{code}: {}", e.message().unwrap_or("no message")))
+            (
+                transient,
+                format!("{code}: {}", e.message().unwrap_or("no message")),
+            )
         }
         SdkError::TimeoutError(_) => (true, "timed out".to_string()),
         SdkError::DispatchFailure(d) => (true, format!("could not reach ECS ({d:?})")),
         SdkError::ResponseError(_) => (true, "unreadable response".to_string()),
-        other => (false, aws_sdk_ecs::error::DisplayErrorContext(other).to_string()),
+        other => (
+            false,
+            aws_sdk_ecs::error::DisplayErrorContext(other).to_string(),
+        ),
     };
-    Error::Ecs { message: format!("{operation} failed: {reason}"), transient }
+    Error::Ecs {
+        message: format!("{operation} failed: {reason}"),
+        transient,
+    }
 }

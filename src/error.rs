@@ -101,7 +101,11 @@ impl Error {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            Error::Busy(_) | Error::Ecs { transient: true, .. }
+            Error::Busy(_)
+                | Error::Ecs {
+                    transient: true,
+                    ..
+                }
         )
     }
 }

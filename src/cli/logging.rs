@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// Variable that overrides the log filter (tracing's `EnvFilter` syntax).
 const FILTER_VARIABLE: &str = "ECS_PATCHD_LOG";
@@ -19,16 +19,26 @@ const FILTER_VARIABLE: &str = "ECS_PATCHD_LOG";
 /// Sets up logging to stderr, or to the journal when stderr is connected to it.
 /// `verbose` shows each step (for `run`); otherwise only warnings and errors.
 pub fn init(verbose: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let default = if verbose { "warn,ecs_patchd=info" } else { "warn" };
-    let filter = EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(default));
+    let default = if verbose {
+        "warn,ecs_patchd=info"
+    } else {
+        "warn"
+    };
+    let filter =
+        EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(default));
     if stderr_is_journal() {
         let journald = tracing_journald::layer()?.with_syslog_identifier("ecs-patchd".into());
-        tracing_subscriber::registry().with(filter).with(journald).try_init()?;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .try_init()?;
     } else {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
-            .event_format(StepLines { start: Instant::now() })
+            .event_format(StepLines {
+                start: Instant::now(),
+            })
             .try_init()?;
     }
     Ok(())
@@ -36,8 +46,12 @@ pub fn init(verbose: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync
 
 /// systemd sets `JOURNAL_STREAM=dev:inode` for a service whose stderr is the journal.
 fn stderr_is_journal() -> bool {
-    let Ok(value) = std::env::var("JOURNAL_STREAM") else { return false };
-    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else { return false };
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else {
+        return false;
+    };
     value == format!("{}:{}", stat.st_dev, stat.st_ino)
 }
 
@@ -54,7 +68,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         write!(writer, "[{:>8.1}s] ", self.start.elapsed().as_secs_f64())?;

@@ -30,7 +30,11 @@ const EXIT_TEMPORARY: u8 = 75;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "ecs-patchd", version, about = "Patch a self-managed ECS container instance safely: drain, patch, reboot, return to service.")]
+#[command(
+    name = "ecs-patchd",
+    version,
+    about = "Patch a self-managed ECS container instance safely: drain, patch, reboot, return to service."
+)]
 struct Cli {
     /// Read only this configuration file (instead of /etc/ecs-patchd/config.toml and config.d/*.toml).
     #[arg(long, global = true, env = "ECS_PATCHD_CONFIG", value_name = "PATH")]
@@ -64,12 +68,19 @@ pub fn main() -> ExitCode {
     if let Err(e) = logging::init(verbose) {
         eprintln!("ecs-patchd: cannot set up logging: {e}");
     }
-    let source = cli.config.clone().map_or_else(Source::default, Source::Explicit);
+    let source = cli
+        .config
+        .clone()
+        .map_or_else(Source::default, Source::Explicit);
     let settings = match config::load(&source) {
         Ok(settings) => settings,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(&Error::Host(format!("cannot start the async runtime: {e}"))),
     };
@@ -120,17 +131,27 @@ async fn run(settings: &Settings) -> Result<ExitCode> {
         (None, Some(identity)) => machine.start(&identity).await?,
         (None, None) => unreachable!("an identity is resolved whenever no cycle is in progress"),
     };
-    println!("{}", output::run_summary(&cycle, std::time::SystemTime::now()));
+    println!(
+        "{}",
+        output::run_summary(&cycle, std::time::SystemTime::now())
+    );
     Ok(ExitCode::from(match &cycle.state {
-        State::Done { outcome: Outcome::Failed { kind, .. } } => {
-            if kind == &Kind::NotOurs.to_string() { EXIT_TEMPORARY } else { EXIT_FAILED }
+        State::Done {
+            outcome: Outcome::Failed { kind, .. },
+        } => {
+            if kind == &Kind::NotOurs.to_string() {
+                EXIT_TEMPORARY
+            } else {
+                EXIT_FAILED
+            }
         }
         _ => 0,
     }))
 }
 
 async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
+    let in_progress =
+        journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
     let instance = instance_document().await?;
     let aws = aws_config(&instance.region).await;
     let agent = agent(settings)?;
@@ -138,7 +159,10 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let ports = ports(settings, &aws, &identity.cluster.clone(), agent)?;
     let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&preview).expect("preview serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&preview).expect("preview serializes")
+        );
     } else {
         print!("{}", output::preview(&preview));
     }
@@ -185,20 +209,43 @@ async fn aws_config(region: &str) -> aws_config::SdkConfig {
 }
 
 fn agent(settings: &Settings) -> Result<Box<dyn Agent>> {
-    Ok(Box::new(IntrospectionClient::new(&settings.identity.agent_url, settings.identity.agent_timeout)?))
+    Ok(Box::new(IntrospectionClient::new(
+        &settings.identity.agent_url,
+        settings.identity.agent_timeout,
+    )?))
 }
 
-async fn resolve(settings: &Settings, aws: &aws_config::SdkConfig, instance: InstanceDocument, agent: &dyn Agent) -> Result<Identity> {
-    let lookup = Lookup { agent, pinned_cluster: &settings.identity.cluster, ecs_config: &settings.paths.ecs_config };
-    identity::resolve(instance, lookup, |cluster| Box::new(AwsEcs::new(aws, cluster)) as Box<dyn Ecs>).await
+async fn resolve(
+    settings: &Settings,
+    aws: &aws_config::SdkConfig,
+    instance: InstanceDocument,
+    agent: &dyn Agent,
+) -> Result<Identity> {
+    let lookup = Lookup {
+        agent,
+        pinned_cluster: &settings.identity.cluster,
+        ecs_config: &settings.paths.ecs_config,
+    };
+    identity::resolve(instance, lookup, |cluster| {
+        Box::new(AwsEcs::new(aws, cluster)) as Box<dyn Ecs>
+    })
+    .await
 }
 
-fn ports(settings: &Settings, aws: &aws_config::SdkConfig, cluster: &str, agent: Box<dyn Agent>) -> Result<Ports> {
+fn ports(
+    settings: &Settings,
+    aws: &aws_config::SdkConfig,
+    cluster: &str,
+    agent: Box<dyn Agent>,
+) -> Result<Ports> {
     Ok(Ports {
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
         packages: packages::from_settings(&settings.packages, &settings.paths.os_release)?,
-        host: Box::new(SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone())),
+        host: Box::new(SystemHost::new(
+            settings.host.clone(),
+            settings.paths.boot_id.clone(),
+        )),
         clock: Box::new(SystemClock),
     })
 }

@@ -30,7 +30,11 @@ pub struct Rpm {
 impl Rpm {
     /// A dnf or yum backend adding `args` to every command.
     pub fn new(tool: RpmTool, args: Vec<String>, timeout: Duration) -> Self {
-        Self { tool, args, timeout }
+        Self {
+            tool,
+            args,
+            timeout,
+        }
     }
 
     fn argv(&self, verb: &[&str], packages: &[String]) -> Vec<String> {
@@ -84,11 +88,13 @@ impl PackageManager for Rpm {
     }
 
     async fn download(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb(), "--downloadonly"], packages)).await
+        self.run_checked(self.argv(&["-y", self.upgrade_verb(), "--downloadonly"], packages))
+            .await
     }
 
     async fn install(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb()], packages)).await
+        self.run_checked(self.argv(&["-y", self.upgrade_verb()], packages))
+            .await
     }
 
     async fn reboot_required(&self) -> Result<RebootNeed> {
@@ -107,11 +113,18 @@ fn read_needs_restarting(argv: &[String], output: &command::Output) -> Result<Re
     let text = format!("{}{}", output.stdout, output.stderr);
     let said = |phrase: &str| text.contains(phrase);
     match output.code {
-        Some(1) if said("Reboot is required") => {
-            Ok(RebootNeed { needed: true, reason: summary(&text) })
-        }
-        Some(0) if said("No core libraries or services have been updated") || said("Reboot is probably not necessary") => {
-            Ok(RebootNeed { needed: false, reason: summary(&text) })
+        Some(1) if said("Reboot is required") => Ok(RebootNeed {
+            needed: true,
+            reason: summary(&text),
+        }),
+        Some(0)
+            if said("No core libraries or services have been updated")
+                || said("Reboot is probably not necessary") =>
+        {
+            Ok(RebootNeed {
+                needed: false,
+                reason: summary(&text),
+            })
         }
         _ => Err(Error::Packages(format!(
             "cannot tell whether a reboot is needed: {}",
@@ -121,7 +134,11 @@ fn read_needs_restarting(argv: &[String], output: &command::Output) -> Result<Re
 }
 
 fn summary(text: &str) -> String {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Parses `check-update` output: `name.arch  version-release  repo` per line.
@@ -132,13 +149,21 @@ fn parse_check_update(stdout: &str) -> Vec<PackageUpdate> {
             break;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name_arch, version, _repo] = fields[..] else { continue };
-        let Some((name, _arch)) = name_arch.rsplit_once('.') else { continue };
+        let [name_arch, version, _repo] = fields[..] else {
+            continue;
+        };
+        let Some((name, _arch)) = name_arch.rsplit_once('.') else {
+            continue;
+        };
         if !version.chars().next().is_some_and(|c| c.is_ascii_digit()) {
             continue;
         }
         if !updates.iter().any(|u| u.name == name) {
-            updates.push(PackageUpdate { name: name.to_string(), current: None, available: version.to_string() });
+            updates.push(PackageUpdate {
+                name: name.to_string(),
+                current: None,
+                available: version.to_string(),
+            });
         }
     }
     updates
@@ -165,15 +190,25 @@ grub2-tools.x86_64            1:2.06-61.amzn2023         amazonlinux\n";
     }
 
     fn output(code: i32, stdout: &str) -> command::Output {
-        command::Output { code: Some(code), stdout: stdout.into(), stderr: String::new() }
+        command::Output {
+            code: Some(code),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
     }
 
     #[test]
     fn needs_restarting_reads_output_as_well_as_exit_code() {
         let argv = vec!["dnf".to_string(), "needs-restarting".into(), "-r".into()];
-        let yes = output(1, "Core libraries or services have been updated since boot-up:\n  * kernel\n\nReboot is required to fully utilize these updates.\n");
+        let yes = output(
+            1,
+            "Core libraries or services have been updated since boot-up:\n  * kernel\n\nReboot is required to fully utilize these updates.\n",
+        );
         assert!(read_needs_restarting(&argv, &yes).unwrap().needed);
-        let no = output(0, "No core libraries or services have been updated since boot-up.\nReboot should not be necessary.\n");
+        let no = output(
+            0,
+            "No core libraries or services have been updated since boot-up.\nReboot should not be necessary.\n",
+        );
         assert!(!read_needs_restarting(&argv, &no).unwrap().needed);
         let broken = output(1, "No such command: needs-restarting.\n");
         assert!(read_needs_restarting(&argv, &broken).is_err());
