@@ -306,3 +306,30 @@ fn an_update_the_package_manager_skips_fails_the_cycle_before_any_reboot() {
     assert_eq!(host.record()["status"], "ACTIVE");
     assert_eq!(host.reboots(), 0);
 }
+
+#[test]
+fn a_reboot_that_never_happens_is_retried_then_the_instance_reactivated() {
+    let host = TestHost::start(Options {
+        config: "[host]\nreboot_command = [\"true\"]\nreboot_timeout = \"1s\"\nreboot_attempts = 2\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("rebooting (request 2)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("failed at rebooting: the host did not reboot after 2 request(s)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(host.record()["status"], "ACTIVE");
+    assert_eq!(
+        host.installed("demo-app"),
+        "2.0",
+        "the install itself succeeded"
+    );
+}

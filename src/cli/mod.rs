@@ -53,6 +53,8 @@ enum Command {
     },
     /// Run one cycle now in the foreground (or resume the one in progress).
     Run,
+    /// Print the effective configuration (defaults merged with every file read), as TOML.
+    Config,
     /// Show the cycle journal: step, since when, last result.
     Status {
         /// Print JSON instead of text.
@@ -88,6 +90,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Check { json } => check(&settings, json).await,
             Command::Run => run(&settings).await,
+            Command::Config => show_config(&settings),
             Command::Status { json } => status(&settings, json),
         }
     });
@@ -166,6 +169,13 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     } else {
         print!("{}", output::preview(&preview));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_config(settings: &Settings) -> Result<ExitCode> {
+    let text = toml::to_string(settings)
+        .map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
