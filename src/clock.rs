@@ -9,6 +9,9 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> SystemTime;
     /// Waits for `duration`.
     async fn sleep(&self, duration: Duration);
+    /// `base` spread at random over 0.5 to 1.5 times itself, so that hosts polling the
+    /// same service do not move in step.
+    fn jitter(&self, base: Duration) -> Duration;
 }
 
 /// The operating system's clock.
@@ -22,5 +25,9 @@ impl Clock for SystemClock {
 
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    fn jitter(&self, base: Duration) -> Duration {
+        base.mul_f64(rand::random_range(0.5..1.5))
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coordination::policy::{Budget, Policy};
+use crate::coordination::store::StalePolicy;
 use crate::error::{Error, Result};
 
 /// The main configuration file read when `--config` is not given.
@@ -31,6 +33,8 @@ pub struct Settings {
     pub packages: PackageSettings,
     /// Reboot and ECS agent service control.
     pub host: HostSettings,
+    /// How hosts of a cluster take turns.
+    pub coordination: CoordinationSettings,
 }
 
 /// Files and directories the daemon reads or writes.
@@ -242,6 +246,107 @@ impl Default for HostSettings {
             agent_start_command: vec!["systemctl".into(), "start".into(), "ecs".into()],
             agent_restart_command: vec!["systemctl".into(), "restart".into(), "ecs".into()],
             agent_reconnect_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Where slots come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// No peer coordination (single host, manual use); the capacity guard still applies.
+    None,
+    /// A DynamoDB table with conditional writes.
+    Dynamodb,
+    /// A FleetLock server (airlock on etcd).
+    Fleetlock,
+}
+
+/// `coordination.max_unavailable`: a count (`2`) or a percentage (`"10%"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaxUnavailable {
+    /// A number of hosts.
+    Count(u32),
+    /// `"N"` or `"N%"`.
+    Text(String),
+}
+
+impl MaxUnavailable {
+    /// The budget it denotes, if valid.
+    pub fn budget(&self) -> Option<Budget> {
+        match self {
+            MaxUnavailable::Count(n) => Budget::parse(&n.to_string()),
+            MaxUnavailable::Text(t) => Budget::parse(t),
+        }
+    }
+}
+
+/// How hosts of a cluster take turns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinationSettings {
+    /// `none`, `dynamodb` or `fleetlock`.
+    pub backend: Backend,
+    /// Hosts of one group share the budget (letters, digits, `.` and `-`).
+    pub group: String,
+    /// Hosts allowed out of service at once: a count or a percentage of registered instances.
+    pub max_unavailable: MaxUnavailable,
+    /// Share of registered instances that must stay ACTIVE and connected.
+    pub min_healthy_percent: u32,
+    /// Only hosts of one availability zone out at a time.
+    pub one_az_at_a_time: bool,
+    /// A slot's lease lasts this long without renewal (renewed every third of it).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// After the host is ACTIVE and its agent reconnected, the slot is kept this long.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// Typical delay between two looks at the lease store while waiting (jittered).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// Longest wait for a slot before the run gives up (nothing was changed).
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// A holder whose lease expired without finishing: `pause` the group, or `reclaim` the
+    /// slot once its container instance is gone, INACTIVE or disconnected.
+    pub on_stale_lease: StalePolicy,
+    /// Oldest cluster snapshot the capacity guard may use (shared through the store).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_max_age: Duration,
+    /// The DynamoDB table (backend `dynamodb`).
+    pub dynamodb_table: String,
+    /// The FleetLock server's base URL (backend `fleetlock`).
+    pub fleetlock_url: String,
+}
+
+impl Default for CoordinationSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::None,
+            group: "default".into(),
+            max_unavailable: MaxUnavailable::Count(1),
+            min_healthy_percent: 0,
+            one_az_at_a_time: false,
+            lease_ttl: Duration::from_secs(15 * 60),
+            settle: Duration::from_secs(60),
+            poll: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(6 * 3600),
+            on_stale_lease: StalePolicy::Pause,
+            snapshot_max_age: Duration::from_secs(60),
+            dynamodb_table: "ecs-patchd-leases".into(),
+            fleetlock_url: String::new(),
+        }
+    }
+}
+
+impl CoordinationSettings {
+    /// The rolling policy these settings describe (valid once loaded).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_unavailable: self.max_unavailable.budget().unwrap_or(Budget::Count(1)),
+            min_healthy_percent: self.min_healthy_percent,
+            one_az_at_a_time: self.one_az_at_a_time,
         }
     }
 }
@@ -473,6 +578,52 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     }
     if !s.paths.state_dir.is_absolute() {
         return fail("paths.state_dir", "must be an absolute path");
+    }
+    let c = &s.coordination;
+    if c.max_unavailable.budget().is_none() {
+        return fail(
+            "coordination.max_unavailable",
+            "must be a count such as 2 or a percentage such as \"10%\"",
+        );
+    }
+    if c.min_healthy_percent > 100 {
+        return fail(
+            "coordination.min_healthy_percent",
+            "must be between 0 and 100",
+        );
+    }
+    if c.group.is_empty()
+        || !c
+            .group
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-')
+    {
+        return fail(
+            "coordination.group",
+            "must be letters, digits, '.' and '-' only",
+        );
+    }
+    for (key, value) in [
+        ("coordination.lease_ttl", c.lease_ttl),
+        ("coordination.poll", c.poll),
+        ("coordination.wait_timeout", c.wait_timeout),
+        ("coordination.snapshot_max_age", c.snapshot_max_age),
+    ] {
+        if value.is_zero() {
+            return fail(key, "must be longer than zero");
+        }
+    }
+    if c.backend == Backend::Fleetlock && !c.fleetlock_url.starts_with("http") {
+        return fail(
+            "coordination.fleetlock_url",
+            "must be the FleetLock server's http:// or https:// URL when backend is \"fleetlock\"",
+        );
+    }
+    if c.backend == Backend::Dynamodb && c.dynamodb_table.is_empty() {
+        return fail(
+            "coordination.dynamodb_table",
+            "must name the lease table when backend is \"dynamodb\"",
+        );
     }
     Ok(())
 }

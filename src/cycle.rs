@@ -6,19 +6,25 @@
 //! 2. Download them while the host still serves.                   [`State::Downloading`]
 //! 3. If only the ECS agent changes: install it, restart the agent  [`State::UpdatingAgent`]
 //!    and verify the new version connected; no drain.              [`State::RestartingAgent`]
-//! 4. Drain the container instance; wait until its tasks have left. [`State::Draining`]
-//! 5. Install the updates.                                          [`State::Installing`]
-//! 6. Reboot if needed; a new boot id says it happened.             [`State::Rebooting`]
-//! 7. After boot: agent running and reconnected (under a new ARN if
+//! 4. Take a slot from the fleet's lease (rolling policy, capacity). [`State::WaitingForSlot`]
+//! 5. Drain the container instance; wait until its tasks have left. [`State::Draining`]
+//! 6. Install the updates.                                          [`State::Installing`]
+//! 7. Reboot if needed; a new boot id says it happened.             [`State::Rebooting`]
+//! 8. After boot: agent running and reconnected (under a new ARN if
 //!    its state was lost), updates verified.                        [`State::Returning`]
-//! 8. Set the instance ACTIVE again; deregister a stale record.      [`State::Reactivating`]
-//! 9. Done, with the outcome.                                       [`State::Done`]
+//! 9. Set the instance ACTIVE again; deregister a stale record.      [`State::Reactivating`]
+//! 10. Let it settle, pause the roll if the cycle failed, release
+//!     the slot.                                                    [`State::Releasing`]
+//! 11. Done, with the outcome.                                      [`State::Done`]
 //!
 //! Every state is written to the journal before the side effect it announces, every step
 //! is safe to run twice, and a failure after the drain always passes through
-//! `Reactivating`, so the host is never left drained and forgotten.
+//! `Reactivating`, so the host is never left drained and forgotten. The slot is held from
+//! before the drain until after the return, renewed in the background; a host whose lease
+//! has lapsed starts no new destructive step.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
@@ -28,6 +34,7 @@ use tracing::{Instrument, info, warn};
 use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, Settings, StandalonePolicy};
+use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
 use crate::ecs::{ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
@@ -47,7 +54,9 @@ pub struct Ports {
     /// Reboot, boot id and agent service.
     pub host: Box<dyn Host>,
     /// Time.
-    pub clock: Box<dyn Clock>,
+    pub clock: Arc<dyn Clock>,
+    /// Where slots come from.
+    pub coordinator: Arc<dyn Coordinator>,
 }
 
 /// What the cycle will install.
@@ -94,7 +103,7 @@ pub enum Outcome {
         /// The step that failed.
         step: String,
         /// The kind of failure.
-        kind: String,
+        kind: Kind,
         /// What went wrong.
         reason: String,
     },
@@ -125,12 +134,21 @@ pub enum State {
         /// The agent version before the update.
         agent_version: String,
     },
+    /// Waiting for a slot: the rolling policy and the capacity guard must allow it.
+    WaitingForSlot {
+        /// What will be installed.
+        plan: Plan,
+        /// The container instance to drain.
+        arn: String,
+    },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
         /// What will be installed.
         plan: Plan,
         /// The container instance being drained.
         arn: String,
+        /// The slot held.
+        lease: Grant,
     },
     /// Installing the updates on the drained host.
     Installing {
@@ -138,6 +156,8 @@ pub enum State {
         plan: Plan,
         /// The drained container instance.
         arn: String,
+        /// The slot held.
+        lease: Grant,
     },
     /// Rebooting; finished when the boot id differs from `boot_id`.
     Rebooting {
@@ -149,6 +169,8 @@ pub enum State {
         boot_id: String,
         /// Which reboot request this is (1 = first).
         attempt: u32,
+        /// The slot held.
+        lease: Grant,
     },
     /// Back from install (and reboot): agent running and connected, updates verified.
     Returning {
@@ -160,6 +182,8 @@ pub enum State {
         stale_arn: Option<String>,
         /// Whether the host rebooted.
         rebooted: bool,
+        /// The slot held.
+        lease: Grant,
     },
     /// Setting the instance ACTIVE again and removing a stale registration.
     Reactivating {
@@ -169,6 +193,15 @@ pub enum State {
         stale_arn: Option<String>,
         /// How the cycle will end.
         outcome: Outcome,
+        /// The slot held.
+        lease: Grant,
+    },
+    /// Letting the host settle, pausing the roll after a failure, releasing the slot.
+    Releasing {
+        /// How the cycle will end.
+        outcome: Outcome,
+        /// The slot to release.
+        lease: Grant,
     },
     /// Finished.
     Done {
@@ -184,11 +217,13 @@ impl State {
             State::Downloading { .. } => "downloading",
             State::UpdatingAgent { .. } => "updating-agent",
             State::RestartingAgent { .. } => "restarting-agent",
+            State::WaitingForSlot { .. } => "waiting-for-slot",
             State::Draining { .. } => "draining",
             State::Installing { .. } => "installing",
             State::Rebooting { .. } => "rebooting",
             State::Returning { .. } => "returning",
             State::Reactivating { .. } => "reactivating",
+            State::Releasing { .. } => "releasing",
             State::Done { .. } => "done",
         }
     }
@@ -223,6 +258,8 @@ impl State {
                 format!("waiting for the ECS agent to reconnect as {arn}, then verifying")
             }
             State::Reactivating { arn, .. } => format!("setting {arn} ACTIVE"),
+            State::Releasing { .. } => "settling, then releasing the slot".into(),
+            State::WaitingForSlot { .. } => "waiting for a slot (rolling policy, capacity)".into(),
             State::Done { outcome } => match outcome {
                 Outcome::NothingToDo => "done: nothing to do".into(),
                 Outcome::Patched { packages, rebooted } => format!(
@@ -243,12 +280,13 @@ fn allowed(from: &State, to: &State) -> bool {
         (from, to),
         (
             Downloading { .. },
-            UpdatingAgent { .. } | Draining { .. } | Done { .. }
+            UpdatingAgent { .. } | WaitingForSlot { .. } | Done { .. }
         ) | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
             | (RestartingAgent { .. }, Done { .. })
+            | (WaitingForSlot { .. }, Draining { .. } | Done { .. })
             | (
                 Draining { .. },
-                Installing { .. } | Reactivating { .. } | Done { .. }
+                Installing { .. } | Reactivating { .. } | Releasing { .. }
             )
             | (
                 Installing { .. },
@@ -259,8 +297,24 @@ fn allowed(from: &State, to: &State) -> bool {
                 Rebooting { .. } | Returning { .. } | Reactivating { .. }
             )
             | (Returning { .. }, Returning { .. } | Reactivating { .. })
-            | (Reactivating { .. }, Done { .. })
+            | (Reactivating { .. }, Releasing { .. })
+            | (Releasing { .. }, Done { .. })
     )
+}
+
+impl State {
+    /// The slot this step holds, if any.
+    pub fn lease(&self) -> Option<&Grant> {
+        match self {
+            State::Draining { lease, .. }
+            | State::Installing { lease, .. }
+            | State::Rebooting { lease, .. }
+            | State::Returning { lease, .. }
+            | State::Reactivating { lease, .. }
+            | State::Releasing { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
 }
 
 /// When a step began.
@@ -322,6 +376,21 @@ pub struct Machine<'a> {
     ports: &'a Ports,
     settings: &'a Settings,
     journal: &'a Journal,
+    heartbeat: Mutex<Option<Heartbeat>>,
+}
+
+/// Renews the slot's lease in the background while the cycle holds it.
+struct Heartbeat {
+    token: u64,
+    valid_until: Arc<Mutex<SystemTime>>,
+    step: Arc<Mutex<&'static str>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -331,6 +400,7 @@ impl<'a> Machine<'a> {
             ports,
             settings,
             journal,
+            heartbeat: Mutex::new(None),
         }
     }
 
@@ -370,11 +440,14 @@ impl<'a> Machine<'a> {
     /// Runs the cycle from its current step to its end.
     pub async fn resume(&self, cycle: Cycle) -> Result<Cycle> {
         let span = tracing::info_span!("cycle", cycle = %cycle.id, cluster = %cycle.cluster, instance_id = %cycle.instance_id);
-        self.drive(cycle).instrument(span).await
+        let result = self.drive(cycle).instrument(span).await;
+        self.heartbeat.lock().expect("heartbeat lock").take();
+        result
     }
 
     async fn drive(&self, mut cycle: Cycle) -> Result<Cycle> {
         while !cycle.state.is_done() {
+            self.keep_lease(&cycle).await;
             let step = cycle.state.name();
             let next = match self.step(&cycle).await {
                 Ok(next) => next,
@@ -385,6 +458,87 @@ impl<'a> Machine<'a> {
             fault::point(&format!("{}:persisted", cycle.state.name()));
         }
         Ok(cycle)
+    }
+
+    /// Starts (or stops) the heartbeat that renews the slot held by the current step.
+    /// On the first step after a restart, renews once before anything else happens.
+    async fn keep_lease(&self, cycle: &Cycle) {
+        let grant = cycle.state.lease().cloned();
+        let running = self
+            .heartbeat
+            .lock()
+            .expect("heartbeat lock")
+            .as_ref()
+            .map(|h| h.token);
+        match (grant, running) {
+            (None, _) => {
+                self.heartbeat.lock().expect("heartbeat lock").take();
+            }
+            (Some(grant), Some(token)) if grant.token == token => {}
+            (Some(grant), _) => {
+                let coordinator = Arc::clone(&self.ports.coordinator);
+                let clock = Arc::clone(&self.ports.clock);
+                let ttl = coordinator.ttl();
+                let now = clock.now();
+                let valid = match coordinator
+                    .renew(&grant, &cycle.instance_id, cycle.state.name())
+                    .await
+                {
+                    Ok(()) => now.checked_add(ttl).unwrap_or(far_future()),
+                    Err(e) => {
+                        warn!("cannot renew the slot's lease: {e}");
+                        cycle.entered_at
+                    }
+                };
+                let valid_until = Arc::new(Mutex::new(valid));
+                let step = Arc::new(Mutex::new(cycle.state.name()));
+                let (until, current, id, token) = (
+                    Arc::clone(&valid_until),
+                    Arc::clone(&step),
+                    cycle.instance_id.clone(),
+                    grant.token,
+                );
+                let every = (ttl / 3).min(Duration::from_secs(3600));
+                let task = tokio::spawn(async move {
+                    loop {
+                        clock.sleep(every).await;
+                        let step = *current.lock().expect("step lock");
+                        match coordinator.renew(&grant, &id, step).await {
+                            Ok(()) => {
+                                *until.lock().expect("lease lock") =
+                                    clock.now().checked_add(ttl).unwrap_or(far_future());
+                            }
+                            Err(e) => warn!("cannot renew the slot's lease: {e}"),
+                        }
+                    }
+                });
+                *self.heartbeat.lock().expect("heartbeat lock") = Some(Heartbeat {
+                    token,
+                    valid_until,
+                    step,
+                    task,
+                });
+            }
+        }
+        if let Some(h) = self.heartbeat.lock().expect("heartbeat lock").as_ref() {
+            *h.step.lock().expect("step lock") = cycle.state.name();
+        }
+    }
+
+    /// Refuses a destructive step once the slot's lease has lapsed.
+    fn ensure_lease(&self) -> Result<()> {
+        let guard = self.heartbeat.lock().expect("heartbeat lock");
+        let Some(h) = guard.as_ref() else {
+            return Ok(());
+        };
+        let until = *h.valid_until.lock().expect("lease lock");
+        if self.ports.clock.now() > until {
+            return Err(Error::Lease(format!(
+                "the slot's lease lapsed at {}: no new destructive step is started",
+                humantime::format_rfc3339_seconds(until)
+            )));
+        }
+        Ok(())
     }
 
     /// Persists `next` as the current state, refusing transitions the machine does not allow.
@@ -435,34 +589,40 @@ impl<'a> Machine<'a> {
                 plan,
                 agent_version,
             } => self.restart_agent(cycle, plan, agent_version).await,
-            State::Draining { plan, arn } => self.drain(cycle, plan, arn).await,
-            State::Installing { plan, arn } => self.install(plan, arn).await,
+            State::WaitingForSlot { plan, arn } => self.wait_for_slot(cycle, plan, arn).await,
+            State::Draining { plan, arn, lease } => self.drain(cycle, plan, arn, lease).await,
+            State::Installing { plan, arn, lease } => self.install(plan, arn, lease).await,
             State::Rebooting {
                 plan,
                 arn,
                 boot_id,
                 attempt,
-            } => self.reboot(plan, arn, boot_id, attempt).await,
+                lease,
+            } => self.reboot(plan, arn, boot_id, attempt, lease).await,
             State::Returning {
                 plan,
                 arn,
                 stale_arn,
                 rebooted,
+                lease,
             } => {
-                self.return_to_service(cycle, plan, arn, stale_arn, rebooted)
+                self.return_to_service(cycle, plan, arn, stale_arn, rebooted, lease)
                     .await
             }
             State::Reactivating {
                 arn,
                 stale_arn,
                 outcome,
-            } => self.reactivate(cycle, arn, stale_arn, outcome).await,
+                lease,
+            } => self.reactivate(cycle, arn, stale_arn, outcome, lease).await,
+            State::Releasing { outcome, lease } => self.release(cycle, outcome, lease).await,
             State::Done { .. } => unreachable!("drive() stops at Done"),
         }
     }
 
-    /// Where a failed step leads: back to service if we drained, else straight to the end.
-    /// A failure to reactivate, or of the journal itself, stops the run; the next run resumes.
+    /// Where a failed step leads: back to service if we drained, then through `Releasing`
+    /// while a slot is held, else straight to the end. A failure to reactivate or release,
+    /// or of the journal itself, stops the run; the next run resumes.
     fn after_failure(&self, cycle: &Cycle, error: Error) -> Result<State> {
         if matches!(error, Error::Journal(_)) {
             return Err(error);
@@ -470,23 +630,32 @@ impl<'a> Machine<'a> {
         warn!(step = cycle.state.name(), kind = %error.kind(), "step failed: {error}");
         let outcome = Outcome::Failed {
             step: cycle.state.name().into(),
-            kind: error.kind().to_string(),
+            kind: error.kind(),
             reason: error.to_string(),
         };
-        Ok(match &cycle.state {
-            State::Reactivating { .. } => return Err(error),
-            State::Draining { .. } if error.kind() == Kind::NotOurs => State::Done { outcome },
-            State::Draining { arn, .. }
-            | State::Installing { arn, .. }
-            | State::Rebooting { arn, .. } => State::Reactivating {
-                arn: arn.clone(),
+        Ok(match cycle.state.clone() {
+            State::Reactivating { .. } | State::Releasing { .. } => return Err(error),
+            State::Draining { lease, .. } if error.kind() == Kind::NotOurs => {
+                State::Releasing { outcome, lease }
+            }
+            State::Draining { arn, lease, .. }
+            | State::Installing { arn, lease, .. }
+            | State::Rebooting { arn, lease, .. } => State::Reactivating {
+                arn,
                 stale_arn: None,
                 outcome,
+                lease,
             },
-            State::Returning { arn, stale_arn, .. } => State::Reactivating {
-                arn: arn.clone(),
-                stale_arn: stale_arn.clone(),
+            State::Returning {
+                arn,
+                stale_arn,
+                lease,
+                ..
+            } => State::Reactivating {
+                arn,
+                stale_arn,
                 outcome,
+                lease,
             },
             _ => State::Done { outcome },
         })
@@ -511,7 +680,7 @@ impl<'a> Machine<'a> {
         if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
             return Err(not_ours(&instance));
         }
-        Ok(State::Draining { plan, arn })
+        Ok(State::WaitingForSlot { plan, arn })
     }
 
     // ---- 3. agent-only update -------------------------------------------------------
@@ -534,19 +703,73 @@ impl<'a> Machine<'a> {
         })
     }
 
-    // ---- 4. drain ---------------------------------------------------------------------
+    // ---- 4. slot ------------------------------------------------------------------------
 
-    async fn drain(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+        let instance = self.registered(&arn).await?;
+        if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
+            return Err(not_ours(&instance));
+        }
+        let request = SlotRequest {
+            id: cycle.instance_id.clone(),
+            arn: arn.clone(),
+            cycle: cycle.id.clone(),
+            availability_zone: instance.availability_zone.clone(),
+            allocated: instance.allocated(),
+        };
+        let coordination = &self.settings.coordination;
+        let deadline = cycle.entered_at + coordination.wait_timeout;
+        let mut said = String::new();
+        loop {
+            match self
+                .ports
+                .coordinator
+                .acquire(&request, self.ports.ecs.as_ref())
+                .await
+            {
+                Ok(Decision::Granted(lease)) => {
+                    info!(token = lease.token, "slot granted");
+                    return Ok(State::Draining { plan, arn, lease });
+                }
+                Ok(Decision::Paused(why)) => {
+                    return Err(Error::Paused(format!("the roll is paused: {why}")));
+                }
+                Ok(Decision::Wait(why)) if why != said => {
+                    info!("waiting for a slot: {why}");
+                    said = why;
+                }
+                Ok(Decision::Wait(_)) => {}
+                Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
+            }
+            let now = self.ports.clock.now();
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "no slot within {} ({said}); nothing was changed",
+                    fmt(coordination.wait_timeout)
+                )));
+            }
+            let wait = self.ports.clock.jitter(coordination.poll);
+            self.ports
+                .clock
+                .sleep(wait.min(deadline.duration_since(now).unwrap_or_default()))
+                .await;
+        }
+    }
+
+    // ---- 5. drain ---------------------------------------------------------------------
+
+    async fn drain(&self, cycle: &Cycle, plan: Plan, arn: String, lease: Grant) -> Result<State> {
         let instance = self.registered(&arn).await?;
         if instance.is_drained_by(&cycle.id) {
             info!("the instance is already DRAINING for this cycle; waiting");
         } else if instance.status == "ACTIVE" {
+            self.ensure_lease()?;
             self.ports.ecs.drain(&arn, &cycle.id).await?;
         } else {
             return Err(not_ours(&instance));
         }
         self.wait_until_drained(&arn, cycle.entered_at).await?;
-        Ok(State::Installing { plan, arn })
+        Ok(State::Installing { plan, arn, lease })
     }
 
     async fn wait_until_drained(&self, arn: &str, since: SystemTime) -> Result<()> {
@@ -557,7 +780,8 @@ impl<'a> Machine<'a> {
         let mut stopped = BTreeSet::new();
         loop {
             let now = self.ports.clock.now();
-            let left = match self.tasks_left(arn).await {
+            let classify = now >= grace_ends && drain.standalone_tasks != StandalonePolicy::Wait;
+            let left = match self.tasks_left(arn, classify).await {
                 Ok(left) if left.is_empty() => return Ok(()),
                 Ok(left) => left,
                 Err(e) if now < deadline => {
@@ -573,7 +797,7 @@ impl<'a> Machine<'a> {
             };
             let standalone: Vec<&Task> =
                 left.tasks.iter().filter(|t| !t.is_service_task()).collect();
-            if !standalone.is_empty() && now >= grace_ends {
+            if !standalone.is_empty() {
                 match drain.standalone_tasks {
                     StandalonePolicy::Wait => {}
                     StandalonePolicy::Stop => {
@@ -603,10 +827,9 @@ impl<'a> Machine<'a> {
             }
             if now >= deadline {
                 return Err(Error::Timeout(format!(
-                    "the drain did not finish within {}: {} task(s) still running or pending ({} standalone)",
+                    "the drain did not finish within {}: {} task(s) still running or pending",
                     fmt(drain.timeout),
-                    left.count(),
-                    standalone.len()
+                    left.count()
                 )));
             }
             let wait = delays.next().unwrap_or(drain.poll_max);
@@ -615,9 +838,16 @@ impl<'a> Machine<'a> {
         }
     }
 
-    async fn tasks_left(&self, arn: &str) -> Result<TasksLeft> {
-        let tasks = self.ports.ecs.running_tasks(arn).await?;
+    /// What still runs on `arn`: one read of the instance's counts per poll; the tasks are
+    /// listed only to confirm the end, or when they must be told apart (`classify`).
+    async fn tasks_left(&self, arn: &str, classify: bool) -> Result<TasksLeft> {
         let instance = self.registered(arn).await?;
+        let counted = instance.running_tasks + instance.pending_tasks;
+        let tasks = if counted == 0 || classify {
+            self.ports.ecs.running_tasks(arn).await?
+        } else {
+            Vec::new()
+        };
         Ok(TasksLeft {
             tasks,
             running: instance.running_tasks,
@@ -625,9 +855,10 @@ impl<'a> Machine<'a> {
         })
     }
 
-    // ---- 5. install -------------------------------------------------------------------
+    // ---- 6. install -------------------------------------------------------------------
 
-    async fn install(&self, plan: Plan, arn: String) -> Result<State> {
+    async fn install(&self, plan: Plan, arn: String, lease: Grant) -> Result<State> {
+        self.ensure_lease()?;
         self.ports.packages.install(&plan.names()).await?;
         // A package manager may skip an update it cannot install and still succeed (dnf
         // with best=False): find out now, before a reboot for nothing.
@@ -639,6 +870,7 @@ impl<'a> Machine<'a> {
                 arn,
                 boot_id,
                 attempt: 1,
+                lease,
             })
         } else {
             Ok(State::Returning {
@@ -646,6 +878,7 @@ impl<'a> Machine<'a> {
                 arn,
                 stale_arn: None,
                 rebooted: false,
+                lease,
             })
         }
     }
@@ -672,7 +905,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    // ---- 6. reboot --------------------------------------------------------------------
+    // ---- 7. reboot --------------------------------------------------------------------
 
     async fn reboot(
         &self,
@@ -680,6 +913,7 @@ impl<'a> Machine<'a> {
         arn: String,
         boot_id: String,
         attempt: u32,
+        lease: Grant,
     ) -> Result<State> {
         if self.ports.host.boot_id()? != boot_id {
             info!("the host has rebooted");
@@ -688,6 +922,7 @@ impl<'a> Machine<'a> {
                 arn,
                 stale_arn: None,
                 rebooted: true,
+                lease,
             });
         }
         let attempts = self.settings.host.reboot_attempts;
@@ -697,6 +932,7 @@ impl<'a> Machine<'a> {
                 self.settings.host.reboot_command.join(" ")
             )));
         }
+        self.ensure_lease()?;
         self.ports.host.reboot().await?;
         self.ports
             .clock
@@ -711,10 +947,11 @@ impl<'a> Machine<'a> {
             arn,
             boot_id,
             attempt: attempt + 1,
+            lease,
         })
     }
 
-    // ---- 7. return ----------------------------------------------------------------------
+    // ---- 8. return ----------------------------------------------------------------------
 
     async fn return_to_service(
         &self,
@@ -723,6 +960,7 @@ impl<'a> Machine<'a> {
         arn: String,
         stale_arn: Option<String>,
         rebooted: bool,
+        lease: Grant,
     ) -> Result<State> {
         if let Err(e) = self.ports.agent.metadata().await {
             info!("starting the ECS agent ({e})");
@@ -740,25 +978,29 @@ impl<'a> Machine<'a> {
                 )));
             }
             warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
+            let stale_arn = stale_arn.or(Some(arn));
             return Ok(State::Returning {
                 plan,
                 arn: instance.arn,
-                stale_arn: stale_arn.or(Some(arn)),
+                stale_arn,
                 rebooted,
+                lease,
             });
         }
         self.verify_installed(&plan).await?;
+        let outcome = Outcome::Patched {
+            packages: plan.names(),
+            rebooted,
+        };
         Ok(State::Reactivating {
             arn,
             stale_arn,
-            outcome: Outcome::Patched {
-                packages: plan.names(),
-                rebooted,
-            },
+            outcome,
+            lease,
         })
     }
 
-    // ---- 8. reactivate ----------------------------------------------------------------
+    // ---- 9. reactivate ----------------------------------------------------------------
 
     async fn reactivate(
         &self,
@@ -766,6 +1008,7 @@ impl<'a> Machine<'a> {
         arn: String,
         stale_arn: Option<String>,
         outcome: Outcome,
+        lease: Grant,
     ) -> Result<State> {
         match self.ports.ecs.describe(&arn).await? {
             Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => {
@@ -787,6 +1030,28 @@ impl<'a> Machine<'a> {
             self.ports.ecs.deregister(&stale).await?;
             info!("deregistered the stale record {stale}");
         }
+        Ok(State::Releasing { outcome, lease })
+    }
+
+    // ---- 10. release -------------------------------------------------------------------
+
+    async fn release(&self, cycle: &Cycle, outcome: Outcome, lease: Grant) -> Result<State> {
+        let settle_until = cycle.entered_at + self.settings.coordination.settle;
+        if let Ok(left) = settle_until.duration_since(self.ports.clock.now()) {
+            self.ports.clock.sleep(left).await;
+        }
+        let coordinator = &self.ports.coordinator;
+        if let Outcome::Failed { step, kind, reason } = &outcome
+            && *kind != Kind::NotOurs
+        {
+            let why = format!("{} failed at {step}: {reason}", cycle.instance_id);
+            if !coordinator.pause(&why, &cycle.instance_id).await? {
+                warn!("the slot is kept so the roll halts; `ecs-patchd fleet release` frees it");
+                return Ok(State::Done { outcome });
+            }
+            warn!("the roll is paused until an operator resumes it");
+        }
+        coordinator.release(&lease, &cycle.instance_id).await?;
         Ok(State::Done { outcome })
     }
 
@@ -934,6 +1199,11 @@ fn cycle_id(now: SystemTime, instance_id: &str) -> String {
 
 fn fmt(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(round(d))
+}
+
+/// A time no lease reaches (for backends without expiry).
+fn far_future() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40)
 }
 
 /// Drops sub-millisecond noise from a duration shown to people.

@@ -19,6 +19,38 @@ const SERVICE_STARTED_BY_PREFIX: &str = "ecs-svc/";
 /// The ECS API accepts at most this many ARNs per Describe call.
 const DESCRIBE_BATCH: usize = 100;
 
+/// CPU units and MiB of memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Capacity {
+    /// CPU units (1024 per vCPU).
+    pub cpu: i64,
+    /// Memory in MiB.
+    pub memory: i64,
+}
+
+impl Capacity {
+    /// Element-wise sum.
+    pub fn plus(self, other: Capacity) -> Capacity {
+        Capacity {
+            cpu: self.cpu + other.cpu,
+            memory: self.memory + other.memory,
+        }
+    }
+
+    /// Element-wise difference.
+    pub fn minus(self, other: Capacity) -> Capacity {
+        Capacity {
+            cpu: self.cpu - other.cpu,
+            memory: self.memory - other.memory,
+        }
+    }
+
+    /// True when both resources of `self` are at least those of `other`.
+    pub fn covers(self, other: Capacity) -> bool {
+        self.cpu >= other.cpu && self.memory >= other.memory
+    }
+}
+
 /// What the daemon needs to know about one container instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerInstance {
@@ -40,9 +72,25 @@ pub struct ContainerInstance {
     pub agent_version: Option<String>,
     /// When it registered.
     pub registered_at: Option<SystemTime>,
+    /// Resources it offers.
+    pub registered: Capacity,
+    /// Resources not used by its tasks.
+    pub remaining: Capacity,
+    /// Its availability zone (the `ecs.availability-zone` attribute).
+    pub availability_zone: Option<String>,
 }
 
 impl ContainerInstance {
+    /// Resources its tasks use now.
+    pub fn allocated(&self) -> Capacity {
+        self.registered.minus(self.remaining)
+    }
+
+    /// True when it can take tasks: ACTIVE with its agent connected.
+    pub fn in_service(&self) -> bool {
+        self.status == "ACTIVE" && self.agent_connected
+    }
+
     /// True when the instance is DRAINING because of cycle `cycle_id`.
     pub fn is_drained_by(&self, cycle_id: &str) -> bool {
         self.status == "DRAINING" && self.drained_by.as_deref() == Some(cycle_id)
@@ -74,6 +122,8 @@ pub trait Ecs: Send + Sync {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>>;
     /// Every container instance registered from EC2 instance `ec2_instance_id`.
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>>;
+    /// Every ACTIVE or DRAINING container instance of the cluster.
+    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>>;
     /// Marks the instance as drained by `cycle_id`, then sets it DRAINING.
     async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()>;
     /// Sets the instance ACTIVE and removes the mark of `cycle_id`.
@@ -116,6 +166,22 @@ impl AwsEcs {
             found.extend(out.container_instances().iter().map(convert_instance));
         }
         Ok(found)
+    }
+
+    async fn list(&self, filter: Option<String>) -> Result<Vec<String>> {
+        let mut arns = Vec::new();
+        let mut pages = self
+            .client
+            .list_container_instances()
+            .cluster(&self.cluster)
+            .set_filter(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error("ListContainerInstances", e))?;
+            arns.extend(page.container_instance_arns().iter().cloned());
+        }
+        Ok(arns)
     }
 
     async fn set_status(&self, arn: &str, status: ContainerInstanceStatus) -> Result<()> {
@@ -161,18 +227,9 @@ impl Ecs for AwsEcs {
     }
 
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
-        let mut arns = Vec::new();
-        let mut pages = self
-            .client
-            .list_container_instances()
-            .cluster(&self.cluster)
-            .filter(format!("ec2InstanceId == {ec2_instance_id}"))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("ListContainerInstances", e))?;
-            arns.extend(page.container_instance_arns().iter().cloned());
-        }
+        let arns = self
+            .list(Some(format!("ec2InstanceId == {ec2_instance_id}")))
+            .await?;
         // The filter is applied here as well: not every endpoint honours it.
         Ok(self
             .describe_many(&arns)
@@ -180,6 +237,11 @@ impl Ecs for AwsEcs {
             .into_iter()
             .filter(|i| i.ec2_instance_id == ec2_instance_id)
             .collect())
+    }
+
+    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>> {
+        let arns = self.list(None).await?;
+        self.describe_many(&arns).await
     }
 
     async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()> {
@@ -285,6 +347,26 @@ fn convert_instance(ci: &aws_sdk_ecs::types::ContainerInstance) -> ContainerInst
                 .ok()
                 .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
         }),
+        registered: capacity(ci.registered_resources()),
+        remaining: capacity(ci.remaining_resources()),
+        availability_zone: ci
+            .attributes()
+            .iter()
+            .find(|a| a.name() == "ecs.availability-zone")
+            .and_then(|a| a.value().map(str::to_string)),
+    }
+}
+
+fn capacity(resources: &[aws_sdk_ecs::types::Resource]) -> Capacity {
+    let amount = |name: &str| {
+        resources
+            .iter()
+            .find(|r| r.name() == Some(name))
+            .map_or(0, |r| i64::from(r.integer_value()))
+    };
+    Capacity {
+        cpu: amount("CPU"),
+        memory: amount("MEMORY"),
     }
 }
 

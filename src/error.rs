@@ -40,10 +40,17 @@ pub enum Error {
     /// The container instance is held by someone else (drained by another actor).
     #[error("{0}")]
     NotOurs(String),
+    /// The lease store failed, or the slot is no longer ours.
+    #[error("{0}")]
+    Lease(String),
+    /// The group is paused: nothing new starts until an operator resumes it.
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// Short, stable label of an error kind (for logs, status and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// See [`Error::Config`].
     Config,
@@ -63,6 +70,10 @@ pub enum Kind {
     Timeout,
     /// See [`Error::NotOurs`].
     NotOurs,
+    /// See [`Error::Lease`].
+    Lease,
+    /// See [`Error::Paused`].
+    Paused,
 }
 
 impl fmt::Display for Kind {
@@ -77,6 +88,8 @@ impl fmt::Display for Kind {
             Kind::Journal => "journal",
             Kind::Timeout => "timeout",
             Kind::NotOurs => "not-ours",
+            Kind::Lease => "lease",
+            Kind::Paused => "paused",
         })
     }
 }
@@ -94,6 +107,8 @@ impl Error {
             Error::Journal(_) => Kind::Journal,
             Error::Timeout(_) => Kind::Timeout,
             Error::NotOurs(_) => Kind::NotOurs,
+            Error::Lease(_) => Kind::Lease,
+            Error::Paused(_) => Kind::Paused,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod coordination;
 pub mod cycle;
 pub mod ecs;
 pub mod error;

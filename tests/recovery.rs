@@ -46,6 +46,8 @@ macro_rules! crash_tests {
 crash_tests! {
     kill_after_downloading_is_recorded => "downloading:persisted",
     kill_after_the_download => "downloading:done",
+    kill_after_waiting_for_a_slot_is_recorded => "waiting-for-slot:persisted",
+    kill_after_the_slot_is_granted => "waiting-for-slot:done",
     kill_after_draining_is_recorded => "draining:persisted",
     kill_after_the_drain => "draining:done",
     kill_after_installing_is_recorded => "installing:persisted",
@@ -56,4 +58,6 @@ crash_tests! {
     kill_after_the_agent_reconnected => "returning:done",
     kill_after_reactivating_is_recorded => "reactivating:persisted",
     kill_after_the_reactivation => "reactivating:done",
+    kill_after_releasing_is_recorded => "releasing:persisted",
+    kill_after_the_release => "releasing:done",
 }

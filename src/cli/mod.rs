@@ -6,13 +6,15 @@ mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use clap::{Parser, Subcommand};
 
 use ecs_patchd::agent::{Agent, IntrospectionClient};
-use ecs_patchd::clock::SystemClock;
+use ecs_patchd::clock::{Clock, SystemClock};
 use ecs_patchd::config::{self, Settings, Source};
+use ecs_patchd::coordination;
 use ecs_patchd::cycle::{Cycle, Machine, Outcome, Ports, State};
 use ecs_patchd::ecs::{AwsEcs, Ecs};
 use ecs_patchd::error::{Error, Kind, Result};
@@ -105,7 +107,7 @@ fn fail(error: &Error) -> ExitCode {
 fn exit_code(kind: Kind, temporary: bool) -> u8 {
     match kind {
         Kind::Config => EXIT_CONFIG,
-        Kind::Busy | Kind::NotOurs => EXIT_TEMPORARY,
+        Kind::Busy | Kind::NotOurs | Kind::Paused => EXIT_TEMPORARY,
         _ if temporary => EXIT_TEMPORARY,
         _ => EXIT_FAILED,
     }
@@ -141,13 +143,7 @@ async fn run(settings: &Settings) -> Result<ExitCode> {
     Ok(ExitCode::from(match &cycle.state {
         State::Done {
             outcome: Outcome::Failed { kind, .. },
-        } => {
-            if kind == &Kind::NotOurs.to_string() {
-                EXIT_TEMPORARY
-            } else {
-                EXIT_FAILED
-            }
-        }
+        } => exit_code(*kind, false),
         _ => 0,
     }))
 }
@@ -248,7 +244,14 @@ fn ports(
     cluster: &str,
     agent: Box<dyn Agent>,
 ) -> Result<Ports> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Ok(Ports {
+        coordinator: coordination::from_settings(
+            &settings.coordination,
+            aws,
+            cluster,
+            Arc::clone(&clock),
+        )?,
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
         packages: packages::from_settings(&settings.packages, &settings.paths.os_release)?,
@@ -256,6 +259,6 @@ fn ports(
             settings.host.clone(),
             settings.paths.boot_id.clone(),
         )),
-        clock: Box::new(SystemClock),
+        clock,
     })
 }

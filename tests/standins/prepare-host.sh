@@ -51,6 +51,10 @@ agent_restart_command = ["$here/agent.sh", "restart", "$control", "$manager", "$
 reboot_timeout = "30s"
 agent_reconnect_timeout = "30s"
 
+[coordination]
+settle = "0s"
+poll = "200ms"
+
 CONF
 cat "$dir/pkg/packages.toml" >> "$dir/config.toml"
 

@@ -1,0 +1,128 @@
+//! The FleetLock protocol (as served by airlock on etcd): `POST {base}/v1/pre-reboot` takes
+//! a slot, `POST {base}/v1/steady-state` gives it back.
+//!
+//! FleetLock has no leases and no pause: a slot is held until released, so a host whose
+//! cycle fails keeps its slot and the semaphore halts the roll once full (`fleet release`
+//! frees it). The capacity guard is applied locally before asking, as with `none`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::policy::Policy;
+use super::{Coordinator, Decision, Grant, Local, SlotRequest};
+use crate::clock::Clock;
+use crate::ecs::Ecs;
+use crate::error::{Error, Result};
+
+/// A FleetLock client for one group.
+pub struct FleetLock {
+    base: String,
+    group: String,
+    http: reqwest::Client,
+    local: Local,
+}
+
+/// FleetLock's error body.
+#[derive(Debug, Deserialize)]
+struct Refusal {
+    kind: String,
+    value: String,
+}
+
+impl FleetLock {
+    /// A client of the server at `base` for `group` (`^[a-zA-Z0-9.-]+$`).
+    pub fn new(
+        base: &str,
+        group: &str,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Lease(format!("cannot build the FleetLock client: {e}")))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            group: group.to_string(),
+            http,
+            local: Local::new(policy, clock),
+        })
+    }
+
+    /// Sends one protocol call; `Ok(None)` on 200, `Ok(Some(refusal))` on a protocol error.
+    async fn call(&self, path: &str, id: &str) -> Result<Option<Refusal>> {
+        let url = format!("{}/v1/{path}", self.base);
+        let body = serde_json::json!({ "client_params": { "id": id, "group": self.group } });
+        let response = self
+            .http
+            .post(&url)
+            .header("fleet-lock-protocol", "true")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Error::Lease(format!("FleetLock {url}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(None);
+        }
+        let text = response.text().await.unwrap_or_default();
+        match serde_json::from_str::<Refusal>(&text) {
+            Ok(refusal) => Ok(Some(refusal)),
+            Err(_) => Err(Error::Lease(format!(
+                "FleetLock {url} answered {status}: {}",
+                text.trim()
+            ))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordinator for FleetLock {
+    async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
+        if let Decision::Wait(why) = self.local.acquire(request, ecs).await? {
+            return Ok(Decision::Wait(why));
+        }
+        match self.call("pre-reboot", &request.id).await? {
+            None => Ok(Decision::Granted(Grant {
+                group: self.group.clone(),
+                token: 0,
+            })),
+            Some(r) if r.kind == "failed_lock" => {
+                Ok(Decision::Wait(format!("FleetLock: {}", r.value)))
+            }
+            Some(r) => Err(Error::Lease(format!(
+                "FleetLock refused the slot: {}: {}",
+                r.kind, r.value
+            ))),
+        }
+    }
+
+    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release(&self, _: &Grant, id: &str) -> Result<()> {
+        match self.call("steady-state", id).await? {
+            None => Ok(()),
+            Some(r) => Err(Error::Lease(format!(
+                "FleetLock refused the release: {}: {}",
+                r.kind, r.value
+            ))),
+        }
+    }
+
+    async fn pause(&self, reason: &str, by: &str) -> Result<bool> {
+        tracing::warn!(
+            by,
+            "FleetLock has no pause: the failed host keeps its slot so the roll halts ({reason})"
+        );
+        Ok(false)
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::MAX
+    }
+}

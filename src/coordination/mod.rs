@@ -1,0 +1,197 @@
+//! Fleet coordination: a slot from a lease held in a distributed store, so a cluster
+//! follows its rolling policy (at most N or N % out, capacity kept, halt on failure).
+//!
+//! [`Coordinator`] is what the cycle sees. [`store::StoreCoordinator`] implements it over
+//! any [`store::LeaseStore`] with conditional writes (DynamoDB, or the simulator's);
+//! [`fleetlock::FleetLock`] speaks the FleetLock protocol; [`Local`] coordinates with no
+//! one but still applies the capacity guard.
+
+pub mod dynamodb;
+pub mod fleetlock;
+pub mod policy;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::ecs::{Capacity, Ecs};
+use crate::error::Result;
+use policy::{Candidate, GroupRecord, Policy, Snapshot};
+
+/// Proof of a slot, kept in the journal across reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The group the slot belongs to.
+    pub group: String,
+    /// The fencing token of this grant.
+    pub token: u64,
+}
+
+/// The host asking for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// EC2 instance id.
+    pub id: String,
+    /// Container-instance ARN.
+    pub arn: String,
+    /// The cycle asking.
+    pub cycle: String,
+    /// Availability zone.
+    pub availability_zone: Option<String>,
+    /// Resources its tasks use.
+    pub allocated: Capacity,
+}
+
+impl SlotRequest {
+    fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.id.clone(),
+            availability_zone: self.availability_zone.clone(),
+            allocated: self.allocated,
+        }
+    }
+}
+
+/// The answer to a slot request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The slot is ours.
+    Granted(Grant),
+    /// Not yet: why.
+    Wait(String),
+    /// The group is paused: why. Nothing new starts until an operator resumes.
+    Paused(String),
+}
+
+/// A source of slots.
+#[async_trait::async_trait]
+pub trait Coordinator: Send + Sync {
+    /// Asks for a slot (idempotent: a host that holds one gets it back).
+    async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision>;
+    /// Extends the slot's lease; an error when the slot is no longer ours.
+    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<()>;
+    /// Gives the slot back (a no-op when it is not held).
+    async fn release(&self, grant: &Grant, id: &str) -> Result<()>;
+    /// Halts the roll after a failure: no host starts a new cycle until an operator
+    /// resumes. `Ok(false)` when the backend cannot pause: the failed host then keeps its
+    /// slot, which halts the roll once every slot is held.
+    async fn pause(&self, reason: &str, by: &str) -> Result<bool>;
+    /// How long a lease lasts without renewal.
+    fn ttl(&self) -> Duration;
+}
+
+/// Unix milliseconds of `t`.
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads the whole cluster into a [`Snapshot`] (one list and one describe per 100 instances).
+pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime) -> Result<Snapshot> {
+    let instances = ecs.cluster_instances().await?;
+    Ok(Snapshot {
+        taken_at: millis(now),
+        instances: instances.iter().map(Into::into).collect(),
+    })
+}
+
+/// No coordination with peers (single host, manual use): the capacity guard, the budget
+/// against DRAINING instances and min-healthy still apply, from a fresh look at the cluster.
+pub struct Local {
+    policy: Policy,
+    clock: Arc<dyn Clock>,
+}
+
+impl Local {
+    /// A local coordinator applying `policy`.
+    pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Self { policy, clock }
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordinator for Local {
+    async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
+        let snapshot = snapshot(ecs, self.clock.now()).await?;
+        Ok(
+            match policy::admit(
+                &GroupRecord::default(),
+                &snapshot,
+                &self.policy,
+                &request.candidate(),
+            ) {
+                Ok(()) => Decision::Granted(Grant {
+                    group: "local".into(),
+                    token: 0,
+                }),
+                Err(why) => Decision::Wait(why),
+            },
+        )
+    }
+
+    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release(&self, _: &Grant, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn pause(&self, _: &str, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::MAX
+    }
+}
+
+/// The coordinator the settings ask for, for `cluster`.
+pub fn from_settings(
+    settings: &crate::config::CoordinationSettings,
+    aws: &aws_config::SdkConfig,
+    cluster: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Coordinator>> {
+    use crate::config::Backend;
+    Ok(match settings.backend {
+        Backend::None => Arc::new(Local::new(settings.policy(), clock)),
+        Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock)),
+        Backend::Fleetlock => Arc::new(fleetlock::FleetLock::new(
+            &settings.fleetlock_url,
+            &settings.group,
+            settings.policy(),
+            clock,
+            Duration::from_secs(10),
+        )?),
+    })
+}
+
+/// The DynamoDB-backed coordinator of `cluster` (also used by `fleet` commands).
+pub fn store_coordinator(
+    settings: &crate::config::CoordinationSettings,
+    aws: &aws_config::SdkConfig,
+    cluster: &str,
+    clock: Arc<dyn Clock>,
+) -> store::StoreCoordinator {
+    let table = Arc::new(dynamodb::DynamoStore::new(aws, &settings.dynamodb_table));
+    store::StoreCoordinator::new(table, clock, store_settings(settings, cluster))
+}
+
+/// The [`store::StoreSettings`] the configuration describes.
+pub fn store_settings(
+    settings: &crate::config::CoordinationSettings,
+    cluster: &str,
+) -> store::StoreSettings {
+    store::StoreSettings {
+        cluster: cluster.to_string(),
+        group: settings.group.clone(),
+        policy: settings.policy(),
+        ttl: settings.lease_ttl,
+        snapshot_max_age: settings.snapshot_max_age,
+        on_stale: settings.on_stale_lease,
+    }
+}

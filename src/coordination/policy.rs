@@ -1,0 +1,463 @@
+//! The rolling policy, as pure functions over a group record and a cluster snapshot:
+//! how many hosts may be out, which host is next, and whether the cluster can absorb it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ecs::{Capacity, ContainerInstance};
+
+/// How many hosts may be out of service at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// At most this many.
+    Count(u32),
+    /// At most this percentage of the cluster's registered instances (at least one).
+    Percent(u32),
+}
+
+impl Budget {
+    /// The number of hosts allowed out for a cluster of `registered` instances.
+    pub fn resolve(self, registered: usize) -> usize {
+        match self {
+            Budget::Count(n) => n as usize,
+            Budget::Percent(p) => (registered * p as usize / 100).max(1),
+        }
+    }
+
+    /// Parses `"3"`, `3` or `"10%"`.
+    pub fn parse(text: &str) -> Option<Budget> {
+        let text = text.trim();
+        match text.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(Budget::Percent),
+            None => text.parse().ok().filter(|n| *n >= 1).map(Budget::Count),
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Count(n) => write!(f, "{n}"),
+            Budget::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The rules a slot must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Hosts allowed out of service at once (DRAINING for any reason counts).
+    pub max_unavailable: Budget,
+    /// Share of registered instances that must stay in service.
+    pub min_healthy_percent: u32,
+    /// Only hosts of one availability zone out at a time.
+    pub one_az_at_a_time: bool,
+}
+
+/// A host holding a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// EC2 instance id.
+    pub id: String,
+    /// Its container-instance ARN.
+    pub arn: String,
+    /// Fencing token: grows with every grant; renew and release must present it.
+    pub token: u64,
+    /// The cycle that holds it.
+    pub cycle: String,
+    /// The cycle's step at the last renewal.
+    pub step: String,
+    /// Its availability zone.
+    pub availability_zone: Option<String>,
+    /// Resources its tasks used when it took the slot.
+    pub allocated: Capacity,
+    /// Unix milliseconds.
+    pub acquired_at: u64,
+    /// Unix milliseconds.
+    pub renewed_at: u64,
+    /// Unix milliseconds; past this, the slot is stale.
+    pub expires_at: u64,
+}
+
+/// A host waiting for a slot (first come, first served).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// EC2 instance id.
+    pub id: String,
+    /// Unix milliseconds.
+    pub since: u64,
+}
+
+/// Why the group is paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// What happened.
+    pub reason: String,
+    /// Who paused it (instance id or operator).
+    pub by: String,
+    /// Unix milliseconds.
+    pub at: u64,
+}
+
+/// Everything the lease store keeps for one (cluster, group).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Hosts holding a slot.
+    pub holders: Vec<Holder>,
+    /// Hosts waiting, oldest first.
+    pub queue: Vec<Waiter>,
+    /// Set while the roll is halted.
+    pub paused: Option<Pause>,
+    /// The next fencing token.
+    pub next_token: u64,
+}
+
+/// What the policy needs of one container instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// EC2 instance id.
+    pub id: String,
+    /// ACTIVE, DRAINING, ...
+    pub status: String,
+    /// Agent connected.
+    pub connected: bool,
+    /// Availability zone.
+    pub availability_zone: Option<String>,
+    /// Resources offered.
+    pub registered: Capacity,
+    /// Resources free.
+    pub remaining: Capacity,
+}
+
+impl From<&ContainerInstance> for InstanceView {
+    fn from(i: &ContainerInstance) -> Self {
+        Self {
+            id: i.ec2_instance_id.clone(),
+            status: i.status.clone(),
+            connected: i.agent_connected,
+            availability_zone: i.availability_zone.clone(),
+            registered: i.registered,
+            remaining: i.remaining,
+        }
+    }
+}
+
+impl InstanceView {
+    fn in_service(&self) -> bool {
+        self.status == "ACTIVE" && self.connected
+    }
+}
+
+/// The cluster as seen at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Unix milliseconds.
+    pub taken_at: u64,
+    /// Every registered instance.
+    pub instances: Vec<InstanceView>,
+}
+
+/// The host asking for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// EC2 instance id.
+    pub id: String,
+    /// Its availability zone.
+    pub availability_zone: Option<String>,
+    /// Resources its tasks use (they must fit elsewhere).
+    pub allocated: Capacity,
+}
+
+/// Hosts out of service or about to be: slot holders, and any instance not ACTIVE and
+/// connected (DRAINING for any reason, including scale-in) other than `candidate`.
+pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -> usize {
+    let mut out: Vec<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
+    for i in &snapshot.instances {
+        if !i.in_service() && i.id != candidate && !out.contains(&i.id.as_str()) {
+            out.push(&i.id);
+        }
+    }
+    out.len()
+}
+
+/// Free slots: the budget less what is out.
+pub fn free_slots(
+    record: &GroupRecord,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    candidate: &str,
+) -> usize {
+    let budget = policy
+        .max_unavailable
+        .resolve(snapshot.instances.len().max(1));
+    budget.saturating_sub(unavailable(record, snapshot, candidate))
+}
+
+/// Whether `candidate` may take a slot now; `Err` says why it must wait.
+pub fn admit(
+    record: &GroupRecord,
+    snapshot: &Snapshot,
+    policy: &Policy,
+    candidate: &Candidate,
+) -> Result<(), String> {
+    let registered = snapshot.instances.len().max(1);
+    let budget = policy.max_unavailable.resolve(registered);
+    let out = unavailable(record, snapshot, &candidate.id);
+    if out >= budget {
+        return Err(format!(
+            "{out} host(s) out of service, max_unavailable allows {budget}"
+        ));
+    }
+    let holding = |id: &str| record.holders.iter().any(|h| h.id == id);
+    let healthy_after = snapshot
+        .instances
+        .iter()
+        .filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id))
+        .count();
+    if healthy_after * 100 < policy.min_healthy_percent as usize * registered {
+        return Err(format!(
+            "only {healthy_after} of {registered} instances would stay in service, min_healthy_percent is {}",
+            policy.min_healthy_percent
+        ));
+    }
+    if policy.one_az_at_a_time
+        && let Some(other) = record
+            .holders
+            .iter()
+            .find(|h| h.availability_zone != candidate.availability_zone)
+    {
+        return Err(format!(
+            "{} is out in {}, and one_az_at_a_time is set",
+            other.id,
+            other
+                .availability_zone
+                .as_deref()
+                .unwrap_or("an unknown zone")
+        ));
+    }
+    // Room on the in-service peers for this host's tasks and for the tasks the other
+    // holders still have to move (what the snapshot shows them still running, or what they
+    // declared if they took their slot after the snapshot).
+    let free = snapshot
+        .instances
+        .iter()
+        .filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id))
+        .fold(Capacity::default(), |sum, i| sum.plus(i.remaining));
+    let still_to_move = record.holders.iter().fold(Capacity::default(), |sum, h| {
+        let left = match snapshot.instances.iter().find(|i| i.id == h.id) {
+            Some(seen) if h.acquired_at <= snapshot.taken_at => {
+                seen.registered.minus(seen.remaining)
+            }
+            _ => h.allocated,
+        };
+        sum.plus(left)
+    });
+    let need = candidate.allocated.plus(still_to_move);
+    if !free.covers(need) {
+        return Err(format!(
+            "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
+            free.cpu, free.memory, need.cpu, need.memory
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, status: &str, free: i64) -> InstanceView {
+        InstanceView {
+            id: id.into(),
+            status: status.into(),
+            connected: true,
+            availability_zone: Some("a".into()),
+            registered: Capacity {
+                cpu: 1024,
+                memory: 1024,
+            },
+            remaining: Capacity {
+                cpu: free,
+                memory: free,
+            },
+        }
+    }
+
+    fn holder(id: &str, allocated: i64, acquired_at: u64) -> Holder {
+        Holder {
+            id: id.into(),
+            arn: format!("arn/{id}"),
+            token: 1,
+            cycle: "c".into(),
+            step: "draining".into(),
+            availability_zone: Some("a".into()),
+            allocated: Capacity {
+                cpu: allocated,
+                memory: allocated,
+            },
+            acquired_at,
+            renewed_at: acquired_at,
+            expires_at: acquired_at + 1000,
+        }
+    }
+
+    fn candidate(id: &str, allocated: i64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            availability_zone: Some("a".into()),
+            allocated: Capacity {
+                cpu: allocated,
+                memory: allocated,
+            },
+        }
+    }
+
+    fn policy(budget: Budget) -> Policy {
+        Policy {
+            max_unavailable: budget,
+            min_healthy_percent: 0,
+            one_az_at_a_time: false,
+        }
+    }
+
+    #[test]
+    fn budgets_parse_and_resolve() {
+        assert_eq!(Budget::parse("3"), Some(Budget::Count(3)));
+        assert_eq!(Budget::parse("10%"), Some(Budget::Percent(10)));
+        assert_eq!(Budget::parse("0"), None);
+        assert_eq!(Budget::parse("150%"), None);
+        assert_eq!(Budget::Percent(10).resolve(1000), 100);
+        assert_eq!(Budget::Percent(10).resolve(5), 1, "never less than one");
+    }
+
+    #[test]
+    fn draining_for_any_reason_counts_against_the_budget() {
+        let snapshot = Snapshot {
+            taken_at: 0,
+            instances: vec![
+                instance("a", "ACTIVE", 1024),
+                instance("b", "DRAINING", 1024),
+                instance("c", "ACTIVE", 1024),
+            ],
+        };
+        let record = GroupRecord::default();
+        let err = admit(
+            &record,
+            &snapshot,
+            &policy(Budget::Count(1)),
+            &candidate("a", 0),
+        )
+        .unwrap_err();
+        assert!(err.contains("1 host(s) out of service"), "{err}");
+        assert!(
+            admit(
+                &record,
+                &snapshot,
+                &policy(Budget::Count(2)),
+                &candidate("a", 0)
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn capacity_guard_counts_what_holders_still_have_to_move() {
+        let snapshot = Snapshot {
+            taken_at: 100,
+            instances: vec![
+                instance("a", "ACTIVE", 524),
+                instance("b", "ACTIVE", 0),
+                instance("c", "ACTIVE", 600),
+            ],
+        };
+        // b holds a slot and, at snapshot time, still runs 1024 units of tasks; c has 600 free.
+        let record = GroupRecord {
+            holders: vec![holder("b", 1024, 50)],
+            ..Default::default()
+        };
+        let err = admit(
+            &record,
+            &snapshot,
+            &policy(Budget::Count(3)),
+            &candidate("a", 500),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("capacity"), "{err}");
+        // Once b's tasks have moved (b empty, c full), a's 500 fit on... nobody: c has 0 left.
+        let moved = Snapshot {
+            taken_at: 200,
+            instances: vec![
+                instance("a", "ACTIVE", 524),
+                instance("b", "DRAINING", 1024),
+                instance("c", "ACTIVE", 1000),
+            ],
+        };
+        assert!(
+            admit(
+                &record,
+                &moved,
+                &policy(Budget::Count(3)),
+                &candidate("a", 500)
+            )
+            .is_ok()
+        );
+        // A holder that took its slot after the snapshot counts with what it declared.
+        let late = GroupRecord {
+            holders: vec![holder("b", 1024, 300)],
+            ..Default::default()
+        };
+        assert!(
+            admit(
+                &late,
+                &moved,
+                &policy(Budget::Count(3)),
+                &candidate("a", 500)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn min_healthy_and_one_zone_at_a_time() {
+        let snapshot = Snapshot {
+            taken_at: 0,
+            instances: vec![
+                instance("a", "ACTIVE", 1024),
+                instance("b", "ACTIVE", 1024),
+                instance("c", "ACTIVE", 1024),
+                instance("d", "ACTIVE", 1024),
+            ],
+        };
+        let record = GroupRecord {
+            holders: vec![holder("b", 0, 0)],
+            ..Default::default()
+        };
+        let strict = Policy {
+            max_unavailable: Budget::Count(4),
+            min_healthy_percent: 75,
+            one_az_at_a_time: false,
+        };
+        assert!(
+            admit(&record, &snapshot, &strict, &candidate("a", 0))
+                .unwrap_err()
+                .contains("min_healthy_percent")
+        );
+        let zoned = Policy {
+            max_unavailable: Budget::Count(4),
+            min_healthy_percent: 0,
+            one_az_at_a_time: true,
+        };
+        let mut other_zone = candidate("a", 0);
+        other_zone.availability_zone = Some("z".into());
+        assert!(
+            admit(&record, &snapshot, &zoned, &other_zone)
+                .unwrap_err()
+                .contains("one_az_at_a_time")
+        );
+        assert!(admit(&record, &snapshot, &zoned, &candidate("a", 0)).is_ok());
+    }
+}
