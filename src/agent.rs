@@ -40,10 +40,7 @@ impl IntrospectionClient {
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Host(format!("cannot build the ECS agent client: {e}")))?;
-        Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            http,
-        })
+        Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), http })
     }
 }
 
@@ -61,10 +58,7 @@ impl Agent for IntrospectionClient {
         if !response.status().is_success() {
             return Err(unreachable(format!("answered HTTP {}", response.status())));
         }
-        response
-            .json()
-            .await
-            .map_err(|e| unreachable(format!("sent metadata that is not understood ({e})")))
+        response.json().await.map_err(|e| unreachable(format!("sent metadata that is not understood ({e})")))
     }
 }
 

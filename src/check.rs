@@ -55,8 +55,7 @@ pub async fn preview(
     } else if plan.updates.is_empty() {
         "nothing: no update is pending".to_string()
     } else if plan.agent_only {
-        "update the ECS agent in place (install, restart the agent, verify), without draining"
-            .to_string()
+        "update the ECS agent in place (install, restart the agent, verify), without draining".to_string()
     } else if drained_by_other {
         "nothing: the instance is DRAINING but not by ecs-patchd, so it is left alone".to_string()
     } else {

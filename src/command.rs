@@ -22,12 +22,8 @@ pub struct Output {
 impl Output {
     /// The last lines of stdout and stderr together, for error messages.
     pub fn tail(&self) -> String {
-        let lines: Vec<&str> = self
-            .stdout
-            .lines()
-            .chain(self.stderr.lines())
-            .filter(|l| !l.trim().is_empty())
-            .collect();
+        let lines: Vec<&str> =
+            self.stdout.lines().chain(self.stderr.lines()).filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n  ")
     }
 }
@@ -54,11 +50,7 @@ pub enum RunError {
 }
 
 /// Runs `argv` (program first) with extra environment `env`, killing it after `limit`.
-pub async fn run(
-    argv: &[String],
-    env: &[(&str, &str)],
-    limit: Duration,
-) -> Result<Output, RunError> {
+pub async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<Output, RunError> {
     let command_line = display(argv);
     let (program, args) = argv.split_first().ok_or_else(|| RunError::Spawn {
         command: command_line.clone(),
@@ -72,24 +64,15 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = command.spawn().map_err(|source| RunError::Spawn {
-        command: command_line.clone(),
-        source,
-    })?;
+    let child = command.spawn().map_err(|source| RunError::Spawn { command: command_line.clone(), source })?;
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(output)) => Ok(Output {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }),
-        Ok(Err(source)) => Err(RunError::Spawn {
-            command: command_line,
-            source,
-        }),
-        Err(_) => Err(RunError::TimedOut {
-            command: command_line,
-            limit,
-        }),
+        Ok(Err(source)) => Err(RunError::Spawn { command: command_line, source }),
+        Err(_) => Err(RunError::TimedOut { command: command_line, limit }),
     }
 }
 
@@ -100,17 +83,12 @@ pub fn display(argv: &[String]) -> String {
 
 /// A one-paragraph description of a failed run: command, exit code and last output lines.
 pub fn failure(argv: &[String], output: &Output) -> String {
-    let code = output
-        .code
-        .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
+    let code = output.code.map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}"));
     let tail = output.tail();
     if tail.is_empty() {
         format!("`{}` failed with {code} and printed nothing", display(argv))
     } else {
-        format!(
-            "`{}` failed with {code}; last output:\n  {tail}",
-            display(argv)
-        )
+        format!("`{}` failed with {code}; last output:\n  {tail}", display(argv))
     }
 }
 
@@ -125,42 +103,30 @@ mod tests {
     #[tokio::test]
     async fn captures_output_and_exit_code() {
         let cmd = argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
-        let output = run(&cmd, &[("X", "1")], Duration::from_secs(5))
-            .await
-            .unwrap();
+        let output = run(&cmd, &[("X", "1")], Duration::from_secs(5)).await.unwrap();
         assert_eq!(output.code, Some(3));
         assert_eq!(output.stdout, "out\n");
         let message = failure(&cmd, &output);
-        assert!(
-            message.contains("exit code 3") && message.contains("out\n  err"),
-            "{message}"
-        );
+        assert!(message.contains("exit code 3") && message.contains("out\n  err"), "{message}");
     }
 
     #[tokio::test]
     async fn kills_a_program_that_runs_too_long() {
         let cmd = argv(&["sleep", "30"]);
-        let err = run(&cmd, &[], Duration::from_millis(100))
-            .await
-            .unwrap_err();
+        let err = run(&cmd, &[], Duration::from_millis(100)).await.unwrap_err();
         assert!(matches!(err, RunError::TimedOut { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
-        let err = run(&argv(&["/nonexistent/prog"]), &[], Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = run(&argv(&["/nonexistent/prog"]), &[], Duration::from_secs(1)).await.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
     }
 
     #[test]
     fn tail_keeps_only_the_last_lines() {
-        let output = Output {
-            code: Some(1),
-            stdout: (1..=20).map(|i| format!("line {i}\n")).collect(),
-            stderr: String::new(),
-        };
+        let output =
+            Output { code: Some(1), stdout: (1..=20).map(|i| format!("line {i}\n")).collect(), stderr: String::new() };
         assert!(output.tail().starts_with("line 13"));
     }
 }

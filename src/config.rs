@@ -121,7 +121,7 @@ impl Default for DrainSettings {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30 * 60),
-            poll_initial: Duration::from_secs(5),
+            poll_initial: Duration::from_secs(15),
             poll_max: Duration::from_secs(60),
             standalone_tasks: StandalonePolicy::Wait,
             standalone_grace: Duration::from_secs(10 * 60),
@@ -210,10 +210,7 @@ pub struct AptSettings {
 
 impl Default for AptSettings {
     fn default() -> Self {
-        Self {
-            args: Vec::new(),
-            reboot_required_file: "/var/run/reboot-required".into(),
-        }
+        Self { args: Vec::new(), reboot_required_file: "/var/run/reboot-required".into() }
     }
 }
 
@@ -367,10 +364,7 @@ pub enum Source {
 
 impl Default for Source {
     fn default() -> Self {
-        Source::Default {
-            file: DEFAULT_CONFIG_FILE.into(),
-            fragments: DEFAULT_FRAGMENT_DIR.into(),
-        }
+        Source::Default { file: DEFAULT_CONFIG_FILE.into(), fragments: DEFAULT_FRAGMENT_DIR.into() }
     }
 }
 
@@ -412,18 +406,13 @@ pub fn load(source: &Source) -> Result<Settings> {
     let mut merged = toml::Table::new();
     let mut origins = BTreeMap::new();
     for file in source.files()? {
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            Error::Config(format!(
-                "cannot read the configuration file {}: {e}",
-                file.display()
-            ))
-        })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::Config(format!("cannot read the configuration file {}: {e}", file.display())))?;
         let table = parse_fragment(&file, &text)?;
         merge(&mut merged, table, "", &file, &mut origins);
     }
-    let settings: Settings = toml::Value::Table(merged)
-        .try_into()
-        .map_err(|e| Error::Config(format!("configuration: {e}")))?;
+    let settings: Settings =
+        toml::Value::Table(merged).try_into().map_err(|e| Error::Config(format!("configuration: {e}")))?;
     validate(&settings, &origins)?;
     Ok(settings)
 }
@@ -431,20 +420,10 @@ pub fn load(source: &Source) -> Result<Settings> {
 /// Parses one fragment and checks it against the schema on its own.
 fn parse_fragment(file: &Path, text: &str) -> Result<toml::Table> {
     let table: toml::Table = toml::from_str(text).map_err(|e| {
-        Error::Config(format!(
-            "{}: not valid TOML{}: {}",
-            file.display(),
-            line_of(text, e.span()),
-            e.message()
-        ))
+        Error::Config(format!("{}: not valid TOML{}: {}", file.display(), line_of(text, e.span()), e.message()))
     })?;
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-        Error::Config(format!(
-            "{}: not valid TOML: {}",
-            file.display(),
-            e.message()
-        ))
-    })?;
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| Error::Config(format!("{}: not valid TOML: {}", file.display(), e.message())))?;
     if let Err(e) = serde_path_to_error::deserialize::<_, Settings>(deserializer) {
         let key = e.path().to_string();
         let inner = e.into_inner();
@@ -485,11 +464,7 @@ fn merge(
     origins: &mut BTreeMap<String, PathBuf>,
 ) {
     for (key, value) in from {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match (into.get_mut(&key), value) {
             (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
                 merge(existing, incoming, &path, file, origins);
@@ -506,12 +481,7 @@ fn merge(
     }
 }
 
-fn record_origins(
-    table: &toml::Table,
-    prefix: &str,
-    file: &Path,
-    origins: &mut BTreeMap<String, PathBuf>,
-) {
+fn record_origins(table: &toml::Table, prefix: &str, file: &Path, origins: &mut BTreeMap<String, PathBuf>) {
     for (key, value) in table {
         let path = format!("{prefix}.{key}");
         match value {
@@ -526,10 +496,8 @@ fn record_origins(
 /// Checks rules that span keys or values serde cannot express.
 fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     let fail = |key: &str, what: &str| {
-        let place = origins
-            .get(key)
-            .map(|f| format!("{}: ", f.display()))
-            .unwrap_or_else(|| "default configuration: ".into());
+        let place =
+            origins.get(key).map(|f| format!("{}: ", f.display())).unwrap_or_else(|| "default configuration: ".into());
         Err(Error::Config(format!("{place}key `{key}`: {what}")))
     };
     let commands = [
@@ -538,10 +506,7 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         ("host.agent_restart_command", &s.host.agent_restart_command),
     ];
     for (key, command) in commands {
-        if command
-            .first()
-            .is_none_or(|program| program.trim().is_empty())
-        {
+        if command.first().is_none_or(|program| program.trim().is_empty()) {
             return fail(key, "must name a program, e.g. [\"systemctl\", \"reboot\"]");
         }
     }
@@ -551,10 +516,7 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         ("drain.poll_max", s.drain.poll_max),
         ("packages.command_timeout", s.packages.command_timeout),
         ("host.reboot_timeout", s.host.reboot_timeout),
-        (
-            "host.agent_reconnect_timeout",
-            s.host.agent_reconnect_timeout,
-        ),
+        ("host.agent_reconnect_timeout", s.host.agent_reconnect_timeout),
         ("identity.agent_timeout", s.identity.agent_timeout),
     ];
     for (key, value) in positive {
@@ -563,17 +525,12 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         }
     }
     if s.drain.poll_initial > s.drain.poll_max {
-        return fail(
-            "drain.poll_initial",
-            "must not be longer than drain.poll_max",
-        );
+        return fail("drain.poll_initial", "must not be longer than drain.poll_max");
     }
     if s.host.reboot_attempts == 0 {
         return fail("host.reboot_attempts", "must be at least 1");
     }
-    if !(s.identity.agent_url.starts_with("http://")
-        || s.identity.agent_url.starts_with("https://"))
-    {
+    if !(s.identity.agent_url.starts_with("http://") || s.identity.agent_url.starts_with("https://")) {
         return fail("identity.agent_url", "must be an http:// or https:// URL");
     }
     if !s.paths.state_dir.is_absolute() {
@@ -581,27 +538,13 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     }
     let c = &s.coordination;
     if c.max_unavailable.budget().is_none() {
-        return fail(
-            "coordination.max_unavailable",
-            "must be a count such as 2 or a percentage such as \"10%\"",
-        );
+        return fail("coordination.max_unavailable", "must be a count such as 2 or a percentage such as \"10%\"");
     }
     if c.min_healthy_percent > 100 {
-        return fail(
-            "coordination.min_healthy_percent",
-            "must be between 0 and 100",
-        );
+        return fail("coordination.min_healthy_percent", "must be between 0 and 100");
     }
-    if c.group.is_empty()
-        || !c
-            .group
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-')
-    {
-        return fail(
-            "coordination.group",
-            "must be letters, digits, '.' and '-' only",
-        );
+    if c.group.is_empty() || !c.group.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-') {
+        return fail("coordination.group", "must be letters, digits, '.' and '-' only");
     }
     for (key, value) in [
         ("coordination.lease_ttl", c.lease_ttl),
@@ -620,10 +563,7 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         );
     }
     if c.backend == Backend::Dynamodb && c.dynamodb_table.is_empty() {
-        return fail(
-            "coordination.dynamodb_table",
-            "must name the lease table when backend is \"dynamodb\"",
-        );
+        return fail("coordination.dynamodb_table", "must name the lease table when backend is \"dynamodb\"");
     }
     Ok(())
 }
@@ -648,10 +588,7 @@ mod tests {
     #[test]
     fn defaults_apply_without_any_file() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Source::Default {
-            file: dir.path().join("none.toml"),
-            fragments: dir.path().join("none.d"),
-        };
+        let source = Source::Default { file: dir.path().join("none.toml"), fragments: dir.path().join("none.d") };
         let settings = load(&source).unwrap();
         assert_eq!(settings.drain.timeout, Duration::from_secs(1800));
         assert_eq!(settings.packages.reboot, RebootPolicy::IfNeeded);
@@ -661,19 +598,11 @@ mod tests {
     #[test]
     fn later_fragments_win_key_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(
-            dir.path(),
-            "config.toml",
-            "[drain]\ntimeout = \"5m\"\npoll_max = \"20s\"\n",
-        );
+        let file = write(dir.path(), "config.toml", "[drain]\ntimeout = \"5m\"\npoll_max = \"20s\"\n");
         let fragments = dir.path().join("config.d");
         std::fs::create_dir(&fragments).unwrap();
         write(&fragments, "20-b.toml", "[drain]\ntimeout = \"7m\"\n");
-        write(
-            &fragments,
-            "10-a.toml",
-            "[drain]\ntimeout = \"6m\"\nstandalone_tasks = \"stop\"\n",
-        );
+        write(&fragments, "10-a.toml", "[drain]\ntimeout = \"6m\"\nstandalone_tasks = \"stop\"\n");
         write(&fragments, "ignored.txt", "not toml at all [");
         let settings = load(&Source::Default { file, fragments }).unwrap();
         assert_eq!(settings.drain.timeout, Duration::from_secs(7 * 60));
@@ -688,10 +617,7 @@ mod tests {
         let message = error_of(&Source::Explicit(file));
         assert!(message.contains("bad.toml"), "{message}");
         assert!(message.contains("timeuot"), "{message}");
-        assert!(
-            message.contains("timeout"),
-            "lists what is allowed: {message}"
-        );
+        assert!(message.contains("timeout"), "lists what is allowed: {message}");
     }
 
     #[test]
@@ -707,17 +633,10 @@ mod tests {
     #[test]
     fn bad_enum_lists_choices() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(
-            dir.path(),
-            "bad.toml",
-            "[packages]\nreboot = \"sometimes\"\n",
-        );
+        let file = write(dir.path(), "bad.toml", "[packages]\nreboot = \"sometimes\"\n");
         let message = error_of(&Source::Explicit(file));
         assert!(message.contains("key `packages.reboot`"), "{message}");
-        assert!(
-            message.contains("if-needed") && message.contains("never"),
-            "{message}"
-        );
+        assert!(message.contains("if-needed") && message.contains("never"), "{message}");
     }
 
     #[test]
@@ -726,16 +645,9 @@ mod tests {
         let file = write(dir.path(), "config.toml", "[drain]\npoll_max = \"10s\"\n");
         let fragments = dir.path().join("config.d");
         std::fs::create_dir(&fragments).unwrap();
-        write(
-            &fragments,
-            "50-fast.toml",
-            "[drain]\npoll_initial = \"1m\"\n",
-        );
+        write(&fragments, "50-fast.toml", "[drain]\npoll_initial = \"1m\"\n");
         let message = error_of(&Source::Default { file, fragments });
-        assert!(
-            message.contains("50-fast.toml: key `drain.poll_initial`"),
-            "{message}"
-        );
+        assert!(message.contains("50-fast.toml: key `drain.poll_initial`"), "{message}");
     }
 
     #[test]
@@ -749,9 +661,6 @@ mod tests {
     #[test]
     fn explicit_file_must_exist() {
         let message = error_of(&Source::Explicit("/nonexistent/ecs-patchd.toml".into()));
-        assert!(
-            message.contains("/nonexistent/ecs-patchd.toml"),
-            "{message}"
-        );
+        assert!(message.contains("/nonexistent/ecs-patchd.toml"), "{message}");
     }
 }

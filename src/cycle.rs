@@ -35,7 +35,7 @@ use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
-use crate::ecs::{ContainerInstance, Ecs, Task};
+use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
 use crate::host::Host;
@@ -71,12 +71,8 @@ pub struct Plan {
 impl Plan {
     /// A plan for `updates`; `agent_packages` are the names that make up the ECS agent.
     pub fn new(updates: Vec<PackageUpdate>, agent_packages: &[String]) -> Self {
-        let agent_only =
-            !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
-        Self {
-            updates,
-            agent_only,
-        }
+        let agent_only = !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
+        Self { updates, agent_only }
     }
 
     /// The package names, as given to the package manager.
@@ -140,6 +136,10 @@ pub enum State {
         plan: Plan,
         /// The container instance to drain.
         arn: String,
+        /// Its availability zone.
+        availability_zone: Option<String>,
+        /// What its tasks use (they must fit on the peers).
+        allocated: Capacity,
     },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
@@ -236,14 +236,12 @@ impl State {
     /// One human line about the step.
     pub fn summary(&self) -> String {
         match self {
-            State::Downloading { plan, .. } => format!(
-                "downloading {} update(s): {}",
-                plan.updates.len(),
-                plan.names().join(", ")
-            ),
-            State::UpdatingAgent { agent_version, .. } => format!(
-                "installing the ECS agent update (running: {agent_version}); no drain needed"
-            ),
+            State::Downloading { plan, .. } => {
+                format!("downloading {} update(s): {}", plan.updates.len(), plan.names().join(", "))
+            }
+            State::UpdatingAgent { agent_version, .. } => {
+                format!("installing the ECS agent update (running: {agent_version}); no drain needed")
+            }
             State::RestartingAgent { .. } => {
                 "restarting the ECS agent and waiting for the new version to connect".into()
             }
@@ -262,11 +260,9 @@ impl State {
             State::WaitingForSlot { .. } => "waiting for a slot (rolling policy, capacity)".into(),
             State::Done { outcome } => match outcome {
                 Outcome::NothingToDo => "done: nothing to do".into(),
-                Outcome::Patched { packages, rebooted } => format!(
-                    "done: {} package(s) updated{}",
-                    packages.len(),
-                    if *rebooted { ", rebooted" } else { "" }
-                ),
+                Outcome::Patched { packages, rebooted } => {
+                    format!("done: {} package(s) updated{}", packages.len(), if *rebooted { ", rebooted" } else { "" })
+                }
                 Outcome::Failed { step, reason, .. } => format!("failed at {step}: {reason}"),
             },
         }
@@ -278,24 +274,13 @@ fn allowed(from: &State, to: &State) -> bool {
     use State::*;
     matches!(
         (from, to),
-        (
-            Downloading { .. },
-            UpdatingAgent { .. } | WaitingForSlot { .. } | Done { .. }
-        ) | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
+        (Downloading { .. }, UpdatingAgent { .. } | WaitingForSlot { .. } | Done { .. })
+            | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
             | (RestartingAgent { .. }, Done { .. })
             | (WaitingForSlot { .. }, Draining { .. } | Done { .. })
-            | (
-                Draining { .. },
-                Installing { .. } | Reactivating { .. } | Releasing { .. }
-            )
-            | (
-                Installing { .. },
-                Rebooting { .. } | Returning { .. } | Reactivating { .. }
-            )
-            | (
-                Rebooting { .. },
-                Rebooting { .. } | Returning { .. } | Reactivating { .. }
-            )
+            | (Draining { .. }, Installing { .. } | Reactivating { .. } | Releasing { .. })
+            | (Installing { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (Rebooting { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
             | (Returning { .. }, Returning { .. } | Reactivating { .. })
             | (Reactivating { .. }, Releasing { .. })
             | (Releasing { .. }, Done { .. })
@@ -352,21 +337,13 @@ impl Cycle {
     /// Time from the start of the drain until the cycle ended (or now, if it has not).
     pub fn out_of_service(&self, now: SystemTime) -> Option<Duration> {
         let drained = self.history.iter().find(|m| m.step == "draining")?.at;
-        let back = self
-            .history
-            .iter()
-            .find(|m| m.step == "done")
-            .map_or(now, |m| m.at);
+        let back = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
         back.duration_since(drained).ok()
     }
 
     /// Time from the start of the cycle until it ended (or now).
     pub fn duration(&self, now: SystemTime) -> Duration {
-        let end = self
-            .history
-            .iter()
-            .find(|m| m.step == "done")
-            .map_or(now, |m| m.at);
+        let end = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
         end.duration_since(self.started_at).unwrap_or_default()
     }
 }
@@ -396,12 +373,7 @@ impl Drop for Heartbeat {
 impl<'a> Machine<'a> {
     /// A machine over the given side effects, settings and (locked) journal.
     pub fn new(ports: &'a Ports, settings: &'a Settings, journal: &'a Journal) -> Self {
-        Self {
-            ports,
-            settings,
-            journal,
-            heartbeat: Mutex::new(None),
-        }
+        Self { ports, settings, journal, heartbeat: Mutex::new(None) }
     }
 
     /// Checks for updates and, if there are any, runs a new cycle to its end.
@@ -409,15 +381,10 @@ impl<'a> Machine<'a> {
         let updates = self.ports.packages.pending_updates().await?;
         let now = self.ports.clock.now();
         let state = if updates.is_empty() {
-            State::Done {
-                outcome: Outcome::NothingToDo,
-            }
+            State::Done { outcome: Outcome::NothingToDo }
         } else {
             let plan = Plan::new(updates, &self.settings.packages.agent_packages);
-            State::Downloading {
-                plan,
-                arn: identity.container_instance_arn.clone(),
-            }
+            State::Downloading { plan, arn: identity.container_instance_arn.clone() }
         };
         let cycle = Cycle {
             id: cycle_id(now, &identity.instance.instance_id),
@@ -425,10 +392,7 @@ impl<'a> Machine<'a> {
             cluster: identity.cluster.clone(),
             started_at: now,
             entered_at: now,
-            history: vec![Milestone {
-                step: state.name().into(),
-                at: now,
-            }],
+            history: vec![Milestone { step: state.name().into(), at: now }],
             state,
         };
         self.journal.save(&cycle)?;
@@ -439,7 +403,8 @@ impl<'a> Machine<'a> {
 
     /// Runs the cycle from its current step to its end.
     pub async fn resume(&self, cycle: Cycle) -> Result<Cycle> {
-        let span = tracing::info_span!("cycle", cycle = %cycle.id, cluster = %cycle.cluster, instance_id = %cycle.instance_id);
+        let span =
+            tracing::info_span!("cycle", cycle = %cycle.id, cluster = %cycle.cluster, instance_id = %cycle.instance_id);
         let result = self.drive(cycle).instrument(span).await;
         self.heartbeat.lock().expect("heartbeat lock").take();
         result
@@ -464,12 +429,7 @@ impl<'a> Machine<'a> {
     /// On the first step after a restart, renews once before anything else happens.
     async fn keep_lease(&self, cycle: &Cycle) {
         let grant = cycle.state.lease().cloned();
-        let running = self
-            .heartbeat
-            .lock()
-            .expect("heartbeat lock")
-            .as_ref()
-            .map(|h| h.token);
+        let running = self.heartbeat.lock().expect("heartbeat lock").as_ref().map(|h| h.token);
         match (grant, running) {
             (None, _) => {
                 self.heartbeat.lock().expect("heartbeat lock").take();
@@ -480,10 +440,7 @@ impl<'a> Machine<'a> {
                 let clock = Arc::clone(&self.ports.clock);
                 let ttl = coordinator.ttl();
                 let now = clock.now();
-                let valid = match coordinator
-                    .renew(&grant, &cycle.instance_id, cycle.state.name())
-                    .await
-                {
+                let valid = match coordinator.renew(&grant, &cycle.instance_id, cycle.state.name()).await {
                     Ok(()) => now.checked_add(ttl).unwrap_or(far_future()),
                     Err(e) => {
                         warn!("cannot renew the slot's lease: {e}");
@@ -492,12 +449,8 @@ impl<'a> Machine<'a> {
                 };
                 let valid_until = Arc::new(Mutex::new(valid));
                 let step = Arc::new(Mutex::new(cycle.state.name()));
-                let (until, current, id, token) = (
-                    Arc::clone(&valid_until),
-                    Arc::clone(&step),
-                    cycle.instance_id.clone(),
-                    grant.token,
-                );
+                let (until, current, id, token) =
+                    (Arc::clone(&valid_until), Arc::clone(&step), cycle.instance_id.clone(), grant.token);
                 let every = (ttl / 3).min(Duration::from_secs(3600));
                 let task = tokio::spawn(async move {
                     loop {
@@ -512,12 +465,7 @@ impl<'a> Machine<'a> {
                         }
                     }
                 });
-                *self.heartbeat.lock().expect("heartbeat lock") = Some(Heartbeat {
-                    token,
-                    valid_until,
-                    step,
-                    task,
-                });
+                *self.heartbeat.lock().expect("heartbeat lock") = Some(Heartbeat { token, valid_until, step, task });
             }
         }
         if let Some(h) = self.heartbeat.lock().expect("heartbeat lock").as_ref() {
@@ -544,12 +492,7 @@ impl<'a> Machine<'a> {
     /// Persists `next` as the current state, refusing transitions the machine does not allow.
     fn enter(&self, cycle: &mut Cycle, next: State) -> Result<()> {
         if !allowed(&cycle.state, &next) {
-            debug_assert!(
-                false,
-                "transition {} -> {}",
-                cycle.state.name(),
-                next.name()
-            );
+            debug_assert!(false, "transition {} -> {}", cycle.state.name(), next.name());
             return Err(Error::Journal(format!(
                 "internal error: refusing the transition {} -> {}",
                 cycle.state.name(),
@@ -560,10 +503,7 @@ impl<'a> Machine<'a> {
         let took = now.duration_since(cycle.entered_at).unwrap_or_default();
         if next.name() != cycle.state.name() {
             cycle.entered_at = now;
-            cycle.history.push(Milestone {
-                step: next.name().into(),
-                at: now,
-            });
+            cycle.history.push(Milestone { step: next.name().into(), at: now });
         }
         let finished = cycle.state.name();
         cycle.state = next;
@@ -575,46 +515,25 @@ impl<'a> Machine<'a> {
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
             State::Downloading { plan, arn } => self.download(cycle, plan, arn).await,
-            State::UpdatingAgent {
-                plan,
-                agent_version,
-            } => {
+            State::UpdatingAgent { plan, agent_version } => {
                 self.ports.packages.install(&plan.names()).await?;
-                Ok(State::RestartingAgent {
-                    plan,
-                    agent_version,
-                })
+                Ok(State::RestartingAgent { plan, agent_version })
             }
-            State::RestartingAgent {
-                plan,
-                agent_version,
-            } => self.restart_agent(cycle, plan, agent_version).await,
-            State::WaitingForSlot { plan, arn } => self.wait_for_slot(cycle, plan, arn).await,
+            State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
+            State::WaitingForSlot { plan, arn, availability_zone, allocated } => {
+                self.wait_for_slot(cycle, plan, arn, availability_zone, allocated).await
+            }
             State::Draining { plan, arn, lease } => self.drain(cycle, plan, arn, lease).await,
             State::Installing { plan, arn, lease } => self.install(plan, arn, lease).await,
-            State::Rebooting {
-                plan,
-                arn,
-                boot_id,
-                attempt,
-                lease,
-            } => self.reboot(plan, arn, boot_id, attempt, lease).await,
-            State::Returning {
-                plan,
-                arn,
-                stale_arn,
-                rebooted,
-                lease,
-            } => {
-                self.return_to_service(cycle, plan, arn, stale_arn, rebooted, lease)
-                    .await
+            State::Rebooting { plan, arn, boot_id, attempt, lease } => {
+                self.reboot(plan, arn, boot_id, attempt, lease).await
             }
-            State::Reactivating {
-                arn,
-                stale_arn,
-                outcome,
-                lease,
-            } => self.reactivate(cycle, arn, stale_arn, outcome, lease).await,
+            State::Returning { plan, arn, stale_arn, rebooted, lease } => {
+                self.return_to_service(cycle, plan, arn, stale_arn, rebooted, lease).await
+            }
+            State::Reactivating { arn, stale_arn, outcome, lease } => {
+                self.reactivate(cycle, arn, stale_arn, outcome, lease).await
+            }
             State::Releasing { outcome, lease } => self.release(cycle, outcome, lease).await,
             State::Done { .. } => unreachable!("drive() stops at Done"),
         }
@@ -628,35 +547,15 @@ impl<'a> Machine<'a> {
             return Err(error);
         }
         warn!(step = cycle.state.name(), kind = %error.kind(), "step failed: {error}");
-        let outcome = Outcome::Failed {
-            step: cycle.state.name().into(),
-            kind: error.kind(),
-            reason: error.to_string(),
-        };
+        let outcome =
+            Outcome::Failed { step: cycle.state.name().into(), kind: error.kind(), reason: error.to_string() };
         Ok(match cycle.state.clone() {
             State::Reactivating { .. } | State::Releasing { .. } => return Err(error),
-            State::Draining { lease, .. } if error.kind() == Kind::NotOurs => {
-                State::Releasing { outcome, lease }
-            }
+            State::Draining { lease, .. } if error.kind() == Kind::NotOurs => State::Releasing { outcome, lease },
             State::Draining { arn, lease, .. }
             | State::Installing { arn, lease, .. }
-            | State::Rebooting { arn, lease, .. } => State::Reactivating {
-                arn,
-                stale_arn: None,
-                outcome,
-                lease,
-            },
-            State::Returning {
-                arn,
-                stale_arn,
-                lease,
-                ..
-            } => State::Reactivating {
-                arn,
-                stale_arn,
-                outcome,
-                lease,
-            },
+            | State::Rebooting { arn, lease, .. } => State::Reactivating { arn, stale_arn: None, outcome, lease },
+            State::Returning { arn, stale_arn, lease, .. } => State::Reactivating { arn, stale_arn, outcome, lease },
             _ => State::Done { outcome },
         })
     }
@@ -666,21 +565,20 @@ impl<'a> Machine<'a> {
     async fn download(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
         self.ports.packages.download(&plan.names()).await?;
         if plan.agent_only {
-            let agent = self.ports.agent.metadata().await.map_err(|e| {
-                Error::Host(format!(
-                    "the ECS agent must be running to update it in place: {e}"
-                ))
-            })?;
-            return Ok(State::UpdatingAgent {
-                plan,
-                agent_version: agent.version,
-            });
+            let agent = self
+                .ports
+                .agent
+                .metadata()
+                .await
+                .map_err(|e| Error::Host(format!("the ECS agent must be running to update it in place: {e}")))?;
+            return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
         }
         let instance = self.registered(&arn).await?;
         if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
             return Err(not_ours(&instance));
         }
-        Ok(State::WaitingForSlot { plan, arn })
+        let (availability_zone, allocated) = (instance.availability_zone.clone(), instance.allocated());
+        Ok(State::WaitingForSlot { plan, arn, availability_zone, allocated })
     }
 
     // ---- 3. agent-only update -------------------------------------------------------
@@ -690,43 +588,36 @@ impl<'a> Machine<'a> {
         if running.is_none_or(|v| v == old_version) {
             self.ports.host.restart_agent().await?;
         }
-        let (meta, _) = self
-            .await_agent(cycle.entered_at, |m| m.version != old_version)
-            .await?;
+        let (meta, _) = self.await_agent(cycle.entered_at, |m| m.version != old_version).await?;
         info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
         self.verify_installed(&plan).await?;
-        Ok(State::Done {
-            outcome: Outcome::Patched {
-                packages: plan.names(),
-                rebooted: false,
-            },
-        })
+        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false } })
     }
 
     // ---- 4. slot ------------------------------------------------------------------------
 
-    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
-        let instance = self.registered(&arn).await?;
-        if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
-            return Err(not_ours(&instance));
-        }
+    /// Asks the coordinator until it grants a slot; makes no ECS call of its own.
+    async fn wait_for_slot(
+        &self,
+        cycle: &Cycle,
+        plan: Plan,
+        arn: String,
+        availability_zone: Option<String>,
+        allocated: Capacity,
+    ) -> Result<State> {
         let request = SlotRequest {
             id: cycle.instance_id.clone(),
             arn: arn.clone(),
             cycle: cycle.id.clone(),
-            availability_zone: instance.availability_zone.clone(),
-            allocated: instance.allocated(),
+            availability_zone,
+            allocated,
         };
         let coordination = &self.settings.coordination;
         let deadline = cycle.entered_at + coordination.wait_timeout;
         let mut said = String::new();
+        let mut next_in_line = false;
         loop {
-            match self
-                .ports
-                .coordinator
-                .acquire(&request, self.ports.ecs.as_ref())
-                .await
-            {
+            match self.ports.coordinator.acquire(&request, self.ports.ecs.as_ref()).await {
                 Ok(Decision::Granted(lease)) => {
                     info!(token = lease.token, "slot granted");
                     return Ok(State::Draining { plan, arn, lease });
@@ -734,11 +625,13 @@ impl<'a> Machine<'a> {
                 Ok(Decision::Paused(why)) => {
                     return Err(Error::Paused(format!("the roll is paused: {why}")));
                 }
-                Ok(Decision::Wait(why)) if why != said => {
-                    info!("waiting for a slot: {why}");
-                    said = why;
+                Ok(Decision::Wait { reason, soon }) => {
+                    if reason != said {
+                        info!("waiting for a slot: {reason}");
+                        said = reason;
+                    }
+                    next_in_line = soon;
                 }
-                Ok(Decision::Wait(_)) => {}
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
             }
             let now = self.ports.clock.now();
@@ -748,11 +641,10 @@ impl<'a> Machine<'a> {
                     fmt(coordination.wait_timeout)
                 )));
             }
-            let wait = self.ports.clock.jitter(coordination.poll);
-            self.ports
-                .clock
-                .sleep(wait.min(deadline.duration_since(now).unwrap_or_default()))
-                .await;
+            // Next in line looks four times as often: a slot may free up at any moment.
+            let every = if next_in_line { coordination.poll / 4 } else { coordination.poll };
+            let wait = self.ports.clock.jitter(every);
+            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
         }
     }
 
@@ -789,14 +681,10 @@ impl<'a> Machine<'a> {
                     TasksLeft::default()
                 }
                 Err(e) => {
-                    return Err(Error::Timeout(format!(
-                        "the drain did not finish within {}: {e}",
-                        fmt(drain.timeout)
-                    )));
+                    return Err(Error::Timeout(format!("the drain did not finish within {}: {e}", fmt(drain.timeout))));
                 }
             };
-            let standalone: Vec<&Task> =
-                left.tasks.iter().filter(|t| !t.is_service_task()).collect();
+            let standalone: Vec<&Task> = left.tasks.iter().filter(|t| !t.is_service_task()).collect();
             if !standalone.is_empty() {
                 match drain.standalone_tasks {
                     StandalonePolicy::Wait => {}
@@ -804,10 +692,7 @@ impl<'a> Machine<'a> {
                         for task in &standalone {
                             if stopped.insert(task.arn.clone()) {
                                 info!(task = %task.arn, "stopping a standalone task after the grace period");
-                                self.ports
-                                    .ecs
-                                    .stop_task(&task.arn, "ecs-patchd: host is being patched")
-                                    .await?;
+                                self.ports.ecs.stop_task(&task.arn, "ecs-patchd: host is being patched").await?;
                             }
                         }
                     }
@@ -816,11 +701,7 @@ impl<'a> Machine<'a> {
                             "{} standalone task(s) still run after {} and drain.standalone_tasks is \"abort\": {}",
                             standalone.len(),
                             fmt(drain.standalone_grace),
-                            standalone
-                                .iter()
-                                .map(|t| t.arn.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            standalone.iter().map(|t| t.arn.as_str()).collect::<Vec<_>>().join(", ")
                         )));
                     }
                 }
@@ -832,7 +713,7 @@ impl<'a> Machine<'a> {
                     left.count()
                 )));
             }
-            let wait = delays.next().unwrap_or(drain.poll_max);
+            let wait = self.ports.clock.jitter(delays.next().unwrap_or(drain.poll_max));
             let until_deadline = deadline.duration_since(now).unwrap_or_default();
             self.ports.clock.sleep(wait.min(until_deadline)).await;
         }
@@ -843,16 +724,8 @@ impl<'a> Machine<'a> {
     async fn tasks_left(&self, arn: &str, classify: bool) -> Result<TasksLeft> {
         let instance = self.registered(arn).await?;
         let counted = instance.running_tasks + instance.pending_tasks;
-        let tasks = if counted == 0 || classify {
-            self.ports.ecs.running_tasks(arn).await?
-        } else {
-            Vec::new()
-        };
-        Ok(TasksLeft {
-            tasks,
-            running: instance.running_tasks,
-            pending: instance.pending_tasks,
-        })
+        let tasks = if counted == 0 || classify { self.ports.ecs.running_tasks(arn).await? } else { Vec::new() };
+        Ok(TasksLeft { tasks, running: instance.running_tasks, pending: instance.pending_tasks })
     }
 
     // ---- 6. install -------------------------------------------------------------------
@@ -865,21 +738,9 @@ impl<'a> Machine<'a> {
         self.verify_installed(&plan).await?;
         if self.reboot_wanted().await? {
             let boot_id = self.ports.host.boot_id()?;
-            Ok(State::Rebooting {
-                plan,
-                arn,
-                boot_id,
-                attempt: 1,
-                lease,
-            })
+            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease })
         } else {
-            Ok(State::Returning {
-                plan,
-                arn,
-                stale_arn: None,
-                rebooted: false,
-                lease,
-            })
+            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease })
         }
     }
 
@@ -893,10 +754,9 @@ impl<'a> Machine<'a> {
             }
             RebootPolicy::Never => {
                 match self.ports.packages.reboot_required().await {
-                    Ok(need) if need.needed => warn!(
-                        "a reboot is needed ({}) but packages.reboot is \"never\"",
-                        need.reason
-                    ),
+                    Ok(need) if need.needed => {
+                        warn!("a reboot is needed ({}) but packages.reboot is \"never\"", need.reason)
+                    }
                     Ok(_) => {}
                     Err(e) => warn!("cannot tell whether a reboot is needed: {e}"),
                 }
@@ -907,23 +767,10 @@ impl<'a> Machine<'a> {
 
     // ---- 7. reboot --------------------------------------------------------------------
 
-    async fn reboot(
-        &self,
-        plan: Plan,
-        arn: String,
-        boot_id: String,
-        attempt: u32,
-        lease: Grant,
-    ) -> Result<State> {
+    async fn reboot(&self, plan: Plan, arn: String, boot_id: String, attempt: u32, lease: Grant) -> Result<State> {
         if self.ports.host.boot_id()? != boot_id {
             info!("the host has rebooted");
-            return Ok(State::Returning {
-                plan,
-                arn,
-                stale_arn: None,
-                rebooted: true,
-                lease,
-            });
+            return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true, lease });
         }
         let attempts = self.settings.host.reboot_attempts;
         if attempt > attempts {
@@ -934,21 +781,9 @@ impl<'a> Machine<'a> {
         }
         self.ensure_lease()?;
         self.ports.host.reboot().await?;
-        self.ports
-            .clock
-            .sleep(self.settings.host.reboot_timeout)
-            .await;
-        warn!(
-            "still running {} after the reboot request",
-            fmt(self.settings.host.reboot_timeout)
-        );
-        Ok(State::Rebooting {
-            plan,
-            arn,
-            boot_id,
-            attempt: attempt + 1,
-            lease,
-        })
+        self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
+        warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));
+        Ok(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease })
     }
 
     // ---- 8. return ----------------------------------------------------------------------
@@ -979,25 +814,11 @@ impl<'a> Machine<'a> {
             }
             warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
             let stale_arn = stale_arn.or(Some(arn));
-            return Ok(State::Returning {
-                plan,
-                arn: instance.arn,
-                stale_arn,
-                rebooted,
-                lease,
-            });
+            return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease });
         }
         self.verify_installed(&plan).await?;
-        let outcome = Outcome::Patched {
-            packages: plan.names(),
-            rebooted,
-        };
-        Ok(State::Reactivating {
-            arn,
-            stale_arn,
-            outcome,
-            lease,
-        })
+        let outcome = Outcome::Patched { packages: plan.names(), rebooted };
+        Ok(State::Reactivating { arn, stale_arn, outcome, lease })
     }
 
     // ---- 9. reactivate ----------------------------------------------------------------
@@ -1016,10 +837,7 @@ impl<'a> Machine<'a> {
                 info!("{arn} is ACTIVE again");
             }
             Some(i) if i.status == "DRAINING" => {
-                warn!(
-                    "{arn} is DRAINING, but not by this cycle ({}): left alone",
-                    drained_by(&i)
-                );
+                warn!("{arn} is DRAINING, but not by this cycle ({}): left alone", drained_by(&i));
             }
             Some(_) => {}
             None => warn!("{arn} is no longer registered"),
@@ -1059,9 +877,11 @@ impl<'a> Machine<'a> {
 
     /// The container instance `arn`; an error when it is no longer registered.
     async fn registered(&self, arn: &str) -> Result<ContainerInstance> {
-        self.ports.ecs.describe(arn).await?.ok_or_else(|| {
-            Error::NotOurs(format!("container instance {arn} is no longer registered"))
-        })
+        self.ports
+            .ecs
+            .describe(arn)
+            .await?
+            .ok_or_else(|| Error::NotOurs(format!("container instance {arn} is no longer registered")))
     }
 
     /// Waits until the agent answers `accept`-ably and ECS shows its instance connected.
@@ -1072,10 +892,7 @@ impl<'a> Machine<'a> {
     ) -> Result<(AgentMetadata, ContainerInstance)> {
         let limit = self.settings.host.agent_reconnect_timeout;
         let deadline = since + limit;
-        let mut delays = poll_delays(
-            self.settings.drain.poll_initial,
-            self.settings.drain.poll_max,
-        );
+        let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
         let mut last = String::from("no answer yet");
         loop {
             match self.agent_connected(&accept).await {
@@ -1090,11 +907,8 @@ impl<'a> Machine<'a> {
                     fmt(limit)
                 )));
             }
-            let wait = delays.next().unwrap_or(self.settings.drain.poll_max);
-            self.ports
-                .clock
-                .sleep(wait.min(deadline.duration_since(now).unwrap_or_default()))
-                .await;
+            let wait = self.ports.clock.jitter(delays.next().unwrap_or(self.settings.drain.poll_max));
+            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
         }
     }
 
@@ -1109,13 +923,7 @@ impl<'a> Machine<'a> {
         if !accept(&meta) {
             return Ok(None);
         }
-        Ok(self
-            .ports
-            .ecs
-            .describe(&arn)
-            .await?
-            .filter(|i| i.agent_connected)
-            .map(|i| (meta, i)))
+        Ok(self.ports.ecs.describe(&arn).await?.filter(|i| i.agent_connected).map(|i| (meta, i)))
     }
 
     /// Fails if any planned update is still pending at the planned version.
@@ -1124,20 +932,13 @@ impl<'a> Machine<'a> {
         let missing: Vec<String> = plan
             .updates
             .iter()
-            .filter(|u| {
-                pending
-                    .iter()
-                    .any(|p| p.name == u.name && p.available == u.available)
-            })
+            .filter(|u| pending.iter().any(|p| p.name == u.name && p.available == u.available))
             .map(|u| format!("{} {}", u.name, u.available))
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(Error::Packages(format!(
-                "updates still pending after the install: {}",
-                missing.join(", ")
-            )))
+            Err(Error::Packages(format!("updates still pending after the install: {}", missing.join(", "))))
         }
     }
 }
@@ -1156,19 +957,16 @@ impl TasksLeft {
     }
 
     fn count(&self) -> usize {
-        self.tasks
-            .len()
-            .max(usize::try_from(self.running + self.pending).unwrap_or(0))
+        self.tasks.len().max(usize::try_from(self.running + self.pending).unwrap_or(0))
     }
 }
 
-/// Jittered delays growing from `initial` to `max`, for polls that must stay rare.
+/// Delays growing from `initial` to `max` (jittered by the clock), for polls that must stay rare.
 fn poll_delays(initial: Duration, max: Duration) -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(initial)
         .with_max_delay(max)
         .with_factor(1.5)
-        .with_jitter()
         .without_max_times()
         .build()
 }
@@ -1191,9 +989,7 @@ fn drained_by(instance: &ContainerInstance) -> String {
 
 /// A unique, readable cycle id: UTC time and instance.
 fn cycle_id(now: SystemTime, instance_id: &str) -> String {
-    let stamp = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .replace([':', '-'], "");
+    let stamp = humantime::format_rfc3339_seconds(now).to_string().replace([':', '-'], "");
     format!("{instance_id}-{stamp}")
 }
 

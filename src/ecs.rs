@@ -3,9 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{
-    Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus,
-};
+use aws_sdk_ecs::types::{Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus};
 
 use crate::error::{Error, Result};
 
@@ -31,18 +29,12 @@ pub struct Capacity {
 impl Capacity {
     /// Element-wise sum.
     pub fn plus(self, other: Capacity) -> Capacity {
-        Capacity {
-            cpu: self.cpu + other.cpu,
-            memory: self.memory + other.memory,
-        }
+        Capacity { cpu: self.cpu + other.cpu, memory: self.memory + other.memory }
     }
 
     /// Element-wise difference.
     pub fn minus(self, other: Capacity) -> Capacity {
-        Capacity {
-            cpu: self.cpu - other.cpu,
-            memory: self.memory - other.memory,
-        }
+        Capacity { cpu: self.cpu - other.cpu, memory: self.memory - other.memory }
     }
 
     /// True when both resources of `self` are at least those of `other`.
@@ -109,9 +101,7 @@ pub struct Task {
 impl Task {
     /// True for tasks a service scheduler will replace elsewhere when the instance drains.
     pub fn is_service_task(&self) -> bool {
-        self.started_by
-            .as_deref()
-            .is_some_and(|s| s.starts_with(SERVICE_STARTED_BY_PREFIX))
+        self.started_by.as_deref().is_some_and(|s| s.starts_with(SERVICE_STARTED_BY_PREFIX))
     }
 }
 
@@ -145,10 +135,7 @@ pub struct AwsEcs {
 impl AwsEcs {
     /// An ECS client bound to `cluster`.
     pub fn new(config: &aws_config::SdkConfig, cluster: &str) -> Self {
-        Self {
-            client: aws_sdk_ecs::Client::new(config),
-            cluster: cluster.to_string(),
-        }
+        Self { client: aws_sdk_ecs::Client::new(config), cluster: cluster.to_string() }
     }
 
     async fn describe_many(&self, arns: &[String]) -> Result<Vec<ContainerInstance>> {
@@ -170,13 +157,8 @@ impl AwsEcs {
 
     async fn list(&self, filter: Option<String>) -> Result<Vec<String>> {
         let mut arns = Vec::new();
-        let mut pages = self
-            .client
-            .list_container_instances()
-            .cluster(&self.cluster)
-            .set_filter(filter)
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_container_instances().cluster(&self.cluster).set_filter(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk_error("ListContainerInstances", e))?;
             arns.extend(page.container_instance_arns().iter().cloned());
@@ -207,36 +189,20 @@ impl AwsEcs {
     }
 
     fn mark(&self, arn: &str, cycle_id: &str) -> Attribute {
-        Attribute::builder()
-            .name(DRAINED_BY_ATTRIBUTE)
-            .value(cycle_id)
-            .target_id(arn)
-            .build()
-            .expect("name is set")
+        Attribute::builder().name(DRAINED_BY_ATTRIBUTE).value(cycle_id).target_id(arn).build().expect("name is set")
     }
 }
 
 #[async_trait::async_trait]
 impl Ecs for AwsEcs {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>> {
-        Ok(self
-            .describe_many(&[arn.to_string()])
-            .await?
-            .into_iter()
-            .find(|i| i.arn == arn))
+        Ok(self.describe_many(&[arn.to_string()]).await?.into_iter().find(|i| i.arn == arn))
     }
 
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
-        let arns = self
-            .list(Some(format!("ec2InstanceId == {ec2_instance_id}")))
-            .await?;
+        let arns = self.list(Some(format!("ec2InstanceId == {ec2_instance_id}"))).await?;
         // The filter is applied here as well: not every endpoint honours it.
-        Ok(self
-            .describe_many(&arns)
-            .await?
-            .into_iter()
-            .filter(|i| i.ec2_instance_id == ec2_instance_id)
-            .collect())
+        Ok(self.describe_many(&arns).await?.into_iter().filter(|i| i.ec2_instance_id == ec2_instance_id).collect())
     }
 
     async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>> {
@@ -252,13 +218,11 @@ impl Ecs for AwsEcs {
             .send()
             .await
             .map_err(|e| sdk_error("PutAttributes", e))?;
-        self.set_status(arn, ContainerInstanceStatus::Draining)
-            .await
+        self.set_status(arn, ContainerInstanceStatus::Draining).await
     }
 
     async fn activate(&self, arn: &str, cycle_id: &str) -> Result<()> {
-        self.set_status(arn, ContainerInstanceStatus::Active)
-            .await?;
+        self.set_status(arn, ContainerInstanceStatus::Active).await?;
         self.client
             .delete_attributes()
             .cluster(&self.cluster)
@@ -339,14 +303,10 @@ fn convert_instance(ci: &aws_sdk_ecs::types::ContainerInstance) -> ContainerInst
             .iter()
             .find(|a| a.name() == DRAINED_BY_ATTRIBUTE)
             .and_then(|a| a.value().map(str::to_string)),
-        agent_version: ci
-            .version_info()
-            .and_then(|v| v.agent_version().map(str::to_string)),
-        registered_at: ci.registered_at().and_then(|t| {
-            u64::try_from(t.secs())
-                .ok()
-                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-        }),
+        agent_version: ci.version_info().and_then(|v| v.agent_version().map(str::to_string)),
+        registered_at: ci
+            .registered_at()
+            .and_then(|t| u64::try_from(t.secs()).ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))),
         registered: capacity(ci.registered_resources()),
         remaining: capacity(ci.remaining_resources()),
         availability_zone: ci
@@ -358,16 +318,9 @@ fn convert_instance(ci: &aws_sdk_ecs::types::ContainerInstance) -> ContainerInst
 }
 
 fn capacity(resources: &[aws_sdk_ecs::types::Resource]) -> Capacity {
-    let amount = |name: &str| {
-        resources
-            .iter()
-            .find(|r| r.name() == Some(name))
-            .map_or(0, |r| i64::from(r.integer_value()))
-    };
-    Capacity {
-        cpu: amount("CPU"),
-        memory: amount("MEMORY"),
-    }
+    let amount =
+        |name: &str| resources.iter().find(|r| r.name() == Some(name)).map_or(0, |r| i64::from(r.integer_value()));
+    Capacity { cpu: amount("CPU"), memory: amount("MEMORY") }
 }
 
 /// Turns an SDK failure into an [`Error::Ecs`] that says which call failed and why.
@@ -380,25 +333,13 @@ where
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("unknown error");
-            let transient = matches!(
-                code,
-                "ThrottlingException" | "ServerException" | "ServiceUnavailableException"
-            );
-            (
-                transient,
-                format!("{code}: {}", e.message().unwrap_or("no message")),
-            )
+            let transient = matches!(code, "ThrottlingException" | "ServerException" | "ServiceUnavailableException");
+            (transient, format!("{code}: {}", e.message().unwrap_or("no message")))
         }
         SdkError::TimeoutError(_) => (true, "timed out".to_string()),
         SdkError::DispatchFailure(d) => (true, format!("could not reach ECS ({d:?})")),
         SdkError::ResponseError(_) => (true, "unreadable response".to_string()),
-        other => (
-            false,
-            aws_sdk_ecs::error::DisplayErrorContext(other).to_string(),
-        ),
+        other => (false, aws_sdk_ecs::error::DisplayErrorContext(other).to_string()),
     };
-    Error::Ecs {
-        message: format!("{operation} failed: {reason}"),
-        transient,
-    }
+    Error::Ecs { message: format!("{operation} failed: {reason}"), transient }
 }

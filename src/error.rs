@@ -114,14 +114,7 @@ impl Error {
 
     /// True when running again later may succeed without anyone changing anything.
     pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            Error::Busy(_)
-                | Error::Ecs {
-                    transient: true,
-                    ..
-                }
-        )
+        matches!(self, Error::Busy(_) | Error::Ecs { transient: true, .. })
     }
 }
 

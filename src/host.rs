@@ -32,10 +32,7 @@ const SERVICE_COMMAND_LIMIT: Duration = Duration::from_secs(120);
 impl SystemHost {
     /// A host controlled by the commands in `settings`, reading its boot id from `boot_id_path`.
     pub fn new(settings: HostSettings, boot_id_path: PathBuf) -> Self {
-        Self {
-            settings,
-            boot_id_path,
-        }
+        Self { settings, boot_id_path }
     }
 
     async fn run(&self, what: &str, argv: &[String]) -> Result<()> {
@@ -45,10 +42,7 @@ impl SystemHost {
         if output.code == Some(0) {
             Ok(())
         } else {
-            Err(Error::Host(format!(
-                "cannot {what}: {}",
-                command::failure(argv, &output)
-            )))
+            Err(Error::Host(format!("cannot {what}: {}", command::failure(argv, &output))))
         }
     }
 }
@@ -58,12 +52,7 @@ impl Host for SystemHost {
     fn boot_id(&self) -> Result<String> {
         std::fs::read_to_string(&self.boot_id_path)
             .map(|id| id.trim().to_string())
-            .map_err(|e| {
-                Error::Host(format!(
-                    "cannot read the boot id from {}: {e}",
-                    self.boot_id_path.display()
-                ))
-            })
+            .map_err(|e| Error::Host(format!("cannot read the boot id from {}: {e}", self.boot_id_path.display())))
     }
 
     async fn reboot(&self) -> Result<()> {
@@ -71,15 +60,10 @@ impl Host for SystemHost {
     }
 
     async fn start_agent(&self) -> Result<()> {
-        self.run("start the ECS agent", &self.settings.agent_start_command)
-            .await
+        self.run("start the ECS agent", &self.settings.agent_start_command).await
     }
 
     async fn restart_agent(&self) -> Result<()> {
-        self.run(
-            "restart the ECS agent",
-            &self.settings.agent_restart_command,
-        )
-        .await
+        self.run("restart the ECS agent", &self.settings.agent_restart_command).await
     }
 }

@@ -39,8 +39,7 @@ pub struct Identity {
 
 /// Where the IMDS client sends requests (for messages).
 pub fn imds_endpoint() -> String {
-    std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-        .unwrap_or_else(|_| "http://169.254.169.254".into())
+    std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into())
 }
 
 /// Reads the instance identity document through IMDSv2 (tokens only, never v1).
@@ -63,8 +62,8 @@ pub async fn instance_document(imds: &aws_config::imds::Client) -> Result<Instan
 
 /// The cluster named by `ECS_CLUSTER` in ecs.config (`default` when absent).
 pub fn cluster_from_ecs_config(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Identity(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Identity(format!("cannot read {}: {e}", path.display())))?;
     Ok(text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("ECS_CLUSTER="))
@@ -89,11 +88,7 @@ pub struct Lookup<'a> {
 /// Asks the agent first; when it does not answer, takes the cluster from config or
 /// ecs.config and finds the container instance by EC2 instance id. When nothing works the
 /// error says what was tried and what to fix.
-pub async fn resolve<F>(
-    instance: InstanceDocument,
-    lookup: Lookup<'_>,
-    ecs_for: F,
-) -> Result<Identity>
+pub async fn resolve<F>(instance: InstanceDocument, lookup: Lookup<'_>, ecs_for: F) -> Result<Identity>
 where
     F: Fn(&str) -> Box<dyn Ecs>,
 {
@@ -118,10 +113,7 @@ where
                     agent_version: Some(meta.version),
                 });
             }
-            tried.push(format!(
-                "the ECS agent answered but has not registered yet (cluster {})",
-                meta.cluster
-            ));
+            tried.push(format!("the ECS agent answered but has not registered yet (cluster {})", meta.cluster));
         }
         Err(e) => tried.push(e.to_string()),
     }
@@ -141,24 +133,14 @@ where
             // Prefer a connected, then the newest, registration.
             records.sort_by_key(|r| (r.agent_connected, r.registered_at));
             let best = records.pop().expect("not empty");
-            Ok(Identity {
-                instance,
-                cluster,
-                container_instance_arn: best.arn,
-                agent_version: best.agent_version,
-            })
+            Ok(Identity { instance, cluster, container_instance_arn: best.arn, agent_version: best.agent_version })
         }
         Ok(_) => {
-            tried.push(format!(
-                "ECS lists no container instance for {} in cluster {cluster}",
-                instance.instance_id
-            ));
+            tried.push(format!("ECS lists no container instance for {} in cluster {cluster}", instance.instance_id));
             Err(not_found(&instance, &tried))
         }
         Err(e) => {
-            tried.push(format!(
-                "cannot list the container instances of cluster {cluster}: {e}"
-            ));
+            tried.push(format!("cannot list the container instances of cluster {cluster}: {e}"));
             Err(not_found(&instance, &tried))
         }
     }
@@ -183,11 +165,7 @@ mod tests {
     fn ecs_config_cluster_or_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecs.config");
-        std::fs::write(
-            &path,
-            "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\nECS_CLUSTER=prod-web\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\nECS_CLUSTER=prod-web\n").unwrap();
         assert_eq!(cluster_from_ecs_config(&path).unwrap(), "prod-web");
         std::fs::write(&path, "ECS_LOGLEVEL=info\n").unwrap();
         assert_eq!(cluster_from_ecs_config(&path).unwrap(), "default");

@@ -62,10 +62,7 @@ impl Journal {
         lock.set_len(0)
             .and_then(|_| write!(*lock, "{}", std::process::id()))
             .map_err(|e| journal_error("cannot write the lock file", &lock_path, e))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        })
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 
     /// Reads the record; `None` when there is none yet.
@@ -87,13 +84,9 @@ impl Journal {
             .mode(0o600)
             .open(&temp)
             .map_err(|e| journal_error("cannot write", &temp, e))?;
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| journal_error("cannot write", &temp, e))?;
+        file.write_all(&bytes).and_then(|_| file.sync_all()).map_err(|e| journal_error("cannot write", &temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| journal_error("cannot replace", &path, e))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| journal_error("cannot sync", &self.dir, e))
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| journal_error("cannot sync", &self.dir, e))
     }
 
     /// The state directory this journal lives in.
@@ -140,17 +133,8 @@ mod tests {
         let state = dir.path().join("state");
         let journal = Journal::open(&state).unwrap();
         assert_eq!(journal.load::<Record>().unwrap(), None);
-        journal
-            .save(&Record {
-                step: "draining".into(),
-            })
-            .unwrap();
-        assert_eq!(
-            journal.load::<Record>().unwrap(),
-            Some(Record {
-                step: "draining".into()
-            })
-        );
+        journal.save(&Record { step: "draining".into() }).unwrap();
+        assert_eq!(journal.load::<Record>().unwrap(), Some(Record { step: "draining".into() }));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(RECORD_FILE)), 0o600);
@@ -163,10 +147,7 @@ mod tests {
         let _first = Journal::open(dir.path()).unwrap();
         match Journal::open(dir.path()) {
             Err(Error::Busy(message)) => {
-                assert!(
-                    message.contains(&std::process::id().to_string()),
-                    "{message}"
-                )
+                assert!(message.contains(&std::process::id().to_string()), "{message}")
             }
             other => panic!("expected Busy, got {:?}", other.err()),
         }
@@ -189,9 +170,6 @@ mod tests {
             Err(Error::Journal(message)) => assert!(message.contains("corrupt"), "{message}"),
             other => panic!("expected a journal error, got {other:?}"),
         }
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"step\": \"drain"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"step\": \"drain");
     }
 }

@@ -19,3 +19,4 @@ pub mod host;
 pub mod identity;
 pub mod journal;
 pub mod packages;
+pub mod sim;

@@ -3,58 +3,33 @@
 use std::process::Command;
 
 fn ecs_patchd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
-        .args(args)
-        .env_remove("ECS_PATCHD_CONFIG")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ecs-patchd")).args(args).env_remove("ECS_PATCHD_CONFIG").output().unwrap()
 }
 
 #[test]
 fn config_prints_the_effective_settings_as_a_valid_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.toml");
-    std::fs::write(
-        &input,
-        "[drain]\ntimeout = \"45m\"\n[packages]\nreboot = \"always\"\n",
-    )
-    .unwrap();
+    std::fs::write(&input, "[drain]\ntimeout = \"45m\"\n[packages]\nreboot = \"always\"\n").unwrap();
     let first = ecs_patchd(&["--config", input.to_str().unwrap(), "config"]);
     assert!(first.status.success(), "{first:?}");
     let text = String::from_utf8(first.stdout).unwrap();
     assert!(text.contains("timeout = \"45m\""), "{text}");
     assert!(text.contains("reboot = \"always\""), "{text}");
-    assert!(
-        text.contains("reboot_command = [\"systemctl\", \"reboot\"]"),
-        "defaults are filled in: {text}"
-    );
+    assert!(text.contains("reboot_command = [\"systemctl\", \"reboot\"]"), "defaults are filled in: {text}");
 
     let output = dir.path().join("out.toml");
     std::fs::write(&output, &text).unwrap();
     let second = ecs_patchd(&["--config", output.to_str().unwrap(), "config"]);
-    assert_eq!(
-        String::from_utf8(second.stdout).unwrap(),
-        text,
-        "the printed configuration reads back the same"
-    );
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), text, "the printed configuration reads back the same");
 }
 
 #[test]
 fn status_without_any_cycle_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[paths]\nstate_dir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("[paths]\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
     let out = ecs_patchd(&["--config", config.to_str().unwrap(), "status"]);
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "no cycle has run yet\n"
-    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "no cycle has run yet\n");
 }

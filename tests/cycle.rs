@@ -9,38 +9,16 @@ fn full_cycle_with_dnf_ends_active_at_v2() {
     let host = TestHost::start(Options::default());
     let check = host.run(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
-    assert!(
-        check.stdout.contains("3 update(s) pending"),
-        "{}",
-        check.stdout
-    );
-    assert!(
-        check
-            .stdout
-            .contains("drain the instance (3 task(s) to move)"),
-        "{}",
-        check.stdout
-    );
-    assert_eq!(
-        host.calls("UpdateContainerInstancesState:DRAINING"),
-        0,
-        "check changes nothing"
-    );
+    assert!(check.stdout.contains("3 update(s) pending"), "{}", check.stdout);
+    assert!(check.stdout.contains("drain the instance (3 task(s) to move)"), "{}", check.stdout);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0, "check changes nothing");
 
     let runs = host.run_to_end();
     assert_eq!(runs.len(), 2, "one reboot, one resume: {runs:#?}");
     assert_eq!(runs[0].code, KILLED);
-    assert!(
-        runs[0].stderr.contains("rebooting (request 1)"),
-        "{}",
-        runs[0].stderr
-    );
+    assert!(runs[0].stderr.contains("rebooting (request 1)"), "{}", runs[0].stderr);
     assert_eq!(runs[1].code, 0, "{:?}", runs[1]);
-    assert!(
-        runs[1].stdout.contains("out of service"),
-        "{}",
-        runs[1].stdout
-    );
+    assert!(runs[1].stdout.contains("out of service"), "{}", runs[1].stdout);
     assert_patched(&host);
 
     let again = host.run(&["run"]);
@@ -50,10 +28,7 @@ fn full_cycle_with_dnf_ends_active_at_v2() {
 
 #[test]
 fn full_cycle_with_apt_ends_active_at_v2() {
-    let host = TestHost::start(Options {
-        manager: "apt",
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { manager: "apt", ..Options::default() });
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     assert_patched(&host);
@@ -61,54 +36,31 @@ fn full_cycle_with_apt_ends_active_at_v2() {
 
 #[test]
 fn agent_only_update_restarts_the_agent_without_draining() {
-    let host = TestHost::start(Options {
-        scenario: "agent-only",
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { scenario: "agent-only", ..Options::default() });
     let run = host.run(&["run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(host.installed("ecs-init"), "1.1.0");
-    assert_eq!(
-        host.ecs()["agent_version"],
-        "1.1.0",
-        "the restarted agent runs the new version"
-    );
+    assert_eq!(host.ecs()["agent_version"], "1.1.0", "the restarted agent runs the new version");
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
     assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 0);
     assert_eq!(host.reboots(), 0);
     assert_eq!(host.record()["running_tasks"], 3, "tasks never moved");
     let status = host.status();
     assert_eq!(status["cycle"]["state"]["outcome"]["result"], "patched");
-    let steps: Vec<&str> = status["cycle"]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["step"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        steps,
-        ["downloading", "updating-agent", "restarting-agent", "done"]
-    );
+    let steps: Vec<&str> =
+        status["cycle"]["history"].as_array().unwrap().iter().map(|m| m["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["downloading", "updating-agent", "restarting-agent", "done"]);
 }
 
 #[test]
 fn nothing_to_do_changes_nothing() {
-    let host = TestHost::start(Options {
-        scenario: "none",
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { scenario: "none", ..Options::default() });
     let run = host.run(&["run"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
-    assert_eq!(
-        host.calls("PutAttributes") + host.calls("UpdateContainerInstancesState:DRAINING"),
-        0
-    );
+    assert_eq!(host.calls("PutAttributes") + host.calls("UpdateContainerInstancesState:DRAINING"), 0);
     assert_eq!(host.installed("demo-app"), "1.0");
-    assert_eq!(
-        host.status()["cycle"]["state"]["outcome"]["result"],
-        "nothing-to-do"
-    );
+    assert_eq!(host.status()["cycle"]["state"]["outcome"]["result"], "nothing-to-do");
 }
 
 #[test]
@@ -121,11 +73,7 @@ fn drain_timeout_puts_the_instance_back_and_fails() {
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("failed at draining"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("did not finish within 2s"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("did not finish within 2s"), "{}", run.stdout);
     let record = host.record();
     assert_eq!(record["status"], "ACTIVE", "{record}");
     assert_eq!(record["attributes"], serde_json::json!({}));
@@ -145,11 +93,7 @@ fn standalone_tasks_are_stopped_after_the_grace_period_when_asked() {
     });
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
-    assert_eq!(
-        host.calls("StopTask"),
-        1,
-        "only the standalone task is stopped by us"
-    );
+    assert_eq!(host.calls("StopTask"), 1, "only the standalone task is stopped by us");
     assert_eq!(host.record()["status"], "ACTIVE");
 }
 
@@ -174,11 +118,7 @@ fn an_instance_drained_by_someone_else_is_left_alone() {
     let run = host.run(&["run"]);
     assert_eq!(run.code, 75, "{run:?}");
     assert!(run.stdout.contains("leaves it alone"), "{}", run.stdout);
-    assert_eq!(
-        host.record()["status"],
-        "DRAINING",
-        "still drained by its owner"
-    );
+    assert_eq!(host.record()["status"], "DRAINING", "still drained by its owner");
     assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 0);
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
     assert_eq!(host.calls("PutAttributes"), 0);
@@ -188,36 +128,17 @@ fn an_instance_drained_by_someone_else_is_left_alone() {
 #[test]
 fn package_install_failure_reactivates_and_reports() {
     for manager in ["dnf", "apt"] {
-        let host = TestHost::start(Options {
-            manager,
-            scenario: "broken",
-            ..Options::default()
-        });
+        let host = TestHost::start(Options { manager, scenario: "broken", ..Options::default() });
         let run = host.run(&["run"]);
         assert_eq!(run.code, 1, "{manager}: {run:?}");
-        assert!(
-            run.stdout.contains("failed at installing"),
-            "{manager}: {}",
-            run.stdout
-        );
-        assert!(
-            run.stdout.contains("exit code"),
-            "names the exit code: {}",
-            run.stdout
-        );
-        assert!(
-            run.stdout.contains("/demo-kernel/VERSION"),
-            "quotes the output: {}",
-            run.stdout
-        );
+        assert!(run.stdout.contains("failed at installing"), "{manager}: {}", run.stdout);
+        assert!(run.stdout.contains("exit code"), "names the exit code: {}", run.stdout);
+        assert!(run.stdout.contains("/demo-kernel/VERSION"), "quotes the output: {}", run.stdout);
         let record = host.record();
         assert_eq!(record["status"], "ACTIVE", "{manager}: {record}");
         assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1);
         assert_eq!(host.reboots(), 0);
-        assert_eq!(
-            host.status()["cycle"]["state"]["outcome"]["kind"],
-            "packages"
-        );
+        assert_eq!(host.status()["cycle"]["state"]["outcome"]["kind"], "packages");
     }
 }
 
@@ -231,29 +152,20 @@ fn a_lost_agent_state_is_adopted_and_the_stale_record_deregistered() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     reboot.push("lose-agent-state".into());
-    host.merge_config(&format!(
-        "[host]\nreboot_command = {}\n",
-        serde_json::to_string(&reboot).unwrap()
-    ));
+    host.merge_config(&format!("[host]\nreboot_command = {}\n", serde_json::to_string(&reboot).unwrap()));
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     let records = host.records();
     assert_eq!(records.len(), 1, "exactly one record left: {records:#?}");
     assert_eq!(records[0]["status"], "ACTIVE");
-    assert_ne!(
-        records[0]["arn"], host.standin["container_instance_arn"],
-        "the new registration"
-    );
+    assert_ne!(records[0]["arn"], host.standin["container_instance_arn"], "the new registration");
     assert_eq!(host.calls("DeregisterContainerInstance"), 1);
 }
 
 #[test]
 fn a_second_run_says_which_cycle_is_running() {
-    let host = TestHost::start(Options {
-        standalone_tasks: 1,
-        config: "[drain]\ntimeout = \"1m\"\n",
-        ..Options::default()
-    });
+    let host =
+        TestHost::start(Options { standalone_tasks: 1, config: "[drain]\ntimeout = \"1m\"\n", ..Options::default() });
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
         .arg("run")
         .envs(host.env())
@@ -262,47 +174,24 @@ fn a_second_run_says_which_cycle_is_running() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while host.status()["step"] != "draining" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first run never reached draining"
-        );
+        assert!(std::time::Instant::now() < deadline, "the first run never reached draining");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let second = host.run(&["run"]);
     first.kill().unwrap();
     first.wait().unwrap();
     assert_eq!(second.code, 75, "{second:?}");
-    assert!(
-        second.stderr.contains("is at step draining"),
-        "{}",
-        second.stderr
-    );
-    assert!(
-        second.stderr.contains(&format!("pid {}", first.id())),
-        "{}",
-        second.stderr
-    );
+    assert!(second.stderr.contains("is at step draining"), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("pid {}", first.id())), "{}", second.stderr);
 }
 
 #[test]
 fn an_update_the_package_manager_skips_fails_the_cycle_before_any_reboot() {
-    let host = TestHost::start(Options {
-        scenario: "unsatisfiable",
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { scenario: "unsatisfiable", ..Options::default() });
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stdout.contains("failed at installing"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("still pending after the install: demo-app 2.0-1"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("failed at installing"), "{}", run.stdout);
+    assert!(run.stdout.contains("still pending after the install: demo-app 2.0-1"), "{}", run.stdout);
     assert_eq!(host.record()["status"], "ACTIVE");
     assert_eq!(host.reboots(), 0);
 }
@@ -315,21 +204,8 @@ fn a_reboot_that_never_happens_is_retried_then_the_instance_reactivated() {
     });
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("rebooting (request 2)"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stdout
-            .contains("failed at rebooting: the host did not reboot after 2 request(s)"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stderr.contains("rebooting (request 2)"), "{}", run.stderr);
+    assert!(run.stdout.contains("failed at rebooting: the host did not reboot after 2 request(s)"), "{}", run.stdout);
     assert_eq!(host.record()["status"], "ACTIVE");
-    assert_eq!(
-        host.installed("demo-app"),
-        "2.0",
-        "the install itself succeeded"
-    );
+    assert_eq!(host.installed("demo-app"), "2.0", "the install itself succeeded");
 }

@@ -28,16 +28,8 @@ fn bad_config_exits_78_naming_file_and_key() {
         std::fs::write(&path, text).unwrap();
         let run = bare_run(&["--config", path.to_str().unwrap(), "run"], &[]);
         assert_eq!(run.code, 78, "{text}: {run:?}");
-        assert!(
-            run.stderr.contains(path.to_str().unwrap()),
-            "names the file: {}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains(key),
-            "names the key {key}: {}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(path.to_str().unwrap()), "names the file: {}", run.stderr);
+        assert!(run.stderr.contains(key), "names the key {key}: {}", run.stderr);
     }
 }
 
@@ -45,90 +37,45 @@ fn bad_config_exits_78_naming_file_and_key() {
 fn corrupt_journal_is_reported_and_left_untouched() {
     let host = TestHost::start(Options::default());
     std::fs::create_dir_all(host.path("state")).unwrap();
-    std::fs::write(
-        host.journal_file(),
-        "{\"id\": \"i-1\", \"state\": {\"step\": \"drai",
-    )
-    .unwrap();
+    std::fs::write(host.journal_file(), "{\"id\": \"i-1\", \"state\": {\"step\": \"drai").unwrap();
     for args in [&["run"][..], &["status"][..]] {
         let run = host.run(args);
         assert_eq!(run.code, 1, "{args:?}: {run:?}");
         assert!(run.stderr.contains("is corrupt"), "{}", run.stderr);
-        assert!(
-            run.stderr.contains(host.journal_file().to_str().unwrap()),
-            "{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(host.journal_file().to_str().unwrap()), "{}", run.stderr);
     }
-    assert_eq!(
-        std::fs::read_to_string(host.journal_file()).unwrap(),
-        "{\"id\": \"i-1\", \"state\": {\"step\": \"drai"
-    );
-    assert_eq!(
-        host.calls("PutAttributes") + host.calls("UpdateContainerInstancesState:DRAINING"),
-        0
-    );
+    assert_eq!(std::fs::read_to_string(host.journal_file()).unwrap(), "{\"id\": \"i-1\", \"state\": {\"step\": \"drai");
+    assert_eq!(host.calls("PutAttributes") + host.calls("UpdateContainerInstancesState:DRAINING"), 0);
     assert_eq!(host.installed("demo-app"), "1.0");
 }
 
 #[test]
 fn imds_down_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[paths]\nstate_dir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("[paths]\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
     let endpoint = format!("http://{closed}");
     let run = bare_run(
         &["--config", config.to_str().unwrap(), "run"],
-        &[
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint),
-            ("AWS_REGION", "us-east-1"),
-        ],
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint), ("AWS_REGION", "us-east-1")],
     );
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
-        run.stderr.contains(&format!(
-            "cannot read the instance identity from IMDSv2 at {endpoint}"
-        )),
+        run.stderr.contains(&format!("cannot read the instance identity from IMDSv2 at {endpoint}")),
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT"),
-        "says what to fix: {}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("AWS_EC2_METADATA_SERVICE_ENDPOINT"), "says what to fix: {}", run.stderr);
 }
 
 #[test]
 fn imds_token_refused_is_a_clear_error() {
-    let host = TestHost::start(Options {
-        imds_refuse_token: true,
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { imds_refuse_token: true, ..Options::default() });
     let run = host.run(&["check"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("cannot read the instance identity from IMDSv2"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("403") || run.stderr.to_lowercase().contains("forbidden"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("cannot read the instance identity from IMDSv2"), "{}", run.stderr);
+    assert!(run.stderr.contains("403") || run.stderr.to_lowercase().contains("forbidden"), "{}", run.stderr);
     assert_eq!(host.calls("DescribeContainerInstances"), 0);
 }
 
@@ -139,15 +86,9 @@ fn identity_falls_back_to_ecs_config_when_the_agent_is_down() {
     let run = host.run(&["check", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let preview: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(
-        preview["identity"]["container_instance_arn"],
-        host.standin["container_instance_arn"]
-    );
+    assert_eq!(preview["identity"]["container_instance_arn"], host.standin["container_instance_arn"]);
     assert_eq!(preview["identity"]["cluster"], "demo");
-    assert_eq!(
-        preview["identity"]["instance_id"],
-        host.standin["instance_id"]
-    );
+    assert_eq!(preview["identity"]["instance_id"], host.standin["instance_id"]);
 }
 
 #[test]
@@ -157,17 +98,9 @@ fn no_way_to_find_the_container_instance_explains_what_was_tried() {
     std::fs::write(host.path("ecs.config"), "ECS_CLUSTER=elsewhere\n").unwrap();
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
-    for part in [
-        "cannot tell which ECS container instance",
-        "did not answer",
-        "cluster elsewhere",
-        "identity.cluster",
-    ] {
-        assert!(
-            run.stderr.contains(part),
-            "mentions {part:?}: {}",
-            run.stderr
-        );
+    for part in ["cannot tell which ECS container instance", "did not answer", "cluster elsewhere", "identity.cluster"]
+    {
+        assert!(run.stderr.contains(part), "mentions {part:?}: {}", run.stderr);
     }
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
 }

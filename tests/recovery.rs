@@ -15,21 +15,13 @@ fn crash_at(point: &str) {
             hit = true;
             break;
         }
-        assert_eq!(
-            run.code,
-            common::KILLED,
-            "{point}: the run ended before reaching the point: {run:?}"
-        );
+        assert_eq!(run.code, common::KILLED, "{point}: the run ended before reaching the point: {run:?}");
     }
     assert!(hit, "{point} was never reached");
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{point}: {runs:#?}");
     assert_patched(&host);
-    assert_eq!(
-        host.calls("UpdateContainerInstancesState:ACTIVE"),
-        1,
-        "{point}: reactivated once"
-    );
+    assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 1, "{point}: reactivated once");
 }
 
 macro_rules! crash_tests {

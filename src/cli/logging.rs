@@ -19,26 +19,16 @@ const FILTER_VARIABLE: &str = "ECS_PATCHD_LOG";
 /// Sets up logging to stderr, or to the journal when stderr is connected to it.
 /// `verbose` shows each step (for `run`); otherwise only warnings and errors.
 pub fn init(verbose: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let default = if verbose {
-        "warn,ecs_patchd=info"
-    } else {
-        "warn"
-    };
-    let filter =
-        EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(default));
+    let default = if verbose { "warn,ecs_patchd=info" } else { "warn" };
+    let filter = EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(default));
     if stderr_is_journal() {
         let journald = tracing_journald::layer()?.with_syslog_identifier("ecs-patchd".into());
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(journald)
-            .try_init()?;
+        tracing_subscriber::registry().with(filter).with(journald).try_init()?;
     } else {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
-            .event_format(StepLines {
-                start: Instant::now(),
-            })
+            .event_format(StepLines { start: Instant::now() })
             .try_init()?;
     }
     Ok(())
@@ -68,12 +58,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         write!(writer, "[{:>8.1}s] ", self.start.elapsed().as_secs_f64())?;

@@ -57,12 +57,60 @@ enum Command {
     Run,
     /// Print the effective configuration (defaults merged with every file read), as TOML.
     Config,
+    /// Run the real cycle and lease code for many hosts against a simulated cluster on a virtual clock.
+    Simulate(SimulateArgs),
     /// Show the cycle journal: step, since when, last result.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Hosts in the cluster.
+    #[arg(long, default_value_t = 200)]
+    hosts: usize,
+    /// Service tasks per host (each 256 CPU units, 512 MiB; hosts have 2048 and 8192).
+    #[arg(long, default_value_t = 4)]
+    tasks: usize,
+    /// Availability zones.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+    /// Hosts out at once: a count or a percentage ("10%").
+    #[arg(long, default_value = "10")]
+    max_unavailable: String,
+    /// Share of hosts that must stay in service.
+    #[arg(long, default_value_t = 0)]
+    min_healthy_percent: u32,
+    /// Only hosts of one zone out at a time.
+    #[arg(long)]
+    one_az_at_a_time: bool,
+    /// Stale leases: pause or reclaim.
+    #[arg(long, default_value = "pause")]
+    on_stale_lease: String,
+    /// Seed of every random choice (the same seed replays the same run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Hosts start at random within this many seconds (as the timer's random delay spreads them).
+    #[arg(long, default_value_t = 600)]
+    start_within: u64,
+    /// Probability, per host, that the daemon is killed once mid-cycle.
+    #[arg(long, default_value_t = 0.0)]
+    crash: f64,
+    /// Probability, per host, that the install fails.
+    #[arg(long, default_value_t = 0.0)]
+    failed_install: f64,
+    /// Probability, per host, that its tasks take ten times longer to leave.
+    #[arg(long, default_value_t = 0.0)]
+    slow_drain: f64,
+    /// Probability, per host, that it reboots and never comes back.
+    #[arg(long, default_value_t = 0.0)]
+    never_returns: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parses arguments, runs the command, and maps the result to an exit code.
@@ -72,31 +120,31 @@ pub fn main() -> ExitCode {
     if let Err(e) = logging::init(verbose) {
         eprintln!("ecs-patchd: cannot set up logging: {e}");
     }
-    let source = cli
-        .config
-        .clone()
-        .map_or_else(Source::default, Source::Explicit);
-    let settings = match config::load(&source) {
-        Ok(settings) => settings,
-        Err(e) => return fail(&e),
+    let result = match &cli.command {
+        // The simulator reads no configuration and runs its own virtual-time runtime.
+        Command::Simulate(args) => simulate(args),
+        command => on_this_host(command, cli.config.clone()),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+/// The commands about this host: configuration first, then the command on a runtime.
+fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = config::load(&config.map_or_else(Source::default, Source::Explicit))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&Error::Host(format!("cannot start the async runtime: {e}"))),
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Check { json } => check(&settings, json).await,
+        .map_err(|e| Error::Host(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        match command {
+            Command::Check { json } => check(&settings, *json).await,
             Command::Run => run(&settings).await,
             Command::Config => show_config(&settings),
-            Command::Status { json } => status(&settings, json),
+            Command::Status { json } => status(&settings, *json),
+            Command::Simulate(args) => simulate(args),
         }
-    });
-    result.unwrap_or_else(|e| fail(&e))
+    })
 }
 
 fn fail(error: &Error) -> ExitCode {
@@ -136,21 +184,15 @@ async fn run(settings: &Settings) -> Result<ExitCode> {
         (None, Some(identity)) => machine.start(&identity).await?,
         (None, None) => unreachable!("an identity is resolved whenever no cycle is in progress"),
     };
-    println!(
-        "{}",
-        output::run_summary(&cycle, std::time::SystemTime::now())
-    );
+    println!("{}", output::run_summary(&cycle, std::time::SystemTime::now()));
     Ok(ExitCode::from(match &cycle.state {
-        State::Done {
-            outcome: Outcome::Failed { kind, .. },
-        } => exit_code(*kind, false),
+        State::Done { outcome: Outcome::Failed { kind, .. } } => exit_code(*kind, false),
         _ => 0,
     }))
 }
 
 async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let in_progress =
-        journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
+    let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
     let instance = instance_document().await?;
     let aws = aws_config(&instance.region).await;
     let agent = agent(settings)?;
@@ -158,19 +200,69 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let ports = ports(settings, &aws, &identity.cluster.clone(), agent)?;
     let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&preview).expect("preview serializes")
-        );
+        println!("{}", serde_json::to_string_pretty(&preview).expect("preview serializes"));
     } else {
         print!("{}", output::preview(&preview));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
+    use ecs_patchd::coordination::policy::Budget;
+    use ecs_patchd::coordination::store::StalePolicy;
+    use ecs_patchd::sim::{Faults, Options};
+    let bad = |what: &str| Error::Config(format!("simulate: {what}"));
+    let max_unavailable = Budget::parse(&args.max_unavailable)
+        .ok_or_else(|| bad("--max-unavailable takes a count such as 10 or a percentage such as 5%"))?;
+    let on_stale_lease = match args.on_stale_lease.as_str() {
+        "pause" => StalePolicy::Pause,
+        "reclaim" => StalePolicy::Reclaim,
+        _ => return Err(bad("--on-stale-lease is pause or reclaim")),
+    };
+    let rates = [args.crash, args.failed_install, args.slow_drain, args.never_returns];
+    if rates.iter().any(|r| !(0.0..=1.0).contains(r)) {
+        return Err(bad("fault rates are probabilities between 0 and 1"));
+    }
+    if args.hosts == 0 {
+        return Err(bad("--hosts must be at least 1"));
+    }
+    let options = Options {
+        hosts: args.hosts,
+        tasks_per_host: args.tasks,
+        zones: args.zones.max(1),
+        max_unavailable,
+        min_healthy_percent: args.min_healthy_percent,
+        one_az_at_a_time: args.one_az_at_a_time,
+        on_stale_lease,
+        seed: args.seed,
+        start_within: std::time::Duration::from_secs(args.start_within),
+        faults: Faults {
+            crash: args.crash,
+            failed_install: args.failed_install,
+            slow_drain: args.slow_drain,
+            never_returns: args.never_returns,
+        },
+    };
+    let live = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json;
+    let started = std::time::Instant::now();
+    let report = ecs_patchd::sim::simulate(&options, &mut |p| {
+        if live {
+            eprint!("\r{}", output::sim_progress(p));
+        }
+    })?;
+    if live {
+        eprintln!();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        print!("{}", output::sim_report(&report, started.elapsed()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn show_config(settings: &Settings) -> Result<ExitCode> {
-    let text = toml::to_string(settings)
-        .map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
+    let text = toml::to_string(settings).map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -208,17 +300,11 @@ async fn instance_document() -> Result<InstanceDocument> {
 }
 
 async fn aws_config(region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .load()
-        .await
+    aws_config::defaults(BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string())).load().await
 }
 
 fn agent(settings: &Settings) -> Result<Box<dyn Agent>> {
-    Ok(Box::new(IntrospectionClient::new(
-        &settings.identity.agent_url,
-        settings.identity.agent_timeout,
-    )?))
+    Ok(Box::new(IntrospectionClient::new(&settings.identity.agent_url, settings.identity.agent_timeout)?))
 }
 
 async fn resolve(
@@ -227,38 +313,18 @@ async fn resolve(
     instance: InstanceDocument,
     agent: &dyn Agent,
 ) -> Result<Identity> {
-    let lookup = Lookup {
-        agent,
-        pinned_cluster: &settings.identity.cluster,
-        ecs_config: &settings.paths.ecs_config,
-    };
-    identity::resolve(instance, lookup, |cluster| {
-        Box::new(AwsEcs::new(aws, cluster)) as Box<dyn Ecs>
-    })
-    .await
+    let lookup = Lookup { agent, pinned_cluster: &settings.identity.cluster, ecs_config: &settings.paths.ecs_config };
+    identity::resolve(instance, lookup, |cluster| Box::new(AwsEcs::new(aws, cluster)) as Box<dyn Ecs>).await
 }
 
-fn ports(
-    settings: &Settings,
-    aws: &aws_config::SdkConfig,
-    cluster: &str,
-    agent: Box<dyn Agent>,
-) -> Result<Ports> {
+fn ports(settings: &Settings, aws: &aws_config::SdkConfig, cluster: &str, agent: Box<dyn Agent>) -> Result<Ports> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Ok(Ports {
-        coordinator: coordination::from_settings(
-            &settings.coordination,
-            aws,
-            cluster,
-            Arc::clone(&clock),
-        )?,
+        coordinator: coordination::from_settings(&settings.coordination, aws, cluster, Arc::clone(&clock))?,
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
         packages: packages::from_settings(&settings.packages, &settings.paths.os_release)?,
-        host: Box::new(SystemHost::new(
-            settings.host.clone(),
-            settings.paths.boot_id.clone(),
-        )),
+        host: Box::new(SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone())),
         clock,
     })
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use ecs_patchd::check::Preview;
 use ecs_patchd::cycle::{Cycle, State};
+use ecs_patchd::sim::{Progress, Report};
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
@@ -16,12 +17,7 @@ fn when(t: SystemTime) -> String {
 
 /// The closing line of `run`: outcome, total time, time out of service.
 pub fn run_summary(cycle: &Cycle, now: SystemTime) -> String {
-    let mut line = format!(
-        "{} (cycle {}, total {}",
-        cycle.state.summary(),
-        cycle.id,
-        secs(cycle.duration(now))
-    );
+    let mut line = format!("{} (cycle {}, total {}", cycle.state.summary(), cycle.id, secs(cycle.duration(now)));
     if let Some(out) = cycle.out_of_service(now) {
         let _ = write!(line, ", out of service {}", secs(out));
     }
@@ -54,21 +50,13 @@ pub fn preview(p: &Preview) -> String {
     if let Some(by) = &p.drained_by {
         let _ = writeln!(s, "           drained by ecs-patchd cycle {by}");
     }
-    let _ = writeln!(
-        s,
-        "agent      {}",
-        id.agent_version.as_deref().unwrap_or("not answering")
-    );
+    let _ = writeln!(s, "agent      {}", id.agent_version.as_deref().unwrap_or("not answering"));
     let _ = writeln!(
         s,
         "packages   {}: {} update(s) pending{}",
         p.package_manager,
         p.pending.len(),
-        if p.agent_only {
-            " (ECS agent only)"
-        } else {
-            ""
-        }
+        if p.agent_only { " (ECS agent only)" } else { "" }
     );
     for u in &p.pending {
         match &u.current {
@@ -78,19 +66,13 @@ pub fn preview(p: &Preview) -> String {
         .expect("writing to a String");
     }
     let now = match &p.reboot_needed_now {
-        Some(need) => format!(
-            "{} ({})",
-            if need.needed { "yes" } else { "no" },
-            need.reason
-        ),
+        Some(need) => format!("{} ({})", if need.needed { "yes" } else { "no" }, need.reason),
         None => "unknown".into(),
     };
     let _ = writeln!(
         s,
         "reboot     policy {}; needed now: {now}",
-        serde_json::to_string(&p.reboot_policy)
-            .unwrap_or_default()
-            .trim_matches('"')
+        serde_json::to_string(&p.reboot_policy).unwrap_or_default().trim_matches('"')
     );
     let _ = writeln!(s, "run would  {}", p.verdict);
     s
@@ -105,26 +87,11 @@ pub fn status(cycle: Option<&Cycle>, now: SystemTime) -> String {
     let _ = writeln!(s, "cycle      {}", c.id);
     let _ = writeln!(s, "host       {} in cluster {}", c.instance_id, c.cluster);
     let since = now.duration_since(c.entered_at).unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "step       {} (since {}, {} ago)",
-        c.state.name(),
-        when(c.entered_at),
-        secs(since)
-    );
-    let result = if c.state.is_done() {
-        c.state.summary()
-    } else {
-        "in progress".into()
-    };
+    let _ = writeln!(s, "step       {} (since {}, {} ago)", c.state.name(), when(c.entered_at), secs(since));
+    let result = if c.state.is_done() { c.state.summary() } else { "in progress".into() };
     let _ = writeln!(s, "result     {result}");
     if let Some(out) = c.out_of_service(now) {
-        let _ = writeln!(
-            s,
-            "out of service {} of {} in all",
-            secs(out),
-            secs(c.duration(now))
-        );
+        let _ = writeln!(s, "out of service {} of {} in all", secs(out), secs(c.duration(now)));
     }
     for m in &c.history {
         let _ = writeln!(s, "  {}  {}", when(m.at), m.step);
@@ -146,4 +113,78 @@ pub fn status_json(cycle: Option<&Cycle>, now: SystemTime) -> String {
         }),
     };
     serde_json::to_string_pretty(&value).expect("status serializes")
+}
+
+fn minutes(seconds: f64) -> String {
+    format!("{}m{:02}s", (seconds / 60.0).floor(), (seconds % 60.0).round() as u64 % 60)
+}
+
+/// One live line of `simulate`.
+pub fn sim_progress(p: &Progress) -> String {
+    format!(
+        "[{:>9}] waiting {:>5}  out {:>4}  finished {:>5}/{}   ",
+        minutes(p.elapsed.as_secs_f64()),
+        p.waiting,
+        p.out,
+        p.finished,
+        p.hosts
+    )
+}
+
+/// The summary of `simulate`.
+pub fn sim_report(r: &Report, wall: Duration) -> String {
+    let o = &r.options;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "simulated {} hosts ({} tasks each, {} zones), max_unavailable {} = {}, seed {}, in {:.1}s of real time",
+        o.hosts,
+        o.tasks_per_host,
+        o.zones,
+        o.max_unavailable,
+        r.budget,
+        o.seed,
+        wall.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "outcome        {} patched, {} failed, {} stopped by the pause, {} never came back",
+        r.patched, r.failed, r.stopped_by_pause, r.dead
+    );
+    if let Some(why) = &r.paused {
+        let _ = writeln!(s, "paused         {why}");
+    }
+    let _ = writeln!(
+        s,
+        "makespan       {} (ideal ceil({}/{}) x {} = {}), ratio {:.3}",
+        minutes(r.makespan_s),
+        o.hosts,
+        r.budget,
+        minutes(r.slot_time_s),
+        minutes(r.ideal_makespan_s),
+        r.ratio
+    );
+    let _ = writeln!(s, "peak out       {} host(s) at once", r.peak_out);
+    let _ = writeln!(
+        s,
+        "out of service {} per host on average, {} at most",
+        minutes(r.out_of_service_mean_s),
+        minutes(r.out_of_service_max_s)
+    );
+    let _ = writeln!(
+        s,
+        "API calls      {:.1} ECS reads, {:.1} ECS writes, {:.1} lease-store operations per host",
+        r.ecs_reads_per_host, r.ecs_writes_per_host, r.store_ops_per_host
+    );
+    let _ = writeln!(
+        s,
+        "ECS read rate  peak {} in one second, {:.2}/s over 10 s; {} read(s) by queued hosts (snapshot refreshes)",
+        r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.ecs_reads_while_queued
+    );
+    let _ = writeln!(
+        s,
+        "invariants     unplaceable tasks {}, slots granted after the pause {}, live hosts left DRAINING {}",
+        r.unplaceable_tasks, r.grants_after_pause, r.left_draining
+    );
+    s
 }

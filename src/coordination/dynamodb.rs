@@ -21,10 +21,7 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// The table `table`, reached with `config`.
     pub fn new(config: &aws_config::SdkConfig, table: &str) -> Self {
-        Self {
-            client: aws_sdk_dynamodb::Client::new(config),
-            table: table.to_string(),
-        }
+        Self { client: aws_sdk_dynamodb::Client::new(config), table: table.to_string() }
     }
 }
 
@@ -43,20 +40,11 @@ impl LeaseStore for DynamoStore {
         let Some(item) = out.item() else {
             return Ok(None);
         };
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok());
+        let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
         let body = item.get("body").and_then(|v| v.as_s().ok());
         match (version, body) {
-            (Some(version), Some(body)) => Ok(Some(Versioned {
-                version,
-                body: body.clone(),
-            })),
-            _ => Err(Error::Lease(format!(
-                "the item {key} in table {} lacks a version or a body",
-                self.table
-            ))),
+            (Some(version), Some(body)) => Ok(Some(Versioned { version, body: body.clone() })),
+            _ => Err(Error::Lease(format!("the item {key} in table {} lacks a version or a body", self.table))),
         }
     }
 
@@ -71,9 +59,7 @@ impl LeaseStore for DynamoStore {
             .item("body", AttributeValue::S(body.into()))
             .item(
                 "updated_at",
-                AttributeValue::S(
-                    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                ),
+                AttributeValue::S(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
             );
         put = match expected {
             None => put.condition_expression("attribute_not_exists(id)"),
@@ -83,9 +69,7 @@ impl LeaseStore for DynamoStore {
         };
         match put.send().await {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(false)
-            }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
             Err(e) => Err(dynamo_error(&self.table, "PutItem", e)),
         }
     }
@@ -106,7 +90,5 @@ where
         }
         other => aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
     };
-    Error::Lease(format!(
-        "DynamoDB {operation} on table {table} failed: {reason}"
-    ))
+    Error::Lease(format!("DynamoDB {operation} on table {table} failed: {reason}"))
 }

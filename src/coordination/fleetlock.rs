@@ -33,13 +33,7 @@ struct Refusal {
 
 impl FleetLock {
     /// A client of the server at `base` for `group` (`^[a-zA-Z0-9.-]+$`).
-    pub fn new(
-        base: &str,
-        group: &str,
-        policy: Policy,
-        clock: Arc<dyn Clock>,
-        timeout: Duration,
-    ) -> Result<Self> {
+    pub fn new(base: &str, group: &str, policy: Policy, clock: Arc<dyn Clock>, timeout: Duration) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -71,10 +65,7 @@ impl FleetLock {
         let text = response.text().await.unwrap_or_default();
         match serde_json::from_str::<Refusal>(&text) {
             Ok(refusal) => Ok(Some(refusal)),
-            Err(_) => Err(Error::Lease(format!(
-                "FleetLock {url} answered {status}: {}",
-                text.trim()
-            ))),
+            Err(_) => Err(Error::Lease(format!("FleetLock {url} answered {status}: {}", text.trim()))),
         }
     }
 }
@@ -82,21 +73,15 @@ impl FleetLock {
 #[async_trait::async_trait]
 impl Coordinator for FleetLock {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
-        if let Decision::Wait(why) = self.local.acquire(request, ecs).await? {
-            return Ok(Decision::Wait(why));
+        if let wait @ Decision::Wait { .. } = self.local.acquire(request, ecs).await? {
+            return Ok(wait);
         }
         match self.call("pre-reboot", &request.id).await? {
-            None => Ok(Decision::Granted(Grant {
-                group: self.group.clone(),
-                token: 0,
-            })),
+            None => Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0 })),
             Some(r) if r.kind == "failed_lock" => {
-                Ok(Decision::Wait(format!("FleetLock: {}", r.value)))
+                Ok(Decision::Wait { reason: format!("FleetLock: {}", r.value), soon: false })
             }
-            Some(r) => Err(Error::Lease(format!(
-                "FleetLock refused the slot: {}: {}",
-                r.kind, r.value
-            ))),
+            Some(r) => Err(Error::Lease(format!("FleetLock refused the slot: {}: {}", r.kind, r.value))),
         }
     }
 
@@ -107,18 +92,12 @@ impl Coordinator for FleetLock {
     async fn release(&self, _: &Grant, id: &str) -> Result<()> {
         match self.call("steady-state", id).await? {
             None => Ok(()),
-            Some(r) => Err(Error::Lease(format!(
-                "FleetLock refused the release: {}: {}",
-                r.kind, r.value
-            ))),
+            Some(r) => Err(Error::Lease(format!("FleetLock refused the release: {}: {}", r.kind, r.value))),
         }
     }
 
     async fn pause(&self, reason: &str, by: &str) -> Result<bool> {
-        tracing::warn!(
-            by,
-            "FleetLock has no pause: the failed host keeps its slot so the roll halts ({reason})"
-        );
+        tracing::warn!(by, "FleetLock has no pause: the failed host keeps its slot so the roll halts ({reason})");
         Ok(false)
     }
 

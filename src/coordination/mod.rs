@@ -47,11 +47,7 @@ pub struct SlotRequest {
 
 impl SlotRequest {
     fn candidate(&self) -> Candidate {
-        Candidate {
-            id: self.id.clone(),
-            availability_zone: self.availability_zone.clone(),
-            allocated: self.allocated,
-        }
+        Candidate { id: self.id.clone(), availability_zone: self.availability_zone.clone(), allocated: self.allocated }
     }
 }
 
@@ -60,8 +56,13 @@ impl SlotRequest {
 pub enum Decision {
     /// The slot is ours.
     Granted(Grant),
-    /// Not yet: why.
-    Wait(String),
+    /// Not yet: why, and whether this host is next in line (it should look again soon).
+    Wait {
+        /// Why not yet.
+        reason: String,
+        /// Next in line: a slot may free up for it at any moment.
+        soon: bool,
+    },
     /// The group is paused: why. Nothing new starts until an operator resumes.
     Paused(String),
 }
@@ -85,17 +86,13 @@ pub trait Coordinator: Send + Sync {
 
 /// Unix milliseconds of `t`.
 pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads the whole cluster into a [`Snapshot`] (one list and one describe per 100 instances).
 pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime) -> Result<Snapshot> {
     let instances = ecs.cluster_instances().await?;
-    Ok(Snapshot {
-        taken_at: millis(now),
-        instances: instances.iter().map(Into::into).collect(),
-    })
+    Ok(Snapshot { taken_at: millis(now), instances: instances.iter().map(Into::into).collect() })
 }
 
 /// No coordination with peers (single host, manual use): the capacity guard, the budget
@@ -116,20 +113,10 @@ impl Local {
 impl Coordinator for Local {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
         let snapshot = snapshot(ecs, self.clock.now()).await?;
-        Ok(
-            match policy::admit(
-                &GroupRecord::default(),
-                &snapshot,
-                &self.policy,
-                &request.candidate(),
-            ) {
-                Ok(()) => Decision::Granted(Grant {
-                    group: "local".into(),
-                    token: 0,
-                }),
-                Err(why) => Decision::Wait(why),
-            },
-        )
+        Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, &request.candidate()) {
+            Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0 }),
+            Err(reason) => Decision::Wait { reason, soon: false },
+        })
     }
 
     async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<()> {
@@ -182,10 +169,7 @@ pub fn store_coordinator(
 }
 
 /// The [`store::StoreSettings`] the configuration describes.
-pub fn store_settings(
-    settings: &crate::config::CoordinationSettings,
-    cluster: &str,
-) -> store::StoreSettings {
+pub fn store_settings(settings: &crate::config::CoordinationSettings, cluster: &str) -> store::StoreSettings {
     store::StoreSettings {
         cluster: cluster.to_string(),
         group: settings.group.clone(),

@@ -27,12 +27,7 @@ impl Budget {
     pub fn parse(text: &str) -> Option<Budget> {
         let text = text.trim();
         match text.strip_suffix('%') {
-            Some(p) => p
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| (1..=100).contains(p))
-                .map(Budget::Percent),
+            Some(p) => p.trim().parse().ok().filter(|p| (1..=100).contains(p)).map(Budget::Percent),
             None => text.parse().ok().filter(|n| *n >= 1).map(Budget::Count),
         }
     }
@@ -114,6 +109,17 @@ pub struct GroupRecord {
     pub paused: Option<Pause>,
     /// The next fencing token.
     pub next_token: u64,
+    /// Hosts that gave their slot back recently (id, unix ms): back in service even where
+    /// an older snapshot still shows them DRAINING.
+    #[serde(default)]
+    pub released: Vec<(String, u64)>,
+    /// Registered instances at the last grant, so waiters know the budget without a snapshot.
+    #[serde(default)]
+    pub cluster_size: usize,
+    /// Snapshots taken before this (unix ms) no longer count: a slot was reclaimed and the
+    /// cluster must be looked at again.
+    #[serde(default)]
+    pub snapshot_not_before: u64,
 }
 
 /// What the policy needs of one container instance.
@@ -176,8 +182,9 @@ pub struct Candidate {
 /// connected (DRAINING for any reason, including scale-in) other than `candidate`.
 pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -> usize {
     let mut out: Vec<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
+    let back_since_snapshot = |id: &str| record.released.iter().any(|(r, at)| r == id && *at >= snapshot.taken_at);
     for i in &snapshot.instances {
-        if !i.in_service() && i.id != candidate && !out.contains(&i.id.as_str()) {
+        if !i.in_service() && i.id != candidate && !out.contains(&i.id.as_str()) && !back_since_snapshot(&i.id) {
             out.push(&i.id);
         }
     }
@@ -185,39 +192,22 @@ pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -
 }
 
 /// Free slots: the budget less what is out.
-pub fn free_slots(
-    record: &GroupRecord,
-    snapshot: &Snapshot,
-    policy: &Policy,
-    candidate: &str,
-) -> usize {
-    let budget = policy
-        .max_unavailable
-        .resolve(snapshot.instances.len().max(1));
+pub fn free_slots(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candidate: &str) -> usize {
+    let budget = policy.max_unavailable.resolve(snapshot.instances.len().max(1));
     budget.saturating_sub(unavailable(record, snapshot, candidate))
 }
 
 /// Whether `candidate` may take a slot now; `Err` says why it must wait.
-pub fn admit(
-    record: &GroupRecord,
-    snapshot: &Snapshot,
-    policy: &Policy,
-    candidate: &Candidate,
-) -> Result<(), String> {
+pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candidate: &Candidate) -> Result<(), String> {
     let registered = snapshot.instances.len().max(1);
     let budget = policy.max_unavailable.resolve(registered);
     let out = unavailable(record, snapshot, &candidate.id);
     if out >= budget {
-        return Err(format!(
-            "{out} host(s) out of service, max_unavailable allows {budget}"
-        ));
+        return Err(format!("{out} host(s) out of service, max_unavailable allows {budget}"));
     }
     let holding = |id: &str| record.holders.iter().any(|h| h.id == id);
-    let healthy_after = snapshot
-        .instances
-        .iter()
-        .filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id))
-        .count();
+    let healthy_after =
+        snapshot.instances.iter().filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id)).count();
     if healthy_after * 100 < policy.min_healthy_percent as usize * registered {
         return Err(format!(
             "only {healthy_after} of {registered} instances would stay in service, min_healthy_percent is {}",
@@ -225,38 +215,29 @@ pub fn admit(
         ));
     }
     if policy.one_az_at_a_time
-        && let Some(other) = record
-            .holders
-            .iter()
-            .find(|h| h.availability_zone != candidate.availability_zone)
+        && let Some(other) = record.holders.iter().find(|h| h.availability_zone != candidate.availability_zone)
     {
         return Err(format!(
             "{} is out in {}, and one_az_at_a_time is set",
             other.id,
-            other
-                .availability_zone
-                .as_deref()
-                .unwrap_or("an unknown zone")
+            other.availability_zone.as_deref().unwrap_or("an unknown zone")
         ));
     }
-    // Room on the in-service peers for this host's tasks and for the tasks the other
-    // holders still have to move (what the snapshot shows them still running, or what they
-    // declared if they took their slot after the snapshot).
+    // Room on the in-service peers for this host's tasks and for the tasks the holders
+    // still have to move, all read from the one snapshot so the books balance: since it was
+    // taken, tasks have only moved from holders to in-service hosts. A host the snapshot
+    // does not show counts with what it declared.
     let free = snapshot
         .instances
         .iter()
         .filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id))
         .fold(Capacity::default(), |sum, i| sum.plus(i.remaining));
-    let still_to_move = record.holders.iter().fold(Capacity::default(), |sum, h| {
-        let left = match snapshot.instances.iter().find(|i| i.id == h.id) {
-            Some(seen) if h.acquired_at <= snapshot.taken_at => {
-                seen.registered.minus(seen.remaining)
-            }
-            _ => h.allocated,
-        };
-        sum.plus(left)
-    });
-    let need = candidate.allocated.plus(still_to_move);
+    let load = |id: &str, declared: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
+        Some(seen) => seen.registered.minus(seen.remaining),
+        None => declared,
+    };
+    let still_to_move = record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated)));
+    let need = load(&candidate.id, candidate.allocated).plus(still_to_move);
     if !free.covers(need) {
         return Err(format!(
             "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
@@ -276,14 +257,8 @@ mod tests {
             status: status.into(),
             connected: true,
             availability_zone: Some("a".into()),
-            registered: Capacity {
-                cpu: 1024,
-                memory: 1024,
-            },
-            remaining: Capacity {
-                cpu: free,
-                memory: free,
-            },
+            registered: Capacity { cpu: 1024, memory: 1024 },
+            remaining: Capacity { cpu: free, memory: free },
         }
     }
 
@@ -295,10 +270,7 @@ mod tests {
             cycle: "c".into(),
             step: "draining".into(),
             availability_zone: Some("a".into()),
-            allocated: Capacity {
-                cpu: allocated,
-                memory: allocated,
-            },
+            allocated: Capacity { cpu: allocated, memory: allocated },
             acquired_at,
             renewed_at: acquired_at,
             expires_at: acquired_at + 1000,
@@ -309,19 +281,12 @@ mod tests {
         Candidate {
             id: id.into(),
             availability_zone: Some("a".into()),
-            allocated: Capacity {
-                cpu: allocated,
-                memory: allocated,
-            },
+            allocated: Capacity { cpu: allocated, memory: allocated },
         }
     }
 
     fn policy(budget: Budget) -> Policy {
-        Policy {
-            max_unavailable: budget,
-            min_healthy_percent: 0,
-            one_az_at_a_time: false,
-        }
+        Policy { max_unavailable: budget, min_healthy_percent: 0, one_az_at_a_time: false }
     }
 
     #[test]
@@ -345,47 +310,20 @@ mod tests {
             ],
         };
         let record = GroupRecord::default();
-        let err = admit(
-            &record,
-            &snapshot,
-            &policy(Budget::Count(1)),
-            &candidate("a", 0),
-        )
-        .unwrap_err();
+        let err = admit(&record, &snapshot, &policy(Budget::Count(1)), &candidate("a", 0)).unwrap_err();
         assert!(err.contains("1 host(s) out of service"), "{err}");
-        assert!(
-            admit(
-                &record,
-                &snapshot,
-                &policy(Budget::Count(2)),
-                &candidate("a", 0)
-            )
-            .is_ok()
-        );
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(2)), &candidate("a", 0)).is_ok());
     }
 
     #[test]
     fn capacity_guard_counts_what_holders_still_have_to_move() {
         let snapshot = Snapshot {
             taken_at: 100,
-            instances: vec![
-                instance("a", "ACTIVE", 524),
-                instance("b", "ACTIVE", 0),
-                instance("c", "ACTIVE", 600),
-            ],
+            instances: vec![instance("a", "ACTIVE", 524), instance("b", "ACTIVE", 0), instance("c", "ACTIVE", 600)],
         };
         // b holds a slot and, at snapshot time, still runs 1024 units of tasks; c has 600 free.
-        let record = GroupRecord {
-            holders: vec![holder("b", 1024, 50)],
-            ..Default::default()
-        };
-        let err = admit(
-            &record,
-            &snapshot,
-            &policy(Budget::Count(3)),
-            &candidate("a", 500),
-        )
-        .unwrap_err();
+        let record = GroupRecord { holders: vec![holder("b", 1024, 50)], ..Default::default() };
+        let err = admit(&record, &snapshot, &policy(Budget::Count(3)), &candidate("a", 500)).unwrap_err();
         assert!(err.starts_with("capacity"), "{err}");
         // Once b's tasks have moved (b empty, c full), a's 500 fit on... nobody: c has 0 left.
         let moved = Snapshot {
@@ -396,28 +334,19 @@ mod tests {
                 instance("c", "ACTIVE", 1000),
             ],
         };
-        assert!(
-            admit(
-                &record,
-                &moved,
-                &policy(Budget::Count(3)),
-                &candidate("a", 500)
-            )
-            .is_ok()
-        );
-        // A holder that took its slot after the snapshot counts with what it declared.
-        let late = GroupRecord {
-            holders: vec![holder("b", 1024, 300)],
-            ..Default::default()
+        assert!(admit(&record, &moved, &policy(Budget::Count(3)), &candidate("a", 500)).is_ok());
+        // A holder the snapshot does not show counts with what it declared.
+        let unseen = GroupRecord { holders: vec![holder("x", 1024, 300)], ..Default::default() };
+        assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), &candidate("a", 500)).is_err());
+        // The candidate counts with what the snapshot shows on it, not what it declared.
+        let fuller = Snapshot {
+            taken_at: 200,
+            instances: vec![instance("a", "ACTIVE", 0), instance("b", "DRAINING", 1024), instance("c", "ACTIVE", 1000)],
         };
         assert!(
-            admit(
-                &late,
-                &moved,
-                &policy(Budget::Count(3)),
-                &candidate("a", 500)
-            )
-            .is_err()
+            admit(&record, &fuller, &policy(Budget::Count(3)), &candidate("a", 10))
+                .unwrap_err()
+                .starts_with("capacity")
         );
     }
 
@@ -432,32 +361,13 @@ mod tests {
                 instance("d", "ACTIVE", 1024),
             ],
         };
-        let record = GroupRecord {
-            holders: vec![holder("b", 0, 0)],
-            ..Default::default()
-        };
-        let strict = Policy {
-            max_unavailable: Budget::Count(4),
-            min_healthy_percent: 75,
-            one_az_at_a_time: false,
-        };
-        assert!(
-            admit(&record, &snapshot, &strict, &candidate("a", 0))
-                .unwrap_err()
-                .contains("min_healthy_percent")
-        );
-        let zoned = Policy {
-            max_unavailable: Budget::Count(4),
-            min_healthy_percent: 0,
-            one_az_at_a_time: true,
-        };
+        let record = GroupRecord { holders: vec![holder("b", 0, 0)], ..Default::default() };
+        let strict = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 75, one_az_at_a_time: false };
+        assert!(admit(&record, &snapshot, &strict, &candidate("a", 0)).unwrap_err().contains("min_healthy_percent"));
+        let zoned = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 0, one_az_at_a_time: true };
         let mut other_zone = candidate("a", 0);
         other_zone.availability_zone = Some("z".into());
-        assert!(
-            admit(&record, &snapshot, &zoned, &other_zone)
-                .unwrap_err()
-                .contains("one_az_at_a_time")
-        );
+        assert!(admit(&record, &snapshot, &zoned, &other_zone).unwrap_err().contains("one_az_at_a_time"));
         assert!(admit(&record, &snapshot, &zoned, &candidate("a", 0)).is_ok());
     }
 }

@@ -118,22 +118,14 @@ impl StoreCoordinator {
         }
     }
 
-    async fn write<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        expected: Option<u64>,
-    ) -> Result<bool> {
+    async fn write<T: Serialize>(&self, key: &str, value: &T, expected: Option<u64>) -> Result<bool> {
         let body = serde_json::to_string(value).expect("records serialize");
         self.store.save(key, &body, expected).await
     }
 
     /// Applies `change` to the record until the write wins; `change` returns false to
     /// leave the record as it is.
-    async fn update(
-        &self,
-        mut change: impl FnMut(&mut GroupRecord) -> Result<bool>,
-    ) -> Result<GroupRecord> {
+    async fn update(&self, mut change: impl FnMut(&mut GroupRecord) -> Result<bool>) -> Result<GroupRecord> {
         for _ in 0..CONFLICT_RETRIES {
             let (mut record, version) = self.read::<GroupRecord>(&self.key).await?;
             if !change(&mut record)? {
@@ -143,19 +135,18 @@ impl StoreCoordinator {
                 return Ok(record);
             }
         }
-        Err(Error::Lease(format!(
-            "too many concurrent writers on {}",
-            self.key
-        )))
+        Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
-    /// The shared snapshot, refreshed from ECS when older than `snapshot_max_age`.
-    async fn fresh_snapshot(&self, ecs: &dyn Ecs) -> Result<Snapshot> {
+    /// The shared snapshot, refreshed from ECS when older than `snapshot_max_age` or than
+    /// `not_before`.
+    async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Snapshot> {
         let key = self.snapshot_key();
         let (stored, version) = self.read::<Snapshot>(&key).await?;
         let now = self.clock.now();
         let max_age = u64::try_from(self.snapshot_max_age.as_millis()).unwrap_or(u64::MAX);
-        if version.is_some() && stored.taken_at.saturating_add(max_age) >= millis(now) {
+        let young = stored.taken_at.saturating_add(max_age) >= millis(now);
+        if version.is_some() && young && stored.taken_at >= not_before {
             return Ok(stored);
         }
         let fresh = snapshot(ecs, now).await?;
@@ -165,19 +156,9 @@ impl StoreCoordinator {
     }
 
     /// Deals with holders whose lease expired; true when the record changed.
-    async fn handle_stale(
-        &self,
-        record: &mut GroupRecord,
-        by: &str,
-        ecs: &dyn Ecs,
-    ) -> Result<bool> {
+    async fn handle_stale(&self, record: &mut GroupRecord, by: &str, ecs: &dyn Ecs) -> Result<bool> {
         let now = millis(self.clock.now());
-        let stale: Vec<Holder> = record
-            .holders
-            .iter()
-            .filter(|h| h.expires_at < now)
-            .cloned()
-            .collect();
+        let stale: Vec<Holder> = record.holders.iter().filter(|h| h.expires_at < now).cloned().collect();
         if stale.is_empty() {
             return Ok(false);
         }
@@ -205,6 +186,7 @@ impl StoreCoordinator {
                 Some(why) => {
                     tracing::warn!(holder = %holder.id, "reclaiming a stale slot: its instance is {why}");
                     record.holders.retain(|h| h.token != holder.token);
+                    record.snapshot_not_before = now;
                 }
                 None => {
                     record.paused.get_or_insert(Pause {
@@ -225,11 +207,7 @@ impl StoreCoordinator {
     pub async fn view(&self) -> Result<GroupView> {
         let (record, _) = self.read::<GroupRecord>(&self.key).await?;
         let (snapshot, version) = self.read::<Snapshot>(&self.snapshot_key()).await?;
-        Ok(GroupView {
-            key: self.key.clone(),
-            record,
-            snapshot: version.map(|_| snapshot),
-        })
+        Ok(GroupView { key: self.key.clone(), record, snapshot: version.map(|_| snapshot) })
     }
 
     /// Lifts a pause (`fleet resume`); false when the group was not paused.
@@ -265,27 +243,15 @@ impl Coordinator for StoreCoordinator {
             let (mut record, version) = self.read::<GroupRecord>(&self.key).await?;
             let now = millis(self.clock.now());
             if let Some(pause) = &record.paused {
-                return Ok(Decision::Paused(format!(
-                    "{} (paused by {})",
-                    pause.reason, pause.by
-                )));
+                return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
             }
-            if let Some(h) = record
-                .holders
-                .iter()
-                .find(|h| h.id == request.id && h.cycle == request.cycle)
-            {
-                return Ok(Decision::Granted(Grant {
-                    group: self.group.clone(),
-                    token: h.token,
-                }));
+            if let Some(h) = record.holders.iter().find(|h| h.id == request.id && h.cycle == request.cycle) {
+                return Ok(Decision::Granted(Grant { group: self.group.clone(), token: h.token }));
             }
             let mut changed = self.handle_stale(&mut record, &request.id, ecs).await?;
             // Waiters that stopped asking (terminated while queued) lose their place.
             let before = record.queue.len();
-            record
-                .queue
-                .retain(|w| w.id == request.id || w.since.saturating_add(ttl) >= now);
+            record.queue.retain(|w| w.id == request.id || w.since.saturating_add(ttl) >= now);
             changed |= record.queue.len() != before;
             let position = match record.queue.iter().position(|w| w.id == request.id) {
                 Some(p) if record.queue[p].since.saturating_add(ttl / 3) < now => {
@@ -295,10 +261,7 @@ impl Coordinator for StoreCoordinator {
                 }
                 Some(p) => p,
                 None => {
-                    record.queue.push(Waiter {
-                        id: request.id.clone(),
-                        since: now,
-                    });
+                    record.queue.push(Waiter { id: request.id.clone(), since: now });
                     changed = true;
                     record.queue.len() - 1
                 }
@@ -307,31 +270,44 @@ impl Coordinator for StoreCoordinator {
                 self.write(&self.key, &record, version).await?;
                 continue;
             }
-            // Only a host that could get a free slot looks at the cluster.
-            let (stored, stored_version) = self.read::<Snapshot>(&self.snapshot_key()).await?;
-            let free = if stored_version.is_some() {
-                policy::free_slots(&record, &stored, &self.policy, &request.id)
+            // Only a host within reach of a free slot looks at the cluster; the others know
+            // the budget from the record alone, and only the head of the queue refreshes the
+            // shared snapshot, so waiting hosts make no ECS call.
+            let budget = self.policy.max_unavailable.resolve(record.cluster_size.max(1));
+            let reachable = budget.saturating_sub(record.holders.len());
+            if position >= reachable {
+                return Ok(Decision::Wait {
+                    reason: format!(
+                        "position {} in the queue, {} of {budget} slot(s) held",
+                        position + 1,
+                        record.holders.len()
+                    ),
+                    soon: position < budget,
+                });
+            }
+            let snapshot = if position == 0 {
+                self.fresh_snapshot(ecs, record.snapshot_not_before).await?
             } else {
-                1
+                match self.read::<Snapshot>(&self.snapshot_key()).await? {
+                    (stored, Some(_)) => stored,
+                    (_, None) => {
+                        return Ok(Decision::Wait {
+                            reason: "waiting for the head of the queue to look at the cluster".into(),
+                            soon: true,
+                        });
+                    }
+                }
             };
-            if position >= free {
-                return Ok(Decision::Wait(format!(
-                    "position {} in the queue, {} slot(s) held, {free} free",
-                    position + 1,
-                    record.holders.len()
-                )));
-            }
-            let snapshot = self.fresh_snapshot(ecs).await?;
             if position >= policy::free_slots(&record, &snapshot, &self.policy, &request.id) {
-                return Ok(Decision::Wait(format!(
-                    "position {} in the queue, no slot free",
-                    position + 1
-                )));
+                return Ok(Decision::Wait {
+                    reason: format!("position {} in the queue, no slot free", position + 1),
+                    soon: true,
+                });
             }
-            if let Err(why) = policy::admit(&record, &snapshot, &self.policy, &request.candidate())
-            {
-                return Ok(Decision::Wait(why));
+            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, &request.candidate()) {
+                return Ok(Decision::Wait { reason, soon: true });
             }
+            record.cluster_size = snapshot.instances.len();
             let token = record.next_token.max(1);
             record.next_token = token + 1;
             record.queue.remove(position);
@@ -348,16 +324,10 @@ impl Coordinator for StoreCoordinator {
                 expires_at: now.saturating_add(ttl),
             });
             if self.write(&self.key, &record, version).await? {
-                return Ok(Decision::Granted(Grant {
-                    group: self.group.clone(),
-                    token,
-                }));
+                return Ok(Decision::Granted(Grant { group: self.group.clone(), token }));
             }
         }
-        Err(Error::Lease(format!(
-            "too many concurrent writers on {}",
-            self.key
-        )))
+        Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
     async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<()> {
@@ -366,11 +336,7 @@ impl Coordinator for StoreCoordinator {
         let mut held = false;
         self.update(|r| {
             held = false;
-            if let Some(h) = r
-                .holders
-                .iter_mut()
-                .find(|h| h.id == id && h.token == grant.token)
-            {
+            if let Some(h) = r.holders.iter_mut().find(|h| h.id == id && h.token == grant.token) {
                 h.renewed_at = now;
                 h.expires_at = now.saturating_add(ttl);
                 h.step = step.to_string();
@@ -392,8 +358,7 @@ impl Coordinator for StoreCoordinator {
     async fn release(&self, grant: &Grant, id: &str) -> Result<()> {
         self.update(|r| {
             let before = r.holders.len() + r.queue.len();
-            r.holders
-                .retain(|h| !(h.id == id && h.token == grant.token));
+            r.holders.retain(|h| !(h.id == id && h.token == grant.token));
             r.queue.retain(|w| w.id != id);
             Ok(r.holders.len() + r.queue.len() != before)
         })
@@ -407,11 +372,7 @@ impl Coordinator for StoreCoordinator {
             if r.paused.is_some() {
                 return Ok(false);
             }
-            r.paused = Some(Pause {
-                reason: reason.to_string(),
-                by: by.to_string(),
-                at,
-            });
+            r.paused = Some(Pause { reason: reason.to_string(), by: by.to_string(), at });
             Ok(true)
         })
         .await

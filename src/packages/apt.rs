@@ -9,12 +9,7 @@ use crate::error::{Error, Result};
 /// Environment every apt command runs with: never ask, keep local config files.
 const NONINTERACTIVE: [(&str, &str); 1] = [("DEBIAN_FRONTEND", "noninteractive")];
 /// Options every install-like command runs with.
-const KEEP_CONFIG: [&str; 4] = [
-    "-o",
-    "Dpkg::Options::=--force-confdef",
-    "-o",
-    "Dpkg::Options::=--force-confold",
-];
+const KEEP_CONFIG: [&str; 4] = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
 
 /// [`PackageManager`] for apt.
 pub struct Apt {
@@ -58,31 +53,22 @@ impl PackageManager for Apt {
 
     async fn pending_updates(&self) -> Result<Vec<PackageUpdate>> {
         self.run_checked(self.argv(&["-q", "update"], &[])).await?;
-        let plan = self
-            .run_checked(self.argv(&["-s", "-q", "upgrade", "--with-new-pkgs"], &[]))
-            .await?;
+        let plan = self.run_checked(self.argv(&["-s", "-q", "upgrade", "--with-new-pkgs"], &[])).await?;
         Ok(parse_simulation(&plan))
     }
 
     async fn download(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.install_argv(&["--download-only"], packages))
-            .await
-            .map(drop)
+        self.run_checked(self.install_argv(&["--download-only"], packages)).await.map(drop)
     }
 
     async fn install(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.install_argv(&[], packages))
-            .await
-            .map(drop)
+        self.run_checked(self.install_argv(&[], packages)).await.map(drop)
     }
 
     async fn reboot_required(&self) -> Result<RebootNeed> {
         let flag = &self.settings.reboot_required_file;
         match flag.try_exists() {
-            Ok(false) => Ok(RebootNeed {
-                needed: false,
-                reason: format!("{} is absent", flag.display()),
-            }),
+            Ok(false) => Ok(RebootNeed { needed: false, reason: format!("{} is absent", flag.display()) }),
             Ok(true) => {
                 let mut list = flag.clone().into_os_string();
                 list.push(".pkgs");
@@ -94,15 +80,9 @@ impl PackageManager for Apt {
                 } else {
                     format!("{} exists (for {why})", flag.display())
                 };
-                Ok(RebootNeed {
-                    needed: true,
-                    reason,
-                })
+                Ok(RebootNeed { needed: true, reason })
             }
-            Err(e) => Err(Error::Packages(format!(
-                "cannot check {}: {e}",
-                flag.display()
-            ))),
+            Err(e) => Err(Error::Packages(format!("cannot check {}: {e}", flag.display()))),
         }
     }
 }
@@ -121,16 +101,8 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
                 }
                 None => (None, rest),
             };
-            let available = rest
-                .strip_prefix('(')?
-                .split_whitespace()
-                .next()?
-                .to_string();
-            Some(PackageUpdate {
-                name: name.to_string(),
-                current,
-                available,
-            })
+            let available = rest.strip_prefix('(')?.split_whitespace().next()?.to_string();
+            Some(PackageUpdate { name: name.to_string(), current, available })
         })
         .collect()
 }
@@ -158,20 +130,10 @@ Conf libc6 (2.36-9+deb12u8 Debian-Security:12/stable-security [amd64])\n";
     async fn reboot_flag_and_its_package_list() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("reboot-required");
-        let apt = Apt::new(
-            AptSettings {
-                args: vec![],
-                reboot_required_file: flag.clone(),
-            },
-            Duration::from_secs(5),
-        );
+        let apt = Apt::new(AptSettings { args: vec![], reboot_required_file: flag.clone() }, Duration::from_secs(5));
         assert!(!apt.reboot_required().await.unwrap().needed);
         std::fs::write(&flag, "*** System restart required ***\n").unwrap();
-        std::fs::write(
-            dir.path().join("reboot-required.pkgs"),
-            "linux-base\nlibc6\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("reboot-required.pkgs"), "linux-base\nlibc6\n").unwrap();
         let need = apt.reboot_required().await.unwrap();
         assert!(need.needed);
         assert!(need.reason.contains("linux-base, libc6"), "{}", need.reason);

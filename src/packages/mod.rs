@@ -52,10 +52,7 @@ pub trait PackageManager: Send + Sync {
 }
 
 /// Builds the package manager named in `settings`, or the one `/etc/os-release` implies.
-pub fn from_settings(
-    settings: &PackageSettings,
-    os_release: &Path,
-) -> Result<Box<dyn PackageManager>> {
+pub fn from_settings(settings: &PackageSettings, os_release: &Path) -> Result<Box<dyn PackageManager>> {
     let choice = match settings.manager {
         ManagerChoice::Auto => detect(os_release)?,
         chosen => chosen,
@@ -103,18 +100,12 @@ fn detect(os_release: &Path) -> Result<ManagerChoice> {
 async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<command::Output> {
     let mut full_env = vec![("LC_ALL", "C")];
     full_env.extend_from_slice(env);
-    command::run(argv, &full_env, limit)
-        .await
-        .map_err(|e| Error::Packages(e.to_string()))
+    command::run(argv, &full_env, limit).await.map_err(|e| Error::Packages(e.to_string()))
 }
 
 /// Fails with the command, exit code and last output lines unless it exited 0.
 fn expect_success(argv: &[String], output: command::Output) -> Result<command::Output> {
-    if output.code == Some(0) {
-        Ok(output)
-    } else {
-        Err(Error::Packages(command::failure(argv, &output)))
-    }
+    if output.code == Some(0) { Ok(output) } else { Err(Error::Packages(command::failure(argv, &output))) }
 }
 
 #[cfg(test)]
@@ -130,30 +121,18 @@ mod tests {
 
     #[test]
     fn detects_each_supported_system() {
-        assert_eq!(
-            detect_from("ID=\"amzn\"\nVERSION_ID=\"2023\"\n").unwrap(),
-            ManagerChoice::Dnf
-        );
+        assert_eq!(detect_from("ID=\"amzn\"\nVERSION_ID=\"2023\"\n").unwrap(), ManagerChoice::Dnf);
         assert_eq!(
             detect_from("ID=\"amzn\"\nVERSION_ID=\"2\"\nID_LIKE=\"centos rhel fedora\"\n").unwrap(),
             ManagerChoice::Yum
         );
-        assert_eq!(
-            detect_from("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n").unwrap(),
-            ManagerChoice::Apt
-        );
-        assert_eq!(
-            detect_from("ID=debian\nVERSION_ID=\"12\"\n").unwrap(),
-            ManagerChoice::Apt
-        );
+        assert_eq!(detect_from("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n").unwrap(), ManagerChoice::Apt);
+        assert_eq!(detect_from("ID=debian\nVERSION_ID=\"12\"\n").unwrap(), ManagerChoice::Apt);
     }
 
     #[test]
     fn unsupported_system_says_what_to_set() {
         let err = detect_from("ID=alpine\n").unwrap_err().to_string();
-        assert!(
-            err.contains("ID=alpine") && err.contains("packages.manager"),
-            "{err}"
-        );
+        assert!(err.contains("ID=alpine") && err.contains("packages.manager"), "{err}");
     }
 }

@@ -30,11 +30,7 @@ pub struct Rpm {
 impl Rpm {
     /// A dnf or yum backend adding `args` to every command.
     pub fn new(tool: RpmTool, args: Vec<String>, timeout: Duration) -> Self {
-        Self {
-            tool,
-            args,
-            timeout,
-        }
+        Self { tool, args, timeout }
     }
 
     fn argv(&self, verb: &[&str], packages: &[String]) -> Vec<String> {
@@ -88,13 +84,11 @@ impl PackageManager for Rpm {
     }
 
     async fn download(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb(), "--downloadonly"], packages))
-            .await
+        self.run_checked(self.argv(&["-y", self.upgrade_verb(), "--downloadonly"], packages)).await
     }
 
     async fn install(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb()], packages))
-            .await
+        self.run_checked(self.argv(&["-y", self.upgrade_verb()], packages)).await
     }
 
     async fn reboot_required(&self) -> Result<RebootNeed> {
@@ -113,32 +107,20 @@ fn read_needs_restarting(argv: &[String], output: &command::Output) -> Result<Re
     let text = format!("{}{}", output.stdout, output.stderr);
     let said = |phrase: &str| text.contains(phrase);
     match output.code {
-        Some(1) if said("Reboot is required") => Ok(RebootNeed {
-            needed: true,
-            reason: summary(&text),
-        }),
+        Some(1) if said("Reboot is required") => Ok(RebootNeed { needed: true, reason: summary(&text) }),
         Some(0)
-            if said("No core libraries or services have been updated")
-                || said("Reboot is probably not necessary") =>
+            if said("No core libraries or services have been updated") || said("Reboot is probably not necessary") =>
         {
-            Ok(RebootNeed {
-                needed: false,
-                reason: summary(&text),
-            })
+            Ok(RebootNeed { needed: false, reason: summary(&text) })
         }
-        _ => Err(Error::Packages(format!(
-            "cannot tell whether a reboot is needed: {}",
-            command::failure(argv, output)
-        ))),
+        _ => {
+            Err(Error::Packages(format!("cannot tell whether a reboot is needed: {}", command::failure(argv, output))))
+        }
     }
 }
 
 fn summary(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// Parses `check-update` output: `name.arch  version-release  repo` per line.
@@ -159,11 +141,7 @@ fn parse_check_update(stdout: &str) -> Vec<PackageUpdate> {
             continue;
         }
         if !updates.iter().any(|u| u.name == name) {
-            updates.push(PackageUpdate {
-                name: name.to_string(),
-                current: None,
-                available: version.to_string(),
-            });
+            updates.push(PackageUpdate { name: name.to_string(), current: None, available: version.to_string() });
         }
     }
     updates
@@ -190,11 +168,7 @@ grub2-tools.x86_64            1:2.06-61.amzn2023         amazonlinux\n";
     }
 
     fn output(code: i32, stdout: &str) -> command::Output {
-        command::Output {
-            code: Some(code),
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
+        command::Output { code: Some(code), stdout: stdout.into(), stderr: String::new() }
     }
 
     #[test]

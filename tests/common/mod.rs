@@ -30,14 +30,7 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self {
-            manager: "dnf",
-            scenario: "full",
-            tasks: 3,
-            standalone_tasks: 0,
-            imds_refuse_token: false,
-            config: "",
-        }
+        Self { manager: "dnf", scenario: "full", tasks: 3, standalone_tasks: 0, imds_refuse_token: false, config: "" }
     }
 }
 
@@ -67,10 +60,7 @@ fn python() -> PathBuf {
 
 impl TestHost {
     pub fn start(options: Options<'_>) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ecs-patchd-test.")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("ecs-patchd-test.").tempdir().unwrap();
         let mut command = Command::new(repo().join("tests/standins/prepare-host.sh"));
         command
             .arg(dir.path())
@@ -85,31 +75,17 @@ impl TestHost {
             command.arg("--imds-refuse-token");
         }
         let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "prepare-host.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let standin: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("standin.json")).unwrap(),
-        )
-        .unwrap();
+        assert!(out.status.success(), "prepare-host.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let standin: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("standin.json")).unwrap()).unwrap();
         let env = std::fs::read_to_string(dir.path().join("env"))
             .unwrap()
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
             .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        let host = Self {
-            dir,
-            manager: options.manager.to_string(),
-            standin,
-            env,
-        };
+        let host = Self { dir, manager: options.manager.to_string(), standin, env };
         if !options.config.is_empty() {
             host.merge_config(options.config);
         }
@@ -126,10 +102,7 @@ impl TestHost {
 
     /// The host's configuration as written.
     pub fn config(&self) -> toml::Table {
-        std::fs::read_to_string(self.config_path())
-            .unwrap()
-            .parse()
-            .unwrap()
+        std::fs::read_to_string(self.config_path()).unwrap().parse().unwrap()
     }
 
     /// The variables that point the binary at this host's stand-ins.
@@ -150,10 +123,7 @@ impl TestHost {
             }
         }
         let mut config = self.config();
-        merge(
-            &mut config,
-            overrides.parse().expect("test overrides are TOML"),
-        );
+        merge(&mut config, overrides.parse().expect("test overrides are TOML"));
         std::fs::write(self.config_path(), toml::to_string(&config).unwrap()).unwrap();
     }
 
@@ -164,10 +134,7 @@ impl TestHost {
 
     pub fn run_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-patchd"));
-        command
-            .args(args)
-            .env_remove("AWS_PROFILE")
-            .env_remove("ECS_PATCHD_FAULT_KILL");
+        command.args(args).env_remove("AWS_PROFILE").env_remove("ECS_PATCHD_FAULT_KILL");
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -205,36 +172,20 @@ impl TestHost {
             .arg(body)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Every container-instance record of this host's EC2 instance.
     pub fn records(&self) -> Vec<Value> {
         let id = self.standin["instance_id"].as_str().unwrap();
-        self.ecs()["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["ec2_instance_id"] == id)
-            .cloned()
-            .collect()
+        self.ecs()["instances"].as_array().unwrap().iter().filter(|i| i["ec2_instance_id"] == id).cloned().collect()
     }
 
     /// The record this host started with.
     pub fn record(&self) -> Value {
         let arn = self.standin["container_instance_arn"].as_str().unwrap();
-        self.ecs()["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["arn"] == arn)
-            .cloned()
-            .expect("record exists")
+        self.ecs()["instances"].as_array().unwrap().iter().find(|i| i["arn"] == arn).cloned().expect("record exists")
     }
 
     /// How many times the ECS API received `operation` (e.g. "UpdateContainerInstancesState:DRAINING").
@@ -263,9 +214,7 @@ impl TestHost {
 
     /// How many reboots the reboot stand-in performed.
     pub fn reboots(&self) -> usize {
-        std::fs::read_to_string(self.path("boot_id.reboots"))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        std::fs::read_to_string(self.path("boot_id.reboots")).map(|s| s.lines().count()).unwrap_or(0)
     }
 
     fn root(&self) -> PathBuf {
@@ -293,21 +242,11 @@ impl TestHost {
     /// How many times the package manager upgraded `package` (from its own log).
     pub fn upgrades(&self, package: &str) -> usize {
         let (log, needle) = if self.manager == "dnf" {
-            (
-                self.root().join("var/log/dnf.rpm.log"),
-                format!("Upgrade: {package}-"),
-            )
+            (self.root().join("var/log/dnf.rpm.log"), format!("Upgrade: {package}-"))
         } else {
-            (
-                self.root().join("var/log/dpkg.log"),
-                format!(" upgrade {package}:"),
-            )
+            (self.root().join("var/log/dpkg.log"), format!(" upgrade {package}:"))
         };
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
     }
 
     pub fn journal_file(&self) -> PathBuf {
@@ -334,10 +273,7 @@ pub struct Run {
 impl From<Output> for Run {
     fn from(out: Output) -> Self {
         use std::os::unix::process::ExitStatusExt;
-        let code = out
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        let code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
         Self {
             code,
             stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -351,11 +287,7 @@ impl From<Output> for Run {
 pub fn assert_patched(host: &TestHost) {
     let record = host.record();
     assert_eq!(record["status"], "ACTIVE", "{record}");
-    assert_eq!(
-        record["attributes"],
-        serde_json::json!({}),
-        "the drained-by mark is removed"
-    );
+    assert_eq!(record["attributes"], serde_json::json!({}), "the drained-by mark is removed");
     assert_eq!(host.installed("demo-app"), "2.0");
     assert_eq!(host.installed("demo-kernel"), "2.0");
     assert_eq!(host.installed("ecs-init"), "1.1.0");
@@ -363,23 +295,9 @@ pub fn assert_patched(host: &TestHost) {
         assert_eq!(host.upgrades(package), 1, "{package} upgraded exactly once");
     }
     assert_eq!(host.reboots(), 1, "exactly one reboot");
-    assert_eq!(
-        host.calls("UpdateContainerInstancesState:DRAINING"),
-        1,
-        "drained exactly once"
-    );
-    assert_eq!(
-        host.tasks_on_peers(),
-        3,
-        "the service tasks moved to the peer"
-    );
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "drained exactly once");
+    assert_eq!(host.tasks_on_peers(), 3, "the service tasks moved to the peer");
     let status = host.status();
-    assert_eq!(
-        status["cycle"]["state"]["outcome"]["result"], "patched",
-        "{status}"
-    );
-    assert_eq!(
-        status["cycle"]["state"]["outcome"]["rebooted"], true,
-        "{status}"
-    );
+    assert_eq!(status["cycle"]["state"]["outcome"]["result"], "patched", "{status}");
+    assert_eq!(status["cycle"]["state"]["outcome"]["rebooted"], true, "{status}");
 }

@@ -1,0 +1,459 @@
+//! `ecs-patchd simulate`: the real cycle and lease code for N hosts against a simulated
+//! cluster (ECS with a service scheduler, package repositories, reboots, a lease store with
+//! DynamoDB's conditional semantics) on a virtual clock, so hundreds of hosts finish in
+//! seconds. Each host runs [`crate::cycle::Machine`] with its own journal, exactly as the
+//! daemon does; a reboot or a crash drops the running cycle, which resumes from the journal.
+
+pub mod ports;
+pub mod world;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::coordination::policy::{Budget, GroupRecord, Policy};
+use crate::coordination::store::{StalePolicy, StoreCoordinator, StoreSettings};
+use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
+use crate::error::{Error, Result};
+use crate::identity::{Identity, InstanceDocument};
+use crate::journal::Journal;
+use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHost, SimPackages, Timings};
+use world::{Dice, World, WorldState};
+
+/// Probabilities, per host, of each fault.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Faults {
+    /// The daemon is killed once at a random moment and restarted.
+    pub crash: f64,
+    /// The install fails.
+    pub failed_install: f64,
+    /// Tasks take ten times longer to leave.
+    pub slow_drain: f64,
+    /// The host reboots and never comes back.
+    pub never_returns: f64,
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    /// Hosts in the cluster.
+    pub hosts: usize,
+    /// Service tasks per host.
+    pub tasks_per_host: usize,
+    /// Availability zones.
+    pub zones: usize,
+    /// Hosts allowed out at once.
+    #[serde(serialize_with = "display")]
+    pub max_unavailable: Budget,
+    /// Share that must stay in service.
+    pub min_healthy_percent: u32,
+    /// One zone at a time.
+    pub one_az_at_a_time: bool,
+    /// Stale leases: pause or reclaim.
+    pub on_stale_lease: StalePolicy,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Hosts start at random within this time (as the systemd timer's random delay does).
+    pub start_within: Duration,
+    /// Fault rates.
+    pub faults: Faults,
+}
+
+fn display<S: serde::Serializer>(budget: &Budget, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(budget)
+}
+
+/// How the roll is going, for live display.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Virtual time since the start.
+    pub elapsed: Duration,
+    /// Hosts not yet holding a slot.
+    pub waiting: usize,
+    /// Hosts out of service now.
+    pub out: usize,
+    /// Hosts finished.
+    pub finished: usize,
+    /// All hosts.
+    pub hosts: usize,
+}
+
+/// What a simulation measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The options it ran with.
+    pub options: Options,
+    /// Hosts allowed out at once.
+    pub budget: usize,
+    /// From the first drain to the last release (seconds).
+    pub makespan_s: f64,
+    /// Mean time a host held its slot (seconds).
+    pub slot_time_s: f64,
+    /// ceil(hosts / budget) × mean slot time (seconds).
+    pub ideal_makespan_s: f64,
+    /// makespan / ideal.
+    pub ratio: f64,
+    /// Most hosts out of service at once.
+    pub peak_out: usize,
+    /// Mean and longest time a host was out of service (seconds).
+    pub out_of_service_mean_s: f64,
+    /// Longest time out of service (seconds).
+    pub out_of_service_max_s: f64,
+    /// ECS reads per host.
+    pub ecs_reads_per_host: f64,
+    /// ECS writes per host.
+    pub ecs_writes_per_host: f64,
+    /// Lease-store operations per host.
+    pub store_ops_per_host: f64,
+    /// Most ECS reads in one second, fleet-wide.
+    pub peak_ecs_reads_1s: usize,
+    /// Most ECS reads per second over a 10-second window, fleet-wide.
+    pub peak_ecs_reads_10s: f64,
+    /// The reads of that busiest 10-second window, by call.
+    pub peak_window_calls: std::collections::BTreeMap<String, usize>,
+    /// When that window began (seconds of virtual time).
+    pub peak_window_at_s: u64,
+    /// ECS reads made by hosts while queued for a slot (all of them snapshot refreshes by
+    /// the host at the head of the queue).
+    pub ecs_reads_while_queued: usize,
+    /// Hosts patched and back in service.
+    pub patched: usize,
+    /// Hosts whose cycle failed while holding a slot (each must pause the roll).
+    pub failed: usize,
+    /// Hosts that got no slot within the wait timeout (budget or capacity never allowed it).
+    pub gave_up_waiting: usize,
+    /// Hosts that stopped because the roll was paused.
+    pub stopped_by_pause: usize,
+    /// Hosts that never came back.
+    pub dead: usize,
+    /// Why the roll is paused, if it is.
+    pub paused: Option<String>,
+    /// Service tasks that found no room (the capacity guard must keep this at 0).
+    pub unplaceable_tasks: u64,
+    /// Slots granted after the pause (must be 0).
+    pub grants_after_pause: usize,
+    /// Live hosts left DRAINING by ecs-patchd (must be 0).
+    pub left_draining: usize,
+}
+
+struct HostOutcome {
+    cycle: Option<Cycle>,
+    dead: bool,
+}
+
+/// Runs the simulation on a fresh virtual clock; `progress` is called every virtual minute.
+pub fn simulate(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| Error::Host(format!("cannot start the simulation runtime: {e}")))?;
+    runtime.block_on(run(options, progress))
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::default();
+    s.host.reboot_timeout = Duration::from_secs(600);
+    s.host.agent_reconnect_timeout = Duration::from_secs(600);
+    s.coordination.settle = Duration::from_secs(30);
+    s.coordination.poll = Duration::from_secs(10);
+    s.coordination.lease_ttl = Duration::from_secs(15 * 60);
+    s.coordination.wait_timeout = Duration::from_secs(3 * 3600);
+    s
+}
+
+async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
+    let timings = Timings::default();
+    let mut dice = Dice::new(options.seed);
+    let world: World = Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones)));
+    let clock = Arc::new(SimClock::new(dice.seed()));
+    let store = Arc::new(MemoryStore::new(Arc::clone(&world)));
+    let policy = Policy {
+        max_unavailable: options.max_unavailable,
+        min_healthy_percent: options.min_healthy_percent,
+        one_az_at_a_time: options.one_az_at_a_time,
+    };
+    let mut settings = settings();
+    settings.coordination.on_stale_lease = options.on_stale_lease;
+    let coordinator = Arc::new(StoreCoordinator::new(
+        Arc::clone(&store) as Arc<dyn crate::coordination::store::LeaseStore>,
+        Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
+        StoreSettings {
+            cluster: "sim".into(),
+            group: "default".into(),
+            policy,
+            ttl: settings.coordination.lease_ttl,
+            snapshot_max_age: settings.coordination.snapshot_max_age,
+            on_stale: options.on_stale_lease,
+        },
+    ));
+    let state_root = tempfile::Builder::new()
+        .prefix("ecs-patchd-sim.")
+        .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
+        .map_err(|e| Error::Host(format!("cannot create the simulation's state directory: {e}")))?;
+    let finished = Arc::new(Mutex::new(0usize));
+    let mut handles = Vec::new();
+    for host in 0..options.hosts {
+        let faults = HostFaults {
+            start_at: options.start_within.mul_f64(dice.unit()),
+            crash_at: dice.chance(options.faults.crash).then(|| Duration::from_secs_f64(dice.unit() * 900.0)),
+            fails: dice.chance(options.faults.failed_install),
+            never_returns: dice.chance(options.faults.never_returns),
+        };
+        if dice.chance(options.faults.slow_drain) {
+            world.lock().expect("world").instances[host].slow_factor = 10;
+        }
+        let context = HostContext {
+            host,
+            store: Arc::clone(&store),
+            world: Arc::clone(&world),
+            clock: Arc::clone(&clock),
+            coordinator: Arc::clone(&coordinator),
+            settings: settings.clone(),
+            dir: state_root.path().join(format!("host-{host}")),
+            timings,
+            faults,
+            finished: Arc::clone(&finished),
+        };
+        handles.push(tokio::spawn(host_main(context)));
+    }
+    let scheduler = {
+        let (world, clock) = (Arc::clone(&world), Arc::clone(&clock));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                world.lock().expect("world").schedule(clock.elapsed_ms(), timings.task_move);
+            }
+        })
+    };
+    while *finished.lock().expect("count") < options.hosts {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let w = world.lock().expect("world");
+        progress(&Progress {
+            elapsed: Duration::from_millis(clock.elapsed_ms()),
+            waiting: options.hosts - w.grants.len().min(options.hosts),
+            out: w.instances.iter().filter(|i| i.status != "ACTIVE" || !i.agent_up).count(),
+            finished: *finished.lock().expect("count"),
+            hosts: options.hosts,
+        });
+    }
+    scheduler.abort();
+    let mut outcomes = Vec::new();
+    for handle in handles {
+        outcomes.push(handle.await.map_err(|e| Error::Host(format!("a simulated host panicked: {e}")))??);
+    }
+    let record: GroupRecord =
+        store.get("sim/default").map(|v| serde_json::from_str(&v.body).expect("record")).unwrap_or_default();
+    Ok(report(options, &world.lock().expect("world"), &outcomes, &record, &clock))
+}
+
+struct HostFaults {
+    start_at: Duration,
+    crash_at: Option<Duration>,
+    fails: bool,
+    never_returns: bool,
+}
+
+struct HostContext {
+    host: usize,
+    store: Arc<MemoryStore>,
+    world: World,
+    clock: Arc<SimClock>,
+    coordinator: Arc<StoreCoordinator>,
+    settings: Settings,
+    dir: PathBuf,
+    timings: Timings,
+    faults: HostFaults,
+    finished: Arc<Mutex<usize>>,
+}
+
+/// One host: runs the daemon's cycle; when the machine reboots or the daemon crashes, the
+/// running cycle is dropped (as kill -9 would) and resumed from its journal after boot.
+async fn host_main(ctx: HostContext) -> Result<HostOutcome> {
+    let outcome = host_life(&ctx).await;
+    *ctx.finished.lock().expect("count") += 1;
+    outcome
+}
+
+async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
+    tokio::time::sleep(ctx.faults.start_at).await;
+    let (power_tx, mut power) = mpsc::unbounded_channel();
+    let boot_id = Arc::new(Mutex::new(format!("boot-{}-0", ctx.host)));
+    if let Some(at) = ctx.faults.crash_at {
+        let tx = power_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            let _ = tx.send(Power::Crash);
+        });
+    }
+    let identity = {
+        let w = ctx.world.lock().expect("world");
+        let i = &w.instances[ctx.host];
+        Identity {
+            instance: InstanceDocument {
+                instance_id: i.id.clone(),
+                region: "sim".into(),
+                availability_zone: i.availability_zone.clone(),
+                account_id: "000000000000".into(),
+            },
+            cluster: "sim".into(),
+            container_instance_arn: i.arn.clone(),
+            agent_version: Some(i.agent_version.clone()),
+        }
+    };
+    let mut boots = 0u32;
+    loop {
+        let ports = Ports {
+            ecs: Box::new(SimEcs {
+                world: Arc::clone(&ctx.world),
+                host: ctx.host,
+                clock: Arc::clone(&ctx.clock),
+                store: Arc::clone(&ctx.store),
+            }),
+            agent: Box::new(SimAgent { world: Arc::clone(&ctx.world), host: ctx.host }),
+            packages: Box::new(SimPackages {
+                world: Arc::clone(&ctx.world),
+                host: ctx.host,
+                fails: ctx.faults.fails,
+                timings: ctx.timings,
+                clock: Arc::clone(&ctx.clock),
+            }),
+            host: Box::new(SimHost {
+                world: Arc::clone(&ctx.world),
+                host: ctx.host,
+                boot_id: Arc::clone(&boot_id),
+                power: power_tx.clone(),
+                timings: ctx.timings,
+                clock: Arc::clone(&ctx.clock),
+            }),
+            clock: Arc::clone(&ctx.clock) as Arc<dyn crate::clock::Clock>,
+            coordinator: Arc::clone(&ctx.coordinator) as Arc<dyn crate::coordination::Coordinator>,
+        };
+        let journal = Journal::open(&ctx.dir)?;
+        let machine = Machine::new(&ports, &ctx.settings, &journal);
+        let existing = journal.load::<Cycle>()?;
+        let run = async {
+            match existing {
+                Some(cycle) if cycle.state.is_done() => Ok(cycle),
+                Some(cycle) => machine.resume(cycle).await,
+                None => machine.start(&identity).await,
+            }
+        };
+        let event = tokio::select! {
+            result = run => return result.map(|cycle| HostOutcome { cycle: Some(cycle), dead: false }),
+            event = power.recv() => event,
+        };
+        drop(machine);
+        drop(journal);
+        match event {
+            Some(Power::Reboot) if ctx.faults.never_returns => {
+                let mut w = ctx.world.lock().expect("world");
+                w.instances[ctx.host].dead = true;
+                return Ok(HostOutcome { cycle: None, dead: true });
+            }
+            Some(Power::Reboot) => {
+                tokio::time::sleep(ctx.timings.boot).await;
+                boots += 1;
+                *boot_id.lock().expect("boot id") = format!("boot-{}-{boots}", ctx.host);
+            }
+            Some(Power::Crash) | None => tokio::time::sleep(ctx.timings.restart).await,
+        }
+    }
+}
+
+fn report(
+    options: &Options,
+    w: &WorldState,
+    outcomes: &[HostOutcome],
+    record: &GroupRecord,
+    clock: &SimClock,
+) -> Report {
+    let budget = options.max_unavailable.resolve(options.hosts);
+    let cycles: Vec<&Cycle> = outcomes.iter().filter_map(|o| o.cycle.as_ref()).collect();
+    let end = clock.now();
+    let slot_times: Vec<f64> = cycles
+        .iter()
+        .filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
+        .filter_map(|c| c.out_of_service(end))
+        .map(|d| d.as_secs_f64())
+        .collect();
+    let first = cycles.iter().filter_map(|c| c.history.iter().find(|m| m.step == "draining")).map(|m| m.at).min();
+    let last = cycles.iter().filter_map(|c| c.history.iter().find(|m| m.step == "done")).map(|m| m.at).max();
+    let makespan = match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
+        _ => 0.0,
+    };
+    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let slot_time = mean(&slot_times);
+    let ideal = options.hosts.div_ceil(budget) as f64 * slot_time;
+    let outs: Vec<f64> =
+        w.out_of_service.iter().flatten().filter_map(|(a, b)| b.map(|b| (b - a) as f64 / 1000.0)).collect();
+    let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+    for (ms, ..) in &w.reads {
+        *per_second.entry(ms / 1000).or_default() += 1;
+    }
+    let peak_1s = per_second.values().copied().max().unwrap_or(0);
+    let (peak_start, peak_10s) = per_second
+        .keys()
+        .map(|&s| (s, per_second.range(s..s + 10).map(|(_, n)| n).sum::<usize>() as f64 / 10.0))
+        .fold((0, 0.0), |best, next| if next.1 > best.1 { next } else { best });
+    let mut peak_window_calls = std::collections::BTreeMap::new();
+    for (ms, _, _, operation) in &w.reads {
+        if (peak_start..peak_start + 10).contains(&(ms / 1000)) {
+            *peak_window_calls.entry(operation.to_string()).or_default() += 1;
+        }
+    }
+    let count = |f: &dyn Fn(&Outcome) -> bool| {
+        cycles.iter().filter(|c| matches!(&c.state, State::Done { outcome } if f(outcome))).count()
+    };
+    let paused_at = record.paused.as_ref().map(|p| p.at);
+    let grants_after_pause = paused_at.map_or(0, |at| {
+        cycles
+            .iter()
+            .filter_map(|c| c.history.iter().find(|m| m.step == "draining"))
+            .filter(|m| crate::coordination::millis(m.at) > at)
+            .count()
+    });
+    let hosts = options.hosts as f64;
+    Report {
+        options: options.clone(),
+        budget,
+        makespan_s: makespan,
+        slot_time_s: slot_time,
+        ideal_makespan_s: ideal,
+        ratio: if ideal > 0.0 { makespan / ideal } else { 0.0 },
+        peak_out: w.peak_out,
+        out_of_service_mean_s: mean(&outs),
+        out_of_service_max_s: outs.iter().copied().fold(0.0, f64::max),
+        ecs_reads_per_host: w.reads.len() as f64 / hosts,
+        ecs_writes_per_host: w.writes.iter().sum::<u64>() as f64 / hosts,
+        store_ops_per_host: w.store_ops as f64 / hosts,
+        peak_ecs_reads_1s: peak_1s,
+        peak_ecs_reads_10s: peak_10s,
+        peak_window_calls,
+        peak_window_at_s: peak_start,
+        ecs_reads_while_queued: w.reads.iter().filter(|r| r.2).count(),
+        patched: count(&|o| matches!(o, Outcome::Patched { .. })),
+        failed: count(
+            &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step != "waiting-for-slot"),
+        ),
+        gave_up_waiting: count(
+            &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step == "waiting-for-slot"),
+        ),
+        stopped_by_pause: count(&|o| matches!(o, Outcome::Failed { kind: crate::error::Kind::Paused, .. })),
+        dead: outcomes.iter().filter(|o| o.dead).count(),
+        paused: record.paused.as_ref().map(|p| p.reason.clone()),
+        unplaceable_tasks: w.unplaceable,
+        grants_after_pause,
+        left_draining: w
+            .instances
+            .iter()
+            .filter(|i| !i.dead && i.status == "DRAINING" && i.drained_by.is_some())
+            .count(),
+    }
+}

@@ -1,0 +1,383 @@
+//! The simulator's implementations of the cycle's side effects, over the shared world.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::world::{HOST_CAPACITY, World, WorldState};
+use crate::agent::{Agent, AgentMetadata};
+use crate::clock::Clock;
+use crate::coordination::policy::GroupRecord;
+use crate::coordination::store::{LeaseStore, Versioned};
+use crate::ecs::{ContainerInstance, Ecs, Task};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::packages::{PackageManager, PackageUpdate, RebootNeed};
+
+/// The simulation's durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// Downloading the updates.
+    pub download: Duration,
+    /// Installing them.
+    pub install: Duration,
+    /// From reboot request to the machine running again.
+    pub boot: Duration,
+    /// Starting the ECS agent.
+    pub agent_start: Duration,
+    /// A service task takes this long to leave a DRAINING host.
+    pub task_move: Duration,
+    /// A crashed daemon is restarted after this long.
+    pub restart: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            download: Duration::from_secs(30),
+            install: Duration::from_secs(60),
+            boot: Duration::from_secs(90),
+            agent_start: Duration::from_secs(10),
+            task_move: Duration::from_secs(45),
+            restart: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Virtual time on tokio's paused clock, with seeded jitter.
+pub struct SimClock {
+    base: SystemTime,
+    start: tokio::time::Instant,
+    rng: Mutex<StdRng>,
+}
+
+impl SimClock {
+    /// A clock starting now, jittering from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            start: tokio::time::Instant::now(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Virtual milliseconds since the start.
+    pub fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for SimClock {
+    fn now(&self) -> SystemTime {
+        self.base + self.start.elapsed()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn jitter(&self, base: Duration) -> Duration {
+        base.mul_f64(self.rng.lock().expect("rng").random_range(0.5..1.5))
+    }
+}
+
+/// ECS as seen by host `host`; counts every call.
+pub struct SimEcs {
+    /// The world.
+    pub world: World,
+    /// The host making the calls.
+    pub host: usize,
+    /// The clock.
+    pub clock: std::sync::Arc<SimClock>,
+    /// The lease store (to tell whether this host is queued for a slot).
+    pub store: std::sync::Arc<MemoryStore>,
+}
+
+impl SimEcs {
+    fn read(&self, w: &mut WorldState, operation: &'static str, calls: usize) {
+        let id = &w.instances[self.host].id;
+        let queued = self.store.get("sim/default").is_some_and(|v| {
+            serde_json::from_str::<GroupRecord>(&v.body).is_ok_and(|r| r.queue.iter().any(|q| &q.id == id))
+        });
+        for _ in 0..calls {
+            w.reads.push((self.clock.elapsed_ms(), self.host, queued, operation));
+        }
+    }
+
+    fn view(w: &WorldState, index: usize) -> ContainerInstance {
+        let i = &w.instances[index];
+        let running = w.tasks.iter().filter(|t| t.host == index).count();
+        ContainerInstance {
+            arn: i.arn.clone(),
+            ec2_instance_id: i.id.clone(),
+            status: i.status.clone(),
+            agent_connected: i.agent_up && !i.dead,
+            running_tasks: i32::try_from(running).unwrap_or(i32::MAX),
+            pending_tasks: 0,
+            drained_by: i.drained_by.clone(),
+            agent_version: Some(i.agent_version.clone()),
+            registered_at: None,
+            registered: HOST_CAPACITY,
+            remaining: HOST_CAPACITY.minus(w.allocated(index)),
+            availability_zone: Some(i.availability_zone.clone()),
+        }
+    }
+
+    fn set_status(&self, arn: &str, status: &str, drained_by: Option<String>) -> Result<()> {
+        let now = self.clock.elapsed_ms();
+        let mut w = self.world.lock().expect("world");
+        w.writes[self.host] += 1;
+        let index = w.index(arn).ok_or_else(|| missing(arn))?;
+        let instance = &mut w.instances[index];
+        instance.status = status.into();
+        instance.drained_by = drained_by;
+        if status == "DRAINING" {
+            instance.draining_since = now;
+        }
+        w.availability_changed(now);
+        Ok(())
+    }
+}
+
+fn missing(arn: &str) -> Error {
+    Error::Ecs { message: format!("no container instance {arn}"), transient: false }
+}
+
+#[async_trait::async_trait]
+impl Ecs for SimEcs {
+    async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>> {
+        let mut w = self.world.lock().expect("world");
+        self.read(&mut w, "DescribeContainerInstances", 1);
+        Ok(w.index(arn).map(|i| Self::view(&w, i)))
+    }
+
+    async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
+        let mut w = self.world.lock().expect("world");
+        self.read(&mut w, "ListContainerInstances+Describe", 2);
+        Ok(w.index(ec2_instance_id).map(|i| Self::view(&w, i)).into_iter().collect())
+    }
+
+    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>> {
+        let mut w = self.world.lock().expect("world");
+        // One list page and one describe call per 100 instances, as with the real API.
+        let calls = 2 * w.instances.len().div_ceil(100);
+        self.read(&mut w, "cluster snapshot (List+Describe)", calls);
+        // Like ListContainerInstances without a status filter: ACTIVE and DRAINING only.
+        Ok((0..w.instances.len()).filter(|&i| w.instances[i].status != "INACTIVE").map(|i| Self::view(&w, i)).collect())
+    }
+
+    async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()> {
+        self.set_status(arn, "DRAINING", Some(cycle_id.to_string()))
+    }
+
+    async fn activate(&self, arn: &str, _: &str) -> Result<()> {
+        self.set_status(arn, "ACTIVE", None)
+    }
+
+    async fn running_tasks(&self, arn: &str) -> Result<Vec<Task>> {
+        let mut w = self.world.lock().expect("world");
+        let index = w.index(arn).ok_or_else(|| missing(arn))?;
+        let tasks: Vec<Task> = w
+            .tasks
+            .iter()
+            .filter(|t| t.host == index)
+            .map(|t| Task { arn: t.arn.clone(), started_by: t.service.then(|| "ecs-svc/sim".to_string()) })
+            .collect();
+        self.read(&mut w, "ListTasks+DescribeTasks", if tasks.is_empty() { 1 } else { 2 });
+        Ok(tasks)
+    }
+
+    async fn stop_task(&self, task_arn: &str, _: &str) -> Result<()> {
+        let mut w = self.world.lock().expect("world");
+        w.writes[self.host] += 1;
+        w.tasks.retain(|t| t.arn != task_arn);
+        Ok(())
+    }
+
+    async fn deregister(&self, _: &str) -> Result<()> {
+        self.world.lock().expect("world").writes[self.host] += 1;
+        Ok(())
+    }
+}
+
+/// The ECS agent of host `host`.
+pub struct SimAgent {
+    /// The world.
+    pub world: World,
+    /// The host.
+    pub host: usize,
+}
+
+#[async_trait::async_trait]
+impl Agent for SimAgent {
+    async fn metadata(&self) -> Result<AgentMetadata> {
+        let w = self.world.lock().expect("world");
+        let i = &w.instances[self.host];
+        if !i.agent_up {
+            return Err(Error::Host("the simulated ECS agent is not running".into()));
+        }
+        Ok(AgentMetadata {
+            cluster: "sim".into(),
+            container_instance_arn: Some(i.arn.clone()),
+            version: i.agent_version.clone(),
+        })
+    }
+}
+
+/// What happens to a simulated machine from outside the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// The daemon asked for a reboot.
+    Reboot,
+    /// The daemon crashed (kill -9).
+    Crash,
+}
+
+/// The machine of host `host`.
+pub struct SimHost {
+    /// The world.
+    pub world: World,
+    /// The host.
+    pub host: usize,
+    /// Its boot id.
+    pub boot_id: std::sync::Arc<Mutex<String>>,
+    /// Tells the host's runner to take the daemon down.
+    pub power: mpsc::UnboundedSender<Power>,
+    /// Durations.
+    pub timings: Timings,
+    /// The clock.
+    pub clock: std::sync::Arc<SimClock>,
+}
+
+impl SimHost {
+    async fn agent_comes_up(&self) {
+        self.clock.sleep(self.timings.agent_start).await;
+        let now = self.clock.elapsed_ms();
+        let mut w = self.world.lock().expect("world");
+        let instance = &mut w.instances[self.host];
+        instance.agent_up = true;
+        if instance.patched {
+            instance.agent_version = "1.1.0".into();
+        }
+        w.availability_changed(now);
+    }
+}
+
+#[async_trait::async_trait]
+impl Host for SimHost {
+    fn boot_id(&self) -> Result<String> {
+        Ok(self.boot_id.lock().expect("boot id").clone())
+    }
+
+    async fn reboot(&self) -> Result<()> {
+        let now = self.clock.elapsed_ms();
+        {
+            let mut w = self.world.lock().expect("world");
+            w.instances[self.host].agent_up = false;
+            w.availability_changed(now);
+        }
+        let _ = self.power.send(Power::Reboot);
+        Ok(())
+    }
+
+    async fn start_agent(&self) -> Result<()> {
+        self.agent_comes_up().await;
+        Ok(())
+    }
+
+    async fn restart_agent(&self) -> Result<()> {
+        self.agent_comes_up().await;
+        Ok(())
+    }
+}
+
+/// The package manager of host `host`.
+pub struct SimPackages {
+    /// The world.
+    pub world: World,
+    /// The host.
+    pub host: usize,
+    /// Its install fails.
+    pub fails: bool,
+    /// Durations.
+    pub timings: Timings,
+    /// The clock.
+    pub clock: std::sync::Arc<SimClock>,
+}
+
+#[async_trait::async_trait]
+impl PackageManager for SimPackages {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    async fn pending_updates(&self) -> Result<Vec<PackageUpdate>> {
+        if self.world.lock().expect("world").instances[self.host].patched {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            PackageUpdate { name: "kernel".into(), current: Some("6.1.1".into()), available: "6.1.2".into() },
+            PackageUpdate { name: "ecs-init".into(), current: Some("1.0.0".into()), available: "1.1.0".into() },
+        ])
+    }
+
+    async fn download(&self, _: &[String]) -> Result<()> {
+        self.clock.sleep(self.timings.download).await;
+        Ok(())
+    }
+
+    async fn install(&self, _: &[String]) -> Result<()> {
+        self.clock.sleep(self.timings.install).await;
+        if self.fails {
+            return Err(Error::Packages("`dnf -y upgrade` failed with exit code 1 (simulated)".into()));
+        }
+        self.world.lock().expect("world").instances[self.host].patched = true;
+        Ok(())
+    }
+
+    async fn reboot_required(&self) -> Result<RebootNeed> {
+        Ok(RebootNeed { needed: true, reason: "kernel updated (simulated)".into() })
+    }
+}
+
+/// A lease store in memory, with DynamoDB's conditional-write semantics.
+pub struct MemoryStore {
+    items: Mutex<HashMap<String, Versioned>>,
+    world: World,
+}
+
+impl MemoryStore {
+    /// An empty store counting its operations in `world`.
+    pub fn new(world: World) -> Self {
+        Self { items: Mutex::new(HashMap::new()), world }
+    }
+
+    /// The raw value of `key`.
+    pub fn get(&self, key: &str) -> Option<Versioned> {
+        self.items.lock().expect("store").get(key).cloned()
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for MemoryStore {
+    async fn load(&self, key: &str) -> Result<Option<Versioned>> {
+        self.world.lock().expect("world").store_ops += 1;
+        Ok(self.get(key))
+    }
+
+    async fn save(&self, key: &str, body: &str, expected: Option<u64>) -> Result<bool> {
+        self.world.lock().expect("world").store_ops += 1;
+        let mut items = self.items.lock().expect("store");
+        let current = items.get(key).map(|v| v.version);
+        if current != expected {
+            return Ok(false);
+        }
+        items.insert(key.to_string(), Versioned { version: expected.map_or(1, |v| v + 1), body: body.to_string() });
+        Ok(true)
+    }
+}

@@ -1,0 +1,188 @@
+//! Property test over seeded simulations: the real cycle and lease code for a random small
+//! cluster, policy and fault mix per seed. `ECS_PATCHD_SIM_SEEDS=N` runs N seeds (default
+//! 1,000, split over four tests). A failing seed is printed with the command that replays it.
+
+use std::time::Duration;
+
+use ecs_patchd::coordination::policy::Budget;
+use ecs_patchd::coordination::store::StalePolicy;
+use ecs_patchd::sim::{Faults, Options, Report, simulate};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn seeds() -> u64 {
+    std::env::var("ECS_PATCHD_SIM_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+}
+
+fn options(seed: u64) -> Options {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rate = |rng: &mut StdRng| if rng.random_bool(0.3) { rng.random_range(0.05..0.3) } else { 0.0 };
+    Options {
+        hosts: rng.random_range(2..=12),
+        tasks_per_host: rng.random_range(1..=6),
+        zones: rng.random_range(1..=3),
+        max_unavailable: if rng.random_bool(0.5) {
+            Budget::Count(rng.random_range(1..=3))
+        } else {
+            Budget::Percent(rng.random_range(10..=50))
+        },
+        min_healthy_percent: if rng.random_bool(0.3) { 50 } else { 0 },
+        one_az_at_a_time: rng.random_bool(0.3),
+        on_stale_lease: if rng.random_bool(0.5) { StalePolicy::Pause } else { StalePolicy::Reclaim },
+        seed,
+        start_within: Duration::from_secs(rng.random_range(0..600)),
+        faults: Faults {
+            crash: rate(&mut rng),
+            failed_install: rate(&mut rng),
+            slow_drain: rate(&mut rng),
+            never_returns: rate(&mut rng),
+        },
+    }
+}
+
+fn replay(o: &Options) -> String {
+    format!(
+        "ecs-patchd simulate --hosts {} --tasks {} --zones {} --max-unavailable {} --min-healthy-percent {}{} \
+         --on-stale-lease {} --seed {} --start-within {} --crash {} --failed-install {} --slow-drain {} --never-returns {}",
+        o.hosts,
+        o.tasks_per_host,
+        o.zones,
+        o.max_unavailable,
+        o.min_healthy_percent,
+        if o.one_az_at_a_time { " --one-az-at-a-time" } else { "" },
+        if o.on_stale_lease == StalePolicy::Pause { "pause" } else { "reclaim" },
+        o.seed,
+        o.start_within.as_secs(),
+        o.faults.crash,
+        o.faults.failed_install,
+        o.faults.slow_drain,
+        o.faults.never_returns
+    )
+}
+
+/// What must hold for every seed; `Err` says which property broke.
+fn check(o: &Options, r: &Report) -> Result<(), String> {
+    let budget = o.max_unavailable.resolve(o.hosts);
+    if r.peak_out > budget {
+        return Err(format!("{} hosts out at once, max_unavailable allows {budget}", r.peak_out));
+    }
+    if r.unplaceable_tasks > 0 {
+        return Err(format!("the capacity guard let {} task(s) find no room", r.unplaceable_tasks));
+    }
+    if r.patched + r.failed + r.gave_up_waiting + r.stopped_by_pause + r.dead != o.hosts {
+        return Err(format!("hosts unaccounted for: {r:?}"));
+    }
+    if r.left_draining > 0 {
+        return Err(format!("{} live host(s) left DRAINING by ecs-patchd", r.left_draining));
+    }
+    if r.grants_after_pause > 0 {
+        return Err(format!("{} slot(s) granted after the roll was paused", r.grants_after_pause));
+    }
+    if r.failed > 0 && r.paused.is_none() {
+        return Err(format!("{} cycle(s) failed but the roll was not paused", r.failed));
+    }
+    if r.stopped_by_pause > 0 && r.paused.is_none() {
+        return Err("hosts stopped for a pause that is not recorded".into());
+    }
+    // A host holds at most 8 tasks; any host can be drained when the others have that much
+    // room in all.
+    let absorbable = o.hosts * (8 - o.tasks_per_host.min(8)) >= 8;
+    let faultless = o.faults.failed_install == 0.0 && o.faults.never_returns == 0.0;
+    if faultless && absorbable && (r.patched != o.hosts || r.paused.is_some()) {
+        return Err(format!("without faults only {} of {} hosts were patched: {r:?}", r.patched, o.hosts));
+    }
+    Ok(())
+}
+
+fn run_share(part: u64, parts: u64) {
+    let total = seeds();
+    let mut failures = Vec::new();
+    for seed in (0..total).filter(|s| s % parts == part) {
+        let o = options(seed);
+        let report = simulate(&o, &mut |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e}\n  replay: {}", replay(&o)));
+        if let Err(why) = check(&o, &report) {
+            failures.push(format!("seed {seed}: {why}\n  replay: {}", replay(&o)));
+        }
+    }
+    assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn seeded_simulations_part_1_of_4() {
+    run_share(0, 4);
+}
+
+#[test]
+fn seeded_simulations_part_2_of_4() {
+    run_share(1, 4);
+}
+
+#[test]
+fn seeded_simulations_part_3_of_4() {
+    run_share(2, 4);
+}
+
+#[test]
+fn seeded_simulations_part_4_of_4() {
+    run_share(3, 4);
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let o = options(42);
+    let a = simulate(&o, &mut |_| {}).unwrap();
+    let b = simulate(&o, &mut |_| {}).unwrap();
+    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+}
+
+#[test]
+fn a_failed_install_pauses_the_roll_and_nothing_new_starts() {
+    let mut o = options(7);
+    o.hosts = 10;
+    o.max_unavailable = Budget::Count(2);
+    o.faults = Faults { failed_install: 0.3, ..Faults::default() };
+    let r = simulate(&o, &mut |_| {}).unwrap();
+    assert!(r.failed >= 1, "{r:?}");
+    assert!(r.paused.as_deref().is_some_and(|p| p.contains("failed at installing")), "{r:?}");
+    assert!(r.stopped_by_pause >= 1, "waiting hosts stop: {r:?}");
+    assert_eq!(r.grants_after_pause, 0);
+    assert_eq!(r.left_draining, 0);
+}
+
+#[test]
+fn a_host_that_never_returns_is_reclaimed_under_reclaim_and_pauses_the_roll_otherwise() {
+    for policy in [StalePolicy::Reclaim, StalePolicy::Pause] {
+        let mut paused_runs = 0;
+        for seed in 0..60 {
+            let mut o = options(seed);
+            o.hosts = 6;
+            o.tasks_per_host = 2;
+            o.max_unavailable = Budget::Count(1);
+            o.min_healthy_percent = 0;
+            o.on_stale_lease = policy;
+            o.faults = Faults { never_returns: 0.15, ..Faults::default() };
+            let r = simulate(&o, &mut |_| {}).unwrap();
+            if r.dead != 1 {
+                continue;
+            }
+            assert!(r.peak_out <= 1, "seed {seed}: {r:?}");
+            match policy {
+                StalePolicy::Reclaim => {
+                    assert!(r.paused.is_none(), "seed {seed}: {r:?}");
+                    assert_eq!(r.patched, o.hosts - 1, "seed {seed}: the roll goes on without it: {r:?}");
+                }
+                StalePolicy::Pause => {
+                    // Paused, unless every other host had already finished when its lease expired.
+                    assert!(r.paused.is_some() || r.patched == o.hosts - 1, "seed {seed}: {r:?}");
+                    if r.paused.is_some() {
+                        paused_runs += 1;
+                        assert!(r.paused.as_deref().unwrap().contains("lease expired"), "{r:?}");
+                    }
+                }
+            }
+        }
+        if policy == StalePolicy::Pause {
+            assert!(paused_runs > 0, "no seed exercised the pause");
+        }
+    }
+}
