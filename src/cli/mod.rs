@@ -1,6 +1,7 @@
 //! Command line: parses arguments, wires the real side effects, prints results.
 //! The only place that writes to the terminal.
 
+mod fleet;
 mod logging;
 mod output;
 
@@ -59,6 +60,14 @@ enum Command {
     Config,
     /// Run the real cycle and lease code for many hosts against a simulated cluster on a virtual clock.
     Simulate(SimulateArgs),
+    /// See and steer the cluster's roll (backend dynamodb; `release` also for fleetlock).
+    Fleet {
+        /// The cluster (default: identity.cluster, then ECS_CLUSTER in ecs.config).
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Show the cycle journal: step, since when, last result.
     Status {
         /// Print JSON instead of text.
@@ -142,6 +151,7 @@ fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> 
             Command::Run => run(&settings).await,
             Command::Config => show_config(&settings),
             Command::Status { json } => status(&settings, *json),
+            Command::Fleet { cluster, command } => fleet::run(&settings, cluster.clone(), command).await,
             Command::Simulate(args) => simulate(args),
         }
     })

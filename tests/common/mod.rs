@@ -26,27 +26,99 @@ pub struct Options<'a> {
     pub imds_refuse_token: bool,
     /// TOML merged over the generated configuration.
     pub config: &'a str,
+    /// Run a FleetLock stand-in with this many slots (0: none).
+    pub fleetlock_slots: u32,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { manager: "dnf", scenario: "full", tasks: 3, standalone_tasks: 0, imds_refuse_token: false, config: "" }
+        Self {
+            manager: "dnf",
+            scenario: "full",
+            tasks: 3,
+            standalone_tasks: 0,
+            imds_refuse_token: false,
+            config: "",
+            fleetlock_slots: 0,
+        }
     }
 }
 
-/// One simulated host; the stand-ins stop when it is dropped.
+/// One simulated host; stand-ins it started itself stop when it is dropped.
 pub struct TestHost {
     pub dir: tempfile::TempDir,
     pub manager: String,
+    /// The stand-ins' addresses, with this host's own (instance id, ARN, IMDS, agent) on top.
     pub standin: Value,
+    /// Its index among the stand-ins' hosts.
+    pub index: usize,
     env: Vec<(String, String)>,
+}
+
+/// Several hosts sharing one set of stand-ins (one cluster, one lease table).
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<TestHost>,
+}
+
+impl Fleet {
+    /// Starts stand-ins with `standin_args` for `count` hosts, each configured for
+    /// `manager`/`scenario` with `config` merged over its configuration.
+    pub fn start(count: usize, standin_args: &[&str], manager: &str, scenario: &str, config: &str) -> Self {
+        let dir = tempdir();
+        let out = Command::new(repo().join("tests/standins/start-standins.sh"))
+            .arg(dir.path())
+            .args(["--hosts", &count.to_string()])
+            .args(standin_args)
+            .env("STANDIN_PYTHON", python())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "start-standins.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let state = dir.path().join("standin.json");
+        let hosts =
+            (0..count).map(|index| TestHost::configure(tempdir(), &state, index, manager, scenario, config)).collect();
+        Self { dir, hosts }
+    }
+
+    /// Posts to the stand-ins' control API.
+    pub fn control(&self, path: &str, body: &str) -> Value {
+        self.hosts[0].control(path, body)
+    }
+
+    /// The lease table's items, by key.
+    pub fn lease(&self) -> Value {
+        self.control("lease", "{}")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        stop_standins(self.dir.path());
+    }
+}
+
+/// Stops the stand-ins started in `dir`, if any were.
+fn stop_standins(dir: &std::path::Path) {
+    if let Ok(pid) = std::fs::read_to_string(dir.join("standin.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("ecs-patchd-test.").tempdir().unwrap()
 }
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
+/// A file of the repository.
+pub fn repo_path(relative: &str) -> PathBuf {
+    repo().join(relative)
+}
+
+/// The python that has moto.
+pub fn python() -> PathBuf {
     let path = std::env::var_os("ECS_PATCHD_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".venv/bin/python"));
@@ -60,24 +132,53 @@ fn python() -> PathBuf {
 
 impl TestHost {
     pub fn start(options: Options<'_>) -> Self {
-        let dir = tempfile::Builder::new().prefix("ecs-patchd-test.").tempdir().unwrap();
-        let mut command = Command::new(repo().join("tests/standins/prepare-host.sh"));
-        command
-            .arg(dir.path())
-            .arg(options.manager)
-            .arg(options.scenario)
-            .arg("--tasks")
-            .arg(options.tasks.to_string())
-            .arg("--standalone-tasks")
-            .arg(options.standalone_tasks.to_string())
-            .env("STANDIN_PYTHON", python());
+        let dir = tempdir();
+        let mut args = vec![
+            "--tasks".to_string(),
+            options.tasks.to_string(),
+            "--standalone-tasks".to_string(),
+            options.standalone_tasks.to_string(),
+        ];
         if options.imds_refuse_token {
-            command.arg("--imds-refuse-token");
+            args.push("--imds-refuse-token".into());
         }
-        let out = command.output().unwrap();
-        assert!(out.status.success(), "prepare-host.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let standin: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("standin.json")).unwrap()).unwrap();
+        if options.fleetlock_slots > 0 {
+            args.extend(["--fleetlock-slots".to_string(), options.fleetlock_slots.to_string()]);
+        }
+        let out = Command::new(repo().join("tests/standins/start-standins.sh"))
+            .arg(dir.path())
+            .args(&args)
+            .env("STANDIN_PYTHON", python())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "start-standins.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let state = dir.path().join("standin.json");
+        Self::configure(dir, &state, 0, options.manager, options.scenario, options.config)
+    }
+
+    /// Configures host `index` of running stand-ins (described in `state`) in `dir`.
+    fn configure(
+        dir: tempfile::TempDir,
+        state: &std::path::Path,
+        index: usize,
+        manager: &str,
+        scenario: &str,
+        config: &str,
+    ) -> Self {
+        let out = Command::new(repo().join("tests/standins/configure-host.sh"))
+            .arg(dir.path())
+            .arg(state)
+            .arg(index.to_string())
+            .arg(manager)
+            .arg(scenario)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "configure-host.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut standin: Value = serde_json::from_str(&std::fs::read_to_string(state).unwrap()).unwrap();
+        let own = standin["hosts"][index].clone();
+        for (k, v) in own.as_object().unwrap() {
+            standin[k] = v.clone();
+        }
         let env = std::fs::read_to_string(dir.path().join("env"))
             .unwrap()
             .lines()
@@ -85,11 +186,16 @@ impl TestHost {
             .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
             .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
-        let host = Self { dir, manager: options.manager.to_string(), standin, env };
-        if !options.config.is_empty() {
-            host.merge_config(options.config);
+        let host = Self { dir, manager: manager.to_string(), standin, index, env };
+        if !config.is_empty() {
+            host.merge_config(config);
         }
         host
+    }
+
+    /// Posts `path` to the control API on behalf of this host.
+    pub fn host_control(&self, path: &str) -> Value {
+        self.control(path, &format!("{{\"host\": {}}}", self.index))
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -256,9 +362,7 @@ impl TestHost {
 
 impl Drop for TestHost {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.path("standin.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
+        stop_standins(self.dir.path());
     }
 }
 

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Stand-in for `systemctl start ecs` / `systemctl restart ecs`: the agent that comes up is
 # the ecs-init version installed in the throwaway root.
-# usage: agent.sh start|restart CONTROL_URL dnf|apt ROOT
+# usage: agent.sh start|restart CONTROL_URL dnf|apt ROOT HOST_INDEX
 set -eu
-url=$2 manager=$3 root=$4
+url=$2 manager=$3 root=$4 host=$5
 case $manager in
   dnf) version=$(rpm --root="$root" -q --qf '%{VERSION}' ecs-init) ;;
   apt) version=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Version}' ecs-init) ;;
   *) echo "unknown package manager $manager" >&2; exit 2 ;;
 esac
-python3 "$(dirname "$0")/standin_ctl.py" "$url" agent/start "{\"version\": \"$version\"}" >/dev/null
+python3 "$(dirname "$0")/standin_ctl.py" "$url" agent/start "{\"version\": \"$version\", \"host\": $host}" >/dev/null

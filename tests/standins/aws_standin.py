@@ -7,7 +7,10 @@
 - a scheduler thread that plays the ECS service scheduler: tasks started by a service
   (`startedBy = ecs-svc/...`) are stopped on a DRAINING instance and started again on an
   ACTIVE peer; standalone tasks are left alone, as ECS does;
-- a control API under `/_standin/` on the moto port, used by the test scripts.
+- a control API under `/_standin/` on the moto port, used by the test scripts;
+- with --hosts N, N such hosts (each with its own IMDS and agent); with --lease-table, the
+  DynamoDB table ecs-patchd keeps slots in; with --fleetlock-slots, a FleetLock server
+  answering as airlock does (500 `failed_lock` when the semaphore is full).
 
 When everything is up, the addresses and ids are written as JSON to --state-file.
 """
@@ -41,55 +44,55 @@ class World:
         self.args = args
         self.lock = threading.RLock()
         self.calls = {}
-        self.agent_up = True
-        self.agent_version = args.agent_version
-        self.lose_agent_state = False
-        self.instance_id = None
-        self.arn = None
+        self.hosts = []  # each: instance_id, arn, agent_up, agent_version, lose_agent_state
         self.cluster = args.cluster
+        self.fleetlock = {"holders": [], "calls": []}
+
+    def host(self, index):
+        return self.hosts[int(index or 0)]
 
     # ---- moto backend access ---------------------------------------------------------
     def ecs(self):
         from moto.ecs.models import ecs_backends
         return ecs_backends[ACCOUNT][REGION]
 
-    def records(self):
-        """Container instances registered from our EC2 instance."""
+    def records(self, h):
+        """Container instances registered from host h's EC2 instance."""
         return [ci for ci in self.ecs().container_instances.get(self.cluster, {}).values()
-                if ci.ec2_instance_id == self.instance_id]
+                if ci.ec2_instance_id == h["instance_id"]]
 
     def count(self, name):
         with self.lock:
             self.calls[name] = self.calls.get(name, 0) + 1
 
     # ---- control operations ------------------------------------------------------------
-    def agent_stop(self):
+    def agent_stop(self, h):
         with self.lock:
-            self.agent_up = False
-            for ci in self.records():
+            h["agent_up"] = False
+            for ci in self.records(h):
                 ci.agent_connected = False
 
-    def agent_start(self, version=None):
+    def agent_start(self, h, version=None):
         with self.lock:
             if version:
-                self.agent_version = version
-            if self.lose_agent_state:
+                h["agent_version"] = version
+            if h["lose_agent_state"]:
                 # The agent's saved state is gone: it registers a new container instance.
-                fresh = self.ecs().register_container_instance(self.cluster, self.instance_id)
-                self.arn = fresh.container_instance_arn
-                self.lose_agent_state = False
-            for ci in self.records():
-                ci.agent_connected = ci.container_instance_arn == self.arn
-            self.agent_up = True
+                fresh = self.ecs().register_container_instance(self.cluster, h["instance_id"])
+                h["arn"] = fresh.container_instance_arn
+                h["lose_agent_state"] = False
+            for ci in self.records(h):
+                ci.agent_connected = ci.container_instance_arn == h["arn"]
+            h["agent_up"] = True
 
-    def reboot(self, lose_agent_state):
+    def reboot(self, h, lose_agent_state):
         with self.lock:
-            self.lose_agent_state = bool(lose_agent_state)
-        self.agent_stop()
+            h["lose_agent_state"] = bool(lose_agent_state)
+        self.agent_stop(h)
 
-    def drain_by_other(self):
+    def drain_by_other(self, h):
         with self.lock:
-            self.ecs().update_container_instances_state(self.cluster, [self.arn], "DRAINING")
+            self.ecs().update_container_instances_state(self.cluster, [h["arn"]], "DRAINING")
 
     def describe(self):
         backend = self.ecs()
@@ -105,8 +108,19 @@ class World:
                                      and t.desired_status == "RUNNING"),
                 "attributes": {k: v for k, v in ci.attributes.items() if not k.startswith("ecs.")},
             })
-        return {"instances": out, "calls": dict(self.calls), "current_arn": self.arn,
-                "agent_version": self.agent_version, "agent_up": self.agent_up}
+        first = self.hosts[0]
+        return {"instances": out, "calls": dict(self.calls), "current_arn": first["arn"],
+                "agent_version": first["agent_version"], "agent_up": first["agent_up"],
+                "hosts": [{k: h[k] for k in ("instance_id", "arn", "agent_version", "agent_up")} for h in self.hosts]}
+
+    def lease_items(self):
+        from moto.dynamodb.models import dynamodb_backends
+        table = dynamodb_backends[ACCOUNT][REGION].get_table(self.args.lease_table)
+        items = {}
+        for item in table.all_items():
+            doc = item.to_json()["Attributes"]
+            items[doc["id"]["S"]] = json.loads(doc["body"]["S"])
+        return items
 
     # ---- the ECS service scheduler -----------------------------------------------------
     def schedule_forever(self):
@@ -145,16 +159,23 @@ def moto_app(world):
         path = environ["PATH_INFO"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+        host = world.host(body.get("host", 0))
         if path == "/_standin/state":
             result = world.describe()
+        elif path == "/_standin/lease":
+            result = world.lease_items()
+        elif path == "/_standin/fleetlock":
+            result = world.fleetlock
+        elif path == "/_standin/fleetlock/hold":
+            world.fleetlock["holders"].append(body["id"]); result = {}
         elif path == "/_standin/agent/stop":
-            world.agent_stop(); result = {}
+            world.agent_stop(host); result = {}
         elif path == "/_standin/agent/start":
-            world.agent_start(body.get("version")); result = {}
+            world.agent_start(host, body.get("version")); result = {}
         elif path == "/_standin/reboot":
-            world.reboot(body.get("lose_agent_state")); result = {}
+            world.reboot(host, body.get("lose_agent_state")); result = {}
         elif path == "/_standin/drain-by-other":
-            world.drain_by_other(); result = {}
+            world.drain_by_other(host); result = {}
         else:
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error": "unknown control path"}']
@@ -181,7 +202,7 @@ def moto_app(world):
     return app
 
 
-def imds_handler(world, state):
+def imds_handler(world, h):
     tokens = set()
 
     class Handler(BaseHTTPRequestHandler):
@@ -209,12 +230,12 @@ def imds_handler(world, state):
         def do_GET(self):
             if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
                 return self.reply(401)
-            doc = {"instanceId": world.instance_id, "region": REGION, "availabilityZone": AZ,
+            doc = {"instanceId": h["instance_id"], "region": REGION, "availabilityZone": AZ,
                    "accountId": ACCOUNT, "instanceType": "m5.large", "architecture": "x86_64",
                    "imageId": "ami-0standin", "privateIp": "10.0.0.10"}
             paths = {
                 "/latest/dynamic/instance-identity/document": json.dumps(doc),
-                "/latest/meta-data/instance-id": world.instance_id,
+                "/latest/meta-data/instance-id": h["instance_id"],
                 "/latest/meta-data/placement/region": REGION,
                 "/latest/meta-data/placement/availability-zone": AZ,
             }
@@ -225,26 +246,68 @@ def imds_handler(world, state):
     return Handler
 
 
-def agent_handler(world):
+def agent_handler(world, h):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
         def do_GET(self):
-            if not world.agent_up:
+            if not h["agent_up"]:
                 # A stopped agent does not answer at all.
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if self.path != "/v1/metadata":
                 self.send_response(404); self.end_headers(); return
-            body = json.dumps({"Cluster": world.cluster, "ContainerInstanceArn": world.arn,
-                               "Version": world.agent_version}).encode()
+            body = json.dumps({"Cluster": world.cluster, "ContainerInstanceArn": h["arn"],
+                               "Version": h["agent_version"]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+    return Handler
+
+
+def fleetlock_handler(world):
+    """The FleetLock protocol as airlock answers it."""
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("fleet-lock-protocol") != "true":
+                return self.reply(400, {"kind": "missing_header", "value": "fleet-lock-protocol header missing"})
+            try:
+                params = json.loads(raw)["client_params"]
+                node, group = params["id"], params["group"]
+            except (ValueError, KeyError):
+                return self.reply(400, {"kind": "bad_request", "value": "client_params with id and group required"})
+            state = world.fleetlock
+            with world.lock:
+                state["calls"].append({"path": self.path, "id": node, "group": group})
+                if self.path == "/v1/pre-reboot":
+                    if node in state["holders"]:
+                        return self.reply(200, {})
+                    if len(state["holders"]) >= world.args.fleetlock_slots:
+                        return self.reply(500, {"kind": "failed_lock", "value": "semaphore is full"})
+                    state["holders"].append(node)
+                    return self.reply(200, {})
+                if self.path == "/v1/steady-state":
+                    if node in state["holders"]:
+                        state["holders"].remove(node)
+                    return self.reply(200, {})
+            return self.reply(404, {"kind": "not_found", "value": self.path})
 
     return Handler
 
@@ -276,15 +339,24 @@ def setup(world, moto_url, args):
             "containerInstance"]["containerInstanceArn"]
         return instance, arn
 
-    world.instance_id, world.arn = host()
+    for _ in range(args.hosts):
+        instance, arn = host()
+        world.hosts.append({"instance_id": instance, "arn": arn, "agent_up": True,
+                            "agent_version": args.agent_version, "lose_agent_state": False})
     for _ in range(args.peers):
         host()
-    if args.tasks:
-        ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[world.arn] * args.tasks,
-                       startedBy="ecs-svc/web")
-    if args.standalone_tasks:
-        ecs.start_task(cluster=args.cluster, taskDefinition="web",
-                       containerInstances=[world.arn] * args.standalone_tasks)
+    for h in world.hosts:
+        if args.tasks:
+            ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[h["arn"]] * args.tasks,
+                           startedBy="ecs-svc/web")
+        if args.standalone_tasks:
+            ecs.start_task(cluster=args.cluster, taskDefinition="web",
+                           containerInstances=[h["arn"]] * args.standalone_tasks)
+    if args.lease_table:
+        session.client("dynamodb", endpoint_url=moto_url).create_table(
+            TableName=args.lease_table, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
     # One lifecycle step per DescribeTasks call is moto's default: keep tasks where they are.
     import urllib.request
     req = urllib.request.Request(
@@ -298,9 +370,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-file", required=True, help="where to write the addresses and ids (JSON)")
     parser.add_argument("--cluster", default="demo")
-    parser.add_argument("--tasks", type=int, default=3, help="service tasks on this host")
-    parser.add_argument("--standalone-tasks", type=int, default=0, help="standalone tasks on this host")
-    parser.add_argument("--peers", type=int, default=1, help="other hosts in the cluster")
+    parser.add_argument("--hosts", type=int, default=1, help="hosts that run ecs-patchd")
+    parser.add_argument("--tasks", type=int, default=3, help="service tasks on each host")
+    parser.add_argument("--standalone-tasks", type=int, default=0, help="standalone tasks on each host")
+    parser.add_argument("--peers", type=int, default=1, help="other hosts in the cluster (they take the tasks)")
+    parser.add_argument("--lease-table", default="", help="create this DynamoDB table for the slots")
+    parser.add_argument("--fleetlock-slots", type=int, default=0, help="run a FleetLock server with this many slots")
     parser.add_argument("--agent-version", default="1.0.0")
     parser.add_argument("--scheduler-period", type=float, default=0.2)
     parser.add_argument("--imds-refuse-token", action="store_true", help="answer every token request with 403")
@@ -308,19 +383,25 @@ def main():
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     world = World(args)
-    ports = {name: free_port() for name in ("moto", "imds", "agent")}
+    ports = {"moto": free_port(), "fleetlock": free_port()}
     from werkzeug.serving import make_server
     moto = make_server("127.0.0.1", ports["moto"], moto_app(world), threaded=True)
     threading.Thread(target=moto.serve_forever, daemon=True).start()
     moto_url = f"http://127.0.0.1:{ports['moto']}"
     setup(world, moto_url, args)
-    serve(imds_handler(world, None), ports["imds"])
-    serve(agent_handler(world), ports["agent"])
+    hosts = []
+    for h in world.hosts:
+        imds, agent = free_port(), free_port()
+        serve(imds_handler(world, h), imds)
+        serve(agent_handler(world, h), agent)
+        hosts.append({"imds_url": f"http://127.0.0.1:{imds}", "agent_url": f"http://127.0.0.1:{agent}",
+                      "instance_id": h["instance_id"], "container_instance_arn": h["arn"]})
+    if args.fleetlock_slots:
+        serve(fleetlock_handler(world), ports["fleetlock"])
     threading.Thread(target=world.schedule_forever, daemon=True).start()
 
-    state = {"moto_url": moto_url, "imds_url": f"http://127.0.0.1:{ports['imds']}",
-             "agent_url": f"http://127.0.0.1:{ports['agent']}", "instance_id": world.instance_id,
-             "cluster": world.cluster, "container_instance_arn": world.arn, "region": REGION}
+    state = dict(hosts[0], moto_url=moto_url, cluster=world.cluster, region=REGION, hosts=hosts,
+                 lease_table=args.lease_table, fleetlock_url=f"http://127.0.0.1:{ports['fleetlock']}")
     temp = args.state_file + ".tmp"
     with open(temp, "w") as f:
         json.dump(state, f)

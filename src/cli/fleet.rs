@@ -1,0 +1,231 @@
+//! `ecs-patchd fleet ...`: see and steer the roll of a cluster from any host or laptop.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use clap::Subcommand;
+use serde::Serialize;
+
+use ecs_patchd::clock::{Clock, SystemClock};
+use ecs_patchd::config::{Backend, Settings};
+use ecs_patchd::coordination::fleetlock::FleetLock;
+use ecs_patchd::coordination::store::{GroupView, StoreCoordinator};
+use ecs_patchd::coordination::{self, Coordinator, Grant};
+use ecs_patchd::ecs::{AwsEcs, ContainerInstance, Ecs};
+use ecs_patchd::error::{Error, Result};
+use ecs_patchd::identity;
+
+/// The fleet commands.
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Slot holders (step, age, lease), waiting hosts, the pause, and the cluster's instances.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Halt the roll: no host starts a new cycle until `fleet resume`.
+    Pause {
+        /// Why (shown to every host and in `fleet status`).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a pause.
+    Resume,
+    /// Free the slot an instance holds (for a host that will not come back).
+    Release {
+        /// The EC2 instance id holding the slot.
+        instance: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs a fleet command for `cluster` (or the one this host belongs to).
+pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCommand) -> Result<ExitCode> {
+    let cluster = match cluster.or_else(|| Some(settings.identity.cluster.clone()).filter(|c| !c.is_empty())) {
+        Some(cluster) => cluster,
+        None => identity::cluster_from_ecs_config(&settings.paths.ecs_config)
+            .map_err(|e| Error::Config(format!("name the cluster with --cluster or identity.cluster ({e})")))?,
+    };
+    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let c = &settings.coordination;
+    match c.backend {
+        Backend::None => Err(Error::Config(
+            "coordination.backend is \"none\": hosts do not share slots, so there is no fleet to show or steer".into(),
+        )),
+        Backend::Fleetlock => {
+            let lock = FleetLock::new(&c.fleetlock_url, &c.group, c.policy(), clock, Duration::from_secs(10))?;
+            match command {
+                FleetCommand::Release { instance, yes } => {
+                    confirm(&format!("Release the FleetLock slot of {instance} in group {}?", c.group), *yes)?;
+                    lock.release(&Grant { group: c.group.clone(), token: 0 }, instance).await?;
+                    println!("released the slot of {instance}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => Err(Error::Config(
+                    "the FleetLock protocol has no status or pause; only `fleet release` works with backend \"fleetlock\"".into(),
+                )),
+            }
+        }
+        Backend::Dynamodb => {
+            let store = coordination::store_coordinator(c, &aws, &cluster, clock);
+            store_command(&store, &AwsEcs::new(&aws, &cluster), command).await
+        }
+    }
+}
+
+async fn store_command(store: &StoreCoordinator, ecs: &dyn Ecs, command: &FleetCommand) -> Result<ExitCode> {
+    match command {
+        FleetCommand::Status { json } => {
+            let view = store.view().await?;
+            let instances = ecs.cluster_instances().await?;
+            if *json {
+                let status = Status { group: &view, instances: instances.iter().map(InstanceLine::from).collect() };
+                println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+            } else {
+                print!("{}", status_text(&view, &instances, SystemTime::now()));
+            }
+        }
+        FleetCommand::Pause { reason } => {
+            store.pause(reason, &operator()).await?;
+            println!("paused: {reason}");
+        }
+        FleetCommand::Resume => {
+            let was = store.resume().await?;
+            println!("{}", if was { "resumed" } else { "the roll was not paused" });
+        }
+        FleetCommand::Release { instance, yes } => {
+            let view = store.view().await?;
+            let Some(holder) = view.record.holders.iter().find(|h| &h.id == instance) else {
+                println!("{instance} holds no slot");
+                return Ok(ExitCode::SUCCESS);
+            };
+            confirm(
+                &format!(
+                    "{instance} holds a slot at step {} (cycle {}). If it is still running, releasing lets another host \
+                     go while it is out of service. Release it?",
+                    holder.step, holder.cycle
+                ),
+                *yes,
+            )?;
+            store.release_holder(instance).await?;
+            println!("released the slot of {instance}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who is steering, for the pause record.
+fn operator() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into());
+    format!("operator {user}")
+}
+
+/// Asks on the terminal unless `yes`; refuses without a terminal.
+fn confirm(question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Config(format!("{question} Not confirmed: add --yes when there is no terminal to ask on")));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Config("not confirmed; nothing was changed".into()))
+    }
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    group: &'a GroupView,
+    instances: Vec<InstanceLine>,
+}
+
+#[derive(Serialize)]
+struct InstanceLine {
+    instance_id: String,
+    arn: String,
+    status: String,
+    agent_connected: bool,
+    agent_version: Option<String>,
+    tasks: i32,
+    drained_by: Option<String>,
+}
+
+impl From<&ContainerInstance> for InstanceLine {
+    fn from(i: &ContainerInstance) -> Self {
+        Self {
+            instance_id: i.ec2_instance_id.clone(),
+            arn: i.arn.clone(),
+            status: i.status.clone(),
+            agent_connected: i.agent_connected,
+            agent_version: i.agent_version.clone(),
+            tasks: i.running_tasks + i.pending_tasks,
+            drained_by: i.drained_by.clone(),
+        }
+    }
+}
+
+fn ago(now: SystemTime, unix_ms: u64) -> String {
+    let then = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    match now.duration_since(then) {
+        Ok(d) => format!("{} ago", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+        Err(e) => format!("in {}", humantime::format_duration(Duration::from_secs(e.duration().as_secs()))),
+    }
+}
+
+fn status_text(view: &GroupView, instances: &[ContainerInstance], now: SystemTime) -> String {
+    let r = &view.record;
+    let mut s = String::new();
+    let _ = writeln!(s, "group      {}", view.key);
+    match &r.paused {
+        Some(p) => {
+            let _ = writeln!(s, "paused     YES, by {} {}: {}", p.by, ago(now, p.at), p.reason);
+        }
+        None => {
+            let _ = writeln!(s, "paused     no");
+        }
+    }
+    let _ = writeln!(s, "holders    {}", r.holders.len());
+    for h in &r.holders {
+        let _ = writeln!(
+            s,
+            "  {}  step {:<16} took the slot {}, lease expires {}, token {}",
+            h.id,
+            h.step,
+            ago(now, h.acquired_at),
+            ago(now, h.expires_at),
+            h.token
+        );
+    }
+    let _ = writeln!(s, "waiting    {}", r.queue.len());
+    for (n, w) in r.queue.iter().enumerate() {
+        let _ = writeln!(s, "  {:>3}. {}  asking since {}", n + 1, w.id, ago(now, w.since));
+    }
+    let _ = writeln!(s, "instances  {}", instances.len());
+    for i in instances {
+        let _ = writeln!(
+            s,
+            "  {}  {:<8} agent {} {:<12} tasks {}{}",
+            i.ec2_instance_id,
+            i.status,
+            if i.agent_connected { "connected   " } else { "disconnected" },
+            i.agent_version.as_deref().unwrap_or("?"),
+            i.running_tasks + i.pending_tasks,
+            i.drained_by.as_deref().map(|c| format!("  drained by {c}")).unwrap_or_default()
+        );
+    }
+    s
+}

@@ -1,0 +1,203 @@
+//! Several real binaries sharing one cluster and one lease: DynamoDB (on moto) and FleetLock.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Fleet, KILLED, Options, TestHost};
+use serde_json::Value;
+
+const LEASE_KEY: &str = "demo/default";
+
+fn dynamodb_config(max_unavailable: u32, on_stale: &str, ttl: &str) -> String {
+    format!(
+        "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"ecs-patchd-leases\"\nmax_unavailable = {max_unavailable}\n\
+         on_stale_lease = \"{on_stale}\"\nlease_ttl = \"{ttl}\"\nsettle = \"1s\"\npoll = \"300ms\"\nsnapshot_max_age = \"1s\"\n"
+    )
+}
+
+fn fleet(hosts: usize, config: &str) -> Fleet {
+    Fleet::start(hosts, &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases"], "dnf", "full", config)
+}
+
+/// Hosts of `fleet` out of service now (not ACTIVE, or agent disconnected).
+fn out_of_service(state: &Value, fleet: &Fleet) -> usize {
+    let ours: Vec<&Value> = fleet.hosts.iter().map(|h| &h.standin["instance_id"]).collect();
+    state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| ours.contains(&&i["ec2_instance_id"]))
+        .filter(|i| i["status"] != "ACTIVE" || i["agent_connected"] != true)
+        .count()
+}
+
+#[test]
+fn four_hosts_roll_at_most_two_at_a_time_through_dynamodb() {
+    let fleet = fleet(4, &dynamodb_config(2, "pause", "30s"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new((0usize, 0usize)));
+    let watcher = {
+        let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+        let probe = fleet.hosts[0].standin["moto_url"].as_str().unwrap().to_string();
+        let fleet_ids: Vec<Value> = fleet.hosts.iter().map(|h| h.standin["instance_id"].clone()).collect();
+        std::thread::spawn(move || {
+            let ctl = |path: &str| -> Value {
+                let out = std::process::Command::new(common::python())
+                    .arg(common::repo_path("tests/standins/standin_ctl.py"))
+                    .args([probe.as_str(), path, "{}"])
+                    .output()
+                    .unwrap();
+                serde_json::from_slice(&out.stdout).unwrap()
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let state = ctl("state");
+                let out = state["instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|i| fleet_ids.contains(&i["ec2_instance_id"]))
+                    .filter(|i| i["status"] != "ACTIVE" || i["agent_connected"] != true)
+                    .count();
+                let holders = ctl("lease")[LEASE_KEY]["holders"].as_array().map_or(0, Vec::len);
+                let mut s = seen.lock().unwrap();
+                *s = (s.0.max(out), s.1.max(holders));
+            }
+        })
+    };
+    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = fleet.hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    for (host, runs) in fleet.hosts.iter().zip(&results) {
+        assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+        assert_eq!(host.installed("demo-app"), "2.0");
+        assert_eq!(host.record()["status"], "ACTIVE");
+    }
+    let (max_out, max_holders) = *seen.lock().unwrap();
+    assert!(max_out <= 2, "{max_out} hosts were out at once");
+    assert!(max_holders <= 2, "{max_holders} slots were held at once");
+    assert!(max_out >= 1 && max_holders >= 1, "the watcher saw the roll");
+    let lease = &fleet.lease()[LEASE_KEY];
+    assert_eq!(lease["holders"], serde_json::json!([]), "{lease}");
+    assert_eq!(lease["queue"], serde_json::json!([]), "{lease}");
+    assert_eq!(lease["paused"], Value::Null);
+    assert_eq!(out_of_service(&fleet.hosts[0].ecs(), &fleet), 0);
+}
+
+/// Host 0 takes the slot and is killed for good (kill -9 at the install); the others wait.
+fn kill_the_holder(fleet: &Fleet) {
+    let run = fleet.hosts[0].run_with(&["run"], &[("ECS_PATCHD_FAULT_KILL", "installing:persisted")]);
+    assert_eq!(run.code, KILLED, "{run:?}");
+    assert_eq!(fleet.lease()[LEASE_KEY]["holders"][0]["id"], fleet.hosts[0].standin["instance_id"]);
+}
+
+#[test]
+fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
+    let fleet = fleet(3, &dynamodb_config(1, "pause", "3s"));
+    kill_the_holder(&fleet);
+    let started = Instant::now();
+    let runs: Vec<common::Run> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fleet.hosts[1..].iter().map(|h| scope.spawn(move || h.run(&["run"]))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in &runs {
+        assert_eq!(run.code, 75, "a paused roll is 'try later': {run:?}");
+        assert!(run.stdout.contains("the roll is paused"), "{}", run.stdout);
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2), "they waited for the lease to expire");
+    let dead = fleet.hosts[0].standin["instance_id"].as_str().unwrap();
+    let paused = fleet.lease()[LEASE_KEY]["paused"]["reason"].as_str().unwrap().to_string();
+    assert!(paused.contains(dead) && paused.contains("lease expired"), "{paused}");
+    for host in &fleet.hosts[1..] {
+        assert_eq!(host.record()["status"], "ACTIVE");
+        assert_eq!(host.installed("demo-app"), "1.0", "nothing started after the pause");
+    }
+    assert_eq!(fleet.hosts[0].record()["status"], "DRAINING", "the dead host is left as it is");
+
+    // The operator looks, frees the dead host's slot and resumes.
+    let operator = &fleet.hosts[1];
+    let status = operator.run(&["fleet", "status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["group"]["record"]["paused"]["reason"], paused.as_str());
+    let step = status["group"]["record"]["holders"][0]["step"].as_str().unwrap();
+    assert!(["draining", "installing"].contains(&step), "the step at its last renewal: {step}");
+    assert_eq!(status["instances"].as_array().unwrap().len(), 5, "{status}");
+    let refused = operator.run(&["fleet", "release", dead]);
+    assert_ne!(refused.code, 0, "no terminal, no --yes: {refused:?}");
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert_eq!(operator.run(&["fleet", "release", dead, "--yes"]).code, 0);
+    assert_eq!(operator.run(&["fleet", "resume"]).code, 0);
+    let lease = &fleet.lease()[LEASE_KEY];
+    assert_eq!(lease["holders"], serde_json::json!([]), "{lease}");
+    assert_eq!(lease["paused"], Value::Null, "{lease}");
+    let pause = operator.run(&["fleet", "pause", "--reason", "change freeze"]);
+    assert_eq!(pause.code, 0, "{pause:?}");
+    assert_eq!(fleet.lease()[LEASE_KEY]["paused"]["reason"], "change freeze");
+}
+
+#[test]
+fn a_dead_holder_is_reclaimed_under_reclaim_and_the_roll_goes_on() {
+    let fleet = fleet(3, &dynamodb_config(2, "reclaim", "3s"));
+    kill_the_holder(&fleet);
+    fleet.hosts[0].host_control("agent/stop");
+    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fleet.hosts[1..].iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (host, runs) in fleet.hosts[1..].iter().zip(&results) {
+        assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+        assert_eq!(host.installed("demo-app"), "2.0");
+    }
+    let lease = &fleet.lease()[LEASE_KEY];
+    assert_eq!(lease["paused"], Value::Null, "{lease}");
+    assert_eq!(lease["holders"], serde_json::json!([]), "the dead host's slot was reclaimed: {lease}");
+}
+
+fn fleetlock_host(scenario: &str, config: &str) -> TestHost {
+    let host = TestHost::start(Options { scenario, fleetlock_slots: 1, ..Options::default() });
+    let url = host.standin["fleetlock_url"].as_str().unwrap().to_string();
+    host.merge_config(&format!(
+        "[coordination]\nbackend = \"fleetlock\"\nfleetlock_url = \"{url}\"\ngroup = \"web\"\n{config}"
+    ));
+    host
+}
+
+#[test]
+fn fleetlock_slot_is_taken_before_the_drain_and_given_back_after() {
+    let host = fleetlock_host("full", "");
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!(host.installed("demo-app"), "2.0");
+    let lock = host.control("fleetlock", "{}");
+    let calls: Vec<&str> = lock["calls"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(calls, ["/v1/pre-reboot", "/v1/steady-state"], "{lock}");
+    assert_eq!(lock["calls"][0]["group"], "web");
+    assert_eq!(lock["holders"], serde_json::json!([]));
+}
+
+#[test]
+fn a_full_fleetlock_semaphore_keeps_the_host_waiting_untouched() {
+    let host = fleetlock_host("full", "wait_timeout = \"2s\"\n");
+    host.control("fleetlock/hold", "{\"id\": \"another-node\"}");
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("no slot within 2s (FleetLock: semaphore is full)"), "{}", run.stdout);
+    assert_eq!(host.record()["status"], "ACTIVE");
+    assert_eq!(host.installed("demo-app"), "1.0");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+}
+
+#[test]
+fn a_failed_cycle_keeps_its_fleetlock_slot_so_the_roll_halts() {
+    let host = fleetlock_host("broken", "");
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(host.record()["status"], "ACTIVE", "back in service");
+    assert_eq!(host.control("fleetlock", "{}")["holders"], serde_json::json!([host.standin["instance_id"]]));
+}
