@@ -35,7 +35,7 @@ use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
-use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
+use crate::ecs::{ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
 use crate::host::Host;
@@ -136,10 +136,6 @@ pub enum State {
         plan: Plan,
         /// The container instance to drain.
         arn: String,
-        /// Its availability zone.
-        availability_zone: Option<String>,
-        /// What its tasks use (they must fit on the peers).
-        allocated: Capacity,
     },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
@@ -514,15 +510,13 @@ impl<'a> Machine<'a> {
 
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
-            State::Downloading { plan, arn } => self.download(cycle, plan, arn).await,
+            State::Downloading { plan, arn } => self.download(plan, arn).await,
             State::UpdatingAgent { plan, agent_version } => {
                 self.ports.packages.install(&plan.names()).await?;
                 Ok(State::RestartingAgent { plan, agent_version })
             }
             State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
-            State::WaitingForSlot { plan, arn, availability_zone, allocated } => {
-                self.wait_for_slot(cycle, plan, arn, availability_zone, allocated).await
-            }
+            State::WaitingForSlot { plan, arn } => self.wait_for_slot(cycle, plan, arn).await,
             State::Draining { plan, arn, lease } => self.drain(cycle, plan, arn, lease).await,
             State::Installing { plan, arn, lease } => self.install(plan, arn, lease).await,
             State::Rebooting { plan, arn, boot_id, attempt, lease } => {
@@ -562,7 +556,7 @@ impl<'a> Machine<'a> {
 
     // ---- 2. download ----------------------------------------------------------------
 
-    async fn download(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+    async fn download(&self, plan: Plan, arn: String) -> Result<State> {
         self.ports.packages.download(&plan.names()).await?;
         if plan.agent_only {
             let agent = self
@@ -573,12 +567,8 @@ impl<'a> Machine<'a> {
                 .map_err(|e| Error::Host(format!("the ECS agent must be running to update it in place: {e}")))?;
             return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
         }
-        let instance = self.registered(&arn).await?;
-        if instance.status == "DRAINING" && !instance.is_drained_by(&cycle.id) {
-            return Err(not_ours(&instance));
-        }
-        let (availability_zone, allocated) = (instance.availability_zone.clone(), instance.allocated());
-        Ok(State::WaitingForSlot { plan, arn, availability_zone, allocated })
+        // Whether someone else drained the instance is checked right before the drain.
+        Ok(State::WaitingForSlot { plan, arn })
     }
 
     // ---- 3. agent-only update -------------------------------------------------------
@@ -597,21 +587,8 @@ impl<'a> Machine<'a> {
     // ---- 4. slot ------------------------------------------------------------------------
 
     /// Asks the coordinator until it grants a slot; makes no ECS call of its own.
-    async fn wait_for_slot(
-        &self,
-        cycle: &Cycle,
-        plan: Plan,
-        arn: String,
-        availability_zone: Option<String>,
-        allocated: Capacity,
-    ) -> Result<State> {
-        let request = SlotRequest {
-            id: cycle.instance_id.clone(),
-            arn: arn.clone(),
-            cycle: cycle.id.clone(),
-            availability_zone,
-            allocated,
-        };
+    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
+        let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone() };
         let coordination = &self.settings.coordination;
         let deadline = cycle.entered_at + coordination.wait_timeout;
         let mut said = String::new();

@@ -178,8 +178,8 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "ECS read rate  peak {} in one second, {:.2}/s over 10 s; {} read(s) by queued hosts (snapshot refreshes)",
-        r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.ecs_reads_while_queued
+        "ECS read rate  peak {} in one second, {:.2}/s over 10 s, {:.2}/s over 60 s; {} read(s) by queued hosts (snapshot refreshes)",
+        r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.peak_ecs_reads_60s, r.ecs_reads_while_queued
     );
     let _ = writeln!(
         s,

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::ecs::{Capacity, Ecs};
+use crate::ecs::Ecs;
 use crate::error::Result;
-use policy::{Candidate, GroupRecord, Policy, Snapshot};
+use policy::{GroupRecord, Policy, Snapshot};
 
 /// Proof of a slot, kept in the journal across reboots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,16 +39,6 @@ pub struct SlotRequest {
     pub arn: String,
     /// The cycle asking.
     pub cycle: String,
-    /// Availability zone.
-    pub availability_zone: Option<String>,
-    /// Resources its tasks use.
-    pub allocated: Capacity,
-}
-
-impl SlotRequest {
-    fn candidate(&self) -> Candidate {
-        Candidate { id: self.id.clone(), availability_zone: self.availability_zone.clone(), allocated: self.allocated }
-    }
 }
 
 /// The answer to a slot request.
@@ -113,7 +103,7 @@ impl Local {
 impl Coordinator for Local {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
         let snapshot = snapshot(ecs, self.clock.now()).await?;
-        Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, &request.candidate()) {
+        Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, &request.id) {
             Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0 }),
             Err(reason) => Decision::Wait { reason, soon: false },
         })

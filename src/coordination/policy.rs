@@ -167,17 +167,6 @@ pub struct Snapshot {
     pub instances: Vec<InstanceView>,
 }
 
-/// The host asking for a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// EC2 instance id.
-    pub id: String,
-    /// Its availability zone.
-    pub availability_zone: Option<String>,
-    /// Resources its tasks use (they must fit elsewhere).
-    pub allocated: Capacity,
-}
-
 /// Hosts out of service or about to be: slot holders, and any instance not ACTIVE and
 /// connected (DRAINING for any reason, including scale-in) other than `candidate`.
 pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -> usize {
@@ -197,17 +186,21 @@ pub fn free_slots(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, ca
     budget.saturating_sub(unavailable(record, snapshot, candidate))
 }
 
-/// Whether `candidate` may take a slot now; `Err` says why it must wait.
-pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candidate: &Candidate) -> Result<(), String> {
+/// Whether host `candidate` may take a slot now; `Err` says why it must wait. Its zone and
+/// its tasks are read from the snapshot, like everyone else's.
+pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candidate: &str) -> Result<(), String> {
+    let Some(me) = snapshot.instances.iter().find(|i| i.id == candidate) else {
+        return Err(format!("{candidate} is not in the cluster snapshot yet"));
+    };
     let registered = snapshot.instances.len().max(1);
     let budget = policy.max_unavailable.resolve(registered);
-    let out = unavailable(record, snapshot, &candidate.id);
+    let out = unavailable(record, snapshot, candidate);
     if out >= budget {
         return Err(format!("{out} host(s) out of service, max_unavailable allows {budget}"));
     }
     let holding = |id: &str| record.holders.iter().any(|h| h.id == id);
     let healthy_after =
-        snapshot.instances.iter().filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id)).count();
+        snapshot.instances.iter().filter(|i| i.in_service() && i.id != candidate && !holding(&i.id)).count();
     if healthy_after * 100 < policy.min_healthy_percent as usize * registered {
         return Err(format!(
             "only {healthy_after} of {registered} instances would stay in service, min_healthy_percent is {}",
@@ -215,7 +208,7 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candida
         ));
     }
     if policy.one_az_at_a_time
-        && let Some(other) = record.holders.iter().find(|h| h.availability_zone != candidate.availability_zone)
+        && let Some(other) = record.holders.iter().find(|h| h.availability_zone != me.availability_zone)
     {
         return Err(format!(
             "{} is out in {}, and one_az_at_a_time is set",
@@ -230,14 +223,14 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candida
     let free = snapshot
         .instances
         .iter()
-        .filter(|i| i.in_service() && i.id != candidate.id && !holding(&i.id))
+        .filter(|i| i.in_service() && i.id != candidate && !holding(&i.id))
         .fold(Capacity::default(), |sum, i| sum.plus(i.remaining));
     let load = |id: &str, declared: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
         Some(seen) => seen.registered.minus(seen.remaining),
         None => declared,
     };
     let still_to_move = record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated)));
-    let need = load(&candidate.id, candidate.allocated).plus(still_to_move);
+    let need = me.registered.minus(me.remaining).plus(still_to_move);
     if !free.covers(need) {
         return Err(format!(
             "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
@@ -277,13 +270,6 @@ mod tests {
         }
     }
 
-    fn candidate(id: &str, allocated: i64) -> Candidate {
-        Candidate {
-            id: id.into(),
-            availability_zone: Some("a".into()),
-            allocated: Capacity { cpu: allocated, memory: allocated },
-        }
-    }
 
     fn policy(budget: Budget) -> Policy {
         Policy { max_unavailable: budget, min_healthy_percent: 0, one_az_at_a_time: false }
@@ -310,22 +296,28 @@ mod tests {
             ],
         };
         let record = GroupRecord::default();
-        let err = admit(&record, &snapshot, &policy(Budget::Count(1)), &candidate("a", 0)).unwrap_err();
+        let err = admit(&record, &snapshot, &policy(Budget::Count(1)), "a").unwrap_err();
         assert!(err.contains("1 host(s) out of service"), "{err}");
-        assert!(admit(&record, &snapshot, &policy(Budget::Count(2)), &candidate("a", 0)).is_ok());
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(2)), "a").is_ok());
+        assert!(
+            admit(&record, &snapshot, &policy(Budget::Count(2)), "new")
+                .unwrap_err()
+                .contains("not in the cluster snapshot")
+        );
     }
 
     #[test]
     fn capacity_guard_counts_what_holders_still_have_to_move() {
+        // a runs 500 units of tasks; b holds a slot and still runs 1024; c has 600 free.
         let snapshot = Snapshot {
             taken_at: 100,
             instances: vec![instance("a", "ACTIVE", 524), instance("b", "ACTIVE", 0), instance("c", "ACTIVE", 600)],
         };
-        // b holds a slot and, at snapshot time, still runs 1024 units of tasks; c has 600 free.
         let record = GroupRecord { holders: vec![holder("b", 1024, 50)], ..Default::default() };
-        let err = admit(&record, &snapshot, &policy(Budget::Count(3)), &candidate("a", 500)).unwrap_err();
+        let err = admit(&record, &snapshot, &policy(Budget::Count(3)), "a").unwrap_err();
         assert!(err.starts_with("capacity"), "{err}");
-        // Once b's tasks have moved (b empty, c full), a's 500 fit on... nobody: c has 0 left.
+        // Once b's tasks have moved to c (b empty, c with 1000 free... after taking them),
+        // a's 500 fit.
         let moved = Snapshot {
             taken_at: 200,
             instances: vec![
@@ -334,20 +326,16 @@ mod tests {
                 instance("c", "ACTIVE", 1000),
             ],
         };
-        assert!(admit(&record, &moved, &policy(Budget::Count(3)), &candidate("a", 500)).is_ok());
+        assert!(admit(&record, &moved, &policy(Budget::Count(3)), "a").is_ok());
         // A holder the snapshot does not show counts with what it declared.
         let unseen = GroupRecord { holders: vec![holder("x", 1024, 300)], ..Default::default() };
-        assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), &candidate("a", 500)).is_err());
-        // The candidate counts with what the snapshot shows on it, not what it declared.
+        assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), "a").is_err());
+        // The candidate counts with what the snapshot shows on it.
         let fuller = Snapshot {
             taken_at: 200,
             instances: vec![instance("a", "ACTIVE", 0), instance("b", "DRAINING", 1024), instance("c", "ACTIVE", 1000)],
         };
-        assert!(
-            admit(&record, &fuller, &policy(Budget::Count(3)), &candidate("a", 10))
-                .unwrap_err()
-                .starts_with("capacity")
-        );
+        assert!(admit(&record, &fuller, &policy(Budget::Count(3)), "a").unwrap_err().starts_with("capacity"));
     }
 
     #[test]
@@ -363,11 +351,11 @@ mod tests {
         };
         let record = GroupRecord { holders: vec![holder("b", 0, 0)], ..Default::default() };
         let strict = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 75, one_az_at_a_time: false };
-        assert!(admit(&record, &snapshot, &strict, &candidate("a", 0)).unwrap_err().contains("min_healthy_percent"));
+        assert!(admit(&record, &snapshot, &strict, "a").unwrap_err().contains("min_healthy_percent"));
         let zoned = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 0, one_az_at_a_time: true };
-        let mut other_zone = candidate("a", 0);
-        other_zone.availability_zone = Some("z".into());
-        assert!(admit(&record, &snapshot, &zoned, &other_zone).unwrap_err().contains("one_az_at_a_time"));
-        assert!(admit(&record, &snapshot, &zoned, &candidate("a", 0)).is_ok());
+        assert!(admit(&record, &snapshot, &zoned, "a").is_ok());
+        let mut elsewhere = snapshot.clone();
+        elsewhere.instances[0].availability_zone = Some("z".into());
+        assert!(admit(&record, &elsewhere, &zoned, "a").unwrap_err().contains("one_az_at_a_time"));
     }
 }

@@ -304,9 +304,10 @@ impl Coordinator for StoreCoordinator {
                     soon: true,
                 });
             }
-            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, &request.candidate()) {
+            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, &request.id) {
                 return Ok(Decision::Wait { reason, soon: true });
             }
+            let me = snapshot.instances.iter().find(|i| i.id == request.id).expect("admit() found it").clone();
             record.cluster_size = snapshot.instances.len();
             let token = record.next_token.max(1);
             record.next_token = token + 1;
@@ -317,8 +318,8 @@ impl Coordinator for StoreCoordinator {
                 token,
                 cycle: request.cycle.clone(),
                 step: "waiting-for-slot".into(),
-                availability_zone: request.availability_zone.clone(),
-                allocated: request.allocated,
+                availability_zone: me.availability_zone.clone(),
+                allocated: me.registered.minus(me.remaining),
                 acquired_at: now,
                 renewed_at: now,
                 expires_at: now.saturating_add(ttl),

@@ -114,6 +114,8 @@ pub struct Report {
     pub peak_ecs_reads_1s: usize,
     /// Most ECS reads per second over a 10-second window, fleet-wide.
     pub peak_ecs_reads_10s: f64,
+    /// Most ECS reads per second over a 60-second window, fleet-wide.
+    pub peak_ecs_reads_60s: f64,
     /// The reads of that busiest 10-second window, by call.
     pub peak_window_calls: std::collections::BTreeMap<String, usize>,
     /// When that window began (seconds of virtual time).
@@ -398,10 +400,14 @@ fn report(
         *per_second.entry(ms / 1000).or_default() += 1;
     }
     let peak_1s = per_second.values().copied().max().unwrap_or(0);
-    let (peak_start, peak_10s) = per_second
-        .keys()
-        .map(|&s| (s, per_second.range(s..s + 10).map(|(_, n)| n).sum::<usize>() as f64 / 10.0))
-        .fold((0, 0.0), |best, next| if next.1 > best.1 { next } else { best });
+    let busiest = |window: u64| {
+        per_second
+            .keys()
+            .map(|&s| (s, per_second.range(s..s + window).map(|(_, n)| n).sum::<usize>() as f64 / window as f64))
+            .fold((0, 0.0), |best, next| if next.1 > best.1 { next } else { best })
+    };
+    let (peak_start, peak_10s) = busiest(10);
+    let peak_60s = busiest(60).1;
     let mut peak_window_calls = std::collections::BTreeMap::new();
     for (ms, _, _, operation) in &w.reads {
         if (peak_start..peak_start + 10).contains(&(ms / 1000)) {
@@ -435,6 +441,7 @@ fn report(
         store_ops_per_host: w.store_ops as f64 / hosts,
         peak_ecs_reads_1s: peak_1s,
         peak_ecs_reads_10s: peak_10s,
+        peak_ecs_reads_60s: peak_60s,
         peak_window_calls,
         peak_window_at_s: peak_start,
         ecs_reads_while_queued: w.reads.iter().filter(|r| r.2).count(),
