@@ -255,6 +255,14 @@ mod tests {
         }
     }
 
+    /// A snapshot taken at `taken_at` of (id, status, free units) instances.
+    fn snap(taken_at: u64, instances: &[(&str, &str, i64)]) -> Snapshot {
+        Snapshot {
+            taken_at,
+            instances: instances.iter().map(|(id, status, free)| instance(id, status, *free)).collect(),
+        }
+    }
+
     fn holder(id: &str, allocated: i64, acquired_at: u64) -> Holder {
         Holder {
             id: id.into(),
@@ -269,7 +277,6 @@ mod tests {
             expires_at: acquired_at + 1000,
         }
     }
-
 
     fn policy(budget: Budget) -> Policy {
         Policy { max_unavailable: budget, min_healthy_percent: 0, one_az_at_a_time: false }
@@ -287,14 +294,7 @@ mod tests {
 
     #[test]
     fn draining_for_any_reason_counts_against_the_budget() {
-        let snapshot = Snapshot {
-            taken_at: 0,
-            instances: vec![
-                instance("a", "ACTIVE", 1024),
-                instance("b", "DRAINING", 1024),
-                instance("c", "ACTIVE", 1024),
-            ],
-        };
+        let snapshot = snap(0, &[("a", "ACTIVE", 1024), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1024)]);
         let record = GroupRecord::default();
         let err = admit(&record, &snapshot, &policy(Budget::Count(1)), "a").unwrap_err();
         assert!(err.contains("1 host(s) out of service"), "{err}");
@@ -309,52 +309,31 @@ mod tests {
     #[test]
     fn capacity_guard_counts_what_holders_still_have_to_move() {
         // a runs 500 units of tasks; b holds a slot and still runs 1024; c has 600 free.
-        let snapshot = Snapshot {
-            taken_at: 100,
-            instances: vec![instance("a", "ACTIVE", 524), instance("b", "ACTIVE", 0), instance("c", "ACTIVE", 600)],
-        };
+        let snapshot = snap(100, &[("a", "ACTIVE", 524), ("b", "ACTIVE", 0), ("c", "ACTIVE", 600)]);
         let record = GroupRecord { holders: vec![holder("b", 1024, 50)], ..Default::default() };
         let err = admit(&record, &snapshot, &policy(Budget::Count(3)), "a").unwrap_err();
         assert!(err.starts_with("capacity"), "{err}");
-        // Once b's tasks have moved to c (b empty, c with 1000 free... after taking them),
-        // a's 500 fit.
-        let moved = Snapshot {
-            taken_at: 200,
-            instances: vec![
-                instance("a", "ACTIVE", 524),
-                instance("b", "DRAINING", 1024),
-                instance("c", "ACTIVE", 1000),
-            ],
-        };
+        // A later snapshot in which b runs nothing and c has 1000 free: a's 500 fit.
+        let moved = snap(200, &[("a", "ACTIVE", 524), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1000)]);
         assert!(admit(&record, &moved, &policy(Budget::Count(3)), "a").is_ok());
         // A holder the snapshot does not show counts with what it declared.
         let unseen = GroupRecord { holders: vec![holder("x", 1024, 300)], ..Default::default() };
         assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), "a").is_err());
         // The candidate counts with what the snapshot shows on it.
-        let fuller = Snapshot {
-            taken_at: 200,
-            instances: vec![instance("a", "ACTIVE", 0), instance("b", "DRAINING", 1024), instance("c", "ACTIVE", 1000)],
-        };
+        let fuller = snap(200, &[("a", "ACTIVE", 0), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1000)]);
         assert!(admit(&record, &fuller, &policy(Budget::Count(3)), "a").unwrap_err().starts_with("capacity"));
     }
 
     #[test]
     fn min_healthy_and_one_zone_at_a_time() {
-        let snapshot = Snapshot {
-            taken_at: 0,
-            instances: vec![
-                instance("a", "ACTIVE", 1024),
-                instance("b", "ACTIVE", 1024),
-                instance("c", "ACTIVE", 1024),
-                instance("d", "ACTIVE", 1024),
-            ],
-        };
+        let snapshot =
+            snap(0, &[("a", "ACTIVE", 1024), ("b", "ACTIVE", 1024), ("c", "ACTIVE", 1024), ("d", "ACTIVE", 1024)]);
         let record = GroupRecord { holders: vec![holder("b", 0, 0)], ..Default::default() };
         let strict = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 75, one_az_at_a_time: false };
         assert!(admit(&record, &snapshot, &strict, "a").unwrap_err().contains("min_healthy_percent"));
         let zoned = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 0, one_az_at_a_time: true };
         assert!(admit(&record, &snapshot, &zoned, "a").is_ok());
-        let mut elsewhere = snapshot.clone();
+        let mut elsewhere = snapshot;
         elsewhere.instances[0].availability_zone = Some("z".into());
         assert!(admit(&record, &elsewhere, &zoned, "a").unwrap_err().contains("one_az_at_a_time"));
     }

@@ -384,3 +384,71 @@ impl Coordinator for StoreCoordinator {
         self.ttl
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordination::policy::Budget;
+    use crate::sim::ports::{MemoryStore, SimClock, SimEcs};
+    use crate::sim::world::WorldState;
+    use std::sync::Mutex;
+
+    /// A store whose reads yield, so that two hosts' read-modify-write cycles interleave.
+    struct Interleaving(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl LeaseStore for Interleaving {
+        async fn load(&self, key: &str) -> Result<Option<Versioned>> {
+            let value = self.0.load(key).await;
+            tokio::task::yield_now().await;
+            value
+        }
+
+        async fn save(&self, key: &str, body: &str, expected: Option<u64>) -> Result<bool> {
+            self.0.save(key, body, expected).await
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn two_hosts_can_never_both_take_the_last_slot() {
+        let world = Arc::new(Mutex::new(WorldState::new(4, 1, 1)));
+        let clock = Arc::new(SimClock::new(1));
+        let memory = Arc::new(MemoryStore::new(Arc::clone(&world)));
+        let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(MemoryStore::new(Arc::clone(&world))));
+        let settings = StoreSettings {
+            cluster: "sim".into(),
+            group: "default".into(),
+            policy: Policy { max_unavailable: Budget::Count(1), min_healthy_percent: 0, one_az_at_a_time: false },
+            ttl: Duration::from_secs(60),
+            snapshot_max_age: Duration::from_secs(60),
+            on_stale: StalePolicy::Pause,
+        };
+        let coordinator = StoreCoordinator::new(store, clock.clone(), settings);
+        let ecs = |host: usize| SimEcs {
+            world: Arc::clone(&world),
+            host,
+            clock: Arc::clone(&clock),
+            store: Arc::clone(&memory),
+        };
+        let (ecs0, ecs1) = (ecs(0), ecs(1));
+        let request = |host: usize| {
+            let w = world.lock().unwrap();
+            SlotRequest {
+                id: w.instances[host].id.clone(),
+                arn: w.instances[host].arn.clone(),
+                cycle: format!("c{host}"),
+            }
+        };
+        let (r0, r1) = (request(0), request(1));
+        // Both queue, then both ask at once, many times over: never two grants.
+        for _ in 0..20 {
+            let (a, b) = tokio::join!(coordinator.acquire(&r0, &ecs0), coordinator.acquire(&r1, &ecs1));
+            let granted = [a.unwrap(), b.unwrap()].iter().filter(|d| matches!(d, Decision::Granted(_))).count();
+            let (record, _) = coordinator.read::<GroupRecord>(&coordinator.key).await.unwrap();
+            assert!(record.holders.len() <= 1, "{record:?}");
+            assert!(granted <= 1);
+        }
+        let (record, _) = coordinator.read::<GroupRecord>(&coordinator.key).await.unwrap();
+        assert_eq!(record.holders.len(), 1, "one of them got it: {record:?}");
+    }
+}
