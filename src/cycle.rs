@@ -34,7 +34,7 @@ use tracing::{Instrument, info, warn};
 use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, Settings, StandalonePolicy};
-use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
+use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
 use crate::ecs::{ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
@@ -344,6 +344,11 @@ impl Cycle {
     }
 }
 
+/// How many times a step that failed on a transient ECS error is tried again.
+const TRANSIENT_RETRIES: u32 = 6;
+/// How many times the lease is renewed on resuming before it is taken as lapsed.
+const RENEW_ATTEMPTS: u32 = 3;
+
 /// Runs cycles against `ports`, recording each step in `journal`.
 pub struct Machine<'a> {
     ports: &'a Ports,
@@ -407,13 +412,24 @@ impl<'a> Machine<'a> {
     }
 
     async fn drive(&self, mut cycle: Cycle) -> Result<Cycle> {
+        let mut retries = 0;
         while !cycle.state.is_done() {
             self.keep_lease(&cycle).await;
             let step = cycle.state.name();
             let next = match self.step(&cycle).await {
                 Ok(next) => next,
+                // Every step is safe to run again: ride out throttling and brief outages
+                // before calling the step failed.
+                Err(error @ Error::Ecs { transient: true, .. }) if retries < TRANSIENT_RETRIES => {
+                    retries += 1;
+                    let wait = self.ports.clock.jitter(Duration::from_secs(5 << retries.min(4)));
+                    warn!(step, "{error}; trying again in {}", fmt(wait));
+                    self.ports.clock.sleep(wait).await;
+                    continue;
+                }
                 Err(error) => self.after_failure(&cycle, error)?,
             };
+            retries = 0;
             fault::point(&format!("{step}:done"));
             self.enter(&mut cycle, next)?;
             fault::point(&format!("{}:persisted", cycle.state.name()));
@@ -436,13 +452,27 @@ impl<'a> Machine<'a> {
                 let clock = Arc::clone(&self.ports.clock);
                 let ttl = coordinator.ttl();
                 let now = clock.now();
-                let valid = match coordinator.renew(&grant, &cycle.instance_id, cycle.state.name()).await {
-                    Ok(()) => now.checked_add(ttl).unwrap_or(far_future()),
-                    Err(e) => {
-                        warn!("cannot renew the slot's lease: {e}");
-                        cycle.entered_at
+                // After a restart: renew before anything else. The store may be briefly
+                // unreachable; without an answer the lease is taken as lapsed.
+                let mut valid = cycle.entered_at;
+                for attempt in 1..=RENEW_ATTEMPTS {
+                    match coordinator.renew(&grant, &cycle.instance_id, cycle.state.name()).await {
+                        Ok(true) => {
+                            valid = now.checked_add(ttl).unwrap_or(far_future());
+                            break;
+                        }
+                        Ok(false) => {
+                            warn!("the slot is no longer ours (released or reclaimed)");
+                            valid = SystemTime::UNIX_EPOCH;
+                            break;
+                        }
+                        Err(e) if attempt < RENEW_ATTEMPTS => {
+                            warn!("cannot renew the slot's lease (will try again): {e}");
+                            clock.sleep(clock.jitter(Duration::from_secs(2))).await;
+                        }
+                        Err(e) => warn!("cannot renew the slot's lease: {e}"),
                     }
-                };
+                }
                 let valid_until = Arc::new(Mutex::new(valid));
                 let step = Arc::new(Mutex::new(cycle.state.name()));
                 let (until, current, id, token) =
@@ -452,13 +482,18 @@ impl<'a> Machine<'a> {
                     loop {
                         clock.sleep(every).await;
                         let step = *current.lock().expect("step lock");
-                        match coordinator.renew(&grant, &id, step).await {
-                            Ok(()) => {
-                                *until.lock().expect("lease lock") =
-                                    clock.now().checked_add(ttl).unwrap_or(far_future());
+                        let renewed = match coordinator.renew(&grant, &id, step).await {
+                            Ok(true) => clock.now().checked_add(ttl).unwrap_or(far_future()),
+                            Ok(false) => {
+                                warn!("the slot is no longer ours (released or reclaimed): no new destructive step");
+                                SystemTime::UNIX_EPOCH
                             }
-                            Err(e) => warn!("cannot renew the slot's lease: {e}"),
-                        }
+                            Err(e) => {
+                                warn!("cannot renew the slot's lease: {e}");
+                                continue;
+                            }
+                        };
+                        *until.lock().expect("lease lock") = renewed;
                     }
                 });
                 *self.heartbeat.lock().expect("heartbeat lock") = Some(Heartbeat { token, valid_until, step, task });
@@ -578,8 +613,13 @@ impl<'a> Machine<'a> {
         if running.is_none_or(|v| v == old_version) {
             self.ports.host.restart_agent().await?;
         }
-        let (meta, _) = self.await_agent(cycle.entered_at, |m| m.version != old_version).await?;
-        info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
+        let (meta, _) = self.await_agent(cycle.entered_at, |_| true).await?;
+        if meta.version == old_version {
+            // A packaging-only release (ecs-init -1 to -2) keeps the agent's version string.
+            warn!(version = %meta.version, "the restarted ECS agent reports the same version");
+        } else {
+            info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
+        }
         self.verify_installed(&plan).await?;
         Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false } })
     }
@@ -600,6 +640,7 @@ impl<'a> Machine<'a> {
                     return Ok(State::Draining { plan, arn, lease });
                 }
                 Ok(Decision::Paused(why)) => {
+                    self.withdraw(&request).await;
                     return Err(Error::Paused(format!("the roll is paused: {why}")));
                 }
                 Ok(Decision::Wait { reason, soon }) => {
@@ -613,6 +654,7 @@ impl<'a> Machine<'a> {
             }
             let now = self.ports.clock.now();
             if now >= deadline {
+                self.withdraw(&request).await;
                 return Err(Error::Timeout(format!(
                     "no slot within {} ({said}); nothing was changed",
                     fmt(coordination.wait_timeout)
@@ -622,6 +664,13 @@ impl<'a> Machine<'a> {
             let every = if next_in_line { coordination.poll / 4 } else { coordination.poll };
             let wait = self.ports.clock.jitter(every);
             self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+        }
+    }
+
+    /// Leaves the queue after giving up (best effort: a stale entry expires by itself).
+    async fn withdraw(&self, request: &SlotRequest) {
+        if let Err(e) = self.ports.coordinator.withdraw(request).await {
+            warn!("cannot leave the slot queue (the entry will expire): {e}");
         }
     }
 
@@ -808,7 +857,7 @@ impl<'a> Machine<'a> {
         outcome: Outcome,
         lease: Grant,
     ) -> Result<State> {
-        match self.ports.ecs.describe(&arn).await? {
+        match self.ports.ecs.describe(&arn).await?.filter(|i| i.status != "INACTIVE") {
             Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => {
                 self.ports.ecs.activate(&arn, &cycle.id).await?;
                 info!("{arn} is ACTIVE again");
@@ -820,7 +869,7 @@ impl<'a> Machine<'a> {
             None => warn!("{arn} is no longer registered"),
         }
         if let Some(stale) = stale_arn
-            && self.ports.ecs.describe(&stale).await?.is_some()
+            && self.ports.ecs.describe(&stale).await?.is_some_and(|i| i.status != "INACTIVE")
         {
             self.ports.ecs.deregister(&stale).await?;
             info!("deregistered the stale record {stale}");
@@ -840,11 +889,14 @@ impl<'a> Machine<'a> {
             && *kind != Kind::NotOurs
         {
             let why = format!("{} failed at {step}: {reason}", cycle.instance_id);
-            if !coordinator.pause(&why, &cycle.instance_id).await? {
-                warn!("the slot is kept so the roll halts; `ecs-patchd fleet release` frees it");
-                return Ok(State::Done { outcome });
+            match coordinator.pause(&why, &cycle.instance_id).await? {
+                Halt::Paused => warn!("the roll is paused until an operator resumes it"),
+                Halt::KeepSlot => {
+                    warn!("the slot is kept so the roll halts; `ecs-patchd fleet release` frees it");
+                    return Ok(State::Done { outcome });
+                }
+                Halt::Alone => {}
             }
-            warn!("the roll is paused until an operator resumes it");
         }
         coordinator.release(&lease, &cycle.instance_id).await?;
         Ok(State::Done { outcome })

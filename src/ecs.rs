@@ -73,16 +73,6 @@ pub struct ContainerInstance {
 }
 
 impl ContainerInstance {
-    /// Resources its tasks use now.
-    pub fn allocated(&self) -> Capacity {
-        self.registered.minus(self.remaining)
-    }
-
-    /// True when it can take tasks: ACTIVE with its agent connected.
-    pub fn in_service(&self) -> bool {
-        self.status == "ACTIVE" && self.agent_connected
-    }
-
     /// True when the instance is DRAINING because of cycle `cycle_id`.
     pub fn is_drained_by(&self, cycle_id: &str) -> bool {
         self.status == "DRAINING" && self.drained_by.as_deref() == Some(cycle_id)

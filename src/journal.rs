@@ -88,11 +88,6 @@ impl Journal {
         std::fs::rename(&temp, &path).map_err(|e| journal_error("cannot replace", &path, e))?;
         File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| journal_error("cannot sync", &self.dir, e))
     }
-
-    /// The state directory this journal lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// Reads the record of `dir` without taking the lock (for `status` and diagnostics).

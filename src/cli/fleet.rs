@@ -53,7 +53,7 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
         None => identity::cluster_from_ecs_config(&settings.paths.ecs_config)
             .map_err(|e| Error::Config(format!("name the cluster with --cluster or identity.cluster ({e})")))?,
     };
-    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(super::aws_timeouts()).load().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = &settings.coordination;
     match c.backend {
@@ -212,7 +212,7 @@ fn status_text(view: &GroupView, instances: &[ContainerInstance], now: SystemTim
     }
     let _ = writeln!(s, "waiting    {}", r.queue.len());
     for (n, w) in r.queue.iter().enumerate() {
-        let _ = writeln!(s, "  {:>3}. {}  asking since {}", n + 1, w.id, ago(now, w.since));
+        let _ = writeln!(s, "  {:>3}. {}  last asked {}", n + 1, w.id, ago(now, w.since));
     }
     let _ = writeln!(s, "instances  {}", instances.len());
     for i in instances {

@@ -310,7 +310,20 @@ async fn instance_document() -> Result<InstanceDocument> {
 }
 
 async fn aws_config(region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string())).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .timeout_config(aws_timeouts())
+        .load()
+        .await
+}
+
+/// No AWS call may hang a step past its own deadline.
+fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(20))
+        .operation_timeout(std::time::Duration::from_secs(60))
+        .build()
 }
 
 fn agent(settings: &Settings) -> Result<Box<dyn Agent>> {

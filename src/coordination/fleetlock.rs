@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::policy::Policy;
-use super::{Coordinator, Decision, Grant, Local, SlotRequest};
+use super::{Coordinator, Decision, Grant, Halt, Local, SlotRequest};
 use crate::clock::Clock;
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
@@ -73,19 +73,28 @@ impl FleetLock {
 #[async_trait::async_trait]
 impl Coordinator for FleetLock {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
-        if let wait @ Decision::Wait { .. } = self.local.acquire(request, ecs).await? {
-            return Ok(wait);
-        }
+        // The semaphore first, so that only hosts holding it look at the cluster.
         match self.call("pre-reboot", &request.id).await? {
-            None => Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0 })),
+            None => {}
             Some(r) if r.kind == "failed_lock" => {
-                Ok(Decision::Wait { reason: format!("FleetLock: {}", r.value), soon: false })
+                return Ok(Decision::Wait { reason: format!("FleetLock: {}", r.value), soon: false });
             }
-            Some(r) => Err(Error::Lease(format!("FleetLock refused the slot: {}: {}", r.kind, r.value))),
+            Some(r) => return Err(Error::Lease(format!("FleetLock refused the slot: {}: {}", r.kind, r.value))),
+        }
+        match self.local.acquire(request, ecs).await? {
+            Decision::Granted(_) => Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0 })),
+            other => {
+                self.call("steady-state", &request.id).await?;
+                Ok(other)
+            }
         }
     }
 
-    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<()> {
+    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+
+    async fn withdraw(&self, _: &SlotRequest) -> Result<()> {
         Ok(())
     }
 
@@ -96,9 +105,9 @@ impl Coordinator for FleetLock {
         }
     }
 
-    async fn pause(&self, reason: &str, by: &str) -> Result<bool> {
+    async fn pause(&self, reason: &str, by: &str) -> Result<Halt> {
         tracing::warn!(by, "FleetLock has no pause: the failed host keeps its slot so the roll halts ({reason})");
-        Ok(false)
+        Ok(Halt::KeepSlot)
     }
 
     fn ttl(&self) -> Duration {

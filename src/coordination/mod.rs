@@ -57,19 +57,33 @@ pub enum Decision {
     Paused(String),
 }
 
+/// How a backend halts the roll after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// The group is paused in the store.
+    Paused,
+    /// The backend cannot pause: the failed host keeps its slot, which halts the roll once
+    /// every slot is held.
+    KeepSlot,
+    /// No peers to halt (backend `none`).
+    Alone,
+}
+
 /// A source of slots.
 #[async_trait::async_trait]
 pub trait Coordinator: Send + Sync {
     /// Asks for a slot (idempotent: a host that holds one gets it back).
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision>;
-    /// Extends the slot's lease; an error when the slot is no longer ours.
-    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<()>;
+    /// Extends the slot's lease; `Ok(false)` when the slot is no longer ours (released by an
+    /// operator or reclaimed), an error when the store could not be asked.
+    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<bool>;
     /// Gives the slot back (a no-op when it is not held).
     async fn release(&self, grant: &Grant, id: &str) -> Result<()>;
-    /// Halts the roll after a failure: no host starts a new cycle until an operator
-    /// resumes. `Ok(false)` when the backend cannot pause: the failed host then keeps its
-    /// slot, which halts the roll once every slot is held.
-    async fn pause(&self, reason: &str, by: &str) -> Result<bool>;
+    /// Leaves the queue (and drops a grant whose answer was lost) when a host stops waiting.
+    async fn withdraw(&self, request: &SlotRequest) -> Result<()>;
+    /// Halts the roll after a failure, so no host starts a new cycle until an operator
+    /// resumes; says how.
+    async fn pause(&self, reason: &str, by: &str) -> Result<Halt>;
     /// How long a lease lasts without renewal.
     fn ttl(&self) -> Duration;
 }
@@ -109,16 +123,20 @@ impl Coordinator for Local {
         })
     }
 
-    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<()> {
-        Ok(())
+    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<bool> {
+        Ok(true)
     }
 
     async fn release(&self, _: &Grant, _: &str) -> Result<()> {
         Ok(())
     }
 
-    async fn pause(&self, _: &str, _: &str) -> Result<bool> {
-        Ok(true)
+    async fn withdraw(&self, _: &SlotRequest) -> Result<()> {
+        Ok(())
+    }
+
+    async fn pause(&self, _: &str, _: &str) -> Result<Halt> {
+        Ok(Halt::Alone)
     }
 
     fn ttl(&self) -> Duration {

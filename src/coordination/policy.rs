@@ -83,7 +83,8 @@ pub struct Holder {
 pub struct Waiter {
     /// EC2 instance id.
     pub id: String,
-    /// Unix milliseconds.
+    /// When it last asked (unix milliseconds); an entry not refreshed within the lease TTL
+    /// is dropped.
     pub since: u64,
 }
 

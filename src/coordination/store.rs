@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::policy::{self, GroupRecord, Holder, Pause, Policy, Snapshot, Waiter};
-use super::{Coordinator, Decision, Grant, SlotRequest, millis, snapshot};
+use super::{Coordinator, Decision, Grant, Halt, SlotRequest, millis, snapshot};
 use crate::clock::Clock;
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
@@ -138,20 +138,28 @@ impl StoreCoordinator {
         Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
-    /// The shared snapshot, refreshed from ECS when older than `snapshot_max_age` or than
+    /// The stored snapshot, if it is younger than `snapshot_max_age` and not older than
     /// `not_before`.
-    async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Snapshot> {
-        let key = self.snapshot_key();
-        let (stored, version) = self.read::<Snapshot>(&key).await?;
-        let now = self.clock.now();
+    async fn stored_snapshot(&self, not_before: u64) -> Result<Option<Snapshot>> {
+        let (stored, version) = self.read::<Snapshot>(&self.snapshot_key()).await?;
         let max_age = u64::try_from(self.snapshot_max_age.as_millis()).unwrap_or(u64::MAX);
-        let young = stored.taken_at.saturating_add(max_age) >= millis(now);
-        if version.is_some() && young && stored.taken_at >= not_before {
+        let young = stored.taken_at.saturating_add(max_age) >= millis(self.clock.now());
+        Ok((version.is_some() && young && stored.taken_at >= not_before).then_some(stored))
+    }
+
+    /// The shared snapshot, refreshed from ECS when it is too old.
+    async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Snapshot> {
+        if let Some(stored) = self.stored_snapshot(not_before).await? {
             return Ok(stored);
         }
-        let fresh = snapshot(ecs, now).await?;
-        // Losing this race is fine: someone else stored an equally fresh view.
-        self.write(&key, &fresh, version).await?;
+        let key = self.snapshot_key();
+        let version = self.store.load(&key).await?.map(|v| v.version);
+        let fresh = snapshot(ecs, self.clock.now()).await?;
+        // The stored copy is a cache: losing a race, or failing to store it (an item over
+        // DynamoDB's 400 KB, about 2,500 instances), only costs other hosts a refresh.
+        if let Err(e) = self.write(&key, &fresh, version).await {
+            tracing::warn!("cannot store the cluster snapshot: {e}");
+        }
         Ok(fresh)
     }
 
@@ -242,11 +250,12 @@ impl Coordinator for StoreCoordinator {
         for _ in 0..CONFLICT_RETRIES {
             let (mut record, version) = self.read::<GroupRecord>(&self.key).await?;
             let now = millis(self.clock.now());
-            if let Some(pause) = &record.paused {
-                return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
-            }
+            // A grant whose answer was lost is still ours, paused or not.
             if let Some(h) = record.holders.iter().find(|h| h.id == request.id && h.cycle == request.cycle) {
                 return Ok(Decision::Granted(Grant { group: self.group.clone(), token: h.token }));
+            }
+            if let Some(pause) = &record.paused {
+                return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
             }
             let mut changed = self.handle_stale(&mut record, &request.id, ecs).await?;
             // Waiters that stopped asking (terminated while queued) lose their place.
@@ -288,9 +297,10 @@ impl Coordinator for StoreCoordinator {
             let snapshot = if position == 0 {
                 self.fresh_snapshot(ecs, record.snapshot_not_before).await?
             } else {
-                match self.read::<Snapshot>(&self.snapshot_key()).await? {
-                    (stored, Some(_)) => stored,
-                    (_, None) => {
+                // Behind the head, only a snapshot the head keeps fresh will do.
+                match self.stored_snapshot(record.snapshot_not_before).await? {
+                    Some(snapshot) => snapshot,
+                    None => {
                         return Ok(Decision::Wait {
                             reason: "waiting for the head of the queue to look at the cluster".into(),
                             soon: true,
@@ -331,7 +341,7 @@ impl Coordinator for StoreCoordinator {
         Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
-    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<()> {
+    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<bool> {
         let now = millis(self.clock.now());
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut held = false;
@@ -346,28 +356,40 @@ impl Coordinator for StoreCoordinator {
             Ok(held)
         })
         .await?;
-        if held {
-            Ok(())
-        } else {
-            Err(Error::Lease(format!(
-                "the slot (token {}) is no longer held by {id}: released or reclaimed",
-                grant.token
-            )))
-        }
+        Ok(held)
     }
 
     async fn release(&self, grant: &Grant, id: &str) -> Result<()> {
+        let now = millis(self.clock.now());
+        let keep = u64::try_from(self.snapshot_max_age.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
         self.update(|r| {
             let before = r.holders.len() + r.queue.len();
             r.holders.retain(|h| !(h.id == id && h.token == grant.token));
             r.queue.retain(|w| w.id != id);
+            if r.holders.len() + r.queue.len() == before {
+                return Ok(false);
+            }
+            // Back in service now, even where an older snapshot still shows it DRAINING.
+            r.released.retain(|(other, at)| other != id && at.saturating_add(keep) >= now);
+            r.released.push((id.to_string(), now));
+            Ok(true)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn withdraw(&self, request: &SlotRequest) -> Result<()> {
+        self.update(|r| {
+            let before = r.holders.len() + r.queue.len();
+            r.holders.retain(|h| !(h.id == request.id && h.cycle == request.cycle));
+            r.queue.retain(|w| w.id != request.id);
             Ok(r.holders.len() + r.queue.len() != before)
         })
         .await
         .map(drop)
     }
 
-    async fn pause(&self, reason: &str, by: &str) -> Result<bool> {
+    async fn pause(&self, reason: &str, by: &str) -> Result<Halt> {
         let at = millis(self.clock.now());
         self.update(|r| {
             if r.paused.is_some() {
@@ -377,7 +399,7 @@ impl Coordinator for StoreCoordinator {
             Ok(true)
         })
         .await
-        .map(|_| true)
+        .map(|_| Halt::Paused)
     }
 
     fn ttl(&self) -> Duration {
