@@ -201,3 +201,22 @@ fn a_failed_cycle_keeps_its_fleetlock_slot_so_the_roll_halts() {
     assert_eq!(host.record()["status"], "ACTIVE", "back in service");
     assert_eq!(host.control("fleetlock", "{}")["holders"], serde_json::json!([host.standin["instance_id"]]));
 }
+
+#[test]
+fn a_host_whose_slot_was_taken_away_starts_no_new_destructive_step() {
+    let fleet = fleet(2, &dynamodb_config(1, "pause", "30s"));
+    kill_the_holder(&fleet);
+    let host = &fleet.hosts[0];
+    let id = host.standin["instance_id"].as_str().unwrap();
+    assert_eq!(fleet.hosts[1].run(&["fleet", "release", id, "--yes"]).code, 0);
+    // The host comes back to a cycle at "installing" without its slot.
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no longer ours"), "{}", run.stderr);
+    assert!(run.stdout.contains("failed at installing"), "{}", run.stdout);
+    assert_eq!(host.installed("demo-app"), "1.0", "nothing was installed");
+    assert_eq!(host.reboots(), 0);
+    assert_eq!(host.record()["status"], "ACTIVE", "back in service");
+    let paused = fleet.lease()[LEASE_KEY]["paused"]["reason"].as_str().unwrap().to_string();
+    assert!(paused.contains("lease lapsed"), "{paused}");
+}

@@ -148,8 +148,8 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "outcome        {} patched, {} failed, {} stopped by the pause, {} never came back",
-        r.patched, r.failed, r.stopped_by_pause, r.dead
+        "outcome        {} patched, {} failed, {} gave up waiting, {} stopped by the pause, {} never came back",
+        r.patched, r.failed, r.gave_up_waiting, r.stopped_by_pause, r.dead
     );
     if let Some(why) = &r.paused {
         let _ = writeln!(s, "paused         {why}");
