@@ -73,7 +73,7 @@ fn display<S: serde::Serializer>(budget: &Budget, s: S) -> std::result::Result<S
 pub struct Progress {
     /// Virtual time since the start.
     pub elapsed: Duration,
-    /// Hosts not yet holding a slot.
+    /// Hosts queued for a slot.
     pub waiting: usize,
     /// Hosts out of service now.
     pub out: usize,
@@ -238,7 +238,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         let w = world.lock().expect("world");
         progress(&Progress {
             elapsed: Duration::from_millis(clock.elapsed_ms()),
-            waiting: options.hosts - w.grants.len().min(options.hosts),
+            waiting: queued(&store),
             out: w.instances.iter().filter(|i| i.status != "ACTIVE" || !i.agent_up).count(),
             finished: *finished.lock().expect("count"),
             hosts: options.hosts,
@@ -252,6 +252,14 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let record: GroupRecord =
         store.get("sim/default").map(|v| serde_json::from_str(&v.body).expect("record")).unwrap_or_default();
     Ok(report(options, &world.lock().expect("world"), &outcomes, &record, &clock))
+}
+
+/// Hosts in the lease's queue now.
+fn queued(store: &MemoryStore) -> usize {
+    store
+        .get("sim/default")
+        .and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok())
+        .map_or(0, |r| r.queue.len())
 }
 
 struct HostFaults {

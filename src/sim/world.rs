@@ -72,8 +72,6 @@ pub struct WorldState {
     pub peak_out: usize,
     /// Tasks the scheduler could not place anywhere (the capacity guard failed).
     pub unplaceable: u64,
-    /// Grants: (virtual ms, host index).
-    pub grants: Vec<(u64, usize)>,
     /// Per host: (drained at, active again at) in virtual ms.
     pub out_of_service: Vec<Vec<(u64, Option<u64>)>>,
     next_task: u64,
@@ -108,7 +106,6 @@ impl WorldState {
             store_ops: 0,
             peak_out: 0,
             unplaceable: 0,
-            grants: Vec::new(),
             out_of_service: vec![Vec::new(); hosts],
             next_task: 0,
         };
