@@ -33,3 +33,27 @@ fn status_without_any_cycle_says_so() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "no cycle has run yet\n");
 }
+
+#[test]
+fn the_packaged_example_configuration_is_valid_and_documents_the_defaults() {
+    let packaged = common_root().join("packaging/config.toml");
+    let text = std::fs::read_to_string(&packaged).unwrap();
+    // Uncommented, it is exactly the defaults.
+    let dir = tempfile::tempdir().unwrap();
+    let uncommented = dir.path().join("config.toml");
+    std::fs::write(
+        &uncommented,
+        text.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let defaults = ecs_patchd(&["--config", "/dev/null", "config"]);
+    let from_example = ecs_patchd(&["--config", uncommented.to_str().unwrap(), "config"]);
+    assert!(from_example.status.success(), "{}", String::from_utf8_lossy(&from_example.stderr));
+    assert_eq!(from_example.stdout, defaults.stdout, "packaging/config.toml is out of date: regenerate it");
+    // As shipped (all commented out), it loads too.
+    assert!(ecs_patchd(&["--config", packaged.to_str().unwrap(), "config"]).status.success());
+}
+
+fn common_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
