@@ -1,5 +1,7 @@
 //! Commands that need no AWS stand-in.
 
+mod common;
+
 use std::process::Command;
 
 fn ecs_patchd(args: &[&str]) -> std::process::Output {
@@ -36,7 +38,7 @@ fn status_without_any_cycle_says_so() {
 
 #[test]
 fn the_packaged_example_configuration_is_valid_and_documents_the_defaults() {
-    let packaged = common_root().join("packaging/config.toml");
+    let packaged = common::repo_path("packaging/config.toml");
     let text = std::fs::read_to_string(&packaged).unwrap();
     // Uncommented, it is exactly the defaults.
     let dir = tempfile::tempdir().unwrap();
@@ -52,8 +54,4 @@ fn the_packaged_example_configuration_is_valid_and_documents_the_defaults() {
     assert_eq!(from_example.stdout, defaults.stdout, "packaging/config.toml is out of date: regenerate it");
     // As shipped (all commented out), it loads too.
     assert!(ecs_patchd(&["--config", packaged.to_str().unwrap(), "config"]).status.success());
-}
-
-fn common_root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

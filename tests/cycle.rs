@@ -63,13 +63,14 @@ fn nothing_to_do_changes_nothing() {
     assert_eq!(host.status()["cycle"]["state"]["outcome"]["result"], "nothing-to-do");
 }
 
+/// A host running one standalone task besides its service tasks, with `drain` settings.
+fn with_a_standalone_task(drain: &str) -> TestHost {
+    TestHost::start(Options { standalone_tasks: 1, config: drain, ..Options::default() })
+}
+
 #[test]
 fn drain_timeout_puts_the_instance_back_and_fails() {
-    let host = TestHost::start(Options {
-        standalone_tasks: 1,
-        config: "[drain]\ntimeout = \"2s\"\nstandalone_tasks = \"wait\"\n",
-        ..Options::default()
-    });
+    let host = with_a_standalone_task("[drain]\ntimeout = \"2s\"\nstandalone_tasks = \"wait\"\n");
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("failed at draining"), "{}", run.stdout);
@@ -86,11 +87,7 @@ fn drain_timeout_puts_the_instance_back_and_fails() {
 
 #[test]
 fn standalone_tasks_are_stopped_after_the_grace_period_when_asked() {
-    let host = TestHost::start(Options {
-        standalone_tasks: 1,
-        config: "[drain]\nstandalone_tasks = \"stop\"\nstandalone_grace = \"1s\"\n",
-        ..Options::default()
-    });
+    let host = with_a_standalone_task("[drain]\nstandalone_tasks = \"stop\"\nstandalone_grace = \"1s\"\n");
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     assert_eq!(host.calls("StopTask"), 1, "only the standalone task is stopped by us");
@@ -99,11 +96,7 @@ fn standalone_tasks_are_stopped_after_the_grace_period_when_asked() {
 
 #[test]
 fn standalone_tasks_abort_the_cycle_when_asked() {
-    let host = TestHost::start(Options {
-        standalone_tasks: 1,
-        config: "[drain]\nstandalone_tasks = \"abort\"\nstandalone_grace = \"1s\"\n",
-        ..Options::default()
-    });
+    let host = with_a_standalone_task("[drain]\nstandalone_tasks = \"abort\"\nstandalone_grace = \"1s\"\n");
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("\"abort\""), "{}", run.stdout);

@@ -171,28 +171,34 @@ fn exit_code(kind: Kind, temporary: bool) -> u8 {
     }
 }
 
+/// What `run` does: finish the cycle the journal holds, or start one for this host.
+enum Next {
+    Resume(Cycle),
+    Start(Identity),
+}
+
 async fn run(settings: &Settings) -> Result<ExitCode> {
     let journal = open_journal(settings)?;
     let in_progress = journal.load::<Cycle>()?.filter(|c| !c.state.is_done());
     let instance = instance_document().await?;
     let aws = aws_config(&instance.region).await;
     let agent = agent(settings)?;
-    let (cluster, identity) = match &in_progress {
-        Some(cycle) => (cycle.cluster.clone(), None),
-        None => {
-            let identity = resolve(settings, &aws, instance, agent.as_ref()).await?;
-            (identity.cluster.clone(), Some(identity))
-        }
+    let next = match in_progress {
+        Some(cycle) => Next::Resume(cycle),
+        None => Next::Start(resolve(settings, &aws, instance, agent.as_ref()).await?),
+    };
+    let cluster = match &next {
+        Next::Resume(cycle) => cycle.cluster.clone(),
+        Next::Start(identity) => identity.cluster.clone(),
     };
     let ports = ports(settings, &aws, &cluster, agent)?;
     let machine = Machine::new(&ports, settings, &journal);
-    let cycle = match (in_progress, identity) {
-        (Some(cycle), _) => {
+    let cycle = match next {
+        Next::Resume(cycle) => {
             tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
             machine.resume(cycle).await?
         }
-        (None, Some(identity)) => machine.start(&identity).await?,
-        (None, None) => unreachable!("an identity is resolved whenever no cycle is in progress"),
+        Next::Start(identity) => machine.start(&identity).await?,
     };
     println!("{}", output::run_summary(&cycle, std::time::SystemTime::now()));
     Ok(ExitCode::from(match &cycle.state {

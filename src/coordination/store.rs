@@ -47,6 +47,11 @@ pub enum StalePolicy {
     Reclaim,
 }
 
+/// The key of the group record of `group` in `cluster`.
+pub fn record_key(cluster: &str, group: &str) -> String {
+    format!("{cluster}/{group}")
+}
+
 /// How many times a write lost to another writer is retried at once.
 const CONFLICT_RETRIES: usize = 50;
 
@@ -96,7 +101,7 @@ impl StoreCoordinator {
         Self {
             store,
             clock,
-            key: format!("{}/{}", settings.cluster, settings.group),
+            key: record_key(&settings.cluster, &settings.group),
             group: settings.group,
             policy: settings.policy,
             ttl: settings.ttl,
@@ -164,8 +169,9 @@ impl StoreCoordinator {
     }
 
     /// Deals with holders whose lease expired; true when the record changed.
-    async fn handle_stale(&self, record: &mut GroupRecord, by: &str, ecs: &dyn Ecs) -> Result<bool> {
+    async fn handle_stale(&self, record: &mut GroupRecord, seen_by: &str, ecs: &dyn Ecs) -> Result<bool> {
         let now = millis(self.clock.now());
+        let by = format!("{seen_by}, which found the stale lease");
         let stale: Vec<Holder> = record.holders.iter().filter(|h| h.expires_at < now).cloned().collect();
         if stale.is_empty() {
             return Ok(false);
@@ -183,7 +189,7 @@ impl StoreCoordinator {
                                 "{}'s lease expired at step {} but its instance is still connected; check it, then resume",
                                 holder.id, holder.step
                             ),
-                            by: by.into(),
+                            by: by.clone(),
                             at: now,
                         });
                         continue;
@@ -202,7 +208,7 @@ impl StoreCoordinator {
                             "{}'s lease expired at step {} without finishing (it never came back?)",
                             holder.id, holder.step
                         ),
-                        by: by.into(),
+                        by: by.clone(),
                         at: now,
                     });
                 }

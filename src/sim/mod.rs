@@ -15,9 +15,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
+use crate::config::MaxUnavailable;
 use crate::config::Settings;
-use crate::coordination::policy::{Budget, GroupRecord, Policy};
-use crate::coordination::store::{StalePolicy, StoreCoordinator, StoreSettings};
+use crate::coordination::policy::{Budget, GroupRecord};
+use crate::coordination::store::{StalePolicy, StoreCoordinator, record_key};
+use crate::coordination::{self};
 use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
@@ -158,6 +160,14 @@ pub fn simulate(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Resul
     runtime.block_on(run(options, progress))
 }
 
+/// The simulated cluster's name.
+const CLUSTER: &str = "sim";
+
+/// The key of the simulated group's record in the lease store.
+pub fn lease_key() -> String {
+    record_key(CLUSTER, &Settings::default().coordination.group)
+}
+
 fn settings() -> Settings {
     let mut s = Settings::default();
     s.host.reboot_timeout = Duration::from_secs(600);
@@ -175,24 +185,16 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let world: World = Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones)));
     let clock = Arc::new(SimClock::new(dice.seed()));
     let store = Arc::new(MemoryStore::new(Arc::clone(&world)));
-    let policy = Policy {
-        max_unavailable: options.max_unavailable,
-        min_healthy_percent: options.min_healthy_percent,
-        one_az_at_a_time: options.one_az_at_a_time,
-    };
     let mut settings = settings();
-    settings.coordination.on_stale_lease = options.on_stale_lease;
+    let c = &mut settings.coordination;
+    c.max_unavailable = MaxUnavailable::Text(options.max_unavailable.to_string());
+    c.min_healthy_percent = options.min_healthy_percent;
+    c.one_az_at_a_time = options.one_az_at_a_time;
+    c.on_stale_lease = options.on_stale_lease;
     let coordinator = Arc::new(StoreCoordinator::new(
         Arc::clone(&store) as Arc<dyn crate::coordination::store::LeaseStore>,
         Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
-        StoreSettings {
-            cluster: "sim".into(),
-            group: "default".into(),
-            policy,
-            ttl: settings.coordination.lease_ttl,
-            snapshot_max_age: settings.coordination.snapshot_max_age,
-            on_stale: options.on_stale_lease,
-        },
+        coordination::store_settings(&settings.coordination, CLUSTER),
     ));
     let state_root = tempfile::Builder::new()
         .prefix("ecs-patchd-sim.")
@@ -250,16 +252,13 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         outcomes.push(handle.await.map_err(|e| Error::Host(format!("a simulated host panicked: {e}")))??);
     }
     let record: GroupRecord =
-        store.get("sim/default").map(|v| serde_json::from_str(&v.body).expect("record")).unwrap_or_default();
+        store.get(&lease_key()).map(|v| serde_json::from_str(&v.body).expect("record")).unwrap_or_default();
     Ok(report(options, &world.lock().expect("world"), &outcomes, &record, &clock))
 }
 
 /// Hosts in the lease's queue now.
 fn queued(store: &MemoryStore) -> usize {
-    store
-        .get("sim/default")
-        .and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok())
-        .map_or(0, |r| r.queue.len())
+    store.get(&lease_key()).and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok()).map_or(0, |r| r.queue.len())
 }
 
 struct HostFaults {

@@ -101,7 +101,7 @@ pub struct SimEcs {
 impl SimEcs {
     fn read(&self, w: &mut WorldState, operation: &'static str, calls: usize) {
         let id = &w.instances[self.host].id;
-        let queued = self.store.get("sim/default").is_some_and(|v| {
+        let queued = self.store.get(&super::lease_key()).is_some_and(|v| {
             serde_json::from_str::<GroupRecord>(&v.body).is_ok_and(|r| r.queue.iter().any(|q| &q.id == id))
         });
         for _ in 0..calls {
