@@ -75,6 +75,9 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     if r.left_draining > 0 {
         return Err(format!("{} live host(s) left DRAINING by ecs-patchd", r.left_draining));
     }
+    if o.on_stale_lease == StalePolicy::Pause && r.ecs_reads_behind_queue_head > 0 {
+        return Err(format!("hosts that were only waiting made {} ECS read(s)", r.ecs_reads_behind_queue_head));
+    }
     if r.grants_after_pause > 0 {
         return Err(format!("{} slot(s) granted after the roll was paused", r.grants_after_pause));
     }

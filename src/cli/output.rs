@@ -178,8 +178,13 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "ECS read rate  peak {} in one second, {:.2}/s over 10 s, {:.2}/s over 60 s; {} read(s) by queued hosts (snapshot refreshes)",
-        r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.peak_ecs_reads_60s, r.ecs_reads_while_queued
+        "ECS read rate  peak {} in one second, {:.2}/s over 10 s, {:.2}/s over 60 s",
+        r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.peak_ecs_reads_60s
+    );
+    let _ = writeln!(
+        s,
+        "while waiting  {} ECS read(s) by the head of the queue (snapshot refreshes), {} by hosts behind it",
+        r.ecs_reads_by_queue_head, r.ecs_reads_behind_queue_head
     );
     let _ = writeln!(
         s,

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
 use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHost, SimPackages, Timings};
-use world::{Dice, World, WorldState};
+use world::{Dice, InQueue, World, WorldState};
 
 /// Probabilities, per host, of each fault.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -122,9 +122,11 @@ pub struct Report {
     pub peak_window_calls: std::collections::BTreeMap<String, usize>,
     /// When that window began (seconds of virtual time).
     pub peak_window_at_s: u64,
-    /// ECS reads made by hosts while queued for a slot (all of them snapshot refreshes by
-    /// the host at the head of the queue).
-    pub ecs_reads_while_queued: usize,
+    /// ECS reads made by the host at the head of the slot queue (cluster snapshot refreshes).
+    pub ecs_reads_by_queue_head: usize,
+    /// ECS reads made by hosts behind the head of the queue, which are only waiting (0
+    /// unless a stale lease under `reclaim` made one describe the dead holder).
+    pub ecs_reads_behind_queue_head: usize,
     /// Hosts patched and back in service.
     pub patched: usize,
     /// Hosts whose cycle failed while holding a slot (each must pause the roll).
@@ -451,7 +453,8 @@ fn report(
         peak_ecs_reads_60s: peak_60s,
         peak_window_calls,
         peak_window_at_s: peak_start,
-        ecs_reads_while_queued: w.reads.iter().filter(|r| r.2).count(),
+        ecs_reads_by_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Head).count(),
+        ecs_reads_behind_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Behind).count(),
         patched: count(&|o| matches!(o, Outcome::Patched { .. })),
         failed: count(
             &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step != "waiting-for-slot"),

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
-use super::world::{HOST_CAPACITY, World, WorldState};
+use super::world::{HOST_CAPACITY, InQueue, World, WorldState};
 use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::coordination::policy::GroupRecord;
@@ -101,9 +101,16 @@ pub struct SimEcs {
 impl SimEcs {
     fn read(&self, w: &mut WorldState, operation: &'static str, calls: usize) {
         let id = &w.instances[self.host].id;
-        let queued = self.store.get(&super::lease_key()).is_some_and(|v| {
-            serde_json::from_str::<GroupRecord>(&v.body).is_ok_and(|r| r.queue.iter().any(|q| &q.id == id))
-        });
+        let position = self
+            .store
+            .get(&super::lease_key())
+            .and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok())
+            .and_then(|r| r.queue.iter().position(|q| &q.id == id));
+        let queued = match position {
+            None => InQueue::No,
+            Some(0) => InQueue::Head,
+            Some(_) => InQueue::Behind,
+        };
         for _ in 0..calls {
             w.reads.push((self.clock.elapsed_ms(), self.host, queued, operation));
         }

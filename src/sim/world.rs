@@ -62,8 +62,8 @@ pub struct WorldState {
     pub instances: Vec<SimInstance>,
     /// Every running task.
     pub tasks: Vec<SimTask>,
-    /// ECS reads: (virtual ms, host index, host was queued for a slot, operation).
-    pub reads: Vec<(u64, usize, bool, &'static str)>,
+    /// ECS reads: (virtual ms, host index, where the host stood in the slot queue, operation).
+    pub reads: Vec<(u64, usize, InQueue, &'static str)>,
     /// ECS writes per host.
     pub writes: Vec<u64>,
     /// Lease-store operations.
@@ -75,6 +75,17 @@ pub struct WorldState {
     /// Per host: (drained at, active again at) in virtual ms.
     pub out_of_service: Vec<Vec<(u64, Option<u64>)>>,
     next_task: u64,
+}
+
+/// Where a host stood in the slot queue when it called ECS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InQueue {
+    /// Not queued (holding a slot, or not asking for one).
+    No,
+    /// First in the queue: it keeps the shared cluster snapshot fresh.
+    Head,
+    /// Behind the head: only waiting.
+    Behind,
 }
 
 /// The shared world, locked for each operation.
