@@ -28,6 +28,8 @@ pub struct Options<'a> {
     pub config: &'a str,
     /// Run a FleetLock stand-in with this many slots (0: none).
     pub fleetlock_slots: u32,
+    /// More aws_standin.py options (e.g. `--asg`, `--deactivating-seconds`).
+    pub standin_args: &'a [&'a str],
 }
 
 impl Default for Options<'_> {
@@ -40,6 +42,7 @@ impl Default for Options<'_> {
             imds_refuse_token: false,
             config: "",
             fleetlock_slots: 0,
+            standin_args: &[],
         }
     }
 }
@@ -145,6 +148,7 @@ impl TestHost {
         if options.fleetlock_slots > 0 {
             args.extend(["--fleetlock-slots".to_string(), options.fleetlock_slots.to_string()]);
         }
+        args.extend(options.standin_args.iter().map(|a| a.to_string()));
         let out = Command::new(repo().join("tests/standins/start-standins.sh"))
             .arg(dir.path())
             .args(&args)
@@ -318,6 +322,48 @@ impl TestHost {
         serde_json::from_str(&run.stdout).unwrap()
     }
 
+    /// Spawns `ecs-patchd run` in the background, its output in files of the host's folder.
+    pub fn spawn_run(&self) -> std::process::Child {
+        let out = std::fs::File::create(self.path("run.stdout")).unwrap();
+        let err = std::fs::File::create(self.path("run.stderr")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
+            .arg("run")
+            .env_remove("AWS_PROFILE")
+            .env_remove("ECS_PATCHD_FAULT_KILL")
+            .envs(self.env())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (up to a minute) until `status --json` shows `step`.
+    pub fn wait_for_step(&self, step: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.status()["step"] != step {
+            assert!(std::time::Instant::now() < deadline, "never reached {step}: {}", self.status());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to a minute) until a package script runs inside this host's root: the
+    /// package transaction is under way (a process whose root directory is the host's root).
+    pub fn wait_for_scriptlet(&self) {
+        let root = self.root().canonicalize().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let chrooted = std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .any(|e| std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == root));
+            if chrooted {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no package script ever ran in {}", root.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// How many reboots the reboot stand-in performed.
     pub fn reboots(&self) -> usize {
         std::fs::read_to_string(self.path("boot_id.reboots")).map(|s| s.lines().count()).unwrap_or(0)
@@ -400,6 +446,7 @@ pub fn assert_patched(host: &TestHost) {
     }
     assert_eq!(host.reboots(), 1, "exactly one reboot");
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "drained exactly once");
+    assert_eq!(host.calls("DeleteAttributes:with-value"), 0, "the mark is deleted by name and target only");
     assert_eq!(host.tasks_on_peers(), 3, "the service tasks moved to the peer");
     let status = host.status();
     assert_eq!(status["cycle"]["state"]["outcome"]["result"], "patched", "{status}");

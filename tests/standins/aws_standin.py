@@ -3,10 +3,18 @@
 
 - moto's server (ECS, EC2) on 127.0.0.1, wrapped to count ECS calls by operation;
 - an IMDSv2 stand-in that enforces tokens (PUT first, 401 without a valid token);
-- the ECS agent's introspection API (`/v1/metadata`), which can be stopped and started;
+- the ECS agent's introspection API (`/v1/metadata`, `/v1/tasks`), which can be stopped and
+  started, and can come back registered in another cluster;
 - a scheduler thread that plays the ECS service scheduler: tasks started by a service
   (`startedBy = ecs-svc/...`) are stopped on a DRAINING instance and started again on an
   ACTIVE peer; standalone tasks are left alone, as ECS does;
+- real ECS's task shutdown: a stopped task's desired status is STOPPED at once (so the
+  instance's counts drop), but it lingers in DEACTIVATING, then STOPPING, for
+  --deactivating-seconds before it is STOPPED (moto stops it at once);
+- DeleteAttributes by name and target, as the API documents it (moto needs the value);
+- IMDS spot interruption notices and Auto Scaling target lifecycle states, set through the
+  control API; an Auto Scaling group holding the hosts (--asg);
+- error injection: chosen ECS operations answer a chosen error code a given number of times;
 - a control API under `/_standin/` on the moto port, used by the test scripts;
 - with --hosts N, N such hosts (each with its own IMDS and agent); with --lease-table, the
   DynamoDB table ecs-patchd keeps slots in; with --fleetlock-slots, a FleetLock server
@@ -47,6 +55,9 @@ class World:
         self.hosts = []  # each: instance_id, arn, agent_up, agent_version, lose_agent_state
         self.cluster = args.cluster
         self.fleetlock = {"holders": [], "calls": []}
+        self.lingering = {}  # task arn -> time it reaches STOPPED
+        self.stopped_at = {}  # task arn -> time it reached STOPPED
+        self.inject = {}  # ECS operation -> {"code", "status", "times"}
 
     def host(self, index):
         return self.hosts[int(index or 0)]
@@ -90,6 +101,29 @@ class World:
             h["lose_agent_state"] = bool(lose_agent_state)
         self.agent_stop(h)
 
+    def settle_stopping_tasks(self):
+        """Moves lingering tasks on: DEACTIVATING, then STOPPING, then STOPPED."""
+        now = time.time()
+        backend = self.ecs()
+        for task in backend.tasks.get(self.cluster, {}).values():
+            until = self.lingering.get(task.task_arn)
+            if until is None:
+                continue
+            if now >= until:
+                task.last_status = "STOPPED"
+                self.stopped_at[task.task_arn] = now
+                del self.lingering[task.task_arn]
+            elif now >= until - self.args.deactivating_seconds / 2:
+                task.last_status = "STOPPING"
+
+    def agent_tasks(self, h):
+        backend = self.ecs()
+        return [{"Arn": t.task_arn, "DesiredStatus": t.desired_status,
+                 "KnownStatus": "STOPPED" if t.last_status == "STOPPED" else "RUNNING",
+                 "Family": "web", "Version": "1", "Containers": []}
+                for t in backend.tasks.get(self.cluster, {}).values()
+                if t.container_instance_arn == h["arn"]]
+
     def drain_by_other(self, h):
         with self.lock:
             self.ecs().update_container_instances_state(self.cluster, [h["arn"]], "DRAINING")
@@ -109,9 +143,19 @@ class World:
                 "attributes": {k: v for k, v in ci.attributes.items() if not k.startswith("ecs.")},
             })
         first = self.hosts[0]
-        return {"instances": out, "calls": dict(self.calls), "current_arn": first["arn"],
+        tasks = [{"arn": t.task_arn, "container_instance_arn": t.container_instance_arn,
+                  "last_status": t.last_status, "desired_status": t.desired_status,
+                  "stopped_at": self.stopped_at.get(t.task_arn)}
+                 for t in backend.tasks.get(self.cluster, {}).values()]
+        return {"instances": out, "tasks": tasks, "calls": dict(self.calls), "current_arn": first["arn"],
                 "agent_version": first["agent_version"], "agent_up": first["agent_up"],
                 "hosts": [{k: h[k] for k in ("instance_id", "arn", "agent_version", "agent_up")} for h in self.hosts]}
+
+    def autoscaling(self):
+        from moto.autoscaling.models import autoscaling_backends
+        backend = autoscaling_backends[ACCOUNT][REGION]
+        return {i.instance.id: {"group": g.name, "protected": bool(i.protected_from_scale_in)}
+                for g in backend.autoscaling_groups.values() for i in g.instance_states}
 
     def lease_items(self):
         from moto.dynamodb.models import dynamodb_backends
@@ -128,6 +172,7 @@ class World:
             time.sleep(self.args.scheduler_period)
             try:
                 with self.lock:
+                    self.settle_stopping_tasks()
                     self.reschedule()
             except Exception as e:  # keep playing the scheduler whatever one round did
                 print(f"scheduler: {e!r}", flush=True)
@@ -147,7 +192,40 @@ class World:
                 continue  # nowhere to place it: ECS would keep it running
             backend.stop_task(self.cluster, task.task_arn, "Task stopped by the scheduler: instance DRAINING")
             backend.start_task(self.cluster, task.task_definition_arn, [target.container_instance_arn],
-                               overrides={}, started_by=task.started_by)
+                               overrides={}, started_by=task.started_by, group=task.group)
+
+
+def patch_moto(world):
+    """Makes moto's ECS behave as the AWS documentation says where the daemon depends on it."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    stop_task = EC2ContainerServiceBackend.stop_task
+
+    def lingering_stop_task(backend, cluster_str, task_str, reason):
+        # AWS: DEACTIVATING is where "the target group deregistration occurs"; STOPPING is
+        # where "Amazon ECS is waiting on the container agent" (task lifecycle). The desired
+        # status, which runningTasksCount and ListTasks follow, is STOPPED at once.
+        task = stop_task(backend, cluster_str, task_str, reason)
+        if world.args.deactivating_seconds > 0:
+            task.last_status = "DEACTIVATING"
+            world.lingering[task.task_arn] = time.time() + world.args.deactivating_seconds
+        else:
+            world.stopped_at[task.task_arn] = time.time()
+        return task
+
+    delete_attribute = EC2ContainerServiceBackend._delete_attribute
+
+    def delete_attribute_by_name(backend, cluster_name, name, value=None, target_id=None, target_type=None):
+        # AWS: "For custom attributes, specify the attribute name and target ID, but don't
+        # specify the value." moto deletes only when the value matches.
+        if value is None and target_id:
+            instance = backend.container_instances[cluster_name].get(target_id.rsplit("/", 1)[-1])
+            if instance is not None:
+                value = instance.attributes.get(name)
+        return delete_attribute(backend, cluster_name, name, value, target_id, target_type)
+
+    EC2ContainerServiceBackend.stop_task = lingering_stop_task
+    EC2ContainerServiceBackend._delete_attribute = delete_attribute_by_name
 
 
 def moto_app(world):
@@ -176,6 +254,25 @@ def moto_app(world):
             world.reboot(host, body.get("lose_agent_state")); result = {}
         elif path == "/_standin/drain-by-other":
             world.drain_by_other(host); result = {}
+        elif path == "/_standin/imds":
+            # {"spot": {...} or null, "lifecycle": "Terminated" or null}
+            host["imds"].update({k: body[k] for k in ("spot", "lifecycle") if k in body}); result = {}
+        elif path == "/_standin/agent/cluster":
+            host["agent_cluster"] = body["cluster"]; result = {}
+        elif path == "/_standin/peer/disconnect":
+            with world.lock:
+                ids = {h["instance_id"] for h in world.hosts}
+                peers = [ci for ci in world.ecs().container_instances[world.cluster].values()
+                         if ci.ec2_instance_id not in ids]
+                peers[int(body.get("peer", 0))].agent_connected = False
+            result = {}
+        elif path == "/_standin/inject":
+            with world.lock:
+                world.inject[body["operation"]] = {"code": body["code"], "status": body.get("status", 400),
+                                                   "times": body.get("times", 1)}
+            result = {}
+        elif path == "/_standin/autoscaling":
+            result = world.autoscaling()
         else:
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error": "unknown control path"}']
@@ -192,11 +289,34 @@ def moto_app(world):
             raw = environ["wsgi.input"].read(length)
             import io
             environ["wsgi.input"] = io.BytesIO(raw)
+            body = json.loads(raw or b"{}")
             if operation == "UpdateContainerInstancesState":
-                operation += ":" + json.loads(raw or b"{}").get("status", "?")
+                operation += ":" + body.get("status", "?")
+            if operation == "DeregisterContainerInstance" and body.get("force"):
+                world.count("DeregisterContainerInstance:force")
+            if operation == "DeleteAttributes" and any("value" in a for a in body.get("attributes", [])):
+                world.count("DeleteAttributes:with-value")
             world.count(operation)
             with world.lock:
+                injected = world.inject.get(operation)
+                if injected and injected["times"] > 0:
+                    injected["times"] -= 1
+                    error = json.dumps({"__type": injected["code"], "message": "injected by the stand-in"}).encode()
+                    start_response(f"{injected['status']} Error", [("Content-Type", "application/x-amz-json-1.1"),
+                                                                  ("x-amzn-ErrorType", injected["code"])])
+                    return [error]
                 return inner(environ, start_response)
+        if "autoscaling" in environ.get("HTTP_AUTHORIZATION", ""):
+            import io
+            import urllib.parse
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(raw)
+            form = urllib.parse.parse_qs(raw.decode())
+            action = form.get("Action", ["?"])[0]
+            if action == "SetInstanceProtection":
+                action += ":" + form.get("ProtectedFromScaleIn", ["?"])[0]
+            world.count(action)
         return inner(environ, start_response)
 
     return app
@@ -239,6 +359,12 @@ def imds_handler(world, h):
                 "/latest/meta-data/placement/region": REGION,
                 "/latest/meta-data/placement/availability-zone": AZ,
             }
+            # Absent (404) until set, as on EC2: a spot notice only once one is posted, a
+            # target lifecycle state only for an instance in an Auto Scaling group.
+            if h["imds"].get("spot"):
+                paths["/latest/meta-data/spot/instance-action"] = json.dumps(h["imds"]["spot"])
+            if h["imds"].get("lifecycle"):
+                paths["/latest/meta-data/autoscaling/target-lifecycle-state"] = h["imds"]["lifecycle"]
             if self.path not in paths:
                 return self.reply(404)
             self.reply(200, paths[self.path].encode())
@@ -257,10 +383,14 @@ def agent_handler(world, h):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if self.path != "/v1/metadata":
+            if self.path == "/v1/tasks":
+                with world.lock:
+                    body = json.dumps({"Tasks": world.agent_tasks(h)}).encode()
+            elif self.path == "/v1/metadata":
+                body = json.dumps({"Cluster": h["agent_cluster"] or world.cluster, "ContainerInstanceArn": h["arn"],
+                                   "Version": h["agent_version"]}).encode()
+            else:
                 self.send_response(404); self.end_headers(); return
-            body = json.dumps({"Cluster": world.cluster, "ContainerInstanceArn": h["arn"],
-                               "Version": h["agent_version"]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -342,16 +472,42 @@ def setup(world, moto_url, args):
     for _ in range(args.hosts):
         instance, arn = host()
         world.hosts.append({"instance_id": instance, "arn": arn, "agent_up": True,
-                            "agent_version": args.agent_version, "lose_agent_state": False})
+                            "agent_version": args.agent_version, "lose_agent_state": False,
+                            "imds": {}, "agent_cluster": None})
     for _ in range(args.peers):
         host()
+    from moto.ecs.models import ecs_backends
+    services = {"web": {"maximumPercent": 200, "minimumHealthyPercent": 50}}
+    if args.stuck_service:
+        services["stuck"] = {"maximumPercent": 100, "minimumHealthyPercent": 100}
+    for name, deployment in services.items():
+        ecs.create_service(cluster=args.cluster, serviceName=name, taskDefinition="web", desiredCount=0)
+        service = next(s for s in ecs_backends[ACCOUNT][REGION].services.values() if s.name == name)
+        service.deployment_configuration = deployment  # moto keeps no deployment configuration
     for h in world.hosts:
         if args.tasks:
             ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[h["arn"]] * args.tasks,
-                           startedBy="ecs-svc/web")
+                           startedBy="ecs-svc/web", group="service:web")
+        if args.stuck_service:
+            ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[h["arn"]],
+                           startedBy="ecs-svc/stuck", group="service:stuck")
         if args.standalone_tasks:
             ecs.start_task(cluster=args.cluster, taskDefinition="web",
                            containerInstances=[h["arn"]] * args.standalone_tasks)
+    if args.asg:
+        autoscaling = session.client("autoscaling", endpoint_url=moto_url)
+        autoscaling.create_launch_configuration(LaunchConfigurationName=args.asg, ImageId=image,
+                                                InstanceType="m5.large")
+        autoscaling.create_auto_scaling_group(AutoScalingGroupName=args.asg, LaunchConfigurationName=args.asg,
+                                              MinSize=0, MaxSize=10, DesiredCapacity=0,
+                                              AvailabilityZones=[AZ])
+        ids = [h["instance_id"] for h in world.hosts]
+        autoscaling.attach_instances(AutoScalingGroupName=args.asg, InstanceIds=ids)
+        if args.asg_protected:
+            autoscaling.set_instance_protection(AutoScalingGroupName=args.asg, InstanceIds=ids,
+                                                ProtectedFromScaleIn=True)
+        for h in world.hosts:
+            h["imds"]["lifecycle"] = "InService"
     if args.lease_table:
         session.client("dynamodb", endpoint_url=moto_url).create_table(
             TableName=args.lease_table, BillingMode="PAY_PER_REQUEST",
@@ -379,10 +535,17 @@ def main():
     parser.add_argument("--agent-version", default="1.0.0")
     parser.add_argument("--scheduler-period", type=float, default=0.2)
     parser.add_argument("--imds-refuse-token", action="store_true", help="answer every token request with 403")
+    parser.add_argument("--deactivating-seconds", type=float, default=1.0,
+                        help="a stopped task lingers this long in DEACTIVATING and STOPPING")
+    parser.add_argument("--stuck-service", action="store_true",
+                        help="also run a task of a service with minimumHealthyPercent 100 and maximumPercent 100")
+    parser.add_argument("--asg", default="", help="put the hosts in an Auto Scaling group of this name")
+    parser.add_argument("--asg-protected", action="store_true", help="the hosts start protected from scale-in")
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     world = World(args)
+    patch_moto(world)
     ports = {"moto": free_port(), "fleetlock": free_port()}
     from werkzeug.serving import make_server
     moto = make_server("127.0.0.1", ports["moto"], moto_app(world), threaded=True)

@@ -41,6 +41,8 @@ poll = "200ms"
 
 CONF
 cat "$dir/pkg/packages.toml" >> "$dir/config.toml"
+# ecs-patchd refuses a configuration others may write.
+chmod 644 "$dir/config.toml"
 
 cat > "$dir/env" <<ENV
 export AWS_ENDPOINT_URL=$control

@@ -8,6 +8,7 @@
 #   none        no update
 #   broken         demo-app 2.0 whose install fails (a file conflict), demo-kernel 2.0
 #   unsatisfiable  demo-app 2.0 needing a package nobody has (dnf skips it and exits 0)
+#   slow        as full, but demo-app 2.0's pre-install script takes SLOW_SECONDS (default 4)
 # Writes DIR/packages.toml, the [packages] configuration that confines the daemon to DIR.
 set -eu
 manager=$1 dir=$(realpath -m "$2") scenario=$3
@@ -15,6 +16,7 @@ root=$dir/root repo=$dir/repo build=$dir/build
 rm -rf "$dir" && mkdir -p "$root/bin" "$root/var/run" "$repo" "$build"
 # Package scripts run inside the root: give it a shell.
 cp /bin/busybox "$root/bin/sh"
+cp /bin/busybox "$root/bin/sleep"
 
 case $scenario in
   full) updates="demo-app:2.0 demo-kernel:2.0 ecs-init:1.1.0" ;;
@@ -22,6 +24,7 @@ case $scenario in
   none) updates="" ;;
   broken) updates="demo-app:2.0:broken demo-kernel:2.0" ;;
   unsatisfiable) updates="demo-app:2.0:unsatisfiable" ;;
+  slow) updates="demo-app:2.0:slow demo-kernel:2.0 ecs-init:1.1.0" ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 base="demo-app:1.0 demo-kernel:1.0 ecs-init:1.0.0"
@@ -37,7 +40,10 @@ rpm_package() { # name version [broken|unsatisfiable] -> an .rpm in $build/rpms
     echo "Summary: ecs-patchd test package"; echo "License: MIT"; echo "BuildArch: noarch"
     echo "AutoReqProv: no"
     [ "$flaw" = unsatisfiable ] && echo "Requires: no-such-package"
+    # The scriptlet's shell is the root's busybox: say so, or dnf skips the package.
+    [ "$flaw" = slow ] && echo "Provides: /bin/sh"
     echo "%description"; echo "test package"
+    if [ "$flaw" = slow ]; then echo "%pre"; echo "sleep ${SLOW_SECONDS:-4}"; fi
     echo "%install"
     echo "mkdir -p %{buildroot}/usr/share/$name && echo $version > %{buildroot}/usr/share/$name/VERSION"
     [ "$flaw" = broken ] && echo "mkdir -p %{buildroot}/usr/share/demo-kernel && echo claimed-by-$name > %{buildroot}/usr/share/demo-kernel/VERSION"
@@ -57,6 +63,10 @@ deb_package() { # name version [broken|unsatisfiable] -> a .deb in $build/debs
   [ "$flaw" = unsatisfiable ] && echo "Depends: no-such-package" >> "$pkg/DEBIAN/control"
   if [ "$flaw" = broken ]; then
     mkdir -p "$pkg/usr/share/demo-kernel" && echo "claimed-by-$name" > "$pkg/usr/share/demo-kernel/VERSION"
+  fi
+  if [ "$flaw" = slow ]; then
+    printf '#!/bin/sh\nsleep %s\n' "${SLOW_SECONDS:-4}" > "$pkg/DEBIAN/preinst"
+    chmod 755 "$pkg/DEBIAN/preinst"
   fi
   if [ "$name" = demo-kernel ] && [ "$version" != 1.0 ]; then
     # What Debian's kernel packages do through update-notifier.
