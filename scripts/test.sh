@@ -4,6 +4,8 @@
 # roots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Files the tests create must not be group- or world-writable: ecs-patchd refuses such config.
+umask 022
 scripts/setup.sh
 export ECS_PATCHD_TEST_PYTHON="$PWD/.venv/bin/python"
 cargo fmt --all -- --check

@@ -20,11 +20,37 @@ pub struct AgentMetadata {
     pub version: String,
 }
 
-/// Asks the running agent who it is.
+/// One task as the agent knows it (`GET /v1/tasks`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AgentTask {
+    /// The task's ARN.
+    #[serde(rename = "Arn")]
+    pub arn: String,
+    /// What the agent last saw of its containers: RUNNING, STOPPED, ...
+    #[serde(rename = "KnownStatus")]
+    pub known_status: String,
+}
+
+impl AgentTask {
+    /// True once the agent has seen the task's containers stop.
+    pub fn is_stopped(&self) -> bool {
+        self.known_status == "STOPPED"
+    }
+}
+
+#[derive(Deserialize)]
+struct AgentTasks {
+    #[serde(rename = "Tasks", default)]
+    tasks: Vec<AgentTask>,
+}
+
+/// Asks the running agent who it is and what it runs.
 #[async_trait::async_trait]
 pub trait Agent: Send + Sync {
     /// The agent's metadata; an error when it does not answer.
     async fn metadata(&self) -> Result<AgentMetadata>;
+    /// The tasks the agent manages on this host, with the state of their containers.
+    async fn tasks(&self) -> Result<Vec<AgentTask>>;
 }
 
 /// [`Agent`] over HTTP.
@@ -42,12 +68,9 @@ impl IntrospectionClient {
             .map_err(|e| Error::Host(format!("cannot build the ECS agent client: {e}")))?;
         Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), http })
     }
-}
 
-#[async_trait::async_trait]
-impl Agent for IntrospectionClient {
-    async fn metadata(&self) -> Result<AgentMetadata> {
-        let url = format!("{}/v1/metadata", self.base_url);
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base_url);
         let unreachable = |why: String| Error::Host(format!("the ECS agent at {url} {why}"));
         let response = self
             .http
@@ -58,7 +81,18 @@ impl Agent for IntrospectionClient {
         if !response.status().is_success() {
             return Err(unreachable(format!("answered HTTP {}", response.status())));
         }
-        response.json().await.map_err(|e| unreachable(format!("sent metadata that is not understood ({e})")))
+        response.json().await.map_err(|e| unreachable(format!("sent an answer that is not understood ({e})")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for IntrospectionClient {
+    async fn metadata(&self) -> Result<AgentMetadata> {
+        self.get("/v1/metadata").await
+    }
+
+    async fn tasks(&self) -> Result<Vec<AgentTask>> {
+        Ok(self.get::<AgentTasks>("/v1/tasks").await?.tasks)
     }
 }
 

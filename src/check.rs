@@ -6,6 +6,7 @@ use crate::config::{RebootPolicy, Settings};
 use crate::cycle::{Cycle, Plan, Ports};
 use crate::error::Result;
 use crate::identity::Identity;
+use crate::lifecycle;
 use crate::packages::{PackageUpdate, RebootNeed};
 
 /// The answer of `check`.
@@ -21,6 +22,8 @@ pub struct Preview {
     pub tasks: Option<i32>,
     /// The cycle that drained it, if ecs-patchd did.
     pub drained_by: Option<String>,
+    /// Why the instance is leaving (spot notice, Auto Scaling lifecycle), if it is.
+    pub leaving: Option<String>,
     /// The package manager in use.
     pub package_manager: String,
     /// Updates available now.
@@ -49,9 +52,12 @@ pub async fn preview(
     let plan = Plan::new(pending, &settings.packages.agent_packages);
     let reboot_needed_now = ports.packages.reboot_required().await.ok();
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
+    let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await;
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
+    } else if let Some(why) = &leaving {
+        format!("nothing: {why}")
     } else if plan.updates.is_empty() {
         "nothing: no update is pending".to_string()
     } else if plan.agent_only {
@@ -77,6 +83,7 @@ pub async fn preview(
         agent_connected: instance.as_ref().map(|i| i.agent_connected),
         tasks,
         drained_by: instance.and_then(|i| i.drained_by),
+        leaving,
         package_manager: ports.packages.name().to_string(),
         agent_only: plan.agent_only,
         pending: plan.updates,

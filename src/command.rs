@@ -50,30 +50,44 @@ pub enum RunError {
 }
 
 /// Runs `argv` (program first) with extra environment `env`, killing it after `limit`.
+///
+/// Its output goes to unnamed temporary files, not pipes: a program that outlives the
+/// daemon (killed, or stopped by systemd) must not die of a closed pipe halfway through a
+/// package transaction.
 pub async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<Output, RunError> {
     let command_line = display(argv);
-    let (program, args) = argv.split_first().ok_or_else(|| RunError::Spawn {
-        command: command_line.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
-    })?;
+    let spawn_error = |source| RunError::Spawn { command: command_line.clone(), source };
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| spawn_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")))?;
+    let stdout = tempfile::tempfile().map_err(spawn_error)?;
+    let stderr = tempfile::tempfile().map_err(spawn_error)?;
     let mut command = Command::new(program);
     command
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(stdout.try_clone().map_err(spawn_error)?))
+        .stderr(Stdio::from(stderr.try_clone().map_err(spawn_error)?))
+        // Its own process group: a Ctrl-C at the terminal reaches the daemon, which decides
+        // (it lets a package transaction finish), not the child directly.
+        .process_group(0)
         .kill_on_drop(true);
-    let child = command.spawn().map_err(|source| RunError::Spawn { command: command_line.clone(), source })?;
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(Ok(output)) => Ok(Output {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }),
-        Ok(Err(source)) => Err(RunError::Spawn { command: command_line, source }),
-        Err(_) => Err(RunError::TimedOut { command: command_line, limit }),
-    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(source)) => return Err(spawn_error(source)),
+        Err(_) => return Err(RunError::TimedOut { command: command_line, limit }),
+    };
+    Ok(Output { code: status.code(), stdout: read_all(stdout), stderr: read_all(stderr) })
+}
+
+/// Everything written to `file` from its start, lossily decoded.
+fn read_all(mut file: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    let _ = file.rewind().and_then(|()| file.read_to_end(&mut bytes));
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The command line as a person would type it (for messages).

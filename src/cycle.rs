@@ -35,12 +35,13 @@ use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
-use crate::ecs::{ContainerInstance, Ecs, Task};
+use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
 use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
+use crate::lifecycle::{self, Lifecycle, ScaleIn};
 use crate::packages::{PackageManager, PackageUpdate};
 
 /// The side effects a cycle performs, each behind its own trait.
@@ -57,6 +58,8 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Where slots come from.
     pub coordinator: Arc<dyn Coordinator>,
+    /// Spot notices, Auto Scaling lifecycle and scale-in protection.
+    pub lifecycle: Box<dyn Lifecycle>,
 }
 
 /// What the cycle will install.
@@ -136,6 +139,9 @@ pub enum State {
         plan: Plan,
         /// The container instance to drain.
         arn: String,
+        /// What stays on the host through the drain (daemon tasks): peers need no room.
+        #[serde(default)]
+        stays: Capacity,
     },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
@@ -145,6 +151,9 @@ pub enum State {
         arn: String,
         /// The slot held.
         lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Installing the updates on the drained host.
     Installing {
@@ -154,6 +163,9 @@ pub enum State {
         arn: String,
         /// The slot held.
         lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Rebooting; finished when the boot id differs from `boot_id`.
     Rebooting {
@@ -167,6 +179,9 @@ pub enum State {
         attempt: u32,
         /// The slot held.
         lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Back from install (and reboot): agent running and connected, updates verified.
     Returning {
@@ -180,6 +195,9 @@ pub enum State {
         rebooted: bool,
         /// The slot held.
         lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Setting the instance ACTIVE again and removing a stale registration.
     Reactivating {
@@ -191,6 +209,9 @@ pub enum State {
         outcome: Outcome,
         /// The slot held.
         lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Letting the host settle, pausing the roll after a failure, releasing the slot.
     Releasing {
@@ -198,6 +219,9 @@ pub enum State {
         outcome: Outcome,
         /// The slot to release.
         lease: Grant,
+        /// The scale-in protection to restore.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
     },
     /// Finished.
     Done {
@@ -379,6 +403,9 @@ impl<'a> Machine<'a> {
 
     /// Checks for updates and, if there are any, runs a new cycle to its end.
     pub async fn start(&self, identity: &Identity) -> Result<Cycle> {
+        if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+            return Err(Error::Deferred(format!("{why}: no cycle is started")));
+        }
         let updates = self.ports.packages.pending_updates().await?;
         let now = self.ports.clock.now();
         let state = if updates.is_empty() {
@@ -456,7 +483,7 @@ impl<'a> Machine<'a> {
                 // unreachable; without an answer the lease is taken as lapsed.
                 let mut valid = cycle.entered_at;
                 for attempt in 1..=RENEW_ATTEMPTS {
-                    match coordinator.renew(&grant, &cycle.instance_id, cycle.state.name()).await {
+                    match coordinator.renew(&grant, &cycle.instance_id, cycle.state.name(), ttl).await {
                         Ok(true) => {
                             valid = now.checked_add(ttl).unwrap_or(far_future());
                             break;
@@ -482,7 +509,7 @@ impl<'a> Machine<'a> {
                     loop {
                         clock.sleep(every).await;
                         let step = *current.lock().expect("step lock");
-                        let renewed = match coordinator.renew(&grant, &id, step).await {
+                        let renewed = match coordinator.renew(&grant, &id, step, ttl).await {
                             Ok(true) => clock.now().checked_add(ttl).unwrap_or(far_future()),
                             Ok(false) => {
                                 warn!("the slot is no longer ours (released or reclaimed): no new destructive step");
@@ -551,19 +578,19 @@ impl<'a> Machine<'a> {
                 Ok(State::RestartingAgent { plan, agent_version })
             }
             State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
-            State::WaitingForSlot { plan, arn } => self.wait_for_slot(cycle, plan, arn).await,
-            State::Draining { plan, arn, lease } => self.drain(cycle, plan, arn, lease).await,
-            State::Installing { plan, arn, lease } => self.install(plan, arn, lease).await,
-            State::Rebooting { plan, arn, boot_id, attempt, lease } => {
-                self.reboot(plan, arn, boot_id, attempt, lease).await
+            State::WaitingForSlot { plan, arn, stays } => self.wait_for_slot(cycle, plan, arn, stays).await,
+            State::Draining { plan, arn, lease, scale_in } => self.drain(cycle, plan, arn, lease, scale_in).await,
+            State::Installing { plan, arn, lease, scale_in } => self.install(plan, arn, lease, scale_in).await,
+            State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } => {
+                self.reboot(cycle, plan, arn, boot_id, attempt, lease, scale_in).await
             }
-            State::Returning { plan, arn, stale_arn, rebooted, lease } => {
-                self.return_to_service(cycle, plan, arn, stale_arn, rebooted, lease).await
+            State::Returning { plan, arn, stale_arn, rebooted, lease, scale_in } => {
+                self.return_to_service(cycle, plan, arn, stale_arn, rebooted, lease, scale_in).await
             }
-            State::Reactivating { arn, stale_arn, outcome, lease } => {
-                self.reactivate(cycle, arn, stale_arn, outcome, lease).await
+            State::Reactivating { arn, stale_arn, outcome, lease, scale_in } => {
+                self.reactivate(cycle, arn, stale_arn, outcome, lease, scale_in).await
             }
-            State::Releasing { outcome, lease } => self.release(cycle, outcome, lease).await,
+            State::Releasing { outcome, lease, scale_in } => self.release(cycle, outcome, lease, scale_in).await,
             State::Done { .. } => unreachable!("drive() stops at Done"),
         }
     }
@@ -580,11 +607,19 @@ impl<'a> Machine<'a> {
             Outcome::Failed { step: cycle.state.name().into(), kind: error.kind(), reason: error.to_string() };
         Ok(match cycle.state.clone() {
             State::Reactivating { .. } | State::Releasing { .. } => return Err(error),
-            State::Draining { lease, .. } if error.kind() == Kind::NotOurs => State::Releasing { outcome, lease },
-            State::Draining { arn, lease, .. }
-            | State::Installing { arn, lease, .. }
-            | State::Rebooting { arn, lease, .. } => State::Reactivating { arn, stale_arn: None, outcome, lease },
-            State::Returning { arn, stale_arn, lease, .. } => State::Reactivating { arn, stale_arn, outcome, lease },
+            State::Draining { lease, scale_in, .. } if error.kind() == Kind::NotOurs => {
+                State::Releasing { outcome, lease, scale_in }
+            }
+            // Back through Reactivating, which sets ACTIVE only what this cycle drained and
+            // leaves an instance that is leaving as it is.
+            State::Draining { arn, lease, scale_in, .. }
+            | State::Installing { arn, lease, scale_in, .. }
+            | State::Rebooting { arn, lease, scale_in, .. } => {
+                State::Reactivating { arn, stale_arn: None, outcome, lease, scale_in }
+            }
+            State::Returning { arn, stale_arn, lease, scale_in, .. } => {
+                State::Reactivating { arn, stale_arn, outcome, lease, scale_in }
+            }
             _ => State::Done { outcome },
         })
     }
@@ -602,8 +637,10 @@ impl<'a> Machine<'a> {
                 .map_err(|e| Error::Host(format!("the ECS agent must be running to update it in place: {e}")))?;
             return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
         }
-        // Whether someone else drained the instance is checked right before the drain.
-        Ok(State::WaitingForSlot { plan, arn })
+        // Whether someone else drained the instance is checked right before the drain;
+        // whether its services can move their tasks, now and again then.
+        let stays = self.services_can_move(&arn).await?;
+        Ok(State::WaitingForSlot { plan, arn, stays })
     }
 
     // ---- 3. agent-only update -------------------------------------------------------
@@ -613,7 +650,7 @@ impl<'a> Machine<'a> {
         if running.is_none_or(|v| v == old_version) {
             self.ports.host.restart_agent().await?;
         }
-        let (meta, _) = self.await_agent(cycle.entered_at, |_| true).await?;
+        let (meta, _) = self.await_agent(cycle, |_| true).await?;
         if meta.version == old_version {
             // A packaging-only release (ecs-init -1 to -2) keeps the agent's version string.
             warn!(version = %meta.version, "the restarted ECS agent reports the same version");
@@ -626,9 +663,13 @@ impl<'a> Machine<'a> {
 
     // ---- 4. slot ------------------------------------------------------------------------
 
-    /// Asks the coordinator until it grants a slot; makes no ECS call of its own.
-    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String) -> Result<State> {
-        let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone() };
+    /// Looks once at the host's Auto Scaling group, then asks the coordinator until it
+    /// grants a slot, making no ECS call of its own meanwhile.
+    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String, stays: Capacity) -> Result<State> {
+        // Read before the slot is taken: a grant must never be followed by a failure that
+        // forgets it. Group membership does not change while the host waits.
+        let scale_in = self.ports.lifecycle.scale_in().await?;
+        let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
         let coordination = &self.settings.coordination;
         let deadline = cycle.entered_at + coordination.wait_timeout;
         let mut said = String::new();
@@ -637,7 +678,7 @@ impl<'a> Machine<'a> {
             match self.ports.coordinator.acquire(&request, self.ports.ecs.as_ref()).await {
                 Ok(Decision::Granted(lease)) => {
                     info!(token = lease.token, "slot granted");
-                    return Ok(State::Draining { plan, arn, lease });
+                    return Ok(State::Draining { plan, arn, lease, scale_in });
                 }
                 Ok(Decision::Paused(why)) => {
                     self.withdraw(&request).await;
@@ -676,18 +717,53 @@ impl<'a> Machine<'a> {
 
     // ---- 5. drain ---------------------------------------------------------------------
 
-    async fn drain(&self, cycle: &Cycle, plan: Plan, arn: String, lease: Grant) -> Result<State> {
+    async fn drain(
+        &self,
+        cycle: &Cycle,
+        plan: Plan,
+        arn: String,
+        lease: Grant,
+        scale_in: Option<ScaleIn>,
+    ) -> Result<State> {
         let instance = self.registered(&arn).await?;
         if instance.is_drained_by(&cycle.id) {
             info!("the instance is already DRAINING for this cycle; waiting");
         } else if instance.status == "ACTIVE" {
+            if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{why}: the instance is not drained")));
+            }
+            self.services_can_move(&arn).await?;
+            // A drained, task-less instance is the first one Auto Scaling would pick to scale
+            // in: protect it until the cycle ends (Releasing restores what was there).
+            if let Some(group) = scale_in.as_ref().filter(|s| !s.was_protected) {
+                self.ports.lifecycle.protect(&group.group, true).await?;
+            }
             self.ensure_lease()?;
             self.ports.ecs.drain(&arn, &cycle.id).await?;
         } else {
             return Err(not_ours(&instance));
         }
         self.wait_until_drained(&arn, cycle.entered_at).await?;
-        Ok(State::Installing { plan, arn, lease })
+        Ok(State::Installing { plan, arn, lease, scale_in })
+    }
+
+    /// Fails (deferred: nothing is changed) when a service with tasks on this host cannot
+    /// move them; otherwise answers what stays on the host through a drain (daemon tasks),
+    /// which peers need no room for.
+    async fn services_can_move(&self, arn: &str) -> Result<Capacity> {
+        let tasks = self.ports.ecs.tasks_on(arn).await?;
+        let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Capacity::default());
+        }
+        let services = self.ports.ecs.services(&names).await?;
+        if let Some(why) = services.iter().find_map(|s| s.cannot_move()) {
+            return Err(Error::Deferred(why));
+        }
+        let daemon = |t: &&Task| t.service().is_some_and(|name| services.iter().any(|s| s.name == name && s.daemon));
+        Ok(tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)))
     }
 
     async fn wait_until_drained(&self, arn: &str, since: SystemTime) -> Result<()> {
@@ -699,6 +775,11 @@ impl<'a> Machine<'a> {
         loop {
             let now = self.ports.clock.now();
             let classify = now >= grace_ends && drain.standalone_tasks != StandalonePolicy::Wait;
+            // A spot notice gives two minutes: a host that is leaving stops draining at once
+            // and gives its slot back (Reactivating leaves it as it is).
+            if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{why}: the drain is abandoned")));
+            }
             let left = match self.tasks_left(arn, classify).await {
                 Ok(left) if left.is_empty() => return Ok(()),
                 Ok(left) => left,
@@ -710,7 +791,8 @@ impl<'a> Machine<'a> {
                     return Err(Error::Timeout(format!("the drain did not finish within {}: {e}", fmt(drain.timeout))));
                 }
             };
-            let standalone: Vec<&Task> = left.tasks.iter().filter(|t| !t.is_service_task()).collect();
+            let standalone: Vec<&Task> =
+                left.tasks.iter().filter(|t| !t.is_service_task() && t.desired_status == "RUNNING").collect();
             if !standalone.is_empty() {
                 match drain.standalone_tasks {
                     StandalonePolicy::Wait => {}
@@ -734,9 +816,9 @@ impl<'a> Machine<'a> {
             }
             if now >= deadline {
                 return Err(Error::Timeout(format!(
-                    "the drain did not finish within {}: {} task(s) still running or pending",
+                    "the drain did not finish within {}: {}",
                     fmt(drain.timeout),
-                    left.count()
+                    left.describe()
                 )));
             }
             let wait = self.ports.clock.jitter(delays.next().unwrap_or(drain.poll_max));
@@ -745,18 +827,44 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// What still runs on `arn`: one read of the instance's counts per poll; the tasks are
-    /// listed only to confirm the end, or when they must be told apart (`classify`).
+    /// What still runs on `arn`. While ECS counts tasks whose desired status is RUNNING,
+    /// one describe per poll (and the task list, when standalone tasks must be told
+    /// apart). Once it counts none, the stopped tasks may still be shutting down: the agent
+    /// is asked (no API call) until it has seen every container stop, then ECS confirms
+    /// that every task on the instance is STOPPED.
+    ///
+    /// AWS: "A container instance has completed draining when all tasks running on the
+    /// instance transition to a STOPPED state" (Draining Amazon ECS container instances);
+    /// "runningTasksCount: The number of tasks on the container instance that have a desired
+    /// status (desiredStatus) of RUNNING" (ContainerInstance). A task in DEACTIVATING (load
+    /// balancer deregistration) or STOPPING still serves. Both views are needed: ECS covers
+    /// tasks placed but not yet started by the agent; the agent's `KnownStatus` is the
+    /// host's own truth about its containers, which ECS learns a moment later.
     async fn tasks_left(&self, arn: &str, classify: bool) -> Result<TasksLeft> {
         let instance = self.registered(arn).await?;
         let counted = instance.running_tasks + instance.pending_tasks;
-        let tasks = if counted == 0 || classify { self.ports.ecs.running_tasks(arn).await? } else { Vec::new() };
-        Ok(TasksLeft { tasks, running: instance.running_tasks, pending: instance.pending_tasks })
+        if counted > 0 && !classify {
+            return Ok(TasksLeft { counted, ..TasksLeft::default() });
+        }
+        if counted == 0 {
+            let on_host = self.ports.agent.tasks().await.map_err(|e| {
+                Error::Host(format!("the ECS agent cannot say whether every task on the host has stopped: {e}"))
+            })?;
+            let local: Vec<String> = on_host.into_iter().filter(|t| !t.is_stopped()).map(|t| t.arn).collect();
+            if !local.is_empty() {
+                return Ok(TasksLeft { local, ..TasksLeft::default() });
+            }
+        }
+        let tasks = self.ports.ecs.tasks_on(arn).await?;
+        Ok(TasksLeft { tasks, counted, ..TasksLeft::default() })
     }
 
     // ---- 6. install -------------------------------------------------------------------
 
-    async fn install(&self, plan: Plan, arn: String, lease: Grant) -> Result<State> {
+    /// Installs the plan. Run again after a restart, it installs again: the package
+    /// manager waits for a leftover transaction's lock, finishes what is missing, and the
+    /// verification below decides.
+    async fn install(&self, plan: Plan, arn: String, lease: Grant, scale_in: Option<ScaleIn>) -> Result<State> {
         self.ensure_lease()?;
         self.ports.packages.install(&plan.names()).await?;
         // A package manager may skip an update it cannot install and still succeed (dnf
@@ -764,9 +872,9 @@ impl<'a> Machine<'a> {
         self.verify_installed(&plan).await?;
         if self.reboot_wanted().await? {
             let boot_id = self.ports.host.boot_id()?;
-            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease })
+            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in })
         } else {
-            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease })
+            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
         }
     }
 
@@ -793,10 +901,20 @@ impl<'a> Machine<'a> {
 
     // ---- 7. reboot --------------------------------------------------------------------
 
-    async fn reboot(&self, plan: Plan, arn: String, boot_id: String, attempt: u32, lease: Grant) -> Result<State> {
+    #[allow(clippy::too_many_arguments)] // the state's own fields, as the other steps take them
+    async fn reboot(
+        &self,
+        cycle: &Cycle,
+        plan: Plan,
+        arn: String,
+        boot_id: String,
+        attempt: u32,
+        lease: Grant,
+        scale_in: Option<ScaleIn>,
+    ) -> Result<State> {
         if self.ports.host.boot_id()? != boot_id {
             info!("the host has rebooted");
-            return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true, lease });
+            return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true, lease, scale_in });
         }
         let attempts = self.settings.host.reboot_attempts;
         if attempt > attempts {
@@ -806,14 +924,32 @@ impl<'a> Machine<'a> {
             )));
         }
         self.ensure_lease()?;
+        self.hold_through_reboot(cycle, &lease).await?;
         self.ports.host.reboot().await?;
         self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
         warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));
-        Ok(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease })
+        Ok(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease, scale_in })
+    }
+
+    /// Renews the slot's lease, just before the reboot, for the longest the reboot may take
+    /// (`host.reboot_timeout`) plus one lease lifetime, so that a slow (bare-metal) boot,
+    /// and the resume that follows it, never let the lease lapse and pause the roll.
+    async fn hold_through_reboot(&self, cycle: &Cycle, lease: &Grant) -> Result<()> {
+        let coordinator = &self.ports.coordinator;
+        let hold = self.settings.host.reboot_timeout.saturating_add(coordinator.ttl());
+        match coordinator.renew(lease, &cycle.instance_id, cycle.state.name(), hold).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Lease("the slot is no longer ours (released or reclaimed): no reboot".into())),
+            Err(e) => {
+                warn!("cannot extend the slot's lease over the reboot (the last renewal still holds): {e}");
+                Ok(())
+            }
+        }
     }
 
     // ---- 8. return ----------------------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)] // the state's own fields, as the other steps take them
     async fn return_to_service(
         &self,
         cycle: &Cycle,
@@ -822,12 +958,13 @@ impl<'a> Machine<'a> {
         stale_arn: Option<String>,
         rebooted: bool,
         lease: Grant,
+        scale_in: Option<ScaleIn>,
     ) -> Result<State> {
         if let Err(e) = self.ports.agent.metadata().await {
             info!("starting the ECS agent ({e})");
             self.ports.host.start_agent().await?;
         }
-        let (_, instance) = self.await_agent(cycle.entered_at, |_| true).await?;
+        let (_, instance) = self.await_agent(cycle, |_| true).await?;
         if instance.arn != arn {
             // The agent lost its saved state and registered anew: adopt the new record once
             // ECS confirms it belongs to this EC2 instance; the drained one is now stale.
@@ -840,11 +977,11 @@ impl<'a> Machine<'a> {
             }
             warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
             let stale_arn = stale_arn.or(Some(arn));
-            return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease });
+            return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease, scale_in });
         }
         self.verify_installed(&plan).await?;
         let outcome = Outcome::Patched { packages: plan.names(), rebooted };
-        Ok(State::Reactivating { arn, stale_arn, outcome, lease })
+        Ok(State::Reactivating { arn, stale_arn, outcome, lease, scale_in })
     }
 
     // ---- 9. reactivate ----------------------------------------------------------------
@@ -856,12 +993,17 @@ impl<'a> Machine<'a> {
         stale_arn: Option<String>,
         outcome: Outcome,
         lease: Grant,
+        scale_in: Option<ScaleIn>,
     ) -> Result<State> {
+        let leaving = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await;
         match self.ports.ecs.describe(&arn).await?.filter(|i| i.status != "INACTIVE") {
-            Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => {
-                self.ports.ecs.activate(&arn, &cycle.id).await?;
-                info!("{arn} is ACTIVE again");
-            }
+            Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => match &leaving {
+                Some(why) => warn!("{why}: {arn} is left DRAINING and its slot given back"),
+                None => {
+                    self.ports.ecs.activate(&arn).await?;
+                    info!("{arn} is ACTIVE again");
+                }
+            },
             Some(i) if i.status == "DRAINING" => {
                 warn!("{arn} is DRAINING, but not by this cycle ({}): left alone", drained_by(&i));
             }
@@ -874,19 +1016,23 @@ impl<'a> Machine<'a> {
             self.ports.ecs.deregister(&stale).await?;
             info!("deregistered the stale record {stale}");
         }
-        Ok(State::Releasing { outcome, lease })
+        Ok(State::Releasing { outcome, lease, scale_in })
     }
 
     // ---- 10. release -------------------------------------------------------------------
 
-    async fn release(&self, cycle: &Cycle, outcome: Outcome, lease: Grant) -> Result<State> {
+    async fn release(&self, cycle: &Cycle, outcome: Outcome, lease: Grant, scale_in: Option<ScaleIn>) -> Result<State> {
         let settle_until = cycle.entered_at + self.settings.coordination.settle;
         if let Ok(left) = settle_until.duration_since(self.ports.clock.now()) {
             self.ports.clock.sleep(left).await;
         }
+        if let Some(group) = scale_in.filter(|s| !s.was_protected) {
+            self.ports.lifecycle.protect(&group.group, false).await?;
+            info!("scale-in protection lifted again in {}", group.group);
+        }
         let coordinator = &self.ports.coordinator;
         if let Outcome::Failed { step, kind, reason } = &outcome
-            && *kind != Kind::NotOurs
+            && kind.halts_roll()
         {
             let why = format!("{} failed at {step}: {reason}", cycle.instance_id);
             match coordinator.pause(&why, &cycle.instance_id).await? {
@@ -914,19 +1060,21 @@ impl<'a> Machine<'a> {
     }
 
     /// Waits until the agent answers `accept`-ably and ECS shows its instance connected.
+    /// An agent registered in another cluster than the cycle's is an error at once.
     async fn await_agent(
         &self,
-        since: SystemTime,
+        cycle: &Cycle,
         accept: impl Fn(&AgentMetadata) -> bool,
     ) -> Result<(AgentMetadata, ContainerInstance)> {
         let limit = self.settings.host.agent_reconnect_timeout;
-        let deadline = since + limit;
+        let deadline = cycle.entered_at + limit;
         let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
         let mut last = String::from("no answer yet");
         loop {
-            match self.agent_connected(&accept).await {
+            match self.agent_connected(cycle, &accept).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
+                Err(e @ Error::Identity(_)) => return Err(e),
                 Err(e) => last = e.to_string(),
             }
             let now = self.ports.clock.now();
@@ -943,9 +1091,18 @@ impl<'a> Machine<'a> {
 
     async fn agent_connected(
         &self,
+        cycle: &Cycle,
         accept: &impl Fn(&AgentMetadata) -> bool,
     ) -> Result<Option<(AgentMetadata, ContainerInstance)>> {
         let meta = self.ports.agent.metadata().await?;
+        if meta.cluster != cycle.cluster {
+            return Err(Error::Identity(format!(
+                "the ECS agent came back registered in cluster \"{}\", but this cycle drained the host in \
+                 cluster \"{}\": fix ECS_CLUSTER in the agent's configuration (or identity.cluster), then \
+                 set the old container instance ACTIVE or deregister it",
+                meta.cluster, cycle.cluster
+            )));
+        }
         let Some(arn) = meta.container_instance_arn.clone() else {
             return Ok(None);
         };
@@ -975,18 +1132,35 @@ impl<'a> Machine<'a> {
 /// What still runs on an instance being drained.
 #[derive(Debug, Default)]
 struct TasksLeft {
+    /// Tasks ECS shows not yet STOPPED.
     tasks: Vec<Task>,
-    running: i32,
-    pending: i32,
+    /// Tasks ECS counts with a desired status of RUNNING (or PENDING).
+    counted: i32,
+    /// Tasks whose containers the agent has not yet seen stop.
+    local: Vec<String>,
 }
 
 impl TasksLeft {
     fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.running == 0 && self.pending == 0
+        self.tasks.is_empty() && self.counted == 0 && self.local.is_empty()
     }
 
-    fn count(&self) -> usize {
-        self.tasks.len().max(usize::try_from(self.running + self.pending).unwrap_or(0))
+    /// One line for a message: how many tasks, and in which states.
+    fn describe(&self) -> String {
+        if !self.local.is_empty() {
+            return format!("the ECS agent still runs {} task(s): {}", self.local.len(), self.local.join(", "));
+        }
+        let mut states: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for t in &self.tasks {
+            *states.entry(t.last_status.as_str()).or_default() += 1;
+        }
+        let count = self.tasks.len().max(usize::try_from(self.counted).unwrap_or(0));
+        let detail: Vec<String> = states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+        if detail.is_empty() {
+            format!("{count} task(s) still running or pending")
+        } else {
+            format!("{count} task(s) not yet stopped ({})", detail.join(", "))
+        }
     }
 }
 

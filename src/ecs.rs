@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus};
+use aws_sdk_ecs::types::{
+    Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, SchedulingStrategy,
+};
 
 use crate::error::{Error, Result};
 
@@ -13,6 +15,12 @@ pub const DRAINED_BY_ATTRIBUTE: &str = "ecs-patchd.drained-by";
 
 /// `startedBy` prefix the ECS service scheduler puts on the tasks it places.
 const SERVICE_STARTED_BY_PREFIX: &str = "ecs-svc/";
+
+/// Task group prefix of a service's tasks (`service:NAME`).
+const SERVICE_GROUP_PREFIX: &str = "service:";
+
+/// DescribeServices accepts at most this many services per call.
+const DESCRIBE_SERVICES_BATCH: usize = 10;
 
 /// The ECS API accepts at most this many ARNs per Describe call.
 const DESCRIBE_BATCH: usize = 100;
@@ -35,6 +43,11 @@ impl Capacity {
     /// Element-wise difference.
     pub fn minus(self, other: Capacity) -> Capacity {
         Capacity { cpu: self.cpu - other.cpu, memory: self.memory - other.memory }
+    }
+
+    /// Element-wise difference, never below zero.
+    pub fn less(self, other: Capacity) -> Capacity {
+        Capacity { cpu: (self.cpu - other.cpu).max(0), memory: (self.memory - other.memory).max(0) }
     }
 
     /// True when both resources of `self` are at least those of `other`.
@@ -86,12 +99,61 @@ pub struct Task {
     pub arn: String,
     /// Who started it (`ecs-svc/...` for service tasks).
     pub started_by: Option<String>,
+    /// Its task group: `service:NAME` for the tasks of service NAME.
+    pub group: Option<String>,
+    /// Where it is in its lifecycle: PENDING, RUNNING, DEACTIVATING, STOPPING, STOPPED, ...
+    pub last_status: String,
+    /// Where ECS wants it: RUNNING or STOPPED.
+    pub desired_status: String,
+    /// The CPU and memory it holds on the instance.
+    pub reserved: Capacity,
 }
 
 impl Task {
     /// True for tasks a service scheduler will replace elsewhere when the instance drains.
     pub fn is_service_task(&self) -> bool {
         self.started_by.as_deref().is_some_and(|s| s.starts_with(SERVICE_STARTED_BY_PREFIX))
+    }
+
+    /// The service the task belongs to, from its group.
+    pub fn service(&self) -> Option<&str> {
+        self.group.as_deref().and_then(|g| g.strip_prefix(SERVICE_GROUP_PREFIX))
+    }
+}
+
+/// What the cycle needs to know about one ECS service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its name.
+    pub name: String,
+    /// Daemon scheduling: one task per instance, stopped last on a drain, never moved.
+    pub daemon: bool,
+    /// `deploymentConfiguration.minimumHealthyPercent`.
+    pub minimum_healthy_percent: i32,
+    /// `deploymentConfiguration.maximumPercent`.
+    pub maximum_percent: i32,
+    /// Tasks the service wants.
+    pub desired: i32,
+    /// Tasks RUNNING now.
+    pub running: i32,
+}
+
+impl Service {
+    /// Why a drain cannot move this service's tasks, if it cannot.
+    ///
+    /// AWS (Draining Amazon ECS container instances): "If the minimum is 100%, the service
+    /// scheduler can't remove existing tasks until the replacement tasks are considered
+    /// healthy." and "If the maximum is 100%, then replacement tasks can't start until the
+    /// draining tasks have stopped." With both, neither can happen first: the drain never
+    /// ends. Daemon services have neither problem (their tasks are not replaced elsewhere).
+    pub fn cannot_move(&self) -> Option<String> {
+        (!self.daemon && self.minimum_healthy_percent >= 100 && self.maximum_percent <= 100).then(|| {
+            format!(
+                "service {} has minimumHealthyPercent {} and maximumPercent {}: ECS can neither stop its \
+                 tasks before replacing them nor start replacements first, so a drain would never finish",
+                self.name, self.minimum_healthy_percent, self.maximum_percent
+            )
+        })
     }
 }
 
@@ -106,10 +168,12 @@ pub trait Ecs: Send + Sync {
     async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>>;
     /// Marks the instance as drained by `cycle_id`, then sets it DRAINING.
     async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()>;
-    /// Sets the instance ACTIVE and removes the mark of `cycle_id`.
-    async fn activate(&self, arn: &str, cycle_id: &str) -> Result<()>;
-    /// Tasks on the instance whose desired status is RUNNING.
-    async fn running_tasks(&self, arn: &str) -> Result<Vec<Task>>;
+    /// Sets the instance ACTIVE and removes the "drained by" mark.
+    async fn activate(&self, arn: &str) -> Result<()>;
+    /// Every task on the instance that has not yet STOPPED, whatever its desired status.
+    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>>;
+    /// The services named (unknown names are left out).
+    async fn services(&self, names: &[String]) -> Result<Vec<Service>>;
     /// Stops one task, giving `reason`.
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
     /// Deregisters a container instance record (a stale one left by a lost agent state).
@@ -181,6 +245,12 @@ impl AwsEcs {
     fn mark(&self, arn: &str, cycle_id: &str) -> Attribute {
         Attribute::builder().name(DRAINED_BY_ATTRIBUTE).value(cycle_id).target_id(arn).build().expect("name is set")
     }
+
+    /// The mark as DeleteAttributes takes it. AWS: "For custom attributes, specify the
+    /// attribute name and target ID, but don't specify the value."
+    fn unmark(&self, arn: &str) -> Attribute {
+        Attribute::builder().name(DRAINED_BY_ATTRIBUTE).target_id(arn).build().expect("name is set")
+    }
 }
 
 #[async_trait::async_trait]
@@ -211,31 +281,39 @@ impl Ecs for AwsEcs {
         self.set_status(arn, ContainerInstanceStatus::Draining).await
     }
 
-    async fn activate(&self, arn: &str, cycle_id: &str) -> Result<()> {
+    async fn activate(&self, arn: &str) -> Result<()> {
         self.set_status(arn, ContainerInstanceStatus::Active).await?;
         self.client
             .delete_attributes()
             .cluster(&self.cluster)
-            .attributes(self.mark(arn, cycle_id))
+            .attributes(self.unmark(arn))
             .send()
             .await
             .map_err(|e| sdk_error("DeleteAttributes", e))?;
         Ok(())
     }
 
-    async fn running_tasks(&self, arn: &str) -> Result<Vec<Task>> {
+    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
+        // AWS: "runningTasksCount: The number of tasks on the container instance that have a
+        // desired status (desiredStatus) of RUNNING", and ListTasks filters by desired status
+        // too. A task being stopped leaves both at once, while it still spends the load
+        // balancer's deregistration delay in DEACTIVATING and up to its stop timeout in
+        // STOPPING, serving. So both desired statuses are listed and each task's lastStatus
+        // decides: draining is complete when every task on the instance is STOPPED.
         let mut task_arns = Vec::new();
-        let mut pages = self
-            .client
-            .list_tasks()
-            .cluster(&self.cluster)
-            .container_instance(arn)
-            .desired_status(DesiredStatus::Running)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk_error("ListTasks", e))?;
-            task_arns.extend(page.task_arns().iter().cloned());
+        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let mut pages = self
+                .client
+                .list_tasks()
+                .cluster(&self.cluster)
+                .container_instance(arn)
+                .desired_status(desired)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| sdk_error("ListTasks", e))?;
+                task_arns.extend(page.task_arns().iter().cloned());
+            }
         }
         let mut tasks = Vec::new();
         for batch in task_arns.chunks(DESCRIBE_BATCH) {
@@ -247,12 +325,36 @@ impl Ecs for AwsEcs {
                 .send()
                 .await
                 .map_err(|e| sdk_error("DescribeTasks", e))?;
-            tasks.extend(out.tasks().iter().map(|t| Task {
-                arn: t.task_arn().unwrap_or_default().to_string(),
-                started_by: t.started_by().map(str::to_string),
-            }));
+            tasks.extend(out.tasks().iter().map(convert_task).filter(|t| t.last_status != "STOPPED"));
         }
         Ok(tasks)
+    }
+
+    async fn services(&self, names: &[String]) -> Result<Vec<Service>> {
+        let mut found = Vec::new();
+        for batch in names.chunks(DESCRIBE_SERVICES_BATCH) {
+            let out = self
+                .client
+                .describe_services()
+                .cluster(&self.cluster)
+                .set_services(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DescribeServices", e))?;
+            found.extend(out.services().iter().map(|s| {
+                let deployment = s.deployment_configuration();
+                Service {
+                    name: s.service_name().unwrap_or_default().to_string(),
+                    daemon: s.scheduling_strategy() == Some(&SchedulingStrategy::Daemon),
+                    // The API's defaults when a service sets none: 100 and 200.
+                    minimum_healthy_percent: deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100),
+                    maximum_percent: deployment.and_then(|d| d.maximum_percent()).unwrap_or(200),
+                    desired: s.desired_count(),
+                    running: s.running_count(),
+                }
+            }));
+        }
+        Ok(found)
     }
 
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
@@ -272,7 +374,11 @@ impl Ecs for AwsEcs {
             .deregister_container_instance()
             .cluster(&self.cluster)
             .container_instance(arn)
-            .force(false)
+            // AWS: "If you have tasks running on the container instance when you deregister it
+            // with the force option, these tasks remain running until you terminate the
+            // instance or the tasks stop through some other means". The record is stale (the
+            // agent registered anew after losing its state): ECS may still count tasks on it.
+            .force(true)
             .send()
             .await
             .map_err(|e| sdk_error("DeregisterContainerInstance", e))?;
@@ -313,23 +419,35 @@ fn capacity(resources: &[aws_sdk_ecs::types::Resource]) -> Capacity {
     Capacity { cpu: amount("CPU"), memory: amount("MEMORY") }
 }
 
-/// Turns an SDK failure into an [`Error::Ecs`] that says which call failed and why.
+fn convert_task(t: &aws_sdk_ecs::types::Task) -> Task {
+    let number = |v: Option<&str>| v.and_then(|v| v.trim().parse::<i64>().ok());
+    // The task-level size where the task definition sets one, else its containers' sizes
+    // (memory: the hard limit, or the soft reservation when only that is set).
+    let containers = t.containers();
+    let cpu = number(t.cpu()).unwrap_or_else(|| containers.iter().filter_map(|c| number(c.cpu())).sum());
+    let memory = number(t.memory()).unwrap_or_else(|| {
+        containers.iter().filter_map(|c| number(c.memory()).or_else(|| number(c.memory_reservation()))).sum()
+    });
+    Task {
+        arn: t.task_arn().unwrap_or_default().to_string(),
+        started_by: t.started_by().map(str::to_string),
+        group: t.group().map(str::to_string),
+        last_status: t.last_status().unwrap_or_default().to_string(),
+        desired_status: t.desired_status().unwrap_or_default().to_string(),
+        reserved: Capacity { cpu, memory },
+    }
+}
+
+/// Turns an SDK failure into an [`Error::Ecs`] that says which call failed and why (or an
+/// [`Error::Credentials`] when the credentials are the problem).
 fn sdk_error<E, R>(operation: &str, err: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let (transient, reason) = match &err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().unwrap_or("unknown error");
-            let transient = matches!(code, "ThrottlingException" | "ServerException" | "ServiceUnavailableException");
-            (transient, format!("{code}: {}", e.message().unwrap_or("no message")))
-        }
-        SdkError::TimeoutError(_) => (true, "timed out".to_string()),
-        SdkError::DispatchFailure(d) => (true, format!("could not reach ECS ({d:?})")),
-        SdkError::ResponseError(_) => (true, "unreadable response".to_string()),
-        other => (false, aws_sdk_ecs::error::DisplayErrorContext(other).to_string()),
-    };
-    Error::Ecs { message: format!("{operation} failed: {reason}"), transient }
+    let failure = crate::aws::failure(&err);
+    if failure.credentials {
+        return crate::aws::credentials_error(&format!("ECS {operation}"), &failure.reason);
+    }
+    Error::Ecs { message: format!("{operation} failed: {}", failure.reason), transient: failure.transient }
 }

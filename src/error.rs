@@ -46,6 +46,16 @@ pub enum Error {
     /// The group is paused: nothing new starts until an operator resumes it.
     #[error("{0}")]
     Paused(String),
+    /// AWS credentials are missing, invalid or expired: names the chain that was tried.
+    #[error("{0}")]
+    Credentials(String),
+    /// Not now, and nothing was changed: the instance is leaving (spot notice, Auto Scaling
+    /// lifecycle), or a service on it cannot move its tasks.
+    #[error("{0}")]
+    Deferred(String),
+    /// A signal (SIGTERM, SIGINT) stopped the run between two steps; the next run resumes.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Short, stable label of an error kind (for logs, status and metrics).
@@ -74,6 +84,12 @@ pub enum Kind {
     Lease,
     /// See [`Error::Paused`].
     Paused,
+    /// See [`Error::Credentials`].
+    Credentials,
+    /// See [`Error::Deferred`].
+    Deferred,
+    /// See [`Error::Stopped`].
+    Stopped,
 }
 
 impl fmt::Display for Kind {
@@ -90,6 +106,9 @@ impl fmt::Display for Kind {
             Kind::NotOurs => "not-ours",
             Kind::Lease => "lease",
             Kind::Paused => "paused",
+            Kind::Credentials => "credentials",
+            Kind::Deferred => "deferred",
+            Kind::Stopped => "stopped",
         })
     }
 }
@@ -109,12 +128,24 @@ impl Error {
             Error::NotOurs(_) => Kind::NotOurs,
             Error::Lease(_) => Kind::Lease,
             Error::Paused(_) => Kind::Paused,
+            Error::Credentials(_) => Kind::Credentials,
+            Error::Deferred(_) => Kind::Deferred,
+            Error::Stopped(_) => Kind::Stopped,
         }
     }
 
     /// True when running again later may succeed without anyone changing anything.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, Error::Busy(_) | Error::Ecs { transient: true, .. })
+        matches!(self, Error::Busy(_) | Error::Deferred(_) | Error::Stopped(_) | Error::Ecs { transient: true, .. })
+    }
+}
+
+impl Kind {
+    /// True when a cycle that ends with this kind must halt the roll: the host failed.
+    /// Not for a host that was never ours to drain, or one that had to stop for a reason
+    /// outside it (leaving, a service that cannot move its tasks).
+    pub fn halts_roll(self) -> bool {
+        !matches!(self, Kind::NotOurs | Kind::Deferred)
     }
 }
 

@@ -6,6 +6,7 @@
 //! small trait in its own module. Nothing here prints to the terminal: that is the CLI's.
 
 pub mod agent;
+pub mod aws;
 pub mod check;
 pub mod clock;
 pub mod command;
@@ -18,5 +19,7 @@ pub mod fault;
 pub mod host;
 pub mod identity;
 pub mod journal;
+pub mod lifecycle;
 pub mod packages;
+pub mod shutdown;
 pub mod sim;

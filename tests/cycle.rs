@@ -153,6 +153,7 @@ fn a_lost_agent_state_is_adopted_and_the_stale_record_deregistered() {
     assert_eq!(records[0]["status"], "ACTIVE");
     assert_ne!(records[0]["arn"], host.standin["container_instance_arn"], "the new registration");
     assert_eq!(host.calls("DeregisterContainerInstance"), 1);
+    assert_eq!(host.calls("DeregisterContainerInstance:force"), 1, "ECS may still count tasks on the stale record");
 }
 
 #[test]

@@ -104,3 +104,36 @@ fn no_way_to_find_the_container_instance_explains_what_was_tried() {
     }
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
 }
+
+#[test]
+fn a_config_others_may_write_is_refused_with_78() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[host]\nreboot_command = [\"/tmp/anyone-could-put-this-here\"]\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = bare_run(&["--config", path.to_str().unwrap(), "run"], &[]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains(&format!("{} is writable by everyone", path.display())), "{}", run.stderr);
+    std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = bare_run(&["--config", path.to_str().unwrap(), "config"], &[]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("is owned by uid 65534, not by root"), "{}", run.stderr);
+}
+
+#[test]
+fn credentials_in_the_fleetlock_url_never_appear() {
+    let host = TestHost::start(Options {
+        config: "[coordination]\nbackend = \"fleetlock\"\nfleetlock_url = \"http://patcher:s3cret@127.0.0.1:9\"\n\
+                 wait_timeout = \"2s\"\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "no slot within the wait: {run:?}");
+    assert!(run.stderr.contains("FleetLock http://***@127.0.0.1:9/v1/pre-reboot"), "{}", run.stderr);
+    let config = host.run(&["config"]);
+    for out in [&run.stdout, &run.stderr, &config.stdout, &config.stderr] {
+        assert!(!out.contains("s3cret"), "a password in the output: {out}");
+    }
+}

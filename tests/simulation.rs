@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use ecs_patchd::coordination::policy::Budget;
 use ecs_patchd::coordination::store::StalePolicy;
+use ecs_patchd::sim::ports::Timings;
+use ecs_patchd::sim::world::{DAEMON_SIZE, HOST_CAPACITY, STOP_TIMEOUT, TASK_SIZE};
 use ecs_patchd::sim::{Faults, Options, Report, simulate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -66,6 +68,9 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     if r.peak_out > budget {
         return Err(format!("{} hosts out at once, max_unavailable allows {budget}", r.peak_out));
     }
+    if r.installs_beside_live_tasks > 0 {
+        return Err(format!("{} install(s) began with a task still on the host", r.installs_beside_live_tasks));
+    }
     if r.unplaceable_tasks > 0 {
         return Err(format!("the capacity guard let {} task(s) find no room", r.unplaceable_tasks));
     }
@@ -87,14 +92,21 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     if r.stopped_by_pause > 0 && r.paused.is_none() {
         return Err("hosts stopped for a pause that is not recorded".into());
     }
-    // A host holds at most 8 tasks; any host can be drained when the others have that much
-    // room in all.
-    let absorbable = o.hosts * (8 - o.tasks_per_host.min(8)) >= 8;
+    // Any host can be drained when the others have room in all for its service tasks (its
+    // daemon task stays).
+    let per_host = service_tasks_per_host();
+    let absorbable = o.hosts * (per_host - o.tasks_per_host.min(per_host)) >= per_host;
     let faultless = o.faults.failed_install == 0.0 && o.faults.never_returns == 0.0;
     if faultless && absorbable && (r.patched != o.hosts || r.paused.is_some()) {
         return Err(format!("without faults only {} of {} hosts were patched: {r:?}", r.patched, o.hosts));
     }
     Ok(())
+}
+
+/// Service tasks one simulated host holds besides its daemon task, from the simulator's sizes.
+fn service_tasks_per_host() -> usize {
+    let room = HOST_CAPACITY.minus(DAEMON_SIZE);
+    usize::try_from((room.cpu / TASK_SIZE.cpu).min(room.memory / TASK_SIZE.memory)).unwrap()
 }
 
 fn run_share(part: u64, parts: u64) {
@@ -187,5 +199,42 @@ fn a_host_that_never_returns_is_reclaimed_under_reclaim_and_pauses_the_roll_othe
         if policy == StalePolicy::Pause {
             assert!(paused_runs > 0, "no seed exercised the pause");
         }
+    }
+}
+
+#[test]
+fn the_capacity_guard_needs_no_room_for_daemon_tasks() {
+    // 7 hosts of 6 service tasks and a daemon task: the 6 others have room for exactly the
+    // 6 service tasks of the one drained, not for its daemon task too, which never moves.
+    let per_host = service_tasks_per_host();
+    let mut o = options(3);
+    o.hosts = per_host;
+    o.tasks_per_host = per_host - 1;
+    o.max_unavailable = Budget::Count(1);
+    o.min_healthy_percent = 0;
+    o.one_az_at_a_time = false;
+    o.faults = Faults::default();
+    let r = simulate(&o, &mut |_| {}).unwrap();
+    assert_eq!(r.patched, o.hosts, "{r:?}");
+    assert_eq!(r.unplaceable_tasks, 0, "{r:?}");
+}
+
+#[test]
+fn tasks_still_deactivating_keep_the_host_drained() {
+    // Stopped tasks linger in DEACTIVATING and STOPPING, and the daemon task stops after
+    // them: no install may begin before all are gone from the host, so a host is out at
+    // least for the move, the lingering, the daemon's stop, the install and the boot.
+    let t = Timings::default();
+    let least = (t.task_move + t.deactivation + STOP_TIMEOUT + t.install + t.boot).as_secs_f64();
+    for seed in 0..20 {
+        let mut o = options(seed);
+        o.hosts = 4;
+        o.tasks_per_host = 2;
+        o.max_unavailable = Budget::Count(1);
+        o.faults = Faults::default();
+        let r = simulate(&o, &mut |_| {}).unwrap();
+        assert_eq!(r.patched, o.hosts, "seed {seed}: {r:?}");
+        assert_eq!(r.installs_beside_live_tasks, 0, "seed {seed}: {r:?}");
+        assert!(r.out_of_service_mean_s >= least, "seed {seed}: out {}s, at least {least}s", r.out_of_service_mean_s);
     }
 }

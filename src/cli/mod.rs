@@ -22,6 +22,7 @@ use ecs_patchd::error::{Error, Kind, Result};
 use ecs_patchd::host::SystemHost;
 use ecs_patchd::identity::{self, Identity, InstanceDocument, Lookup};
 use ecs_patchd::journal::{self, Journal};
+use ecs_patchd::lifecycle::Ec2Lifecycle;
 use ecs_patchd::packages;
 
 /// Exit code: a cycle failed (the host was put back in service if it had been drained).
@@ -55,7 +56,11 @@ enum Command {
         json: bool,
     },
     /// Run one cycle now in the foreground (or resume the one in progress).
-    Run,
+    Run {
+        /// Only finish a cycle in progress (after a reboot); with none, exit 0 at once.
+        #[arg(long)]
+        resume_only: bool,
+    },
     /// Print the effective configuration (defaults merged with every file read), as TOML.
     Config,
     /// Run the real cycle and lease code for many hosts against a simulated cluster on a virtual clock.
@@ -125,7 +130,7 @@ struct SimulateArgs {
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Run);
+    let verbose = matches!(cli.command, Command::Run { .. });
     if let Err(e) = logging::init(verbose) {
         eprintln!("ecs-patchd: cannot set up logging: {e}");
     }
@@ -148,7 +153,7 @@ fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> 
     runtime.block_on(async {
         match command {
             Command::Check { json } => check(&settings, *json).await,
-            Command::Run => run(&settings).await,
+            Command::Run { resume_only } => run(&settings, *resume_only).await,
             Command::Config => show_config(&settings),
             Command::Status { json } => status(&settings, *json),
             Command::Fleet { cluster, command } => fleet::run(&settings, cluster.clone(), command).await,
@@ -165,7 +170,7 @@ fn fail(error: &Error) -> ExitCode {
 fn exit_code(kind: Kind, temporary: bool) -> u8 {
     match kind {
         Kind::Config => EXIT_CONFIG,
-        Kind::Busy | Kind::NotOurs | Kind::Paused => EXIT_TEMPORARY,
+        Kind::Busy | Kind::NotOurs | Kind::Paused | Kind::Deferred | Kind::Stopped => EXIT_TEMPORARY,
         _ if temporary => EXIT_TEMPORARY,
         _ => EXIT_FAILED,
     }
@@ -177,28 +182,45 @@ enum Next {
     Start(Identity),
 }
 
-async fn run(settings: &Settings) -> Result<ExitCode> {
+async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
     let journal = open_journal(settings)?;
     let in_progress = journal.load::<Cycle>()?.filter(|c| !c.state.is_done());
-    let instance = instance_document().await?;
+    if resume_only && in_progress.is_none() {
+        tracing::info!("no cycle in progress: nothing to resume");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let imds = aws_config::imds::Client::builder().build();
+    let instance = identity::instance_document(&imds).await?;
     let aws = aws_config(&instance.region).await;
+    ecs_patchd::aws::check_credentials(&aws).await?;
     let agent = agent(settings)?;
     let next = match in_progress {
         Some(cycle) => Next::Resume(cycle),
         None => Next::Start(resolve(settings, &aws, instance, agent.as_ref()).await?),
     };
-    let cluster = match &next {
-        Next::Resume(cycle) => cycle.cluster.clone(),
-        Next::Start(identity) => identity.cluster.clone(),
+    let (cluster, instance_id) = match &next {
+        Next::Resume(cycle) => (cycle.cluster.clone(), cycle.instance_id.clone()),
+        Next::Start(identity) => (identity.cluster.clone(), identity.instance.instance_id.clone()),
     };
-    let ports = ports(settings, &aws, &cluster, agent)?;
+    let ports = ports(settings, &aws, &cluster, agent, Ec2Lifecycle::new(&aws, imds, &instance_id))?;
     let machine = Machine::new(&ports, settings, &journal);
-    let cycle = match next {
-        Next::Resume(cycle) => {
-            tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
-            machine.resume(cycle).await?
+    let cycle = async {
+        match next {
+            Next::Resume(cycle) => {
+                tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
+                machine.resume(cycle).await
+            }
+            Next::Start(identity) => machine.start(&identity).await,
         }
-        Next::Start(identity) => machine.start(&identity).await?,
+    };
+    let cycle = tokio::select! {
+        cycle = cycle => cycle?,
+        signal = stop_requested() => {
+            let step = journal.load::<Cycle>()?.map_or_else(|| "none".to_string(), |c| c.state.name().to_string());
+            return Err(Error::Stopped(format!(
+                "stopped by {signal} between two steps (the journal is at step {step}); the next run resumes"
+            )));
+        }
     };
     println!("{}", output::run_summary(&cycle, std::time::SystemTime::now()));
     Ok(ExitCode::from(match &cycle.state {
@@ -209,11 +231,14 @@ async fn run(settings: &Settings) -> Result<ExitCode> {
 
 async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
-    let instance = instance_document().await?;
+    let imds = aws_config::imds::Client::builder().build();
+    let instance = identity::instance_document(&imds).await?;
     let aws = aws_config(&instance.region).await;
+    ecs_patchd::aws::check_credentials(&aws).await?;
     let agent = agent(settings)?;
     let identity = resolve(settings, &aws, instance, agent.as_ref()).await?;
-    let ports = ports(settings, &aws, &identity.cluster.clone(), agent)?;
+    let lifecycle = Ec2Lifecycle::new(&aws, imds, &identity.instance.instance_id);
+    let ports = ports(settings, &aws, &identity.cluster.clone(), agent, lifecycle)?;
     let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&preview).expect("preview serializes"));
@@ -278,7 +303,9 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
 }
 
 fn show_config(settings: &Settings) -> Result<ExitCode> {
-    let text = toml::to_string(settings).map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
+    let mut shown = settings.clone();
+    shown.coordination.fleetlock_url = config::redact_url(&shown.coordination.fleetlock_url);
+    let text = toml::to_string(&shown).map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -311,8 +338,25 @@ fn open_journal(settings: &Settings) -> Result<Journal> {
     })
 }
 
-async fn instance_document() -> Result<InstanceDocument> {
-    identity::instance_document(&aws_config::imds::Client::builder().build()).await
+/// Waits for SIGTERM (systemd stopping the unit) or SIGINT (Ctrl-C), asks the cycle to
+/// stop at the next safe point, and resolves once no package transaction runs: a
+/// transaction in flight is awaited (up to `packages.command_timeout`), never killed.
+async fn stop_requested() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot listen for SIGTERM and SIGINT: a stop will not wait for a package transaction");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    ecs_patchd::shutdown::request();
+    if ecs_patchd::shutdown::in_transaction() {
+        tracing::warn!("{name}: letting the package transaction in progress finish before stopping");
+    }
+    ecs_patchd::shutdown::quiet().await;
+    name
 }
 
 async fn aws_config(region: &str) -> aws_config::SdkConfig {
@@ -346,7 +390,13 @@ async fn resolve(
     identity::resolve(instance, lookup, |cluster| Box::new(AwsEcs::new(aws, cluster)) as Box<dyn Ecs>).await
 }
 
-fn ports(settings: &Settings, aws: &aws_config::SdkConfig, cluster: &str, agent: Box<dyn Agent>) -> Result<Ports> {
+fn ports(
+    settings: &Settings,
+    aws: &aws_config::SdkConfig,
+    cluster: &str,
+    agent: Box<dyn Agent>,
+    lifecycle: Ec2Lifecycle,
+) -> Result<Ports> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Ok(Ports {
         coordinator: coordination::from_settings(&settings.coordination, aws, cluster, Arc::clone(&clock))?,
@@ -354,6 +404,7 @@ fn ports(settings: &Settings, aws: &aws_config::SdkConfig, cluster: &str, agent:
         agent,
         packages: packages::from_settings(&settings.packages, &settings.paths.os_release)?,
         host: Box::new(SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone())),
+        lifecycle: Box::new(lifecycle),
         clock,
     })
 }

@@ -188,8 +188,8 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "invariants     unplaceable tasks {}, slots granted after the pause {}, live hosts left DRAINING {}",
-        r.unplaceable_tasks, r.grants_after_pause, r.left_draining
+        "invariants     unplaceable tasks {}, installs beside live tasks {}, slots granted after the pause {}, live hosts left DRAINING {}",
+        r.unplaceable_tasks, r.installs_beside_live_tasks, r.grants_after_pause, r.left_draining
     );
     s
 }

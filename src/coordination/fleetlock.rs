@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 /// A FleetLock client for one group.
 pub struct FleetLock {
     base: String,
+    /// `base` with any credentials in it masked, for messages.
+    shown: String,
     group: String,
     http: reqwest::Client,
     local: Local,
@@ -40,6 +42,7 @@ impl FleetLock {
             .map_err(|e| Error::Lease(format!("cannot build the FleetLock client: {e}")))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
+            shown: crate::config::redact_url(base.trim_end_matches('/')),
             group: group.to_string(),
             http,
             local: Local::new(policy, clock),
@@ -57,7 +60,7 @@ impl FleetLock {
             .json(&body)
             .send()
             .await
-            .map_err(|e| Error::Lease(format!("FleetLock {url}: {e}")))?;
+            .map_err(|e| Error::Lease(format!("FleetLock {}/v1/{path}: {}", self.shown, e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             return Ok(None);
@@ -65,7 +68,9 @@ impl FleetLock {
         let text = response.text().await.unwrap_or_default();
         match serde_json::from_str::<Refusal>(&text) {
             Ok(refusal) => Ok(Some(refusal)),
-            Err(_) => Err(Error::Lease(format!("FleetLock {url} answered {status}: {}", text.trim()))),
+            Err(_) => {
+                Err(Error::Lease(format!("FleetLock {}/v1/{path} answered {status}: {}", self.shown, text.trim())))
+            }
         }
     }
 }
@@ -90,7 +95,7 @@ impl Coordinator for FleetLock {
         }
     }
 
-    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<bool> {
+    async fn renew(&self, _: &Grant, _: &str, _: &str, _: Duration) -> Result<bool> {
         Ok(true)
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::ecs::Ecs;
+use crate::ecs::{Capacity, Ecs};
 use crate::error::Result;
 use policy::{GroupRecord, Policy, Snapshot};
 
@@ -39,6 +39,8 @@ pub struct SlotRequest {
     pub arn: String,
     /// The cycle asking.
     pub cycle: String,
+    /// What stays on the host through a drain (daemon tasks): no peer needs room for it.
+    pub stays: Capacity,
 }
 
 /// The answer to a slot request.
@@ -74,9 +76,10 @@ pub enum Halt {
 pub trait Coordinator: Send + Sync {
     /// Asks for a slot (idempotent: a host that holds one gets it back).
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision>;
-    /// Extends the slot's lease; `Ok(false)` when the slot is no longer ours (released by an
-    /// operator or reclaimed), an error when the store could not be asked.
-    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<bool>;
+    /// Extends the slot's lease to at least `hold` from now (never shortens it); `Ok(false)`
+    /// when the slot is no longer ours (released by an operator or reclaimed), an error when
+    /// the store could not be asked.
+    async fn renew(&self, grant: &Grant, id: &str, step: &str, hold: Duration) -> Result<bool>;
     /// Gives the slot back (a no-op when it is not held).
     async fn release(&self, grant: &Grant, id: &str) -> Result<()>;
     /// Leaves the queue (and drops a grant whose answer was lost) when a host stops waiting.
@@ -117,13 +120,13 @@ impl Local {
 impl Coordinator for Local {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
         let snapshot = snapshot(ecs, self.clock.now()).await?;
-        Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, &request.id) {
+        Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, request) {
             Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0 }),
             Err(reason) => Decision::Wait { reason, soon: false },
         })
     }
 
-    async fn renew(&self, _: &Grant, _: &str, _: &str) -> Result<bool> {
+    async fn renew(&self, _: &Grant, _: &str, _: &str, _: Duration) -> Result<bool> {
         Ok(true)
     }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SlotRequest;
 use crate::ecs::{Capacity, ContainerInstance};
 
 /// How many hosts may be out of service at once.
@@ -70,6 +71,9 @@ pub struct Holder {
     pub availability_zone: Option<String>,
     /// Resources its tasks used when it took the slot.
     pub allocated: Capacity,
+    /// What stays on it through the drain (daemon tasks): peers need no room for it.
+    #[serde(default)]
+    pub stays: Capacity,
     /// Unix milliseconds.
     pub acquired_at: u64,
     /// Unix milliseconds.
@@ -157,6 +161,16 @@ impl InstanceView {
     fn in_service(&self) -> bool {
         self.status == "ACTIVE" && self.connected
     }
+
+    /// Taken out of service by someone: DRAINING (or leaving) for any reason. An ACTIVE
+    /// instance whose agent is disconnected (a stopped EC2 instance, a crashed agent) is not
+    /// in service either, but no drain took it out and nothing brings it back on a known
+    /// schedule: counting it against `max_unavailable` would stall the roll for as long as
+    /// it stays stopped. It still counts against `min_healthy_percent` and offers no room
+    /// to the capacity guard.
+    fn taken_out(&self) -> bool {
+        self.status != "ACTIVE"
+    }
 }
 
 /// The cluster as seen at one moment.
@@ -168,13 +182,13 @@ pub struct Snapshot {
     pub instances: Vec<InstanceView>,
 }
 
-/// Hosts out of service or about to be: slot holders, and any instance not ACTIVE and
-/// connected (DRAINING for any reason, including scale-in) other than `candidate`.
+/// Hosts out of service or about to be: slot holders, and any instance not ACTIVE
+/// (DRAINING for any reason, including scale-in) other than `candidate`.
 pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -> usize {
     let mut out: Vec<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
     let back_since_snapshot = |id: &str| record.released.iter().any(|(r, at)| r == id && *at >= snapshot.taken_at);
     for i in &snapshot.instances {
-        if !i.in_service() && i.id != candidate && !out.contains(&i.id.as_str()) && !back_since_snapshot(&i.id) {
+        if i.taken_out() && i.id != candidate && !out.contains(&i.id.as_str()) && !back_since_snapshot(&i.id) {
             out.push(&i.id);
         }
     }
@@ -189,7 +203,8 @@ pub fn free_slots(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, ca
 
 /// Whether host `candidate` may take a slot now; `Err` says why it must wait. Its zone and
 /// its tasks are read from the snapshot, like everyone else's.
-pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candidate: &str) -> Result<(), String> {
+pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request: &SlotRequest) -> Result<(), String> {
+    let candidate = request.id.as_str();
     let Some(me) = snapshot.instances.iter().find(|i| i.id == candidate) else {
         return Err(format!("{candidate} is not in the cluster snapshot yet"));
     };
@@ -226,12 +241,15 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, candida
         .iter()
         .filter(|i| i.in_service() && i.id != candidate && !holding(&i.id))
         .fold(Capacity::default(), |sum, i| sum.plus(i.remaining));
-    let load = |id: &str, declared: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
-        Some(seen) => seen.registered.minus(seen.remaining),
-        None => declared,
+    // Daemon tasks are never moved (one per instance): what stays is nobody's to absorb
+    // (and once they have stopped too, nothing is left to subtract).
+    let load = |id: &str, declared: Capacity, stays: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
+        Some(seen) => seen.registered.minus(seen.remaining).less(stays),
+        None => declared.less(stays),
     };
-    let still_to_move = record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated)));
-    let need = me.registered.minus(me.remaining).plus(still_to_move);
+    let still_to_move =
+        record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated, h.stays)));
+    let need = me.registered.minus(me.remaining).less(request.stays).plus(still_to_move);
     if !free.covers(need) {
         return Err(format!(
             "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
@@ -273,10 +291,15 @@ mod tests {
             step: "draining".into(),
             availability_zone: Some("a".into()),
             allocated: Capacity { cpu: allocated, memory: allocated },
+            stays: Capacity::default(),
             acquired_at,
             renewed_at: acquired_at,
             expires_at: acquired_at + 1000,
         }
+    }
+
+    fn ask(id: &str) -> SlotRequest {
+        SlotRequest { id: id.into(), arn: format!("arn/{id}"), cycle: "c".into(), stays: Capacity::default() }
     }
 
     fn policy(budget: Budget) -> Policy {
@@ -297,11 +320,11 @@ mod tests {
     fn draining_for_any_reason_counts_against_the_budget() {
         let snapshot = snap(0, &[("a", "ACTIVE", 1024), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1024)]);
         let record = GroupRecord::default();
-        let err = admit(&record, &snapshot, &policy(Budget::Count(1)), "a").unwrap_err();
+        let err = admit(&record, &snapshot, &policy(Budget::Count(1)), &ask("a")).unwrap_err();
         assert!(err.contains("1 host(s) out of service"), "{err}");
-        assert!(admit(&record, &snapshot, &policy(Budget::Count(2)), "a").is_ok());
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(2)), &ask("a")).is_ok());
         assert!(
-            admit(&record, &snapshot, &policy(Budget::Count(2)), "new")
+            admit(&record, &snapshot, &policy(Budget::Count(2)), &ask("new"))
                 .unwrap_err()
                 .contains("not in the cluster snapshot")
         );
@@ -312,17 +335,17 @@ mod tests {
         // a runs 500 units of tasks; b holds a slot and still runs 1024; c has 600 free.
         let snapshot = snap(100, &[("a", "ACTIVE", 524), ("b", "ACTIVE", 0), ("c", "ACTIVE", 600)]);
         let record = GroupRecord { holders: vec![holder("b", 1024, 50)], ..Default::default() };
-        let err = admit(&record, &snapshot, &policy(Budget::Count(3)), "a").unwrap_err();
+        let err = admit(&record, &snapshot, &policy(Budget::Count(3)), &ask("a")).unwrap_err();
         assert!(err.starts_with("capacity"), "{err}");
         // A later snapshot in which b runs nothing and c has 1000 free: a's 500 fit.
         let moved = snap(200, &[("a", "ACTIVE", 524), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1000)]);
-        assert!(admit(&record, &moved, &policy(Budget::Count(3)), "a").is_ok());
+        assert!(admit(&record, &moved, &policy(Budget::Count(3)), &ask("a")).is_ok());
         // A holder the snapshot does not show counts with what it declared.
         let unseen = GroupRecord { holders: vec![holder("x", 1024, 300)], ..Default::default() };
-        assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), "a").is_err());
+        assert!(admit(&unseen, &moved, &policy(Budget::Count(3)), &ask("a")).is_err());
         // The candidate counts with what the snapshot shows on it.
         let fuller = snap(200, &[("a", "ACTIVE", 0), ("b", "DRAINING", 1024), ("c", "ACTIVE", 1000)]);
-        assert!(admit(&record, &fuller, &policy(Budget::Count(3)), "a").unwrap_err().starts_with("capacity"));
+        assert!(admit(&record, &fuller, &policy(Budget::Count(3)), &ask("a")).unwrap_err().starts_with("capacity"));
     }
 
     #[test]
@@ -331,11 +354,50 @@ mod tests {
             snap(0, &[("a", "ACTIVE", 1024), ("b", "ACTIVE", 1024), ("c", "ACTIVE", 1024), ("d", "ACTIVE", 1024)]);
         let record = GroupRecord { holders: vec![holder("b", 0, 0)], ..Default::default() };
         let strict = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 75, one_az_at_a_time: false };
-        assert!(admit(&record, &snapshot, &strict, "a").unwrap_err().contains("min_healthy_percent"));
+        assert!(admit(&record, &snapshot, &strict, &ask("a")).unwrap_err().contains("min_healthy_percent"));
         let zoned = Policy { max_unavailable: Budget::Count(4), min_healthy_percent: 0, one_az_at_a_time: true };
-        assert!(admit(&record, &snapshot, &zoned, "a").is_ok());
+        assert!(admit(&record, &snapshot, &zoned, &ask("a")).is_ok());
         let mut elsewhere = snapshot;
         elsewhere.instances[0].availability_zone = Some("z".into());
-        assert!(admit(&record, &elsewhere, &zoned, "a").unwrap_err().contains("one_az_at_a_time"));
+        assert!(admit(&record, &elsewhere, &zoned, &ask("a")).unwrap_err().contains("one_az_at_a_time"));
+    }
+
+    #[test]
+    fn a_disconnected_active_instance_does_not_take_the_budget_but_counts_as_unhealthy() {
+        let mut snapshot = snap(0, &[("a", "ACTIVE", 1024), ("b", "ACTIVE", 1024), ("c", "ACTIVE", 1024)]);
+        snapshot.instances[1].connected = false; // b: its EC2 instance is stopped
+        let record = GroupRecord::default();
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(1)), &ask("a")).is_ok(), "b must not stall the roll");
+        let healthy = Policy { max_unavailable: Budget::Count(1), min_healthy_percent: 50, one_az_at_a_time: false };
+        let err = admit(&record, &snapshot, &healthy, &ask("a")).unwrap_err();
+        assert!(err.contains("only 1 of 3"), "b is not in service: {err}");
+        // b offers no room: with only b free, a's tasks have nowhere to go.
+        let mut full = snap(0, &[("a", "ACTIVE", 0), ("b", "ACTIVE", 1024), ("c", "ACTIVE", 0)]);
+        full.instances[1].connected = false;
+        assert!(admit(&record, &full, &policy(Budget::Count(1)), &ask("a")).unwrap_err().starts_with("capacity"));
+    }
+
+    #[test]
+    fn daemon_tasks_stay_and_need_no_room_on_peers() {
+        // a uses 600 units, 400 of them a daemon task; b has 300 free.
+        let snapshot = snap(0, &[("a", "ACTIVE", 424), ("b", "ACTIVE", 300)]);
+        let record = GroupRecord::default();
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(1)), &ask("a")).unwrap_err().starts_with("capacity"));
+        let daemon = SlotRequest { stays: Capacity { cpu: 400, memory: 400 }, ..ask("a") };
+        assert!(admit(&record, &snapshot, &policy(Budget::Count(1)), &daemon).is_ok(), "only 200 units move");
+        // The same for a holder: what stays on it is not still to move.
+        let both = snap(0, &[("a", "ACTIVE", 824), ("h", "ACTIVE", 624), ("b", "ACTIVE", 300)]);
+        let mut holding = holder("h", 400, 0);
+        let blocked = GroupRecord { holders: vec![holding.clone()], ..Default::default() };
+        assert!(admit(&blocked, &both, &policy(Budget::Count(2)), &ask("a")).unwrap_err().starts_with("capacity"));
+        holding.stays = Capacity { cpu: 400, memory: 400 };
+        let record = GroupRecord { holders: vec![holding.clone()], ..Default::default() };
+        assert!(admit(&record, &both, &policy(Budget::Count(2)), &ask("a")).is_ok());
+        // A holder whose daemon task has stopped as well frees nothing more: what stays is
+        // subtracted from what it still runs, never below zero.
+        let emptied = snap(0, &[("a", "ACTIVE", 424), ("h", "DRAINING", 1024), ("b", "ACTIVE", 300)]);
+        let record = GroupRecord { holders: vec![holding], ..Default::default() };
+        let err = admit(&record, &emptied, &policy(Budget::Count(2)), &ask("a")).unwrap_err();
+        assert!(err.contains("600 are needed") || err.contains("600 and 600"), "{err}");
     }
 }

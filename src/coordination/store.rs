@@ -320,7 +320,7 @@ impl Coordinator for StoreCoordinator {
                     soon: true,
                 });
             }
-            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, &request.id) {
+            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, request) {
                 return Ok(Decision::Wait { reason, soon: true });
             }
             let me = snapshot.instances.iter().find(|i| i.id == request.id).expect("admit() found it").clone();
@@ -336,6 +336,7 @@ impl Coordinator for StoreCoordinator {
                 step: "waiting-for-slot".into(),
                 availability_zone: me.availability_zone.clone(),
                 allocated: me.registered.minus(me.remaining),
+                stays: request.stays,
                 acquired_at: now,
                 renewed_at: now,
                 expires_at: now.saturating_add(ttl),
@@ -347,15 +348,16 @@ impl Coordinator for StoreCoordinator {
         Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
-    async fn renew(&self, grant: &Grant, id: &str, step: &str) -> Result<bool> {
+    async fn renew(&self, grant: &Grant, id: &str, step: &str, hold: Duration) -> Result<bool> {
         let now = millis(self.clock.now());
-        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let hold = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
         let mut held = false;
         self.update(|r| {
             held = false;
             if let Some(h) = r.holders.iter_mut().find(|h| h.id == id && h.token == grant.token) {
                 h.renewed_at = now;
-                h.expires_at = now.saturating_add(ttl);
+                // Never shorter: a renewal before a reboot may have held it for longer.
+                h.expires_at = h.expires_at.max(now.saturating_add(hold));
                 h.step = step.to_string();
                 held = true;
             }
@@ -465,6 +467,7 @@ mod tests {
                 id: w.instances[host].id.clone(),
                 arn: w.instances[host].arn.clone(),
                 cycle: format!("c{host}"),
+                stays: Default::default(),
             }
         };
         let (r0, r1) = (request(0), request(1));

@@ -23,9 +23,14 @@ impl Apt {
         Self { settings, timeout }
     }
 
+    /// `apt-get` with the configured arguments; it waits for the dpkg lock (held right
+    /// after boot by apt-daily or unattended-upgrades, or by a leftover transaction) for up
+    /// to `packages.command_timeout` instead of failing at once.
     fn argv(&self, verb: &[&str], packages: &[String]) -> Vec<String> {
+        let lock_wait = format!("DPkg::Lock::Timeout={}", self.timeout.as_secs());
         std::iter::once("apt-get".to_string())
             .chain(self.settings.args.iter().cloned())
+            .chain(["-o".to_string(), lock_wait])
             .chain(verb.iter().map(|s| s.to_string()))
             .chain(packages.iter().cloned())
             .collect()

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::command;
 use crate::config::{ManagerChoice, PackageSettings};
 use crate::error::{Error, Result};
+use crate::shutdown;
+use tracing::error;
 
 pub use apt::Apt;
 pub use rpm::{Rpm, RpmTool};
@@ -96,11 +98,23 @@ fn detect(os_release: &Path) -> Result<ManagerChoice> {
     }
 }
 
-/// Runs one package-manager command in the C locale; a failed start or a timeout is an error.
+/// Runs one package-manager command in the C locale, as a transaction that a stop request
+/// waits for ([`shutdown::transaction`]); a failed start or a timeout is an error.
 async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<command::Output> {
     let mut full_env = vec![("LC_ALL", "C")];
     full_env.extend_from_slice(env);
-    command::run(argv, &full_env, limit).await.map_err(|e| Error::Packages(e.to_string()))
+    let _transaction = shutdown::transaction().await;
+    command::run(argv, &full_env, limit).await.map_err(|e| {
+        if let command::RunError::TimedOut { command, limit } = &e {
+            // The one case where a transaction is cut short: say so where nobody can miss it.
+            error!(
+                "killed `{command}` (SIGKILL) after packages.command_timeout ({}): the package \
+                 database may need repair (`dnf history`, `dpkg --configure -a`) before the next run",
+                humantime::format_duration(*limit)
+            );
+        }
+        Error::Packages(e.to_string())
+    })
 }
 
 /// Fails with the command, exit code and last output lines unless it exited 0.

@@ -5,11 +5,17 @@ use std::time::Duration;
 use super::{PackageManager, PackageUpdate, RebootNeed, expect_success, run};
 use crate::command;
 use crate::error::{Error, Result};
+use tracing::info;
 
 /// `check-update` exit code meaning "updates are available".
 const UPDATES_AVAILABLE: i32 = 100;
 /// dnf exit code meaning "another process holds the package lock".
 const DNF_LOCKED: i32 = 200;
+/// What dnf (and yum: "Another app is currently holding the yum lock; waiting") print
+/// while they wait for a lock; dnf's wording.
+const WAITED_FOR_LOCK: &str = "Waiting for process with pid";
+/// Delay between two tries of a command that found the dnf lock taken.
+const LOCK_POLL: Duration = Duration::from_secs(5);
 
 /// Which rpm-family tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +58,35 @@ impl Rpm {
         }
     }
 
+    /// Runs a command that changes or downloads packages. dnf waits for a lock held by a
+    /// leftover transaction by itself; with `exit_on_lock` set it exits 200 instead, and
+    /// the command is tried again until `packages.command_timeout` has passed.
     async fn run_checked(&self, argv: Vec<String>) -> Result<()> {
-        let output = run(&argv, &[], self.timeout).await?;
-        if output.code == Some(DNF_LOCKED) && self.tool == RpmTool::Dnf {
-            return Err(Error::Packages(format!(
-                "`{}`: another process holds the dnf lock (exit code 200)",
-                command::display(&argv)
-            )));
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut waited_once = false;
+        loop {
+            let output = run(&argv, &[], self.timeout).await?;
+            // dnf resolves the transaction before it waits for the lock: when the holder
+            // (a leftover transaction) changed the rpm database meanwhile, the stale
+            // transaction fails ("package not installed"). Once, resolve it again.
+            let waited = output.stdout.contains(WAITED_FOR_LOCK) || output.stderr.contains(WAITED_FOR_LOCK);
+            if output.code != Some(0) && waited && !waited_once {
+                waited_once = true;
+                info!("the package manager waited for another transaction and then failed; trying again");
+                continue;
+            }
+            if output.code != Some(DNF_LOCKED) || self.tool != RpmTool::Dnf {
+                return expect_success(&argv, output).map(drop);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Packages(format!(
+                    "`{}`: another process held the dnf lock (exit code 200) for longer than packages.command_timeout",
+                    command::display(&argv)
+                )));
+            }
+            info!("another process holds the dnf lock; waiting for it");
+            tokio::time::sleep(LOCK_POLL).await;
         }
-        expect_success(&argv, output).map(drop)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
-use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHost, SimPackages, Timings};
+use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHost, SimLifecycle, SimPackages, Timings};
 use world::{Dice, InQueue, World, WorldState};
 
 /// Probabilities, per host, of each fault.
@@ -141,6 +141,8 @@ pub struct Report {
     pub paused: Option<String>,
     /// Service tasks that found no room (the capacity guard must keep this at 0).
     pub unplaceable_tasks: u64,
+    /// Installs begun while a task was still on the host, even one shutting down (must be 0).
+    pub installs_beside_live_tasks: u64,
     /// Slots granted after the pause (must be 0).
     pub grants_after_pause: usize,
     /// Live hosts left DRAINING by ecs-patchd (must be 0).
@@ -233,7 +235,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                world.lock().expect("world").schedule(clock.elapsed_ms(), timings.task_move);
+                world.lock().expect("world").schedule(clock.elapsed_ms(), timings.task_move, timings.deactivation);
             }
         })
     };
@@ -344,6 +346,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
             }),
             clock: Arc::clone(&ctx.clock) as Arc<dyn crate::clock::Clock>,
             coordinator: Arc::clone(&ctx.coordinator) as Arc<dyn crate::coordination::Coordinator>,
+            lifecycle: Box::new(SimLifecycle),
         };
         let journal = Journal::open(&ctx.dir)?;
         let machine = Machine::new(&ports, &ctx.settings, &journal);
@@ -466,6 +469,7 @@ fn report(
         dead: outcomes.iter().filter(|o| o.dead).count(),
         paused: record.paused.as_ref().map(|p| p.reason.clone()),
         unplaceable_tasks: w.unplaceable,
+        installs_beside_live_tasks: w.installs_beside_live_tasks,
         grants_after_pause,
         left_draining: w
             .instances

@@ -9,13 +9,14 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::world::{HOST_CAPACITY, InQueue, World, WorldState};
-use crate::agent::{Agent, AgentMetadata};
+use crate::agent::{Agent, AgentMetadata, AgentTask};
 use crate::clock::Clock;
 use crate::coordination::policy::GroupRecord;
 use crate::coordination::store::{LeaseStore, Versioned};
-use crate::ecs::{ContainerInstance, Ecs, Task};
+use crate::ecs::{ContainerInstance, Ecs, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::lifecycle::{Lifecycle, ScaleIn};
 use crate::packages::{PackageManager, PackageUpdate, RebootNeed};
 
 /// The simulation's durations.
@@ -31,6 +32,9 @@ pub struct Timings {
     pub agent_start: Duration,
     /// A service task takes this long to leave a DRAINING host.
     pub task_move: Duration,
+    /// A stopped service task lingers this long in DEACTIVATING and STOPPING (a target
+    /// group's deregistration delay, tuned down from AWS's default of 300 s).
+    pub deactivation: Duration,
     /// A crashed daemon is restarted after this long.
     pub restart: Duration,
 }
@@ -43,6 +47,7 @@ impl Default for Timings {
             boot: Duration::from_secs(90),
             agent_start: Duration::from_secs(10),
             task_move: Duration::from_secs(45),
+            deactivation: Duration::from_secs(120),
             restart: Duration::from_secs(5),
         }
     }
@@ -118,7 +123,8 @@ impl SimEcs {
 
     fn view(w: &WorldState, index: usize) -> ContainerInstance {
         let i = &w.instances[index];
-        let running = w.tasks.iter().filter(|t| t.host == index).count();
+        // Counted by desired status, as ECS counts them: a stopping task is not.
+        let running = w.tasks.iter().filter(|t| t.host == index && t.stopping_until.is_none()).count();
         ContainerInstance {
             arn: i.arn.clone(),
             ec2_instance_id: i.id.clone(),
@@ -151,6 +157,11 @@ impl SimEcs {
     }
 }
 
+/// The replica service whose tasks every simulated host runs.
+const SERVICE: &str = "sim";
+/// The daemon service: one task on every instance.
+const DAEMON_SERVICE: &str = "sim-daemon";
+
 fn missing(arn: &str) -> Error {
     Error::Ecs { message: format!("no container instance {arn}"), transient: false }
 }
@@ -182,27 +193,60 @@ impl Ecs for SimEcs {
         self.set_status(arn, "DRAINING", Some(cycle_id.to_string()))
     }
 
-    async fn activate(&self, arn: &str, _: &str) -> Result<()> {
-        self.set_status(arn, "ACTIVE", None)
+    async fn activate(&self, arn: &str) -> Result<()> {
+        self.set_status(arn, "ACTIVE", None)?;
+        let mut w = self.world.lock().expect("world");
+        if let Some(index) = w.index(arn) {
+            w.start_daemon(index);
+        }
+        Ok(())
     }
 
-    async fn running_tasks(&self, arn: &str) -> Result<Vec<Task>> {
+    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
         let mut w = self.world.lock().expect("world");
         let index = w.index(arn).ok_or_else(|| missing(arn))?;
         let tasks: Vec<Task> = w
             .tasks
             .iter()
             .filter(|t| t.host == index)
-            .map(|t| Task { arn: t.arn.clone(), started_by: t.service.then(|| "ecs-svc/sim".to_string()) })
+            .map(|t| Task {
+                arn: t.arn.clone(),
+                started_by: t.service.then(|| "ecs-svc/sim".to_string()),
+                group: t.service.then(|| format!("service:{}", if t.daemon { DAEMON_SERVICE } else { SERVICE })),
+                last_status: t.last_status().into(),
+                desired_status: if t.stopping_until.is_some() { "STOPPED" } else { "RUNNING" }.into(),
+                reserved: t.size(),
+            })
             .collect();
-        self.read(&mut w, "ListTasks+DescribeTasks", if tasks.is_empty() { 1 } else { 2 });
+        // Two ListTasks calls (both desired statuses) and a DescribeTasks when there are tasks.
+        self.read(&mut w, "ListTasks+DescribeTasks", if tasks.is_empty() { 2 } else { 3 });
         Ok(tasks)
     }
 
+    async fn services(&self, names: &[String]) -> Result<Vec<Service>> {
+        let mut w = self.world.lock().expect("world");
+        self.read(&mut w, "DescribeServices", names.len().div_ceil(10));
+        Ok(names
+            .iter()
+            .filter(|n| *n == SERVICE || *n == DAEMON_SERVICE)
+            .map(|n| Service {
+                name: n.clone(),
+                daemon: n == DAEMON_SERVICE,
+                minimum_healthy_percent: if n == DAEMON_SERVICE { 0 } else { 50 },
+                maximum_percent: if n == DAEMON_SERVICE { 100 } else { 200 },
+                desired: 0,
+                running: 0,
+            })
+            .collect())
+    }
+
     async fn stop_task(&self, task_arn: &str, _: &str) -> Result<()> {
+        let now = self.clock.elapsed_ms();
         let mut w = self.world.lock().expect("world");
         w.writes[self.host] += 1;
-        w.tasks.retain(|t| t.arn != task_arn);
+        for t in w.tasks.iter_mut().filter(|t| t.arn == task_arn) {
+            t.stopping_until.get_or_insert(now);
+        }
         Ok(())
     }
 
@@ -222,6 +266,19 @@ pub struct SimAgent {
 
 #[async_trait::async_trait]
 impl Agent for SimAgent {
+    async fn tasks(&self) -> Result<Vec<AgentTask>> {
+        let w = self.world.lock().expect("world");
+        if !w.instances[self.host].agent_up {
+            return Err(Error::Host("the simulated ECS agent is not running".into()));
+        }
+        // Removed from the world once STOPPED: every task still there has live containers.
+        Ok(w.tasks
+            .iter()
+            .filter(|t| t.host == self.host)
+            .map(|t| AgentTask { arn: t.arn.clone(), known_status: "RUNNING".into() })
+            .collect())
+    }
+
     async fn metadata(&self) -> Result<AgentMetadata> {
         let w = self.world.lock().expect("world");
         let i = &w.instances[self.host];
@@ -233,6 +290,24 @@ impl Agent for SimAgent {
             container_instance_arn: Some(i.arn.clone()),
             version: i.agent_version.clone(),
         })
+    }
+}
+
+/// Simulated hosts are not in an Auto Scaling group and never leave.
+pub struct SimLifecycle;
+
+#[async_trait::async_trait]
+impl Lifecycle for SimLifecycle {
+    async fn leaving(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    async fn scale_in(&self) -> Result<Option<ScaleIn>> {
+        Ok(None)
+    }
+
+    async fn protect(&self, _: &str, _: bool) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -339,6 +414,12 @@ impl PackageManager for SimPackages {
     }
 
     async fn install(&self, _: &[String]) -> Result<()> {
+        {
+            let mut w = self.world.lock().expect("world");
+            if w.tasks.iter().any(|t| t.host == self.host) {
+                w.installs_beside_live_tasks += 1;
+            }
+        }
         self.clock.sleep(self.timings.install).await;
         if self.fails {
             return Err(Error::Packages("`dnf -y upgrade` failed with exit code 1 (simulated)".into()));

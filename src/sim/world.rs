@@ -14,8 +14,14 @@ pub const HOST_CAPACITY: Capacity = Capacity { cpu: 2048, memory: 8192 };
 /// A host that never comes back is terminated this long after its drain began.
 const TERMINATED_AFTER_MS: u64 = 20 * 60 * 1000;
 
-/// Resources of one simulated task.
+/// Resources of one simulated service task.
 pub const TASK_SIZE: Capacity = Capacity { cpu: 256, memory: 512 };
+/// Resources of the daemon task every host runs (a log or metrics agent): a whole task's
+/// worth, so that what the capacity guard counts is exactly what the scheduler can place.
+pub const DAEMON_SIZE: Capacity = Capacity { cpu: 256, memory: 512 };
+/// A stopped task's containers get SIGKILL this long after SIGTERM (ECS's default stop
+/// timeout): the longest a task spends in STOPPING; daemon tasks, stopped last, take it.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One simulated host's container instance and machine.
 #[derive(Debug, Clone)]
@@ -53,6 +59,23 @@ pub struct SimTask {
     pub host: usize,
     /// Started by a service (moved by the scheduler) or standalone.
     pub service: bool,
+    /// A daemon-service task: one per instance, never moved, stopped last on a drain.
+    pub daemon: bool,
+    /// Stopped (desired STOPPED) but still on its host, DEACTIVATING then STOPPING, until
+    /// this virtual ms; it keeps its resources until then.
+    pub stopping_until: Option<u64>,
+}
+
+impl SimTask {
+    /// Resources it holds on its host.
+    pub fn size(&self) -> Capacity {
+        if self.daemon { DAEMON_SIZE } else { TASK_SIZE }
+    }
+
+    /// Its lifecycle state as ECS reports it.
+    pub fn last_status(&self) -> &'static str {
+        if self.stopping_until.is_some() { "DEACTIVATING" } else { "RUNNING" }
+    }
 }
 
 /// Everything shared by the simulated hosts.
@@ -72,6 +95,9 @@ pub struct WorldState {
     pub peak_out: usize,
     /// Tasks the scheduler could not place anywhere (the capacity guard failed).
     pub unplaceable: u64,
+    /// Installs begun while a task was still on the host (running, deactivating or
+    /// stopping): the drain ended too early.
+    pub installs_beside_live_tasks: u64,
     /// Per host: (drained at, active again at) in virtual ms.
     pub out_of_service: Vec<Vec<(u64, Option<u64>)>>,
     next_task: u64,
@@ -117,6 +143,7 @@ impl WorldState {
             store_ops: 0,
             peak_out: 0,
             unplaceable: 0,
+            installs_beside_live_tasks: 0,
             out_of_service: vec![Vec::new(); hosts],
             next_task: 0,
         };
@@ -124,23 +151,34 @@ impl WorldState {
             for _ in 0..tasks {
                 world.start_task(host, true);
             }
+            world.start_daemon(host);
         }
         world
     }
 
-    /// Starts a task on `host`.
-    pub fn start_task(&mut self, host: usize, service: bool) {
+    fn next_arn(&mut self) -> String {
         self.next_task += 1;
-        self.tasks.push(SimTask {
-            arn: format!("arn:aws:ecs:sim:000000000000:task/sim/{}", self.next_task),
-            host,
-            service,
-        });
+        format!("arn:aws:ecs:sim:000000000000:task/sim/{}", self.next_task)
     }
 
-    /// Resources used on `host`.
+    /// Starts a task on `host`.
+    pub fn start_task(&mut self, host: usize, service: bool) {
+        let arn = self.next_arn();
+        self.tasks.push(SimTask { arn, host, service, daemon: false, stopping_until: None });
+    }
+
+    /// Starts the daemon service's task on `host` unless it runs one (the daemon scheduler
+    /// places one on every ACTIVE instance).
+    pub fn start_daemon(&mut self, host: usize) {
+        if !self.tasks.iter().any(|t| t.host == host && t.daemon && t.stopping_until.is_none()) {
+            let arn = self.next_arn();
+            self.tasks.push(SimTask { arn, host, service: true, daemon: true, stopping_until: None });
+        }
+    }
+
+    /// Resources used on `host`, by running tasks and by stopped ones still shutting down.
     pub fn allocated(&self, host: usize) -> Capacity {
-        self.tasks.iter().filter(|t| t.host == host).fold(Capacity::default(), |sum, _| sum.plus(TASK_SIZE))
+        self.tasks.iter().filter(|t| t.host == host).fold(Capacity::default(), |sum, t| sum.plus(t.size()))
     }
 
     /// Index of the host with EC2 id or ARN `key`.
@@ -166,11 +204,15 @@ impl WorldState {
         }
     }
 
-    /// One round of the service scheduler: service tasks on a DRAINING instance leave
-    /// `move_after` (times the host's slow factor) after the drain began, to the first
-    /// ACTIVE host with room; a task with nowhere to go stays and is counted.
-    pub fn schedule(&mut self, now: u64, move_after: Duration) {
+    /// One round of the service scheduler: replica tasks on a DRAINING instance are
+    /// replaced `move_after` (times the host's slow factor) after the drain began, on the
+    /// first ACTIVE host with room, and the old task lingers `deactivation` (the target
+    /// group's deregistration delay) before it is gone; a task with nowhere to go stays and
+    /// is counted. Daemon tasks stop last, once nothing else runs on the instance.
+    pub fn schedule(&mut self, now: u64, move_after: Duration, deactivation: Duration) {
         let move_ms = u64::try_from(move_after.as_millis()).unwrap_or(u64::MAX);
+        let linger_ms = u64::try_from(deactivation.as_millis()).unwrap_or(u64::MAX);
+        self.tasks.retain(|t| t.stopping_until.is_none_or(|until| until > now));
         // A host that never came back fails its EC2 status checks; its Auto Scaling group
         // terminates it and ECS marks its container instance INACTIVE.
         let mut terminated = false;
@@ -184,9 +226,10 @@ impl WorldState {
             self.availability_changed(now);
         }
         for t in 0..self.tasks.len() {
-            let host = self.tasks[t].host;
+            let task = &self.tasks[t];
+            let host = task.host;
             let home = &self.instances[host];
-            if !self.tasks[t].service || home.status != "DRAINING" {
+            if !task.service || task.daemon || task.stopping_until.is_some() || home.status != "DRAINING" {
                 continue;
             }
             if now < home.draining_since + move_ms * u64::from(home.slow_factor) {
@@ -200,8 +243,19 @@ impl WorldState {
                     && HOST_CAPACITY.minus(self.allocated(h)).covers(TASK_SIZE)
             });
             match target {
-                Some(h) => self.tasks[t].host = h,
+                Some(h) => {
+                    self.tasks[t].stopping_until = Some(now + linger_ms);
+                    self.start_task(h, true);
+                }
                 None => self.unplaceable += 1,
+            }
+        }
+        for host in 0..self.instances.len() {
+            let only_daemon_left = self.tasks.iter().filter(|t| t.host == host).all(|t| t.daemon);
+            if self.instances[host].status == "DRAINING" && only_daemon_left {
+                for t in self.tasks.iter_mut().filter(|t| t.host == host && t.stopping_until.is_none()) {
+                    t.stopping_until = Some(now + u64::try_from(STOP_TIMEOUT.as_millis()).unwrap_or(u64::MAX));
+                }
             }
         }
     }

@@ -1,0 +1,101 @@
+//! What every AWS call shares: the SDK configuration's credential check, and one reading of
+//! SDK failures (transient, credentials, or final) for ECS, DynamoDB and Auto Scaling alike.
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::error::Error;
+
+/// Where the SDK's default chain looks for credentials, in order (aws-config's
+/// `DefaultCredentialsChain`), for messages that must say what was tried.
+pub const CREDENTIAL_CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), \
+    the shared config and credentials files (AWS_PROFILE), a web identity token \
+    (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container credentials endpoint, and the EC2 instance profile \
+    through IMDSv2";
+
+/// Error codes that mean the credentials themselves are missing, invalid or expired:
+/// retrying cannot help, an operator must fix the instance profile or the environment.
+const CREDENTIAL_CODES: [&str; 7] = [
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+];
+
+/// Error codes of throttling and brief service trouble: the same call may succeed later.
+const TRANSIENT_CODES: [&str; 8] = [
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "ServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+
+/// How an AWS call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// One line: the service's code and message, or what went wrong on the way.
+    pub reason: String,
+    /// The same call may succeed later (throttling, 5xx, no answer).
+    pub transient: bool,
+    /// The credentials are missing, invalid or expired.
+    pub credentials: bool,
+}
+
+/// Reads an SDK failure. Never formats the SDK's `Debug` output (it holds whole
+/// responses, headers included): only codes, messages and `DisplayErrorContext`.
+pub fn failure<E, R>(err: &SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("unknown error");
+            Failure {
+                reason: format!("{code}: {}", e.message().unwrap_or("no message")),
+                transient: TRANSIENT_CODES.contains(&code),
+                credentials: CREDENTIAL_CODES.contains(&code),
+            }
+        }
+        SdkError::TimeoutError(_) => Failure { reason: "timed out".into(), transient: true, credentials: false },
+        SdkError::ResponseError(_) => {
+            Failure { reason: "unreadable response".into(), transient: true, credentials: false }
+        }
+        other => {
+            let text = DisplayErrorContext(other).to_string();
+            // The SDK fails before sending when no credentials could be resolved.
+            let credentials = text.contains("credentials") && !text.contains("dns error");
+            let transient = !credentials && matches!(other, SdkError::DispatchFailure(_));
+            Failure { reason: text, transient, credentials }
+        }
+    }
+}
+
+/// The error for a credentials failure of `what`, naming the chain that was tried.
+pub fn credentials_error(what: &str, reason: &str) -> Error {
+    Error::Credentials(format!(
+        "{what}: no valid AWS credentials ({reason}). Looked in {CREDENTIAL_CHAIN}. Attach an instance \
+         profile whose role allows the actions listed in the README, or set the standard AWS variables."
+    ))
+}
+
+/// Resolves credentials once, before any step, so that missing or unusable credentials
+/// stop the run at once (exit 1) instead of looking like a passing ECS outage.
+pub async fn check_credentials(config: &aws_config::SdkConfig) -> crate::error::Result<()> {
+    let Some(provider) = config.credentials_provider() else {
+        return Err(credentials_error("AWS", "no credential provider is configured"));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(drop)
+        .map_err(|e| credentials_error("cannot resolve AWS credentials", &DisplayErrorContext(&e).to_string()))
+}

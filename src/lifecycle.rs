@@ -1,0 +1,129 @@
+//! The instance's place in EC2: whether it is leaving (a spot interruption notice, an Auto
+//! Scaling lifecycle state other than InService), and its Auto Scaling scale-in protection
+//! while a cycle has it out of service.
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::error::{Error, Result};
+
+/// IMDS: "If Amazon EC2 is not preparing to stop or terminate the instance, or if you
+/// terminated the instance yourself, instance-action is not present in the instance
+/// metadata and you receive an HTTP 404 error" (Spot Instance interruption notices).
+const SPOT_ACTION: &str = "/latest/meta-data/spot/instance-action";
+/// IMDS (Auto Scaling user guide): "The Auto Scaling instance lifecycle has two primary
+/// steady states—InService and Terminated—and two side steady states—Detached and Standby",
+/// plus the Warmed:* states of a warm pool; the item is absent (404) outside any group.
+const TARGET_LIFECYCLE_STATE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
+
+/// The instance's Auto Scaling group and the scale-in protection it had before the cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleIn {
+    /// The Auto Scaling group.
+    pub group: String,
+    /// Whether the instance was protected from scale-in before the cycle protected it.
+    pub was_protected: bool,
+}
+
+/// What EC2 and Auto Scaling say about this instance's future.
+#[async_trait::async_trait]
+pub trait Lifecycle: Send + Sync {
+    /// Why the instance is leaving, if it is (spot notice, lifecycle state not InService).
+    async fn leaving(&self) -> Result<Option<String>>;
+    /// The instance's Auto Scaling group and its scale-in protection now; `None` outside
+    /// any group.
+    async fn scale_in(&self) -> Result<Option<ScaleIn>>;
+    /// Sets the instance's scale-in protection in `group`.
+    async fn protect(&self, group: &str, protected: bool) -> Result<()>;
+}
+
+/// [`Lifecycle`] through IMDSv2 and the Auto Scaling API.
+pub struct Ec2Lifecycle {
+    imds: aws_config::imds::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    instance_id: String,
+}
+
+impl Ec2Lifecycle {
+    /// The lifecycle of EC2 instance `instance_id`.
+    pub fn new(config: &aws_config::SdkConfig, imds: aws_config::imds::Client, instance_id: &str) -> Self {
+        Self { imds, autoscaling: aws_sdk_autoscaling::Client::new(config), instance_id: instance_id.to_string() }
+    }
+
+    /// The IMDS path's value; `None` on 404 (nothing to say).
+    async fn metadata(&self, path: &str) -> Result<Option<String>> {
+        use aws_config::imds::client::error::ImdsError;
+        match self.imds.get(path).await {
+            Ok(value) => Ok(Some(value.as_ref().trim().to_string())),
+            Err(ImdsError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => Ok(None),
+            Err(e) => Err(Error::Host(format!(
+                "cannot read {path} from IMDSv2: {}",
+                aws_sdk_ecs::error::DisplayErrorContext(&e)
+            ))),
+        }
+    }
+
+    fn autoscaling_error<E, R>(&self, operation: &str, err: aws_sdk_ecs::error::SdkError<E, R>) -> Error
+    where
+        E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let failure = crate::aws::failure(&err);
+        if failure.credentials {
+            return crate::aws::credentials_error(&format!("Auto Scaling {operation}"), &failure.reason);
+        }
+        Error::Host(format!("Auto Scaling {operation} for {} failed: {}", self.instance_id, failure.reason))
+    }
+}
+
+#[async_trait::async_trait]
+impl Lifecycle for Ec2Lifecycle {
+    async fn leaving(&self) -> Result<Option<String>> {
+        let mut why = Vec::new();
+        if let Some(notice) = self.metadata(SPOT_ACTION).await? {
+            why.push(format!("a spot interruption notice is posted ({notice})"));
+        }
+        if let Some(state) = self.metadata(TARGET_LIFECYCLE_STATE).await?
+            && state != "InService"
+        {
+            why.push(format!("its Auto Scaling target lifecycle state is {state}"));
+        }
+        Ok((!why.is_empty()).then(|| format!("the instance is leaving: {}", why.join("; "))))
+    }
+
+    async fn scale_in(&self) -> Result<Option<ScaleIn>> {
+        let out = self
+            .autoscaling
+            .describe_auto_scaling_instances()
+            .instance_ids(&self.instance_id)
+            .send()
+            .await
+            .map_err(|e| self.autoscaling_error("DescribeAutoScalingInstances", e))?;
+        Ok(out.auto_scaling_instances().first().map(|i| ScaleIn {
+            group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
+            was_protected: i.protected_from_scale_in().unwrap_or(false),
+        }))
+    }
+
+    async fn protect(&self, group: &str, protected: bool) -> Result<()> {
+        self.autoscaling
+            .set_instance_protection()
+            .auto_scaling_group_name(group)
+            .instance_ids(&self.instance_id)
+            .protected_from_scale_in(protected)
+            .send()
+            .await
+            .map_err(|e| self.autoscaling_error("SetInstanceProtection", e))?;
+        Ok(())
+    }
+}
+
+/// Why the instance is leaving, if it is; an unreadable answer is logged and taken as "not
+/// leaving" (the identity was read from the same IMDS moments before, and a host kept in
+/// service is the safe side).
+pub async fn leaving_or_warn(lifecycle: &dyn Lifecycle) -> Option<String> {
+    lifecycle.leaving().await.unwrap_or_else(|e| {
+        warn!("cannot tell whether the instance is leaving: {e}");
+        None
+    })
+}

@@ -1,0 +1,295 @@
+//! What real AWS and real hosts do that moto alone does not show: tasks that linger after
+//! they are stopped, SIGTERM during a package transaction, hosts that are leaving, Auto
+//! Scaling, disconnected peers, services that cannot move, agents in the wrong cluster,
+//! credentials that are missing or expired. Each test runs the real binary against the
+//! stand-ins, which behave here as the AWS documentation says (tests/standins/).
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{KILLED, Options, TestHost, assert_patched};
+
+/// When the journal says step `step` began.
+fn step_began(host: &TestHost, step: &str) -> SystemTime {
+    let status = host.status();
+    let at = status["cycle"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["step"] == step)
+        .unwrap_or_else(|| panic!("no {step} in {status}"))["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    humantime::parse_rfc3339(&at).unwrap()
+}
+
+#[test]
+fn nothing_is_installed_while_a_stopped_task_is_still_shutting_down() {
+    // Each stopped task spends 3 s in DEACTIVATING and STOPPING, its desired status STOPPED
+    // (so the instance's counts say 0) all that time.
+    let host = TestHost::start(Options { standin_args: &["--deactivating-seconds", "3"], ..Options::default() });
+    let draining = host.record()["arn"].clone();
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_patched(&host);
+    let installing = step_began(&host, "installing");
+    let ours: Vec<serde_json::Value> = host.ecs()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["container_instance_arn"] == draining)
+        .cloned()
+        .collect();
+    assert_eq!(ours.len(), 3, "the host's three service tasks: {ours:#?}");
+    for task in ours {
+        assert_eq!(task["last_status"], "STOPPED", "{task}");
+        let stopped = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(task["stopped_at"].as_f64().unwrap());
+        assert!(stopped <= installing, "the install began before {} stopped", task["arn"]);
+    }
+}
+
+#[test]
+fn sigterm_during_a_package_transaction_lets_it_finish_then_the_next_run_resumes() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "slow", ..Options::default() });
+        let mut run = host.spawn_run();
+        host.wait_for_step("installing");
+        host.wait_for_scriptlet();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = run.wait().unwrap();
+        let stderr = std::fs::read_to_string(host.path("run.stderr")).unwrap();
+        assert_eq!(status.code(), Some(75), "{manager}: {stderr}");
+        assert!(stderr.contains("letting the package transaction in progress finish"), "{manager}: {stderr}");
+        assert!(stderr.contains("stopped by SIGTERM"), "{manager}: {stderr}");
+        assert_eq!(host.installed("demo-app"), "2.0", "{manager}: the transaction ran to its end");
+        assert_eq!(host.status()["step"], "installing", "{manager}: the journal still says installing");
+        assert_eq!(host.reboots(), 0, "{manager}: no reboot after the stop");
+        let runs = host.run_to_end();
+        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        assert_patched(&host);
+    }
+}
+
+#[test]
+fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() {
+    let host = TestHost::start(Options { scenario: "slow", ..Options::default() });
+    let mut run = host.spawn_run();
+    host.wait_for_step("installing");
+    host.wait_for_scriptlet();
+    run.kill().unwrap(); // SIGKILL: the daemon dies, dnf goes on holding its lock
+    run.wait().unwrap();
+    // At once, while the orphaned transaction still runs: this run installs again, waits
+    // for the lock, verifies and carries on.
+    let runs = host.run_to_end();
+    assert_eq!(runs.first().unwrap().code, KILLED, "the resumed run reboots: {runs:#?}");
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_patched(&host);
+}
+
+#[test]
+fn a_host_that_is_leaving_starts_no_cycle() {
+    for notice in
+        [r#"{"lifecycle": "Terminated"}"#, r#"{"spot": {"action": "terminate", "time": "2026-11-27T10:00:00Z"}}"#]
+    {
+        let host = TestHost::start(Options::default());
+        host.control("imds", notice);
+        let check = host.run(&["check", "--json"]);
+        let preview: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+        assert!(preview["verdict"].as_str().unwrap().starts_with("nothing: the instance is leaving"), "{preview}");
+        let run = host.run(&["run"]);
+        assert_eq!(run.code, 75, "{notice}: {run:?}");
+        assert!(run.stderr.contains("the instance is leaving"), "{notice}: {}", run.stderr);
+        assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING") + host.calls("PutAttributes"), 0);
+        assert_eq!(host.installed("demo-app"), "1.0");
+        assert!(!host.journal_file().exists(), "no cycle was recorded");
+    }
+}
+
+#[test]
+fn a_spot_notice_during_the_drain_gives_the_slot_back_without_reactivating() {
+    let host = TestHost::start(Options {
+        standalone_tasks: 1, // keeps the drain waiting
+        standin_args: &["--lease-table", "leases"],
+        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
+        ..Options::default()
+    });
+    let mut run = host.spawn_run();
+    host.wait_for_step("draining");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while host.record()["status"] != "DRAINING" {
+        assert!(std::time::Instant::now() < deadline, "never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    host.control("imds", r#"{"spot": {"action": "terminate", "time": "2026-11-27T10:00:00Z"}}"#);
+    let status = run.wait().unwrap();
+    let stdout = std::fs::read_to_string(host.path("run.stdout")).unwrap();
+    assert_eq!(status.code(), Some(75), "{stdout}");
+    assert!(stdout.contains("spot interruption notice"), "{stdout}");
+    assert_eq!(host.record()["status"], "DRAINING", "a leaving host is not set ACTIVE");
+    assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 0);
+    assert_eq!(host.installed("demo-app"), "1.0");
+    let lease = &host.control("lease", "{}")["demo/default"];
+    assert_eq!(lease["holders"], serde_json::json!([]), "the slot was given back: {lease}");
+    assert!(lease["paused"].is_null(), "a leaving host does not pause the roll: {lease}");
+    assert_eq!(host.status()["cycle"]["state"]["outcome"]["kind"], "deferred");
+}
+
+#[test]
+fn scale_in_protection_is_held_through_the_cycle_then_restored() {
+    let host = TestHost::start(Options { standin_args: &["--asg", "web-asg"], ..Options::default() });
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_patched(&host);
+    assert_eq!(host.calls("SetInstanceProtection:true"), 1, "protected before the drain");
+    assert_eq!(host.calls("SetInstanceProtection:false"), 1, "protection lifted at the end");
+    let id = host.standin["instance_id"].as_str().unwrap();
+    assert_eq!(host.control("autoscaling", "{}")[id]["protected"], false);
+
+    // Protected before: left as it was.
+    let host =
+        TestHost::start(Options { standin_args: &["--asg", "web-asg", "--asg-protected"], ..Options::default() });
+    let set_up = host.calls("SetInstanceProtection:true"); // by the stand-in, before the run
+    assert_eq!(host.run_to_end().last().unwrap().code, 0);
+    assert_eq!(host.calls("SetInstanceProtection:true") + host.calls("SetInstanceProtection:false"), set_up);
+    let id = host.standin["instance_id"].as_str().unwrap();
+    assert_eq!(host.control("autoscaling", "{}")[id]["protected"], true);
+}
+
+#[test]
+fn the_lease_is_renewed_before_the_reboot_to_outlast_it() {
+    let host = TestHost::start(Options {
+        standin_args: &["--lease-table", "leases"],
+        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\nlease_ttl = \"2m\"\n\
+                 [host]\nreboot_timeout = \"30s\"\n",
+        ..Options::default()
+    });
+    let first = host.run(&["run"]);
+    assert_eq!(first.code, KILLED, "killed by its reboot: {first:?}");
+    let lease = host.control("lease", "{}");
+    let holder = &lease["demo/default"]["holders"][0];
+    let held = holder["expires_at"].as_u64().unwrap() - holder["renewed_at"].as_u64().unwrap();
+    assert!(held >= 150_000, "held {held} ms: reboot_timeout (30 s) plus a lease lifetime (2 m)");
+    assert_eq!(holder["step"], "rebooting");
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!(host.control("lease", "{}")["demo/default"]["holders"], serde_json::json!([]));
+}
+
+#[test]
+fn resume_only_finishes_a_cycle_in_progress_and_otherwise_does_nothing() {
+    let host = TestHost::start(Options::default());
+    let idle = host.run(&["run", "--resume-only"]);
+    assert_eq!(idle.code, 0, "{idle:?}");
+    assert!(idle.stderr.contains("nothing to resume"), "{}", idle.stderr);
+    assert_eq!(host.calls("DescribeContainerInstances") + host.calls("ListTasks"), 0, "no AWS call");
+    assert!(!host.journal_file().exists());
+    assert_eq!(host.run(&["run"]).code, KILLED, "the reboot");
+    let resumed = host.run(&["run", "--resume-only"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_patched(&host);
+}
+
+#[test]
+fn the_units_resume_after_boot_without_a_random_delay() {
+    let timer = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd.timer")).unwrap();
+    assert!(
+        !timer.lines().any(|l| l.trim_start().starts_with("OnBootSec")),
+        "the daily timer's random delay must not delay the resume"
+    );
+    let resume = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd-resume.service")).unwrap();
+    for line in
+        ["ExecStart=/usr/bin/ecs-patchd run --resume-only", "After=", "ecs.service", "WantedBy=multi-user.target"]
+    {
+        assert!(resume.contains(line), "ecs-patchd-resume.service lacks {line:?}");
+    }
+    assert!(!resume.contains("RandomizedDelaySec"));
+    let service = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd.service")).unwrap();
+    assert!(service.contains("KillMode=mixed"), "SIGTERM to the daemon alone, never to the package manager");
+}
+
+#[test]
+fn an_active_peer_whose_agent_is_disconnected_does_not_stall_the_roll() {
+    let host = TestHost::start(Options { standin_args: &["--peers", "2"], ..Options::default() });
+    host.control("peer/disconnect", r#"{"peer": 0}"#); // its EC2 instance is stopped
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "max_unavailable = 1 still lets this host go: {runs:#?}");
+    assert_patched(&host);
+}
+
+#[test]
+fn a_service_that_cannot_move_its_tasks_defers_the_cycle_before_any_drain() {
+    let host = TestHost::start(Options { standin_args: &["--stuck-service"], ..Options::default() });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(
+        run.stdout.contains("service stuck has minimumHealthyPercent 100 and maximumPercent 100"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING") + host.calls("PutAttributes"), 0);
+    assert_eq!(host.installed("demo-app"), "1.0");
+    assert_eq!(host.record()["status"], "ACTIVE");
+    assert_eq!(host.status()["cycle"]["state"]["outcome"]["kind"], "deferred");
+}
+
+#[test]
+fn an_agent_back_in_another_cluster_is_an_error_naming_both() {
+    let host = TestHost::start(Options { config: "[host]\nagent_reconnect_timeout = \"10m\"\n", ..Options::default() });
+    assert_eq!(host.run(&["run"]).code, KILLED, "the reboot");
+    host.control("agent/cluster", r#"{"host": 0, "cluster": "elsewhere"}"#);
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("registered in cluster \"elsewhere\""), "{}", run.stdout);
+    assert!(run.stdout.contains("in cluster \"demo\""), "{}", run.stdout);
+    let outcome = &host.status()["cycle"]["state"]["outcome"];
+    assert_eq!(outcome["kind"], "identity", "at once, not after agent_reconnect_timeout: {outcome}");
+}
+
+#[test]
+fn missing_credentials_fail_at_once_naming_the_chain() {
+    let host = TestHost::start(Options::default());
+    let env: Vec<(String, String)> = host
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-patchd"));
+    command
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", host.path("home"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", host.path("no-credentials"))
+        .env("AWS_CONFIG_FILE", host.path("no-config"))
+        .envs(env);
+    let run = common::Run::from(command.output().unwrap());
+    assert_eq!(run.code, 1, "not temporary: {run:?}");
+    for part in ["no valid AWS credentials", "AWS_ACCESS_KEY_ID", "instance profile"] {
+        assert!(run.stderr.contains(part), "mentions {part:?}: {}", run.stderr);
+    }
+    for call in ["DescribeContainerInstances", "ListContainerInstances", "ListTasks"] {
+        assert_eq!(host.calls(call), 0, "{call}: no ECS call was tried");
+    }
+}
+
+#[test]
+fn expired_credentials_fail_at_once_without_retries() {
+    let host = TestHost::start(Options::default());
+    host.control("inject", r#"{"operation": "ListTasks", "code": "ExpiredTokenException", "times": 100}"#);
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("no valid AWS credentials (ExpiredTokenException"), "{}", run.stdout);
+    assert_eq!(host.calls("ListTasks"), 1, "tried once, not retried as if ECS were throttling");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+}
+
+#[test]
+fn throttling_is_ridden_out() {
+    let host = TestHost::start(Options::default());
+    host.control("inject", r#"{"operation": "ListTasks", "code": "ThrottlingException", "times": 2}"#);
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_patched(&host);
+}
