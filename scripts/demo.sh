@@ -23,8 +23,8 @@ echo; echo "== ecs-patchd check"
 "$bin" check
 echo; echo "== ecs-patchd run (the reboot kills it, as a real reboot would)"
 "$bin" run || [[ $? -eq 137 ]]
-echo; echo "== the host is back: ecs-patchd run (as the boot-time timer does)"
-"$bin" run
+echo; echo "== the host is back: ecs-patchd run --resume-only (as ecs-patchd-resume.service does at boot)"
+"$bin" run --resume-only
 echo; echo "== ecs-patchd status"
 "$bin" status
 echo; echo "== the cluster, as ECS (moto) sees it"

@@ -2,7 +2,7 @@
 //! SDK failures (transient, credentials, or final) for ECS, DynamoDB and Auto Scaling alike.
 
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
@@ -49,7 +49,7 @@ pub struct Failure {
 }
 
 /// Reads an SDK failure. Never formats the SDK's `Debug` output (it holds whole
-/// responses, headers included): only codes, messages and `DisplayErrorContext`.
+/// responses, headers included): only codes, messages and the chain of causes.
 pub fn failure<E, R>(err: &SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -70,13 +70,31 @@ where
             Failure { reason: "unreadable response".into(), transient: true, credentials: false }
         }
         other => {
-            let text = DisplayErrorContext(other).to_string();
+            let text = causes(other);
             // The SDK fails before sending when no credentials could be resolved.
             let credentials = text.contains("credentials") && !text.contains("dns error");
             let transient = !credentials && matches!(other, SdkError::DispatchFailure(_));
             Failure { reason: text, transient, credentials }
         }
     }
+}
+
+/// An error and its causes, each as it displays itself, joined by ": ".
+///
+/// Not the SDK's `DisplayErrorContext`: it appends the error's `Debug` form, which for an
+/// SDK error holds the whole raw response, headers included.
+pub fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// The error for a credentials failure of `what`, naming the chain that was tried.
@@ -97,5 +115,5 @@ pub async fn check_credentials(config: &aws_config::SdkConfig) -> crate::error::
         .provide_credentials()
         .await
         .map(drop)
-        .map_err(|e| credentials_error("cannot resolve AWS credentials", &DisplayErrorContext(&e).to_string()))
+        .map_err(|e| credentials_error("cannot resolve AWS credentials", &causes(&e)))
 }

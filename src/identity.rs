@@ -46,16 +46,15 @@ pub fn imds_endpoint() -> String {
 pub async fn instance_document(imds: &aws_config::imds::Client) -> Result<InstanceDocument> {
     let problem = |why: String| {
         Error::Identity(format!(
-            "cannot read the instance identity from IMDSv2 at {}: {why}. ecs-patchd must run on \
+            "cannot read the instance identity from IMDSv2 at {}: {}. ecs-patchd must run on \
              an EC2 instance whose metadata service is enabled (a hop limit of 2 when it runs in \
              a container); AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the address.",
-            imds_endpoint()
+            imds_endpoint(),
+            why.trim_end_matches('.')
         ))
     };
-    let document = imds
-        .get("/latest/dynamic/instance-identity/document")
-        .await
-        .map_err(|e| problem(aws_sdk_ecs::error::DisplayErrorContext(&e).to_string()))?;
+    let document =
+        imds.get("/latest/dynamic/instance-identity/document").await.map_err(|e| problem(crate::aws::causes(&e)))?;
     serde_json::from_str(document.as_ref())
         .map_err(|e| problem(format!("the identity document is not understood ({e})")))
 }

@@ -56,10 +56,7 @@ impl Ec2Lifecycle {
         match self.imds.get(path).await {
             Ok(value) => Ok(Some(value.as_ref().trim().to_string())),
             Err(ImdsError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => Ok(None),
-            Err(e) => Err(Error::Host(format!(
-                "cannot read {path} from IMDSv2: {}",
-                aws_sdk_ecs::error::DisplayErrorContext(&e)
-            ))),
+            Err(e) => Err(Error::Host(format!("cannot read {path} from IMDSv2: {}", crate::aws::causes(&e)))),
         }
     }
 

@@ -74,18 +74,20 @@ fn sigterm_during_a_package_transaction_lets_it_finish_then_the_next_run_resumes
 
 #[test]
 fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() {
-    let host = TestHost::start(Options { scenario: "slow", ..Options::default() });
-    let mut run = host.spawn_run();
-    host.wait_for_step("installing");
-    host.wait_for_scriptlet();
-    run.kill().unwrap(); // SIGKILL: the daemon dies, dnf goes on holding its lock
-    run.wait().unwrap();
-    // At once, while the orphaned transaction still runs: this run installs again, waits
-    // for the lock, verifies and carries on.
-    let runs = host.run_to_end();
-    assert_eq!(runs.first().unwrap().code, KILLED, "the resumed run reboots: {runs:#?}");
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
-    assert_patched(&host);
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "slow", ..Options::default() });
+        let mut run = host.spawn_run();
+        host.wait_for_step("installing");
+        host.wait_for_scriptlet();
+        run.kill().unwrap(); // SIGKILL: the daemon dies, the package manager goes on holding its lock
+        run.wait().unwrap();
+        // At once, while the orphaned transaction still runs: this run installs again, waits
+        // for the lock, verifies and carries on.
+        let runs = host.run_to_end();
+        assert_eq!(runs.first().unwrap().code, KILLED, "{manager}: the resumed run reboots: {runs:#?}");
+        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        assert_patched(&host);
+    }
 }
 
 #[test]

@@ -76,6 +76,9 @@ fn imds_token_refused_is_a_clear_error() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("cannot read the instance identity from IMDSv2"), "{}", run.stderr);
     assert!(run.stderr.contains("403") || run.stderr.to_lowercase().contains("forbidden"), "{}", run.stderr);
+    for dump in ["headers", "Response {", "SdkBody"] {
+        assert!(!run.stderr.contains(dump), "no Debug dump of the SDK's response ({dump}): {}", run.stderr);
+    }
     assert_eq!(host.calls("DescribeContainerInstances"), 0);
 }
 

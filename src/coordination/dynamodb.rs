@@ -77,18 +77,12 @@ impl LeaseStore for DynamoStore {
 
 fn dynamo_error<E, R>(table: &str, operation: &str, err: SdkError<E, R>) -> Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let reason = match &err {
-        SdkError::ServiceError(service) => {
-            format!(
-                "{}: {}",
-                service.err().code().unwrap_or("unknown error"),
-                service.err().message().unwrap_or("no message")
-            )
-        }
-        other => aws_sdk_dynamodb::error::DisplayErrorContext(other).to_string(),
-    };
-    Error::Lease(format!("DynamoDB {operation} on table {table} failed: {reason}"))
+    let failure = crate::aws::failure(&err);
+    if failure.credentials {
+        return crate::aws::credentials_error(&format!("DynamoDB {operation}"), &failure.reason);
+    }
+    Error::Lease(format!("DynamoDB {operation} on table {table} failed: {}", failure.reason))
 }
