@@ -2,6 +2,7 @@
 //! SDK failures (transient, credentials, or final) for ECS, DynamoDB and Auto Scaling alike.
 
 use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
@@ -111,9 +112,23 @@ pub async fn check_credentials(config: &aws_config::SdkConfig) -> crate::error::
     let Some(provider) = config.credentials_provider() else {
         return Err(credentials_error("AWS", "no credential provider is configured"));
     };
-    provider
-        .provide_credentials()
-        .await
-        .map(drop)
-        .map_err(|e| credentials_error("cannot resolve AWS credentials", &causes(&e)))
+    let mut attempt = 1;
+    loop {
+        match provider.provide_credentials().await {
+            Ok(_) => return Ok(()),
+            // Right after boot IMDS may be slow to hand out the instance role: a time-out or
+            // a provider's own failure is tried again before it counts.
+            Err(e @ (CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)))
+                if attempt < CREDENTIAL_ATTEMPTS =>
+            {
+                tracing::warn!("cannot resolve AWS credentials yet (will try again): {}", causes(&e));
+                tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(credentials_error("cannot resolve AWS credentials", &causes(&e))),
+        }
+    }
 }
+
+/// How many times credentials are asked for before a time-out counts as missing credentials.
+const CREDENTIAL_ATTEMPTS: u32 = 4;

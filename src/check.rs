@@ -52,7 +52,7 @@ pub async fn preview(
     let plan = Plan::new(pending, &settings.packages.agent_packages);
     let reboot_needed_now = ports.packages.reboot_required().await.ok();
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
-    let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await;
+    let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())

@@ -43,6 +43,7 @@ use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle, ScaleIn};
 use crate::packages::{PackageManager, PackageUpdate};
+use crate::shutdown;
 
 /// The side effects a cycle performs, each behind its own trait.
 pub struct Ports {
@@ -219,9 +220,6 @@ pub enum State {
         outcome: Outcome,
         /// The slot to release.
         lease: Grant,
-        /// The scale-in protection to restore.
-        #[serde(default)]
-        scale_in: Option<ScaleIn>,
     },
     /// Finished.
     Done {
@@ -403,8 +401,8 @@ impl<'a> Machine<'a> {
 
     /// Checks for updates and, if there are any, runs a new cycle to its end.
     pub async fn start(&self, identity: &Identity) -> Result<Cycle> {
-        if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
-            return Err(Error::Deferred(format!("{why}: no cycle is started")));
+        if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+            return Err(Error::Deferred(format!("{}: no cycle is started", leaving.reason)));
         }
         let updates = self.ports.packages.pending_updates().await?;
         let now = self.ports.clock.now();
@@ -441,6 +439,12 @@ impl<'a> Machine<'a> {
     async fn drive(&self, mut cycle: Cycle) -> Result<Cycle> {
         let mut retries = 0;
         while !cycle.state.is_done() {
+            if shutdown::requested() {
+                return Err(Error::Stopped(format!(
+                    "stopped by a signal before step {} (the journal is at that step); the next run resumes",
+                    cycle.state.name()
+                )));
+            }
             self.keep_lease(&cycle).await;
             let step = cycle.state.name();
             let next = match self.step(&cycle).await {
@@ -590,7 +594,7 @@ impl<'a> Machine<'a> {
             State::Reactivating { arn, stale_arn, outcome, lease, scale_in } => {
                 self.reactivate(cycle, arn, stale_arn, outcome, lease, scale_in).await
             }
-            State::Releasing { outcome, lease, scale_in } => self.release(cycle, outcome, lease, scale_in).await,
+            State::Releasing { outcome, lease } => self.release(cycle, outcome, lease).await,
             State::Done { .. } => unreachable!("drive() stops at Done"),
         }
     }
@@ -607,9 +611,7 @@ impl<'a> Machine<'a> {
             Outcome::Failed { step: cycle.state.name().into(), kind: error.kind(), reason: error.to_string() };
         Ok(match cycle.state.clone() {
             State::Reactivating { .. } | State::Releasing { .. } => return Err(error),
-            State::Draining { lease, scale_in, .. } if error.kind() == Kind::NotOurs => {
-                State::Releasing { outcome, lease, scale_in }
-            }
+            State::Draining { lease, .. } if error.kind() == Kind::NotOurs => State::Releasing { outcome, lease },
             // Back through Reactivating, which sets ACTIVE only what this cycle drained and
             // leaves an instance that is leaving as it is.
             State::Draining { arn, lease, scale_in, .. }
@@ -668,7 +670,7 @@ impl<'a> Machine<'a> {
     async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String, stays: Capacity) -> Result<State> {
         // Read before the slot is taken: a grant must never be followed by a failure that
         // forgets it. Group membership does not change while the host waits.
-        let scale_in = self.ports.lifecycle.scale_in().await?;
+        let scale_in = lifecycle::scale_in_or_warn(self.ports.lifecycle.as_ref()).await;
         let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
         let coordination = &self.settings.coordination;
         let deadline = cycle.entered_at + coordination.wait_timeout;
@@ -691,6 +693,7 @@ impl<'a> Machine<'a> {
                     }
                     next_in_line = soon;
                 }
+                Err(e @ Error::Credentials(_)) => return Err(e),
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
             }
             let now = self.ports.clock.now();
@@ -729,17 +732,20 @@ impl<'a> Machine<'a> {
         if instance.is_drained_by(&cycle.id) {
             info!("the instance is already DRAINING for this cycle; waiting");
         } else if instance.status == "ACTIVE" {
-            if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
-                return Err(Error::Deferred(format!("{why}: the instance is not drained")));
+            if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{}: the instance is not drained", leaving.reason)));
             }
             self.services_can_move(&arn).await?;
             // A drained, task-less instance is the first one Auto Scaling would pick to scale
-            // in: protect it until the cycle ends (Releasing restores what was there).
+            // in: protect it until it is set ACTIVE again (Reactivating restores what was there).
             if let Some(group) = scale_in.as_ref().filter(|s| !s.was_protected) {
-                self.ports.lifecycle.protect(&group.group, true).await?;
+                lifecycle::protect_or_warn(self.ports.lifecycle.as_ref(), &group.group, true).await;
             }
             self.ensure_lease()?;
-            self.ports.ecs.drain(&arn, &cycle.id).await?;
+            // The mark first: an instance DRAINING without it would be someone else's.
+            self.ports.ecs.mark(&arn, &cycle.id).await?;
+            fault::point("draining:marked");
+            self.ports.ecs.set_draining(&arn).await?;
         } else {
             return Err(not_ours(&instance));
         }
@@ -777,12 +783,13 @@ impl<'a> Machine<'a> {
             let classify = now >= grace_ends && drain.standalone_tasks != StandalonePolicy::Wait;
             // A spot notice gives two minutes: a host that is leaving stops draining at once
             // and gives its slot back (Reactivating leaves it as it is).
-            if let Some(why) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
-                return Err(Error::Deferred(format!("{why}: the drain is abandoned")));
+            if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{}: the drain is abandoned", leaving.reason)));
             }
             let left = match self.tasks_left(arn, classify).await {
                 Ok(left) if left.is_empty() => return Ok(()),
                 Ok(left) => left,
+                Err(e @ Error::Credentials(_)) => return Err(e),
                 Err(e) if now < deadline => {
                     warn!("cannot read the drain's progress (will try again): {e}");
                     TasksLeft::default()
@@ -995,12 +1002,23 @@ impl<'a> Machine<'a> {
         lease: Grant,
         scale_in: Option<ScaleIn>,
     ) -> Result<State> {
-        let leaving = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await;
+        // Before ACTIVE, while no task can be placed on it: the protection it had comes back
+        // (with managed termination protection, ECS sets it again as it places tasks).
+        if let Some(group) = scale_in.filter(|s| !s.was_protected) {
+            lifecycle::protect_or_warn(self.ports.lifecycle.as_ref(), &group.group, false).await;
+        }
+        let leaving = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await.filter(|l| l.for_good);
         match self.ports.ecs.describe(&arn).await?.filter(|i| i.status != "INACTIVE") {
             Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => match &leaving {
-                Some(why) => warn!("{why}: {arn} is left DRAINING and its slot given back"),
+                Some(gone) => warn!("{}: {arn} is left as it is and its slot given back", gone.reason),
                 None => {
-                    self.ports.ecs.activate(&arn).await?;
+                    // ACTIVE before the mark goes: a DRAINING instance without the mark
+                    // would be someone else's, and never set ACTIVE again.
+                    if i.status == "DRAINING" {
+                        self.ports.ecs.set_active(&arn).await?;
+                        fault::point("reactivating:activated");
+                    }
+                    self.ports.ecs.unmark(&arn).await?;
                     info!("{arn} is ACTIVE again");
                 }
             },
@@ -1016,19 +1034,20 @@ impl<'a> Machine<'a> {
             self.ports.ecs.deregister(&stale).await?;
             info!("deregistered the stale record {stale}");
         }
-        Ok(State::Releasing { outcome, lease, scale_in })
+        Ok(State::Releasing { outcome, lease })
     }
 
     // ---- 10. release -------------------------------------------------------------------
 
-    async fn release(&self, cycle: &Cycle, outcome: Outcome, lease: Grant, scale_in: Option<ScaleIn>) -> Result<State> {
+    async fn release(&self, cycle: &Cycle, outcome: Outcome, lease: Grant) -> Result<State> {
+        // The host settles only when it went back into service; a deferred one (leaving, or
+        // never drained) gives its slot back at once.
+        let deferred = matches!(&outcome, Outcome::Failed { kind: Kind::Deferred, .. });
         let settle_until = cycle.entered_at + self.settings.coordination.settle;
-        if let Ok(left) = settle_until.duration_since(self.ports.clock.now()) {
+        if let Ok(left) = settle_until.duration_since(self.ports.clock.now())
+            && !deferred
+        {
             self.ports.clock.sleep(left).await;
-        }
-        if let Some(group) = scale_in.filter(|s| !s.was_protected) {
-            self.ports.lifecycle.protect(&group.group, false).await?;
-            info!("scale-in protection lifted again in {}", group.group);
         }
         let coordinator = &self.ports.coordinator;
         if let Outcome::Failed { step, kind, reason } = &outcome
@@ -1074,7 +1093,7 @@ impl<'a> Machine<'a> {
             match self.agent_connected(cycle, &accept).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
-                Err(e @ Error::Identity(_)) => return Err(e),
+                Err(e @ (Error::Identity(_) | Error::Credentials(_))) => return Err(e),
                 Err(e) => last = e.to_string(),
             }
             let now = self.ports.clock.now();
@@ -1098,8 +1117,9 @@ impl<'a> Machine<'a> {
         if meta.cluster != cycle.cluster {
             return Err(Error::Identity(format!(
                 "the ECS agent came back registered in cluster \"{}\", but this cycle drained the host in \
-                 cluster \"{}\": fix ECS_CLUSTER in the agent's configuration (or identity.cluster), then \
-                 set the old container instance ACTIVE or deregister it",
+                 cluster \"{}\": the old container instance is set ACTIVE again, with no agent behind it; fix \
+                 ECS_CLUSTER in the agent's configuration (or identity.cluster), or deregister the old record \
+                 if the host now belongs to the other cluster",
                 meta.cluster, cycle.cluster
             )));
         }

@@ -132,10 +132,6 @@ pub struct Service {
     pub minimum_healthy_percent: i32,
     /// `deploymentConfiguration.maximumPercent`.
     pub maximum_percent: i32,
-    /// Tasks the service wants.
-    pub desired: i32,
-    /// Tasks RUNNING now.
-    pub running: i32,
 }
 
 impl Service {
@@ -166,10 +162,14 @@ pub trait Ecs: Send + Sync {
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>>;
     /// Every ACTIVE or DRAINING container instance of the cluster.
     async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>>;
-    /// Marks the instance as drained by `cycle_id`, then sets it DRAINING.
-    async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()>;
-    /// Sets the instance ACTIVE and removes the "drained by" mark.
-    async fn activate(&self, arn: &str) -> Result<()>;
+    /// Marks the instance as drained by `cycle_id` (before it is set DRAINING).
+    async fn mark(&self, arn: &str, cycle_id: &str) -> Result<()>;
+    /// Removes the "drained by" mark (once it is ACTIVE again).
+    async fn unmark(&self, arn: &str) -> Result<()>;
+    /// Sets the instance DRAINING.
+    async fn set_draining(&self, arn: &str) -> Result<()>;
+    /// Sets the instance ACTIVE.
+    async fn set_active(&self, arn: &str) -> Result<()>;
     /// Every task on the instance that has not yet STOPPED, whatever its desired status.
     async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>>;
     /// The services named (unknown names are left out).
@@ -241,16 +241,6 @@ impl AwsEcs {
         }
         Ok(())
     }
-
-    fn mark(&self, arn: &str, cycle_id: &str) -> Attribute {
-        Attribute::builder().name(DRAINED_BY_ATTRIBUTE).value(cycle_id).target_id(arn).build().expect("name is set")
-    }
-
-    /// The mark as DeleteAttributes takes it. AWS: "For custom attributes, specify the
-    /// attribute name and target ID, but don't specify the value."
-    fn unmark(&self, arn: &str) -> Attribute {
-        Attribute::builder().name(DRAINED_BY_ATTRIBUTE).target_id(arn).build().expect("name is set")
-    }
 }
 
 #[async_trait::async_trait]
@@ -270,27 +260,43 @@ impl Ecs for AwsEcs {
         self.describe_many(&arns).await
     }
 
-    async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()> {
+    async fn mark(&self, arn: &str, cycle_id: &str) -> Result<()> {
+        let mark = Attribute::builder()
+            .name(DRAINED_BY_ATTRIBUTE)
+            .value(cycle_id)
+            .target_id(arn)
+            .build()
+            .expect("name is set");
         self.client
             .put_attributes()
             .cluster(&self.cluster)
-            .attributes(self.mark(arn, cycle_id))
+            .attributes(mark)
             .send()
             .await
             .map_err(|e| sdk_error("PutAttributes", e))?;
-        self.set_status(arn, ContainerInstanceStatus::Draining).await
+        Ok(())
     }
 
-    async fn activate(&self, arn: &str) -> Result<()> {
-        self.set_status(arn, ContainerInstanceStatus::Active).await?;
+    async fn unmark(&self, arn: &str) -> Result<()> {
+        // AWS: "For custom attributes, specify the attribute name and target ID, but don't
+        // specify the value."
+        let mark = Attribute::builder().name(DRAINED_BY_ATTRIBUTE).target_id(arn).build().expect("name is set");
         self.client
             .delete_attributes()
             .cluster(&self.cluster)
-            .attributes(self.unmark(arn))
+            .attributes(mark)
             .send()
             .await
             .map_err(|e| sdk_error("DeleteAttributes", e))?;
         Ok(())
+    }
+
+    async fn set_draining(&self, arn: &str) -> Result<()> {
+        self.set_status(arn, ContainerInstanceStatus::Draining).await
+    }
+
+    async fn set_active(&self, arn: &str) -> Result<()> {
+        self.set_status(arn, ContainerInstanceStatus::Active).await
     }
 
     async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
@@ -349,8 +355,6 @@ impl Ecs for AwsEcs {
                     // The API's defaults when a service sets none: 100 and 200.
                     minimum_healthy_percent: deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100),
                     maximum_percent: deployment.and_then(|d| d.maximum_percent()).unwrap_or(200),
-                    desired: s.desired_count(),
-                    running: s.running_count(),
                 }
             }));
         }

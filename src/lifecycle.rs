@@ -25,11 +25,22 @@ pub struct ScaleIn {
     pub was_protected: bool,
 }
 
+/// Why the instance is leaving service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaving {
+    /// What EC2 or Auto Scaling said.
+    pub reason: String,
+    /// It will be terminated (spot action `terminate`, target state `Terminated`): there is
+    /// no point setting it ACTIVE again. Otherwise (a spot stop or hibernation, Standby,
+    /// Detached, a warm pool) it comes back, and must come back ACTIVE.
+    pub for_good: bool,
+}
+
 /// What EC2 and Auto Scaling say about this instance's future.
 #[async_trait::async_trait]
 pub trait Lifecycle: Send + Sync {
-    /// Why the instance is leaving, if it is (spot notice, lifecycle state not InService).
-    async fn leaving(&self) -> Result<Option<String>>;
+    /// Whether the instance is leaving service (spot notice, lifecycle state not InService).
+    async fn leaving(&self) -> Result<Option<Leaving>>;
     /// The instance's Auto Scaling group and its scale-in protection now; `None` outside
     /// any group.
     async fn scale_in(&self) -> Result<Option<ScaleIn>>;
@@ -75,20 +86,29 @@ impl Ec2Lifecycle {
 
 #[async_trait::async_trait]
 impl Lifecycle for Ec2Lifecycle {
-    async fn leaving(&self) -> Result<Option<String>> {
+    async fn leaving(&self) -> Result<Option<Leaving>> {
         let mut why = Vec::new();
+        let mut for_good = false;
         if let Some(notice) = self.metadata(SPOT_ACTION).await? {
+            for_good |= notice.contains("\"terminate\"");
             why.push(format!("a spot interruption notice is posted ({notice})"));
         }
         if let Some(state) = self.metadata(TARGET_LIFECYCLE_STATE).await?
             && state != "InService"
         {
+            for_good |= state.ends_with("Terminated");
             why.push(format!("its Auto Scaling target lifecycle state is {state}"));
         }
-        Ok((!why.is_empty()).then(|| format!("the instance is leaving: {}", why.join("; "))))
+        Ok((!why.is_empty())
+            .then(|| Leaving { reason: format!("the instance is leaving: {}", why.join("; ")), for_good }))
     }
 
     async fn scale_in(&self) -> Result<Option<ScaleIn>> {
+        // Outside any group IMDS has no target lifecycle state: no API call (and no IAM
+        // permission) is needed.
+        if self.metadata(TARGET_LIFECYCLE_STATE).await?.is_none() {
+            return Ok(None);
+        }
         let out = self
             .autoscaling
             .describe_auto_scaling_instances()
@@ -115,12 +135,30 @@ impl Lifecycle for Ec2Lifecycle {
     }
 }
 
-/// Why the instance is leaving, if it is; an unreadable answer is logged and taken as "not
+/// Whether the instance is leaving; an unreadable answer is logged and taken as "not
 /// leaving" (the identity was read from the same IMDS moments before, and a host kept in
 /// service is the safe side).
-pub async fn leaving_or_warn(lifecycle: &dyn Lifecycle) -> Option<String> {
+pub async fn leaving_or_warn(lifecycle: &dyn Lifecycle) -> Option<Leaving> {
     lifecycle.leaving().await.unwrap_or_else(|e| {
         warn!("cannot tell whether the instance is leaving: {e}");
         None
     })
+}
+
+/// The instance's Auto Scaling group, best effort: scale-in protection is a safeguard on
+/// top of the drain, so a failure to read it (a missing IAM permission, throttling) is
+/// logged, and the cycle goes on without it.
+pub async fn scale_in_or_warn(lifecycle: &dyn Lifecycle) -> Option<ScaleIn> {
+    lifecycle.scale_in().await.unwrap_or_else(|e| {
+        warn!("cannot read the instance's Auto Scaling group (no scale-in protection this cycle): {e}");
+        None
+    })
+}
+
+/// Sets scale-in protection, best effort (see [`scale_in_or_warn`]).
+pub async fn protect_or_warn(lifecycle: &dyn Lifecycle, group: &str, protected: bool) {
+    match lifecycle.protect(group, protected).await {
+        Ok(()) => tracing::info!(group, protected, "scale-in protection set"),
+        Err(e) => warn!("cannot set scale-in protection to {protected} in {group}: {e}"),
+    }
 }

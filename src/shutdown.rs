@@ -20,6 +20,11 @@ pub fn request() {
     CHANGED.notify_waiters();
 }
 
+/// True once a stop was requested.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
 /// True while a package transaction runs.
 pub fn in_transaction() -> bool {
     RUNNING.load(Ordering::SeqCst) > 0

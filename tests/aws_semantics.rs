@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{KILLED, Options, TestHost, assert_patched};
+use common::{Options, TestHost, assert_patched};
 
 /// When the journal says step `step` began.
 fn step_began(host: &TestHost, step: &str) -> SystemTime {
@@ -69,13 +69,22 @@ fn sigterm_during_a_package_transaction_lets_it_finish_then_the_next_run_resumes
         let runs = host.run_to_end();
         assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
         assert_patched(&host);
+        let lease = &host.control("lease", "{}")["demo/default"];
+        assert_eq!(lease["holders"], serde_json::json!([]), "{manager}: {lease}");
+        assert_eq!(lease["next_token"], 2, "{manager}: one grant, kept across the kill: {lease}");
     }
 }
 
 #[test]
 fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() {
     for manager in ["dnf", "apt"] {
-        let host = TestHost::start(Options { manager, scenario: "slow", ..Options::default() });
+        let host = TestHost::start(Options {
+            manager,
+            scenario: "slow",
+            standin_args: &["--lease-table", "leases"],
+            config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
+            ..Options::default()
+        });
         let mut run = host.spawn_run();
         host.wait_for_step("installing");
         host.wait_for_scriptlet();
@@ -84,7 +93,7 @@ fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() 
         // At once, while the orphaned transaction still runs: this run installs again, waits
         // for the lock, verifies and carries on.
         let runs = host.run_to_end();
-        assert_eq!(runs.first().unwrap().code, KILLED, "{manager}: the resumed run reboots: {runs:#?}");
+        assert!(runs.first().unwrap().rebooted(), "{manager}: the resumed run reboots: {runs:#?}");
         assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
         assert_patched(&host);
     }
@@ -109,45 +118,62 @@ fn a_host_that_is_leaving_starts_no_cycle() {
     }
 }
 
-#[test]
-fn a_spot_notice_during_the_drain_gives_the_slot_back_without_reactivating() {
-    let host = TestHost::start(Options {
-        standalone_tasks: 1, // keeps the drain waiting
-        standin_args: &["--lease-table", "leases"],
-        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
-        ..Options::default()
-    });
-    let mut run = host.spawn_run();
-    host.wait_for_step("draining");
+/// Waits until ECS shows the host's instance DRAINING.
+fn wait_until_draining(host: &TestHost) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while host.record()["status"] != "DRAINING" {
         assert!(std::time::Instant::now() < deadline, "never drained");
         std::thread::sleep(Duration::from_millis(50));
     }
-    host.control("imds", r#"{"spot": {"action": "terminate", "time": "2026-11-27T10:00:00Z"}}"#);
-    let status = run.wait().unwrap();
-    let stdout = std::fs::read_to_string(host.path("run.stdout")).unwrap();
-    assert_eq!(status.code(), Some(75), "{stdout}");
-    assert!(stdout.contains("spot interruption notice"), "{stdout}");
-    assert_eq!(host.record()["status"], "DRAINING", "a leaving host is not set ACTIVE");
-    assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 0);
-    assert_eq!(host.installed("demo-app"), "1.0");
-    let lease = &host.control("lease", "{}")["demo/default"];
-    assert_eq!(lease["holders"], serde_json::json!([]), "the slot was given back: {lease}");
-    assert!(lease["paused"].is_null(), "a leaving host does not pause the roll: {lease}");
-    assert_eq!(host.status()["cycle"]["state"]["outcome"]["kind"], "deferred");
+}
+
+#[test]
+fn a_host_leaving_during_the_drain_gives_the_slot_back_and_comes_back_active_unless_terminated() {
+    for (notice, terminated) in [
+        (r#"{"spot": {"action": "terminate", "time": "2026-11-27T10:00:00Z"}}"#, true),
+        (r#"{"lifecycle": "Terminated"}"#, true),
+        (r#"{"lifecycle": "Standby"}"#, false),
+        (r#"{"spot": {"action": "stop", "time": "2026-11-27T10:00:00Z"}}"#, false),
+    ] {
+        let host = TestHost::start(Options {
+            standalone_tasks: 1, // keeps the drain waiting
+            standin_args: &["--lease-table", "leases", "--asg", "web-asg"],
+            config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\nsettle = \"1h\"\n",
+            ..Options::default()
+        });
+        let mut run = host.spawn_run();
+        wait_until_draining(&host);
+        host.control("imds", notice);
+        let status = run.wait().unwrap();
+        let stdout = std::fs::read_to_string(host.path("run.stdout")).unwrap();
+        assert_eq!(status.code(), Some(75), "{notice}: {stdout}");
+        assert!(stdout.contains("the instance is leaving"), "{notice}: {stdout}");
+        let expected = if terminated { "DRAINING" } else { "ACTIVE" };
+        assert_eq!(host.record()["status"], expected, "{notice}: set ACTIVE unless it is terminated");
+        assert_eq!(host.installed("demo-app"), "1.0", "{notice}");
+        let lease = &host.control("lease", "{}")["demo/default"];
+        assert_eq!(lease["holders"], serde_json::json!([]), "{notice}: the slot was given back at once: {lease}");
+        assert!(lease["paused"].is_null(), "{notice}: a leaving host does not pause the roll: {lease}");
+        assert_eq!(host.status()["cycle"]["state"]["outcome"]["kind"], "deferred", "{notice}");
+        let id = host.standin["instance_id"].as_str().unwrap();
+        assert_eq!(host.control("autoscaling", "{}")[id]["protected"], false, "{notice}: protection restored");
+    }
 }
 
 #[test]
 fn scale_in_protection_is_held_through_the_cycle_then_restored() {
     let host = TestHost::start(Options { standin_args: &["--asg", "web-asg"], ..Options::default() });
+    let id = host.standin["instance_id"].as_str().unwrap().to_string();
+    let mut first = host.spawn_run();
+    wait_until_draining(&host);
+    assert_eq!(host.control("autoscaling", "{}")[&id]["protected"], true, "protected while drained");
+    first.wait().unwrap();
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     assert_patched(&host);
     assert_eq!(host.calls("SetInstanceProtection:true"), 1, "protected before the drain");
     assert_eq!(host.calls("SetInstanceProtection:false"), 1, "protection lifted at the end");
-    let id = host.standin["instance_id"].as_str().unwrap();
-    assert_eq!(host.control("autoscaling", "{}")[id]["protected"], false);
+    assert_eq!(host.control("autoscaling", "{}")[&id]["protected"], false);
 
     // Protected before: left as it was.
     let host =
@@ -168,7 +194,7 @@ fn the_lease_is_renewed_before_the_reboot_to_outlast_it() {
         ..Options::default()
     });
     let first = host.run(&["run"]);
-    assert_eq!(first.code, KILLED, "killed by its reboot: {first:?}");
+    assert!(first.rebooted(), "stopped by its reboot: {first:?}");
     let lease = host.control("lease", "{}");
     let holder = &lease["demo/default"]["holders"][0];
     let held = holder["expires_at"].as_u64().unwrap() - holder["renewed_at"].as_u64().unwrap();
@@ -187,7 +213,7 @@ fn resume_only_finishes_a_cycle_in_progress_and_otherwise_does_nothing() {
     assert!(idle.stderr.contains("nothing to resume"), "{}", idle.stderr);
     assert_eq!(host.calls("DescribeContainerInstances") + host.calls("ListTasks"), 0, "no AWS call");
     assert!(!host.journal_file().exists());
-    assert_eq!(host.run(&["run"]).code, KILLED, "the reboot");
+    assert!(host.run(&["run"]).rebooted(), "the reboot");
     let resumed = host.run(&["run", "--resume-only"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_patched(&host);
@@ -221,6 +247,26 @@ fn an_active_peer_whose_agent_is_disconnected_does_not_stall_the_roll() {
 }
 
 #[test]
+fn the_capacity_guard_keeps_a_host_that_its_peer_cannot_absorb() {
+    // The one peer has room for 2 of the host's 3 service tasks: no drain.
+    let host = TestHost::start(Options {
+        standin_args: &["--peer-capacity", "2"],
+        config: "[coordination]\nwait_timeout = \"2s\"\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("no slot within 2s (capacity: the in-service peers have 256"), "{}", run.stdout);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    assert_eq!(host.record()["status"], "ACTIVE");
+    // Room for all 3: drained, and the scheduler placed every task.
+    let host = TestHost::start(Options { standin_args: &["--peer-capacity", "3"], ..Options::default() });
+    assert_eq!(host.run_to_end().last().unwrap().code, 0);
+    assert_patched(&host);
+    assert_eq!(host.ecs()["unplaceable"], 0);
+}
+
+#[test]
 fn a_service_that_cannot_move_its_tasks_defers_the_cycle_before_any_drain() {
     let host = TestHost::start(Options { standin_args: &["--stuck-service"], ..Options::default() });
     let run = host.run(&["run"]);
@@ -239,7 +285,7 @@ fn a_service_that_cannot_move_its_tasks_defers_the_cycle_before_any_drain() {
 #[test]
 fn an_agent_back_in_another_cluster_is_an_error_naming_both() {
     let host = TestHost::start(Options { config: "[host]\nagent_reconnect_timeout = \"10m\"\n", ..Options::default() });
-    assert_eq!(host.run(&["run"]).code, KILLED, "the reboot");
+    assert!(host.run(&["run"]).rebooted(), "the reboot");
     host.control("agent/cluster", r#"{"host": 0, "cluster": "elsewhere"}"#);
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -288,9 +334,34 @@ fn expired_credentials_fail_at_once_without_retries() {
 }
 
 #[test]
-fn throttling_is_ridden_out() {
+fn credentials_expiring_during_the_drain_end_the_run_at_once() {
+    let host = TestHost::start(Options { standalone_tasks: 1, ..Options::default() });
+    let mut run = host.spawn_run();
+    wait_until_draining(&host);
+    let before = host.calls("DescribeContainerInstances");
+    host.control(
+        "inject",
+        r#"{"operation": "DescribeContainerInstances", "code": "ExpiredTokenException", "times": 1000}"#,
+    );
+    let status = run.wait().unwrap();
+    let stdout = std::fs::read_to_string(host.path("run.stdout")).unwrap();
+    let stderr = std::fs::read_to_string(host.path("run.stderr")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("no valid AWS credentials (ExpiredTokenException"), "{stderr}");
+    // The drain's poll gave up at its first refused call, and setting ACTIVE again (which
+    // reads the instance first) at its own: two calls, not drain.timeout's worth of polls.
+    assert_eq!(host.calls("DescribeContainerInstances") - before, 2, "{stderr}");
+    assert_eq!(host.status()["step"], "reactivating", "the next run, with credentials, sets it ACTIVE");
+}
+
+#[test]
+fn throttling_and_server_errors_are_ridden_out() {
     let host = TestHost::start(Options::default());
     host.control("inject", r#"{"operation": "ListTasks", "code": "ThrottlingException", "times": 2}"#);
+    host.control(
+        "inject",
+        r#"{"operation": "DescribeContainerInstances", "code": "ServerException", "status": 500, "times": 3}"#,
+    );
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     assert_patched(&host);

@@ -13,7 +13,18 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn seeds() -> u64 {
-    std::env::var("ECS_PATCHD_SIM_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+    let seeds = std::env::var("ECS_PATCHD_SIM_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    assert!(seeds >= 4, "ECS_PATCHD_SIM_SEEDS={seeds}: at least one seed per part, or nothing is checked");
+    seeds
+}
+
+/// The most hosts the policy lets out, from its definition (a count, or a percentage of
+/// the hosts rounded down, at least one), not from the code under test.
+fn allowed_out(budget: Budget, hosts: usize) -> usize {
+    match budget {
+        Budget::Count(n) => n as usize,
+        Budget::Percent(p) => ((hosts as f64 * f64::from(p) / 100.0).floor() as usize).max(1),
+    }
 }
 
 fn options(seed: u64) -> Options {
@@ -64,9 +75,32 @@ fn replay(o: &Options) -> String {
 
 /// What must hold for every seed; `Err` says which property broke.
 fn check(o: &Options, r: &Report) -> Result<(), String> {
-    let budget = o.max_unavailable.resolve(o.hosts);
+    let budget = allowed_out(o.max_unavailable, o.hosts);
     if r.peak_out > budget {
         return Err(format!("{} hosts out at once, max_unavailable allows {budget}", r.peak_out));
+    }
+    // A host that never comes back is out of the policy's hands (and leaves the cluster
+    // once terminated): the world-side policy checks hold where none does.
+    let undisturbed = o.faults.never_returns == 0.0;
+    if undisturbed && r.lowest_in_service * 100 < o.min_healthy_percent as usize * o.hosts {
+        return Err(format!(
+            "only {} of {} hosts in service at one point, min_healthy_percent is {}",
+            r.lowest_in_service, o.hosts, o.min_healthy_percent
+        ));
+    }
+    if undisturbed && o.one_az_at_a_time && r.most_zones_out > 1 {
+        return Err(format!("hosts of {} zones out at once with one_az_at_a_time", r.most_zones_out));
+    }
+    if r.patched_claims_untrue > 0 {
+        return Err(format!("{} journal(s) say patched, the world does not agree", r.patched_claims_untrue));
+    }
+    if r.lease_queue_at_end > 0 {
+        return Err(format!("{} host(s) still queued in the lease at the end", r.lease_queue_at_end));
+    }
+    // Only a host that never came back may still hold a slot (its slot is reclaimed only
+    // when a host still waits for one).
+    if let Some(alive) = r.lease_holders_at_end.iter().find(|h| !r.dead_hosts.contains(h)) {
+        return Err(format!("{alive} still holds a slot at the end, and it is alive"));
     }
     if r.installs_beside_live_tasks > 0 {
         return Err(format!("{} install(s) began with a task still on the host", r.installs_beside_live_tasks));
@@ -97,10 +131,19 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     let per_host = service_tasks_per_host();
     let absorbable = o.hosts * (per_host - o.tasks_per_host.min(per_host)) >= per_host;
     let faultless = o.faults.failed_install == 0.0 && o.faults.never_returns == 0.0;
-    if faultless && absorbable && (r.patched != o.hosts || r.paused.is_some()) {
-        return Err(format!("without faults only {} of {} hosts were patched: {r:?}", r.patched, o.hosts));
+    if faultless && absorbable && (r.patched_in_service != o.hosts || r.paused.is_some()) {
+        return Err(format!("without faults only {} of {} hosts were patched: {r:?}", r.patched_in_service, o.hosts));
     }
     Ok(())
+}
+
+/// What the seeds of one part exercised, so that a branch no seed reached shows.
+#[derive(Default)]
+struct Exercised {
+    min_healthy: usize,
+    one_az: usize,
+    reclaimed: usize,
+    paused: usize,
 }
 
 /// Service tasks one simulated host holds besides its daemon task, from the simulator's sizes.
@@ -112,14 +155,32 @@ fn service_tasks_per_host() -> usize {
 fn run_share(part: u64, parts: u64) {
     let total = seeds();
     let mut failures = Vec::new();
+    let mut seen = Exercised::default();
     for seed in (0..total).filter(|s| s % parts == part) {
         let o = options(seed);
         let report = simulate(&o, &mut |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {e}\n  replay: {}", replay(&o)));
         if let Err(why) = check(&o, &report) {
             failures.push(format!("seed {seed}: {why}\n  replay: {}", replay(&o)));
         }
+        // Runs where the rule could have bitten: some host went out.
+        seen.min_healthy += usize::from(o.min_healthy_percent > 0 && report.peak_out > 0);
+        seen.one_az += usize::from(o.one_az_at_a_time && o.zones > 1 && report.peak_out > 0);
+        let reclaimed = report.dead_hosts.iter().filter(|d| !report.lease_holders_at_end.contains(d)).count();
+        seen.reclaimed += usize::from(o.on_stale_lease == StalePolicy::Reclaim && reclaimed > 0);
+        seen.paused += usize::from(report.paused.is_some());
     }
     assert!(failures.is_empty(), "{} seed(s) failed:\n{}", failures.len(), failures.join("\n"));
+    // With 250 seeds a part, each branch is reached many times; at 4 seeds, maybe not.
+    if total >= 400 {
+        for (what, n) in [
+            ("min_healthy_percent", seen.min_healthy),
+            ("one_az_at_a_time", seen.one_az),
+            ("a reclaimed slot", seen.reclaimed),
+            ("a paused roll", seen.paused),
+        ] {
+            assert!(n > 0, "no seed of part {part} exercised {what}");
+        }
+    }
 }
 
 #[test]

@@ -314,6 +314,11 @@ mod tests {
         assert_eq!(Budget::parse("150%"), None);
         assert_eq!(Budget::Percent(10).resolve(1000), 100);
         assert_eq!(Budget::Percent(10).resolve(5), 1, "never less than one");
+        // Rounded down: a percentage never lets more out than it says.
+        assert_eq!(Budget::Percent(15).resolve(10), 1, "1.5 hosts is 1");
+        assert_eq!(Budget::Percent(33).resolve(10), 3, "3.3 hosts is 3");
+        assert_eq!(Budget::Percent(50).resolve(7), 3, "3.5 hosts is 3");
+        assert_eq!(Budget::Percent(99).resolve(100), 99);
     }
 
     #[test]

@@ -127,8 +127,22 @@ pub struct Report {
     /// ECS reads made by hosts behind the head of the queue, which are only waiting (0
     /// unless a stale lease under `reclaim` made one describe the dead holder).
     pub ecs_reads_behind_queue_head: usize,
-    /// Hosts patched and back in service.
+    /// Hosts whose journal says patched.
     pub patched: usize,
+    /// Hosts the simulated world shows patched, ACTIVE and connected at the end.
+    pub patched_in_service: usize,
+    /// Hosts whose journal says patched but the world does not agree (must be 0).
+    pub patched_claims_untrue: usize,
+    /// Fewest hosts in service at once, as the world saw it.
+    pub lowest_in_service: usize,
+    /// Most availability zones with a host out of service at once.
+    pub most_zones_out: usize,
+    /// Hosts still holding a slot in the lease at the end.
+    pub lease_holders_at_end: Vec<String>,
+    /// Hosts that never came back.
+    pub dead_hosts: Vec<String>,
+    /// Hosts still queued for a slot in the lease at the end.
+    pub lease_queue_at_end: usize,
     /// Hosts whose cycle failed while holding a slot (each must pause the roll).
     pub failed: usize,
     /// Hosts that got no slot within the wait timeout (budget or capacity never allowed it).
@@ -459,6 +473,20 @@ fn report(
         ecs_reads_by_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Head).count(),
         ecs_reads_behind_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Behind).count(),
         patched: count(&|o| matches!(o, Outcome::Patched { .. })),
+        patched_in_service: w.instances.iter().filter(|i| i.patched && i.status == "ACTIVE" && i.agent_up).count(),
+        patched_claims_untrue: outcomes
+            .iter()
+            .zip(&w.instances)
+            .filter(|(o, _)| {
+                o.cycle.as_ref().is_some_and(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
+            })
+            .filter(|(_, i)| !(i.patched && i.status == "ACTIVE" && i.agent_up))
+            .count(),
+        lowest_in_service: w.lowest_in_service,
+        most_zones_out: w.most_zones_out,
+        lease_holders_at_end: record.holders.iter().map(|h| h.id.clone()).collect(),
+        lease_queue_at_end: record.queue.len(),
+        dead_hosts: w.instances.iter().filter(|i| i.dead).map(|i| i.id.clone()).collect(),
         failed: count(
             &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step != "waiting-for-slot"),
         ),

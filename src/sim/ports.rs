@@ -16,7 +16,7 @@ use crate::coordination::store::{LeaseStore, Versioned};
 use crate::ecs::{ContainerInstance, Ecs, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::lifecycle::{Lifecycle, ScaleIn};
+use crate::lifecycle::{Leaving, Lifecycle, ScaleIn};
 use crate::packages::{PackageManager, PackageUpdate, RebootNeed};
 
 /// The simulation's durations.
@@ -141,17 +141,13 @@ impl SimEcs {
         }
     }
 
-    fn set_status(&self, arn: &str, status: &str, drained_by: Option<String>) -> Result<()> {
+    /// Changes instance `arn` with `change`, counting one ECS write.
+    fn write(&self, arn: &str, change: impl FnOnce(&mut WorldState, usize, u64)) -> Result<()> {
         let now = self.clock.elapsed_ms();
         let mut w = self.world.lock().expect("world");
         w.writes[self.host] += 1;
         let index = w.index(arn).ok_or_else(|| missing(arn))?;
-        let instance = &mut w.instances[index];
-        instance.status = status.into();
-        instance.drained_by = drained_by;
-        if status == "DRAINING" {
-            instance.draining_since = now;
-        }
+        change(&mut w, index, now);
         w.availability_changed(now);
         Ok(())
     }
@@ -189,17 +185,26 @@ impl Ecs for SimEcs {
         Ok((0..w.instances.len()).filter(|&i| w.instances[i].status != "INACTIVE").map(|i| Self::view(&w, i)).collect())
     }
 
-    async fn drain(&self, arn: &str, cycle_id: &str) -> Result<()> {
-        self.set_status(arn, "DRAINING", Some(cycle_id.to_string()))
+    async fn mark(&self, arn: &str, cycle_id: &str) -> Result<()> {
+        self.write(arn, |w, i, _| w.instances[i].drained_by = Some(cycle_id.to_string()))
     }
 
-    async fn activate(&self, arn: &str) -> Result<()> {
-        self.set_status(arn, "ACTIVE", None)?;
-        let mut w = self.world.lock().expect("world");
-        if let Some(index) = w.index(arn) {
-            w.start_daemon(index);
-        }
-        Ok(())
+    async fn unmark(&self, arn: &str) -> Result<()> {
+        self.write(arn, |w, i, _| w.instances[i].drained_by = None)
+    }
+
+    async fn set_draining(&self, arn: &str) -> Result<()> {
+        self.write(arn, |w, i, now| {
+            w.instances[i].status = "DRAINING".into();
+            w.instances[i].draining_since = now;
+        })
+    }
+
+    async fn set_active(&self, arn: &str) -> Result<()> {
+        self.write(arn, |w, i, _| {
+            w.instances[i].status = "ACTIVE".into();
+            w.start_daemon(i);
+        })
     }
 
     async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
@@ -234,8 +239,6 @@ impl Ecs for SimEcs {
                 daemon: n == DAEMON_SERVICE,
                 minimum_healthy_percent: if n == DAEMON_SERVICE { 0 } else { 50 },
                 maximum_percent: if n == DAEMON_SERVICE { 100 } else { 200 },
-                desired: 0,
-                running: 0,
             })
             .collect())
     }
@@ -298,7 +301,7 @@ pub struct SimLifecycle;
 
 #[async_trait::async_trait]
 impl Lifecycle for SimLifecycle {
-    async fn leaving(&self) -> Result<Option<String>> {
+    async fn leaving(&self) -> Result<Option<Leaving>> {
         Ok(None)
     }
 

@@ -93,6 +93,10 @@ pub struct WorldState {
     pub store_ops: u64,
     /// Most hosts out of service at once.
     pub peak_out: usize,
+    /// Fewest hosts in service (ACTIVE, agent connected) at once.
+    pub lowest_in_service: usize,
+    /// Most availability zones with a host out of service at once.
+    pub most_zones_out: usize,
     /// Tasks the scheduler could not place anywhere (the capacity guard failed).
     pub unplaceable: u64,
     /// Installs begun while a task was still on the host (running, deactivating or
@@ -142,6 +146,8 @@ impl WorldState {
             writes: vec![0; hosts],
             store_ops: 0,
             peak_out: 0,
+            lowest_in_service: hosts,
+            most_zones_out: 0,
             unplaceable: 0,
             installs_beside_live_tasks: 0,
             out_of_service: vec![Vec::new(); hosts],
@@ -189,9 +195,15 @@ impl WorldState {
     /// Records a change of availability: updates the peak and the out-of-service periods.
     /// INACTIVE instances (terminated) have left the cluster and do not count.
     pub fn availability_changed(&mut self, now: u64) {
-        let out =
-            self.instances.iter().filter(|i| i.status != "INACTIVE" && (i.status != "ACTIVE" || !i.agent_up)).count();
-        self.peak_out = self.peak_out.max(out);
+        let out: Vec<&SimInstance> =
+            self.instances.iter().filter(|i| i.status != "INACTIVE" && (i.status != "ACTIVE" || !i.agent_up)).collect();
+        let mut zones: Vec<&str> = out.iter().map(|i| i.availability_zone.as_str()).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        let in_service = self.instances.iter().filter(|i| i.status == "ACTIVE" && i.agent_up).count();
+        self.peak_out = self.peak_out.max(out.len());
+        self.most_zones_out = self.most_zones_out.max(zones.len());
+        self.lowest_in_service = self.lowest_in_service.min(in_service);
         for (host, instance) in self.instances.iter().enumerate() {
             let periods = &mut self.out_of_service[host];
             let open = periods.last().is_some_and(|p| p.1.is_none());

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 /// Exit status of a process killed by SIGKILL, as the shell reports it.
 pub const KILLED: i32 = 137;
+/// Exit status of a run stopped by a signal between two steps (the next run resumes).
+pub const STOPPED: i32 = 75;
 
 /// What a test host starts with.
 pub struct Options<'a> {
@@ -254,15 +256,15 @@ impl TestHost {
         Run::from(command.output().unwrap())
     }
 
-    /// Runs `ecs-patchd run` again after every kill (a reboot or an injected crash), as the
-    /// boot-time timer would, until a run ends on its own. Returns every run.
+    /// Runs `ecs-patchd run` again after every reboot or injected crash, as the resume unit
+    /// would at boot, until a run ends on its own. Returns every run.
     pub fn run_to_end(&self) -> Vec<Run> {
         let mut runs = Vec::new();
         for _ in 0..6 {
             let run = self.run(&["run"]);
-            let killed = run.code == KILLED;
+            let again = run.rebooted();
             runs.push(run);
-            if !killed {
+            if !again {
                 return runs;
             }
         }
@@ -418,6 +420,15 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Run {
+    /// True when the run ended because the machine went down under it: killed (an injected
+    /// crash), or stopped by the SIGTERM the reboot stand-in sends after `systemctl reboot`
+    /// returned, as systemd does.
+    pub fn rebooted(&self) -> bool {
+        self.code == KILLED || (self.code == STOPPED && self.stderr.contains("stopped by SIGTERM"))
+    }
 }
 
 impl From<Output> for Run {

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Stand-in for `systemctl start ecs` / `systemctl restart ecs`: the agent that comes up is
-# the ecs-init version installed in the throwaway root.
+# Stand-in for `systemctl start ecs` / `systemctl restart ecs`: returns at once, as systemctl
+# does; the agent that comes up a moment later is the ecs-init version installed in the
+# throwaway root.
 # usage: agent.sh start|restart CONTROL_URL dnf|apt ROOT HOST_INDEX
 set -eu
 url=$2 manager=$3 root=$4 host=$5
@@ -9,4 +10,6 @@ case $manager in
   apt) version=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Version}' ecs-init) ;;
   *) echo "unknown package manager $manager" >&2; exit 2 ;;
 esac
-python3 "$(dirname "$0")/standin_ctl.py" "$url" agent/start "{\"version\": \"$version\", \"host\": $host}" >/dev/null
+restart=false
+[ "$1" = restart ] && restart=true
+python3 "$(dirname "$0")/standin_ctl.py" "$url" agent/start "{\"version\": \"$version\", \"host\": $host, \"restart\": $restart}" >/dev/null

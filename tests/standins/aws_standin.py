@@ -10,7 +10,14 @@
   ACTIVE peer; standalone tasks are left alone, as ECS does;
 - real ECS's task shutdown: a stopped task's desired status is STOPPED at once (so the
   instance's counts drop), but it lingers in DEACTIVATING, then STOPPING, for
-  --deactivating-seconds before it is STOPPED (moto stops it at once);
+  --deactivating-seconds before it is STOPPED (moto stops it at once); the agent sees its
+  containers stop a quarter of that before ECS reports STOPPED (ECS learns it from the agent);
+- an agent that takes --agent-start-seconds to come up (and reconnect) after a start or a
+  restart, and is down meanwhile;
+- a scheduler that places a replacement only on an ACTIVE, connected peer with room
+  (--peer-capacity limits the peers), and counts the tasks it could not place;
+- hosts spread over --zones availability zones;
+- the peaks of hosts out of service, zones out and lease holders, counted on every change;
 - DeleteAttributes by name and target, as the API documents it (moto needs the value);
 - IMDS spot interruption notices and Auto Scaling target lifecycle states, set through the
   control API; an Auto Scaling group holding the hosts (--asg);
@@ -58,6 +65,8 @@ class World:
         self.lingering = {}  # task arn -> time it reaches STOPPED
         self.stopped_at = {}  # task arn -> time it reached STOPPED
         self.inject = {}  # ECS operation -> {"code", "status", "times"}
+        self.peaks = {"out": 0, "zones_out": 0, "holders": 0}
+        self.unplaceable = 0
 
     def host(self, index):
         return self.hosts[int(index or 0)]
@@ -77,14 +86,42 @@ class World:
             self.calls[name] = self.calls.get(name, 0) + 1
 
     # ---- control operations ------------------------------------------------------------
+    def track(self):
+        """Updates the peaks from the world as it is now (called on every change)."""
+        instances = self.ecs().container_instances.get(self.cluster, {}).values()
+        ours = {h["instance_id"]: h for h in self.hosts}
+        out = [ci for ci in instances if ci.ec2_instance_id in ours
+               and (ci.status != "ACTIVE" or not ci.agent_connected)]
+        zones = {ci.attributes.get("ecs.availability-zone") for ci in out}
+        self.peaks["out"] = max(self.peaks["out"], len(out))
+        self.peaks["zones_out"] = max(self.peaks["zones_out"], len(zones))
+        if self.args.lease_table:
+            holders = max((len(item.get("holders", [])) for item in self.lease_items().values()), default=0)
+            self.peaks["holders"] = max(self.peaks["holders"], holders)
+
     def agent_stop(self, h):
         with self.lock:
             h["agent_up"] = False
             for ci in self.records(h):
                 ci.agent_connected = False
+            self.track()
 
-    def agent_start(self, h, version=None):
+    def agent_start(self, h, version=None, restart=False):
+        """`systemctl start|restart ecs`: returns at once; the agent is down (a restart takes
+        it down) and comes up, connected, --agent-start-seconds later."""
         with self.lock:
+            if h["agent_up"] and not restart:
+                return  # already running: `systemctl start` changes nothing
+        self.agent_stop(h)
+        with self.lock:
+            h["agent_starting"] = True
+        timer = threading.Timer(self.args.agent_start_seconds, self.agent_ready, (h, version))
+        timer.daemon = True
+        timer.start()
+
+    def agent_ready(self, h, version):
+        with self.lock:
+            h["agent_starting"] = False
             if version:
                 h["agent_version"] = version
             if h["lose_agent_state"]:
@@ -95,6 +132,7 @@ class World:
             for ci in self.records(h):
                 ci.agent_connected = ci.container_instance_arn == h["arn"]
             h["agent_up"] = True
+            self.track()
 
     def reboot(self, h, lose_agent_state):
         with self.lock:
@@ -118,8 +156,16 @@ class World:
 
     def agent_tasks(self, h):
         backend = self.ecs()
-        return [{"Arn": t.task_arn, "DesiredStatus": t.desired_status,
-                 "KnownStatus": "STOPPED" if t.last_status == "STOPPED" else "RUNNING",
+        now = time.time()
+
+        def known(t):
+            # The agent sees the containers stop first; ECS reports STOPPED a moment later.
+            until = self.lingering.get(t.task_arn)
+            stopped = t.last_status == "STOPPED" or (
+                until is not None and now >= until - self.args.deactivating_seconds / 4)
+            return "STOPPED" if stopped else "RUNNING"
+
+        return [{"Arn": t.task_arn, "DesiredStatus": t.desired_status, "KnownStatus": known(t),
                  "Family": "web", "Version": "1", "Containers": []}
                 for t in backend.tasks.get(self.cluster, {}).values()
                 if t.container_instance_arn == h["arn"]]
@@ -148,6 +194,7 @@ class World:
                   "stopped_at": self.stopped_at.get(t.task_arn)}
                  for t in backend.tasks.get(self.cluster, {}).values()]
         return {"instances": out, "tasks": tasks, "calls": dict(self.calls), "current_arn": first["arn"],
+                "peaks": dict(self.peaks), "unplaceable": self.unplaceable,
                 "agent_version": first["agent_version"], "agent_up": first["agent_up"],
                 "hosts": [{k: h[k] for k in ("instance_id", "arn", "agent_version", "agent_up")} for h in self.hosts]}
 
@@ -181,15 +228,26 @@ class World:
         backend = self.ecs()
         instances = backend.container_instances.get(self.cluster, {})
         active = [ci for ci in instances.values() if ci.status == "ACTIVE" and ci.agent_connected]
+
+        def room(ci, task):
+            need = task.resource_requirements
+            free = {r["name"]: r.get("integerValue", 0) for r in ci.remaining_resources}
+            return free.get("CPU", 0) >= need.get("CPU", 0) and free.get("MEMORY", 0) >= need.get("MEMORY", 0)
+
         for task in list(backend.tasks.get(self.cluster, {}).values()):
             if task.desired_status != "RUNNING" or not (task.started_by or "").startswith("ecs-svc/"):
                 continue
             home = instances.get((task.container_instance_arn or "").split("/")[-1])
             if home is None or home.status != "DRAINING":
                 continue
-            target = next((ci for ci in active if ci is not home), None)
+            target = next((ci for ci in active if ci is not home and room(ci, task)), None)
             if target is None:
-                continue  # nowhere to place it: ECS would keep it running
+                # Nowhere to place it: the service cannot start a replacement, and (with
+                # minimumHealthyPercent) keeps the task running. Count it once.
+                if not getattr(task, "unplaceable_counted", False):
+                    task.unplaceable_counted = True
+                    self.unplaceable += 1
+                continue
             backend.stop_task(self.cluster, task.task_arn, "Task stopped by the scheduler: instance DRAINING")
             backend.start_task(self.cluster, task.task_definition_arn, [target.container_instance_arn],
                                overrides={}, started_by=task.started_by, group=task.group)
@@ -249,7 +307,7 @@ def moto_app(world):
         elif path == "/_standin/agent/stop":
             world.agent_stop(host); result = {}
         elif path == "/_standin/agent/start":
-            world.agent_start(host, body.get("version")); result = {}
+            world.agent_start(host, body.get("version"), body.get("restart", False)); result = {}
         elif path == "/_standin/reboot":
             world.reboot(host, body.get("lose_agent_state")); result = {}
         elif path == "/_standin/drain-by-other":
@@ -305,7 +363,15 @@ def moto_app(world):
                     start_response(f"{injected['status']} Error", [("Content-Type", "application/x-amz-json-1.1"),
                                                                   ("x-amzn-ErrorType", injected["code"])])
                     return [error]
-                return inner(environ, start_response)
+                response = inner(environ, start_response)
+                if operation.startswith("UpdateContainerInstancesState"):
+                    world.track()
+                return response
+        if target.startswith("DynamoDB_20120810.PutItem"):
+            with world.lock:
+                response = inner(environ, start_response)
+                world.track()
+                return response
         if "autoscaling" in environ.get("HTTP_AUTHORIZATION", ""):
             import io
             import urllib.parse
@@ -350,14 +416,14 @@ def imds_handler(world, h):
         def do_GET(self):
             if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
                 return self.reply(401)
-            doc = {"instanceId": h["instance_id"], "region": REGION, "availabilityZone": AZ,
+            doc = {"instanceId": h["instance_id"], "region": REGION, "availabilityZone": h["zone"],
                    "accountId": ACCOUNT, "instanceType": "m5.large", "architecture": "x86_64",
                    "imageId": "ami-0standin", "privateIp": "10.0.0.10"}
             paths = {
                 "/latest/dynamic/instance-identity/document": json.dumps(doc),
                 "/latest/meta-data/instance-id": h["instance_id"],
                 "/latest/meta-data/placement/region": REGION,
-                "/latest/meta-data/placement/availability-zone": AZ,
+                "/latest/meta-data/placement/availability-zone": h["zone"],
             }
             # Absent (404) until set, as on EC2: a spot notice only once one is posted, a
             # target lifecycle state only for an instance in an Auto Scaling group.
@@ -461,22 +527,30 @@ def setup(world, moto_url, args):
     ecs.register_task_definition(family="web", containerDefinitions=[
         {"name": "web", "image": "nginx", "cpu": 128, "memory": 128, "essential": True}])
 
-    def host():
-        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                                     InstanceType="m5.large")["Instances"][0]["InstanceId"]
+    def host(zone=AZ):
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large",
+                                     Placement={"AvailabilityZone": zone})["Instances"][0]["InstanceId"]
         doc = json.dumps({"instanceId": instance})
         arn = ecs.register_container_instance(cluster=args.cluster, instanceIdentityDocument=doc)[
             "containerInstance"]["containerInstanceArn"]
         return instance, arn
 
-    for _ in range(args.hosts):
-        instance, arn = host()
-        world.hosts.append({"instance_id": instance, "arn": arn, "agent_up": True,
+    zones = [f"{REGION}{letter}" for letter in "abcdef"[:max(1, args.zones)]]
+    for index in range(args.hosts):
+        zone = zones[index % len(zones)]
+        instance, arn = host(zone)
+        world.hosts.append({"instance_id": instance, "arn": arn, "agent_up": True, "agent_starting": False,
                             "agent_version": args.agent_version, "lose_agent_state": False,
-                            "imds": {}, "agent_cluster": None})
-    for _ in range(args.peers):
-        host()
+                            "imds": {}, "agent_cluster": None, "zone": zone})
     from moto.ecs.models import ecs_backends
+    for index in range(args.peers):
+        _, peer_arn = host(zones[index % len(zones)])
+        if args.peer_capacity is not None:
+            peer = ecs_backends[ACCOUNT][REGION].container_instances[args.cluster][peer_arn.split("/")[-1]]
+            for resources in (peer.registered_resources, peer.remaining_resources):
+                for r in resources:
+                    if r["name"] in ("CPU", "MEMORY"):
+                        r["integerValue"] = 128 * args.peer_capacity  # room for that many tasks
     services = {"web": {"maximumPercent": 200, "minimumHealthyPercent": 50}}
     if args.stuck_service:
         services["stuck"] = {"maximumPercent": 100, "minimumHealthyPercent": 100}
@@ -500,7 +574,7 @@ def setup(world, moto_url, args):
                                                 InstanceType="m5.large")
         autoscaling.create_auto_scaling_group(AutoScalingGroupName=args.asg, LaunchConfigurationName=args.asg,
                                               MinSize=0, MaxSize=10, DesiredCapacity=0,
-                                              AvailabilityZones=[AZ])
+                                              AvailabilityZones=zones)
         ids = [h["instance_id"] for h in world.hosts]
         autoscaling.attach_instances(AutoScalingGroupName=args.asg, InstanceIds=ids)
         if args.asg_protected:
@@ -535,6 +609,11 @@ def main():
     parser.add_argument("--agent-version", default="1.0.0")
     parser.add_argument("--scheduler-period", type=float, default=0.2)
     parser.add_argument("--imds-refuse-token", action="store_true", help="answer every token request with 403")
+    parser.add_argument("--agent-start-seconds", type=float, default=0.5,
+                        help="the agent comes up (and reconnects) this long after a start or restart")
+    parser.add_argument("--zones", type=int, default=1, help="spread the hosts over this many zones")
+    parser.add_argument("--peer-capacity", type=int, default=None,
+                        help="the peers have room for this many tasks in all (default: moto's 4096 CPU)")
     parser.add_argument("--deactivating-seconds", type=float, default=1.0,
                         help="a stopped task lingers this long in DEACTIVATING and STOPPING")
     parser.add_argument("--stuck-service", action="store_true",
