@@ -15,7 +15,7 @@ umask 022
 # name | file | exact text | replacement | nextest filter of the tests that must fail
 mutations=(
   "round-percent-up|src/coordination/policy.rs|(registered * p as usize / 100).max(1)|(registered * p as usize).div_ceil(100).max(1)|test(budgets_parse) | binary(simulation)"
-  "grant-k-plus-1|src/coordination/policy.rs|if out >= budget {|if out > budget {|binary(simulation) | test(four_hosts)"
+  "grant-k-plus-1|src/coordination/policy.rs|Budget::Count(n) => n as usize,|Budget::Count(n) => n as usize + 1,|binary(simulation) | test(four_hosts)"
   "ignore-min-healthy|src/coordination/policy.rs|if healthy_after * 100 < policy.min_healthy_percent as usize * registered {|if false \&\& healthy_after * 100 < policy.min_healthy_percent as usize * registered {|binary(simulation)"
   "ignore-one-zone|src/coordination/policy.rs|if policy.one_az_at_a_time|if false \&\& policy.one_az_at_a_time|binary(simulation) | test(one_zone)"
   "leak-a-release|src/coordination/store.rs|r.holders.retain(\|h\| !(h.id == id \&\& h.token == grant.token));|r.holders.retain(\|_\| true);|binary(simulation) | test(dynamodb_lease::kill_after_the_drain)"
