@@ -23,6 +23,8 @@ mutations=(
   "drain-ends-on-desired-status|src/cycle.rs|        if counted == 0 {\n            let on_host|        if counted == 0 { return Ok(TasksLeft::default()); }\n        if counted == 0 {\n            let on_host|test(nothing_is_installed_while) | test(deactivating)"
   "sigterm-cuts-the-transaction|src/packages/mod.rs|    let _transaction = shutdown::transaction().await;\n||test(sigterm_during)"
   "deregister-without-force|src/ecs.rs|.force(true)|.force(false)|test(a_lost_agent_state)"
+  "claim-patched-without-reactivating|src/cycle.rs|                        self.ports.ecs.set_active(\&arn).await?;\n||binary(simulation) | test(full_cycle_with_dnf)"
+  "never-reclaim|src/coordination/store.rs|                StalePolicy::Pause => None,|                StalePolicy::Pause \| StalePolicy::Reclaim => None,|binary(simulation)"
   "reactivate-a-leaving-host|src/cycle.rs|.await.filter(\|l\| l.for_good);|.await.filter(\|_\| false);|test(a_host_leaving_during_the_drain)"
 )
 
