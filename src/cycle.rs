@@ -2,17 +2,23 @@
 //!
 //! What an operator would write down, and the state that carries each step:
 //!
-//! 1. Check for updates; with none, the cycle is done at once.
-//! 2. Download them while the host still serves.                   [`State::Downloading`]
+//! 1. A host that is leaving (spot notice, Auto Scaling) starts nothing. Check for updates;
+//!    with none, the cycle is done at once.
+//! 2. Download them while the host still serves; make sure every service
+//!    with tasks here can move them.                                [`State::Downloading`]
 //! 3. If only the ECS agent changes: install it, restart the agent  [`State::UpdatingAgent`]
 //!    and verify the new version connected; no drain.              [`State::RestartingAgent`]
 //! 4. Take a slot from the fleet's lease (rolling policy, capacity). [`State::WaitingForSlot`]
-//! 5. Drain the container instance; wait until its tasks have left. [`State::Draining`]
+//! 5. Protect the instance from scale-in, drain it, and wait until
+//!    every task on it has STOPPED.                                 [`State::Draining`]
 //! 6. Install the updates.                                          [`State::Installing`]
-//! 7. Reboot if needed; a new boot id says it happened.             [`State::Rebooting`]
+//! 7. Hold the lease over the reboot, reboot if needed; a new boot
+//!    id says it happened.                                          [`State::Rebooting`]
 //! 8. After boot: agent running and reconnected (under a new ARN if
 //!    its state was lost), updates verified.                        [`State::Returning`]
-//! 9. Set the instance ACTIVE again; deregister a stale record.      [`State::Reactivating`]
+//! 9. Give back the scale-in protection, set the instance ACTIVE
+//!    again (unless it is being terminated), deregister a stale
+//!    record.                                                       [`State::Reactivating`]
 //! 10. Let it settle, pause the roll if the cycle failed, release
 //!     the slot.                                                    [`State::Releasing`]
 //! 11. Done, with the outcome.                                      [`State::Done`]
