@@ -284,7 +284,16 @@ impl TestHost {
             .arg(body)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            // The stand-ins' own log says why (it is in this host's folder when it started them).
+            let log = std::fs::read_to_string(self.path("standin.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            panic!(
+                "control {path} failed:\n{}\nstand-in log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail.join("\n")
+            );
+        }
         serde_json::from_slice(&out.stdout).unwrap()
     }
 

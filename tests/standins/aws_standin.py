@@ -292,6 +292,12 @@ def moto_app(world):
     inner = DomainDispatcherApplication(create_backend_app)
 
     def control(environ, start_response):
+        # One change or look at a time: the scheduler thread and moto's handlers change the
+        # same dictionaries under this lock (a read without it can see one change size).
+        with world.lock:
+            return locked_control(environ, start_response)
+
+    def locked_control(environ, start_response):
         path = environ["PATH_INFO"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
