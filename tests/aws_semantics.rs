@@ -198,7 +198,9 @@ fn the_lease_is_renewed_before_the_reboot_to_outlast_it() {
     let lease = host.control("lease", "{}");
     let holder = &lease["demo/default"]["holders"][0];
     let held = holder["expires_at"].as_u64().unwrap() - holder["renewed_at"].as_u64().unwrap();
-    assert!(held >= 150_000, "held {held} ms: reboot_timeout (30 s) plus a lease lifetime (2 m)");
+    // reboot_timeout (30 s) plus a lease lifetime (2 m), less the moment a heartbeat may have
+    // renewed since; a plain renewal holds 2 m at most.
+    assert!(held >= 140_000, "held {held} ms: reboot_timeout plus a lease lifetime");
     assert_eq!(holder["step"], "rebooting");
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
@@ -338,7 +340,6 @@ fn credentials_expiring_during_the_drain_end_the_run_at_once() {
     let host = TestHost::start(Options { standalone_tasks: 1, ..Options::default() });
     let mut run = host.spawn_run();
     wait_until_draining(&host);
-    let before = host.calls("DescribeContainerInstances");
     host.control(
         "inject",
         r#"{"operation": "DescribeContainerInstances", "code": "ExpiredTokenException", "times": 1000}"#,
@@ -350,7 +351,8 @@ fn credentials_expiring_during_the_drain_end_the_run_at_once() {
     assert!(stderr.contains("no valid AWS credentials (ExpiredTokenException"), "{stderr}");
     // The drain's poll gave up at its first refused call, and setting ACTIVE again (which
     // reads the instance first) at its own: two calls, not drain.timeout's worth of polls.
-    assert_eq!(host.calls("DescribeContainerInstances") - before, 2, "{stderr}");
+    let left = host.ecs()["injections_left"]["DescribeContainerInstances"].as_u64().unwrap();
+    assert_eq!(1000 - left, 2, "{stderr}");
     assert_eq!(host.status()["step"], "reactivating", "the next run, with credentials, sets it ACTIVE");
 }
 

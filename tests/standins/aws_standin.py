@@ -195,6 +195,7 @@ class World:
                  for t in backend.tasks.get(self.cluster, {}).values()]
         return {"instances": out, "tasks": tasks, "calls": dict(self.calls), "current_arn": first["arn"],
                 "peaks": dict(self.peaks), "unplaceable": self.unplaceable,
+                "injections_left": {op: i["times"] for op, i in self.inject.items()},
                 "agent_version": first["agent_version"], "agent_up": first["agent_up"],
                 "hosts": [{k: h[k] for k in ("instance_id", "arn", "agent_version", "agent_up")} for h in self.hosts]}
 
