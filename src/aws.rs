@@ -51,7 +51,7 @@ pub struct Failure {
 
 /// Reads an SDK failure. Never formats the SDK's `Debug` output (it holds whole
 /// responses, headers included): only codes, messages and the chain of causes.
-pub fn failure<E, R>(err: &SdkError<E, R>) -> Failure
+fn failure<E, R>(err: &SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -96,6 +96,18 @@ pub fn causes(err: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     text
+}
+
+/// Reads an SDK failure of `call` (e.g. "ECS ListTasks"): a credentials failure becomes
+/// the [`Error::Credentials`] every adapter reports alike; any other is handed to
+/// `otherwise` to become the adapter's own kind.
+pub fn error<E, R>(call: &str, err: &SdkError<E, R>, otherwise: impl FnOnce(Failure) -> Error) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let read = failure(err);
+    if read.credentials { credentials_error(call, &read.reason) } else { otherwise(read) }
 }
 
 /// The error for a credentials failure of `what`, naming the chain that was tried.

@@ -449,9 +449,8 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let failure = crate::aws::failure(&err);
-    if failure.credentials {
-        return crate::aws::credentials_error(&format!("ECS {operation}"), &failure.reason);
-    }
-    Error::Ecs { message: format!("{operation} failed: {}", failure.reason), transient: failure.transient }
+    crate::aws::error(&format!("ECS {operation}"), &err, |failure| Error::Ecs {
+        message: format!("{operation} failed: {}", failure.reason),
+        transient: failure.transient,
+    })
 }

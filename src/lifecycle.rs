@@ -76,11 +76,9 @@ impl Ec2Lifecycle {
         E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug,
     {
-        let failure = crate::aws::failure(&err);
-        if failure.credentials {
-            return crate::aws::credentials_error(&format!("Auto Scaling {operation}"), &failure.reason);
-        }
-        Error::Host(format!("Auto Scaling {operation} for {} failed: {}", self.instance_id, failure.reason))
+        crate::aws::error(&format!("Auto Scaling {operation}"), &err, |failure| {
+            Error::Host(format!("Auto Scaling {operation} for {} failed: {}", self.instance_id, failure.reason))
+        })
     }
 }
 

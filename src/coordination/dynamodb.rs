@@ -80,9 +80,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let failure = crate::aws::failure(&err);
-    if failure.credentials {
-        return crate::aws::credentials_error(&format!("DynamoDB {operation}"), &failure.reason);
-    }
-    Error::Lease(format!("DynamoDB {operation} on table {table} failed: {}", failure.reason))
+    crate::aws::error(&format!("DynamoDB {operation}"), &err, |failure| {
+        Error::Lease(format!("DynamoDB {operation} on table {table} failed: {}", failure.reason))
+    })
 }
