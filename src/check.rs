@@ -1,13 +1,16 @@
 //! `check`: what a run would do now, and why, without changing anything.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
-use crate::config::{RebootPolicy, Settings};
-use crate::cycle::{Cycle, Plan, Ports};
+use crate::config::{DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
+use crate::cycle::{Cycle, Ports};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle;
-use crate::packages::{PackageUpdate, RebootNeed};
+use crate::packages::{RebootNeed, RebootProbe, RebootRule, RebootingUpdater, Releases};
+use crate::plan::{self, Class, Held, Plan};
 
 /// The answer of `check`.
 #[derive(Debug, Serialize)]
@@ -26,18 +29,52 @@ pub struct Preview {
     pub leaving: Option<String>,
     /// The package manager in use.
     pub package_manager: String,
-    /// Updates available now.
-    pub pending: Vec<PackageUpdate>,
-    /// True when only the ECS agent would be updated.
-    pub agent_only: bool,
+    /// What the package settings select.
+    pub filters: Filters,
+    /// `packages.release`, and the releases the host runs and could move to (Amazon Linux 2023).
+    pub release: ReleaseView,
+    /// What `run` would install, its class and why.
+    pub plan: Plan,
+    /// Updates held back by the filters.
+    pub held: Vec<Held>,
+    /// Updaters that reboot the host by themselves, bypassing the drain.
+    pub rebooting_updaters: Vec<RebootingUpdater>,
     /// `packages.reboot`.
     pub reboot_policy: RebootPolicy,
+    /// `packages.runtime`.
+    pub runtime_policy: RuntimePolicy,
+    /// How a reboot need is told on this host.
+    pub reboot_probe: RebootProbe,
     /// Whether installed packages already need a reboot (before anything is installed).
     pub reboot_needed_now: Option<RebootNeed>,
     /// A cycle that `run` would resume.
     pub in_progress: Option<Cycle>,
     /// What `run` would do, in one sentence.
     pub verdict: String,
+}
+
+/// The package filters in force.
+#[derive(Debug, Serialize)]
+pub struct Filters {
+    /// `packages.security_only`.
+    pub security_only: bool,
+    /// `packages.exclude`.
+    pub exclude: Vec<String>,
+    /// `packages.min_age`.
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    /// `packages.drain`.
+    pub drain: DrainPolicy,
+}
+
+/// The release policy and what it finds.
+#[derive(Debug, Serialize)]
+pub struct ReleaseView {
+    /// `packages.release`.
+    pub policy: ReleasePolicy,
+    /// What the host runs, the newest release, and the one the plan installs from.
+    #[serde(flatten)]
+    pub releases: Option<Releases>,
 }
 
 /// Looks at the host, ECS and the package manager, and says what `run` would do.
@@ -48,33 +85,50 @@ pub async fn preview(
     in_progress: Option<Cycle>,
 ) -> Result<Preview> {
     let instance = ports.ecs.describe(&identity.container_instance_arn).await?;
-    let pending = ports.packages.pending_updates().await?;
-    let plan = Plan::new(pending, &settings.packages.agent_packages);
-    let reboot_needed_now = ports.packages.reboot_required().await.ok();
+    let now = ports.clock.now();
+    let packages = &settings.packages;
+    let planning = plan::make(ports.packages.as_ref(), packages, now, &settings.paths.state_dir, None).await?;
+    let reboot_probe = ports.packages.reboot_probe().await?;
+    let reboot_needed_now = match reboot_probe {
+        RebootProbe::Rule => crate::packages::by_rule(&RebootRule::new(packages), &[]).ok(),
+        probe => ports.packages.reboot_required(probe).await.ok(),
+    };
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
+    let plan = planning.plan;
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
     } else if let Some(why) = &leaving {
         format!("nothing: {why}")
+    } else if let (Some(updater), false) = (planning.rebooting_updaters.first(), packages.allow_rebooting_updater) {
+        format!(
+            "nothing: {} reboots the host by itself ({}), bypassing the drain; disable it or set \
+             packages.allow_rebooting_updater = true",
+            updater.name, updater.because
+        )
     } else if plan.updates.is_empty() {
         "nothing: no update is pending".to_string()
-    } else if plan.agent_only {
-        "update the ECS agent in place (install, restart the agent, verify), without draining".to_string()
+    } else if !plan.drain {
+        let agent = if plan.updates_agent { ", restart the ECS agent and verify it reconnects" } else { "" };
+        format!("install {} update(s) in place without draining ({}){agent}", plan.updates.len(), plan.why)
     } else if drained_by_other {
         "nothing: the instance is DRAINING but not by ecs-patchd, so it is left alone".to_string()
     } else {
-        let reboot = match settings.packages.reboot {
-            RebootPolicy::Always => "reboot",
-            RebootPolicy::IfNeeded => "reboot if the updates need it",
-            RebootPolicy::Never => "not reboot (packages.reboot = \"never\")",
+        let after = match (plan.class, packages.reboot, packages.runtime) {
+            (_, RebootPolicy::Always, _) => "reboot",
+            (Class::Runtime, _, RuntimePolicy::Restart) => "restart the container runtime",
+            (Class::Runtime, _, RuntimePolicy::Reboot) => "reboot",
+            (Class::Runtime, _, RuntimePolicy::Leave) => "leave the old runtime running (packages.runtime = \"leave\")",
+            (_, RebootPolicy::IfNeeded, _) => "reboot if the updates need it",
+            (_, RebootPolicy::Never, _) => "not reboot (packages.reboot = \"never\")",
         };
         format!(
-            "download {} update(s), drain the instance ({} task(s) to move), install, {reboot}, \
+            "download {} update(s), drain the instance ({} task(s) to move) because {}, install, {after}, \
              wait for the agent to reconnect, set the instance ACTIVE",
             plan.updates.len(),
-            tasks.unwrap_or(0)
+            tasks.unwrap_or(0),
+            plan.why
         )
     };
     Ok(Preview {
@@ -85,9 +139,19 @@ pub async fn preview(
         drained_by: instance.and_then(|i| i.drained_by),
         leaving,
         package_manager: ports.packages.name().to_string(),
-        agent_only: plan.agent_only,
-        pending: plan.updates,
-        reboot_policy: settings.packages.reboot,
+        filters: Filters {
+            security_only: packages.security_only,
+            exclude: packages.exclude.clone(),
+            min_age: packages.min_age,
+            drain: packages.drain,
+        },
+        release: ReleaseView { policy: packages.release.clone(), releases: planning.releases },
+        plan,
+        held: planning.held,
+        rebooting_updaters: planning.rebooting_updaters,
+        reboot_policy: packages.reboot,
+        runtime_policy: packages.runtime,
+        reboot_probe,
         reboot_needed_now,
         in_progress,
         verdict,

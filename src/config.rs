@@ -155,16 +155,114 @@ pub enum RebootPolicy {
     Never,
 }
 
+/// Which Amazon Linux 2023 repository release the updates come from (dnf only).
+///
+/// AWS: "Each new AL2023 AMI is locked to a particular version of AL2023 ... When you run
+/// the dnf upgrade command, the system checks for upgrades in the repository that the
+/// releasever variable specifies" (Deterministic upgrades through versioned repositories).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ReleasePolicy {
+    /// The release the host is locked to (`/etc/dnf/vars/releasever`, else the installed
+    /// `system-release`): dnf's own default.
+    Locked,
+    /// The newest release, resolved to its version once per cycle so that the plan, the
+    /// download, the install and the verification all use the same one.
+    Latest,
+    /// This release, e.g. `2023.9.20251117` (what AWS recommends: a release you tested).
+    Pinned(String),
+}
+
+impl TryFrom<String> for ReleasePolicy {
+    type Error = String;
+    fn try_from(value: String) -> std::result::Result<Self, String> {
+        match value.as_str() {
+            "locked" => Ok(ReleasePolicy::Locked),
+            "latest" => Ok(ReleasePolicy::Latest),
+            v if v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') =>
+            {
+                Ok(ReleasePolicy::Pinned(value))
+            }
+            _ => Err(format!(
+                "\"{value}\" is not a release: write \"locked\", \"latest\" or a version such as \"2023.9.20251117\""
+            )),
+        }
+    }
+}
+
+impl From<ReleasePolicy> for String {
+    fn from(policy: ReleasePolicy) -> String {
+        match policy {
+            ReleasePolicy::Locked => "locked".into(),
+            ReleasePolicy::Latest => "latest".into(),
+            ReleasePolicy::Pinned(version) => version,
+        }
+    }
+}
+
+/// Whether an update that needs neither a reboot nor a runtime restart drains the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainPolicy {
+    /// Drain only for updates of `reboot_packages` or `runtime_packages`; install the rest
+    /// in place.
+    WhenNeeded,
+    /// Drain for every update except an ECS-agent-only one.
+    Always,
+}
+
+/// What a drained host does after an update of its container runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimePolicy {
+    /// Run `host.runtime_restart_command` (no task runs on the drained host), then wait for
+    /// the agent to reconnect.
+    Restart,
+    /// Reboot, as for a kernel.
+    Reboot,
+    /// Leave the old daemon running until the next reboot (logged).
+    Leave,
+}
+
 /// Which package manager runs, and how.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PackageSettings {
     /// `auto`, `dnf`, `yum` or `apt`.
     pub manager: ManagerChoice,
-    /// Packages whose update alone is an ECS agent update (no drain, agent restart).
+    /// The ECS agent's packages on every family: updated alone, they need no drain, only
+    /// an agent restart.
     pub agent_packages: Vec<String>,
     /// When to reboot after installing.
     pub reboot: RebootPolicy,
+    /// Amazon Linux 2023 repository release: `locked`, `latest` or a version.
+    pub release: ReleasePolicy,
+    /// Only updates that fix security issues (dnf/yum `--security`, apt's security pocket).
+    pub security_only: bool,
+    /// Packages never updated (globs, e.g. `"docker*"`).
+    pub exclude: Vec<String>,
+    /// Updates built (rpm) or first seen by this host (apt) less than this long ago wait.
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    /// `when-needed` or `always`.
+    pub drain: DrainPolicy,
+    /// After a container runtime update: `restart`, `reboot` or `leave`.
+    pub runtime: RuntimePolicy,
+    /// Packages whose update needs a reboot (globs).
+    pub reboot_packages: Vec<String>,
+    /// Added to `reboot_packages` (like `needs-restarting.d`).
+    pub extra_reboot_packages: Vec<String>,
+    /// Packages running containers use from the host: runtime, CNI, firewall, GPU (globs).
+    pub runtime_packages: Vec<String>,
+    /// Added to `runtime_packages`.
+    pub extra_runtime_packages: Vec<String>,
+    /// Run cycles even beside an unattended updater that reboots the host by itself.
+    pub allow_rebooting_updater: bool,
+    /// Where kernels are installed (`vmlinuz-RELEASE`), for the reboot rule.
+    pub boot_dir: PathBuf,
+    /// The running kernel's release (what `uname -r` prints), for the reboot rule.
+    pub running_kernel: PathBuf,
     /// Longest run of one package-manager command; it is killed after that.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
@@ -180,8 +278,21 @@ impl Default for PackageSettings {
     fn default() -> Self {
         Self {
             manager: ManagerChoice::Auto,
-            agent_packages: vec!["ecs-init".into()],
+            agent_packages: strings(&["ecs-init", "amazon-ecs-init"]),
             reboot: RebootPolicy::IfNeeded,
+            release: ReleasePolicy::Locked,
+            security_only: false,
+            exclude: Vec::new(),
+            min_age: Duration::ZERO,
+            drain: DrainPolicy::WhenNeeded,
+            runtime: RuntimePolicy::Restart,
+            reboot_packages: strings(DEFAULT_REBOOT_PACKAGES),
+            extra_reboot_packages: Vec::new(),
+            runtime_packages: strings(DEFAULT_RUNTIME_PACKAGES),
+            extra_runtime_packages: Vec::new(),
+            allow_rebooting_updater: false,
+            boot_dir: "/boot".into(),
+            running_kernel: "/proc/sys/kernel/osrelease".into(),
             command_timeout: Duration::from_secs(30 * 60),
             dnf: RpmSettings::default(),
             yum: RpmSettings::default(),
@@ -190,12 +301,80 @@ impl Default for PackageSettings {
     }
 }
 
+impl PackageSettings {
+    /// `reboot_packages` and `extra_reboot_packages`.
+    pub fn reboot_globs(&self) -> impl Iterator<Item = &String> {
+        self.reboot_packages.iter().chain(&self.extra_reboot_packages)
+    }
+
+    /// `runtime_packages` and `extra_runtime_packages`.
+    pub fn runtime_globs(&self) -> impl Iterator<Item = &String> {
+        self.runtime_packages.iter().chain(&self.extra_runtime_packages)
+    }
+}
+
+/// Packages whose update needs a reboot, on every family: dnf's `needs-restarting` list
+/// (kernel, glibc, linux-firmware, systemd, dbus) with each family's names, plus microcode.
+pub const DEFAULT_REBOOT_PACKAGES: &[&str] = &[
+    "kernel",
+    "kernel[0-9]*",
+    "kernel-core",
+    "kernel-modules*",
+    "kernel-rt*",
+    "linux-image-*",
+    "linux-modules-*",
+    "glibc",
+    "libc6",
+    "linux-firmware",
+    "systemd",
+    "systemd-libs",
+    "libsystemd0",
+    "dbus",
+    "dbus-broker",
+    "dbus-daemon",
+    "microcode_ctl",
+    "intel-microcode",
+    "amd64-microcode",
+];
+
+/// Packages that running tasks use from the host: the container runtime, the CNI plugins,
+/// the packet filter, and the GPU driver and container toolkit.
+pub const DEFAULT_RUNTIME_PACKAGES: &[&str] = &[
+    "docker",
+    "docker-ce",
+    "docker-ce-cli",
+    "docker.io",
+    "moby-*",
+    "containerd",
+    "containerd.io",
+    "runc",
+    "containernetworking-plugins",
+    "iptables*",
+    "nftables",
+    "nvidia-*",
+    "libnvidia-*",
+    "kmod-nvidia*",
+    "cuda-drivers*",
+];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
 /// Settings of an rpm-based package manager (dnf or yum).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpmSettings {
-    /// Arguments added to every command, e.g. `["--releasever=latest"]` or `["--security"]`.
+    /// Arguments added to every command, e.g. `["--setopt=timeout=60"]`.
     pub args: Vec<String>,
+    /// dnf-automatic's configuration, read to tell whether it reboots on its own (dnf only).
+    pub automatic_config: PathBuf,
+}
+
+impl Default for RpmSettings {
+    fn default() -> Self {
+        Self { args: Vec::new(), automatic_config: "/etc/dnf/automatic.conf".into() }
+    }
 }
 
 /// Settings of apt.
@@ -206,11 +385,18 @@ pub struct AptSettings {
     pub args: Vec<String>,
     /// The file whose presence means a reboot is needed.
     pub reboot_required_file: PathBuf,
+    /// The script that writes `reboot_required_file` (update-notifier-common); without it,
+    /// the file means nothing and the reboot rule decides.
+    pub reboot_notifier: PathBuf,
 }
 
 impl Default for AptSettings {
     fn default() -> Self {
-        Self { args: Vec::new(), reboot_required_file: "/var/run/reboot-required".into() }
+        Self {
+            args: Vec::new(),
+            reboot_required_file: "/var/run/reboot-required".into(),
+            reboot_notifier: "/usr/share/update-notifier/notify-reboot-required".into(),
+        }
     }
 }
 
@@ -229,6 +415,8 @@ pub struct HostSettings {
     pub agent_start_command: Vec<String>,
     /// Command that restarts the ECS agent (loads a newly installed agent).
     pub agent_restart_command: Vec<String>,
+    /// Command that restarts the container runtime after its update (`packages.runtime`).
+    pub runtime_restart_command: Vec<String>,
     /// Longest wait for the agent to answer and ECS to show it connected.
     #[serde(with = "humantime_serde")]
     pub agent_reconnect_timeout: Duration,
@@ -242,6 +430,7 @@ impl Default for HostSettings {
             reboot_attempts: 3,
             agent_start_command: vec!["systemctl".into(), "start".into(), "ecs".into()],
             agent_restart_command: vec!["systemctl".into(), "restart".into(), "ecs".into()],
+            runtime_restart_command: strings(&["systemctl", "restart", "containerd", "docker"]),
             agent_reconnect_timeout: Duration::from_secs(10 * 60),
         }
     }
@@ -556,6 +745,7 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
         ("host.reboot_command", &s.host.reboot_command),
         ("host.agent_start_command", &s.host.agent_start_command),
         ("host.agent_restart_command", &s.host.agent_restart_command),
+        ("host.runtime_restart_command", &s.host.runtime_restart_command),
     ];
     for (key, command) in commands {
         if command.first().is_none_or(|program| program.trim().is_empty()) {
@@ -587,6 +777,19 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     }
     if !s.paths.state_dir.is_absolute() {
         return fail("paths.state_dir", "must be an absolute path");
+    }
+    let globs = [
+        ("packages.exclude", &s.packages.exclude),
+        ("packages.reboot_packages", &s.packages.reboot_packages),
+        ("packages.extra_reboot_packages", &s.packages.extra_reboot_packages),
+        ("packages.runtime_packages", &s.packages.runtime_packages),
+        ("packages.extra_runtime_packages", &s.packages.extra_runtime_packages),
+        ("packages.agent_packages", &s.packages.agent_packages),
+    ];
+    for (key, patterns) in globs {
+        if let Some(bad) = patterns.iter().find(|p| glob::Pattern::new(p).is_err() || p.trim().is_empty()) {
+            return fail(key, &format!("\"{bad}\" is not a package name or glob such as \"docker*\""));
+        }
     }
     let c = &s.coordination;
     if c.max_unavailable.budget().is_none() {

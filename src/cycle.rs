@@ -2,18 +2,22 @@
 //!
 //! What an operator would write down, and the state that carries each step:
 //!
-//! 1. A host that is leaving (spot notice, Auto Scaling) starts nothing. Check for updates;
+//! 1. A host that is leaving (spot notice, Auto Scaling) starts nothing, nor one beside an
+//!    updater that reboots by itself. Plan the updates and class them ([`crate::plan`]);
 //!    with none, the cycle is done at once.
 //! 2. Download them while the host still serves; make sure every service
 //!    with tasks here can move them.                                [`State::Downloading`]
-//! 3. If only the ECS agent changes: install it, restart the agent  [`State::UpdatingAgent`]
-//!    and verify the new version connected; no drain.              [`State::RestartingAgent`]
+//! 3. If no task depends on what changes (userland, the ECS agent):
+//!    install in place, no drain; restart the agent if it   [`State::InstallingInPlace`]
+//!    changed and verify the new version connected.               [`State::RestartingAgent`]
 //! 4. Take a slot from the fleet's lease (rolling policy, capacity). [`State::WaitingForSlot`]
 //! 5. Protect the instance from scale-in, drain it, and wait until
 //!    every task on it has STOPPED.                                 [`State::Draining`]
 //! 6. Install the updates.                                          [`State::Installing`]
-//! 7. Hold the lease over the reboot, reboot if needed; a new boot
-//!    id says it happened.                                          [`State::Rebooting`]
+//! 7. After a container runtime update, restart
+//!    it (`packages.runtime`).                              [`State::RestartingRuntime`]
+//!    Otherwise hold the lease over the reboot, reboot if needed; a
+//!    new boot id says it happened.                                 [`State::Rebooting`]
 //! 8. After boot: agent running and reconnected (under a new ARN if
 //!    its state was lost), updates verified.                        [`State::Returning`]
 //! 9. Give back the scale-in protection, set the instance ACTIVE
@@ -39,7 +43,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
-use crate::config::{RebootPolicy, Settings, StandalonePolicy};
+use crate::config::{RebootPolicy, RuntimePolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
 use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
@@ -48,7 +52,8 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle, ScaleIn};
-use crate::packages::{PackageManager, PackageUpdate};
+use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Target};
+use crate::plan::{self, Class, Plan, Planning};
 use crate::shutdown;
 
 /// The side effects a cycle performs, each behind its own trait.
@@ -69,25 +74,10 @@ pub struct Ports {
     pub lifecycle: Box<dyn Lifecycle>,
 }
 
-/// What the cycle will install.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The updates found by the check.
-    pub updates: Vec<PackageUpdate>,
-    /// True when every update is an ECS agent package: no drain, just an agent restart.
-    pub agent_only: bool,
-}
-
 impl Plan {
-    /// A plan for `updates`; `agent_packages` are the names that make up the ECS agent.
-    pub fn new(updates: Vec<PackageUpdate>, agent_packages: &[String]) -> Self {
-        let agent_only = !updates.is_empty() && updates.iter().all(|u| agent_packages.contains(&u.name));
-        Self { updates, agent_only }
-    }
-
-    /// The package names, as given to the package manager.
-    pub fn names(&self) -> Vec<String> {
-        self.updates.iter().map(|u| u.name.clone()).collect()
+    /// What the package manager is asked to download or install.
+    fn target(&self) -> Target {
+        Target { release: self.release.clone(), names: self.names() }
     }
 }
 
@@ -103,6 +93,9 @@ pub enum Outcome {
         packages: Vec<String>,
         /// Whether the host rebooted.
         rebooted: bool,
+        /// Services still running replaced code after an in-place install.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        restart_needed: Vec<String>,
     },
     /// The cycle stopped; the host was put back in service if we had drained it.
     Failed {
@@ -126,12 +119,13 @@ pub enum State {
         /// The container instance to drain.
         arn: String,
     },
-    /// Installing an agent-only update without draining.
-    UpdatingAgent {
+    /// Installing an update no task depends on, without draining.
+    #[serde(alias = "updating-agent")]
+    InstallingInPlace {
         /// What will be installed.
         plan: Plan,
-        /// The agent version before the update.
-        agent_version: String,
+        /// The agent version before the update, when the agent is updated.
+        agent_version: Option<String>,
     },
     /// Restarting the agent and waiting for the new version to connect.
     RestartingAgent {
@@ -165,6 +159,18 @@ pub enum State {
     /// Installing the updates on the drained host.
     Installing {
         /// What is installed.
+        plan: Plan,
+        /// The drained container instance.
+        arn: String,
+        /// The slot held.
+        lease: Grant,
+        /// The instance's Auto Scaling group and its protection before the cycle.
+        #[serde(default)]
+        scale_in: Option<ScaleIn>,
+    },
+    /// Restarting the container runtime after its update (`packages.runtime = "restart"`).
+    RestartingRuntime {
+        /// What was installed.
         plan: Plan,
         /// The drained container instance.
         arn: String,
@@ -239,11 +245,12 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Downloading { .. } => "downloading",
-            State::UpdatingAgent { .. } => "updating-agent",
+            State::InstallingInPlace { .. } => "installing-in-place",
             State::RestartingAgent { .. } => "restarting-agent",
             State::WaitingForSlot { .. } => "waiting-for-slot",
             State::Draining { .. } => "draining",
             State::Installing { .. } => "installing",
+            State::RestartingRuntime { .. } => "restarting-runtime",
             State::Rebooting { .. } => "rebooting",
             State::Returning { .. } => "returning",
             State::Reactivating { .. } => "reactivating",
@@ -263,8 +270,8 @@ impl State {
             State::Downloading { plan, .. } => {
                 format!("downloading {} update(s): {}", plan.updates.len(), plan.names().join(", "))
             }
-            State::UpdatingAgent { agent_version, .. } => {
-                format!("installing the ECS agent update (running: {agent_version}); no drain needed")
+            State::InstallingInPlace { plan, .. } => {
+                format!("installing {} update(s) in place, no drain needed: {}", plan.updates.len(), plan.why)
             }
             State::RestartingAgent { .. } => {
                 "restarting the ECS agent and waiting for the new version to connect".into()
@@ -275,6 +282,7 @@ impl State {
             State::Installing { plan, .. } => {
                 format!("installing {} update(s)", plan.updates.len())
             }
+            State::RestartingRuntime { .. } => "restarting the container runtime on the drained host".into(),
             State::Rebooting { attempt, .. } => format!("rebooting (request {attempt})"),
             State::Returning { arn, .. } => {
                 format!("waiting for the ECS agent to reconnect as {arn}, then verifying")
@@ -284,8 +292,15 @@ impl State {
             State::WaitingForSlot { .. } => "waiting for a slot (rolling policy, capacity)".into(),
             State::Done { outcome } => match outcome {
                 Outcome::NothingToDo => "done: nothing to do".into(),
-                Outcome::Patched { packages, rebooted } => {
-                    format!("done: {} package(s) updated{}", packages.len(), if *rebooted { ", rebooted" } else { "" })
+                Outcome::Patched { packages, rebooted, restart_needed } => {
+                    let mut line = format!("done: {} package(s) updated", packages.len());
+                    if *rebooted {
+                        line.push_str(", rebooted");
+                    }
+                    if !restart_needed.is_empty() {
+                        line.push_str(&format!("; services to restart: {}", restart_needed.join(", ")));
+                    }
+                    line
                 }
                 Outcome::Failed { step, reason, .. } => format!("failed at {step}: {reason}"),
             },
@@ -298,12 +313,13 @@ fn allowed(from: &State, to: &State) -> bool {
     use State::*;
     matches!(
         (from, to),
-        (Downloading { .. }, UpdatingAgent { .. } | WaitingForSlot { .. } | Done { .. })
-            | (UpdatingAgent { .. }, RestartingAgent { .. } | Done { .. })
+        (Downloading { .. }, InstallingInPlace { .. } | WaitingForSlot { .. } | Done { .. })
+            | (InstallingInPlace { .. }, RestartingAgent { .. } | Done { .. })
             | (RestartingAgent { .. }, Done { .. })
             | (WaitingForSlot { .. }, Draining { .. } | Done { .. })
             | (Draining { .. }, Installing { .. } | Reactivating { .. } | Releasing { .. })
-            | (Installing { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (Installing { .. }, RestartingRuntime { .. } | Rebooting { .. } | Returning { .. } | Reactivating { .. })
+            | (RestartingRuntime { .. }, Returning { .. } | Reactivating { .. })
             | (Rebooting { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
             | (Returning { .. }, Returning { .. } | Reactivating { .. })
             | (Reactivating { .. }, Releasing { .. })
@@ -317,6 +333,7 @@ impl State {
         match self {
             State::Draining { lease, .. }
             | State::Installing { lease, .. }
+            | State::RestartingRuntime { lease, .. }
             | State::Rebooting { lease, .. }
             | State::Returning { lease, .. }
             | State::Reactivating { lease, .. }
@@ -410,12 +427,24 @@ impl<'a> Machine<'a> {
         if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
             return Err(Error::Deferred(format!("{}: no cycle is started", leaving.reason)));
         }
-        let updates = self.ports.packages.pending_updates().await?;
         let now = self.ports.clock.now();
-        let state = if updates.is_empty() {
+        let planning = plan::make(
+            self.ports.packages.as_ref(),
+            &self.settings.packages,
+            now,
+            &self.settings.paths.state_dir,
+            Some(self.journal),
+        )
+        .await?;
+        refuse_beside_rebooting_updaters(&planning, self.settings)?;
+        for held in &planning.held {
+            info!(package = %held.name, version = %held.available, "held back: {}", held.why);
+        }
+        let plan = planning.plan;
+        let state = if plan.updates.is_empty() {
             State::Done { outcome: Outcome::NothingToDo }
         } else {
-            let plan = Plan::new(updates, &self.settings.packages.agent_packages);
+            info!(class = ?plan.class, drain = plan.drain, "{}", plan.why);
             State::Downloading { plan, arn: identity.container_instance_arn.clone() }
         };
         let cycle = Cycle {
@@ -583,14 +612,16 @@ impl<'a> Machine<'a> {
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
             State::Downloading { plan, arn } => self.download(plan, arn).await,
-            State::UpdatingAgent { plan, agent_version } => {
-                self.ports.packages.install(&plan.names()).await?;
-                Ok(State::RestartingAgent { plan, agent_version })
-            }
+            State::InstallingInPlace { plan, agent_version } => self.install_in_place(plan, agent_version).await,
             State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
             State::WaitingForSlot { plan, arn, stays } => self.wait_for_slot(cycle, plan, arn, stays).await,
             State::Draining { plan, arn, lease, scale_in } => self.drain(cycle, plan, arn, lease, scale_in).await,
             State::Installing { plan, arn, lease, scale_in } => self.install(plan, arn, lease, scale_in).await,
+            State::RestartingRuntime { plan, arn, lease, scale_in } => {
+                self.ensure_lease()?;
+                self.ports.host.restart_runtime().await?;
+                Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
+            }
             State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } => {
                 self.reboot(cycle, plan, arn, boot_id, attempt, lease, scale_in).await
             }
@@ -622,6 +653,7 @@ impl<'a> Machine<'a> {
             // leaves an instance that is leaving as it is.
             State::Draining { arn, lease, scale_in, .. }
             | State::Installing { arn, lease, scale_in, .. }
+            | State::RestartingRuntime { arn, lease, scale_in, .. }
             | State::Rebooting { arn, lease, scale_in, .. } => {
                 State::Reactivating { arn, stale_arn: None, outcome, lease, scale_in }
             }
@@ -635,15 +667,17 @@ impl<'a> Machine<'a> {
     // ---- 2. download ----------------------------------------------------------------
 
     async fn download(&self, plan: Plan, arn: String) -> Result<State> {
-        self.ports.packages.download(&plan.names()).await?;
-        if plan.agent_only {
-            let agent = self
-                .ports
-                .agent
-                .metadata()
-                .await
-                .map_err(|e| Error::Host(format!("the ECS agent must be running to update it in place: {e}")))?;
-            return Ok(State::UpdatingAgent { plan, agent_version: agent.version });
+        self.ports.packages.download(&plan.target()).await?;
+        if !plan.drain {
+            let agent_version = if plan.updates_agent {
+                let agent = self.ports.agent.metadata().await.map_err(|e| {
+                    Error::Host(format!("the ECS agent must be running to update it in place: {e}"))
+                })?;
+                Some(agent.version)
+            } else {
+                None
+            };
+            return Ok(State::InstallingInPlace { plan, agent_version });
         }
         // Whether someone else drained the instance is checked right before the drain;
         // whether its services can move their tasks, now and again then.
@@ -651,7 +685,22 @@ impl<'a> Machine<'a> {
         Ok(State::WaitingForSlot { plan, arn, stays })
     }
 
-    // ---- 3. agent-only update -------------------------------------------------------
+    // ---- 3. in-place update -----------------------------------------------------------
+
+    /// Installs while tasks run: nothing they use changes. The agent, if updated, restarts
+    /// next; otherwise the cycle ends, naming the services still running replaced code.
+    async fn install_in_place(&self, plan: Plan, agent_version: Option<String>) -> Result<State> {
+        self.ports.packages.install(&plan.target()).await?;
+        if let Some(agent_version) = agent_version {
+            return Ok(State::RestartingAgent { plan, agent_version });
+        }
+        self.verify_installed(&plan).await?;
+        let restart_needed = self.ports.packages.services_to_restart().await;
+        if !restart_needed.is_empty() {
+            warn!("services still run replaced code (restart them at a convenient time): {}", restart_needed.join(", "));
+        }
+        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed } })
+    }
 
     async fn restart_agent(&self, cycle: &Cycle, plan: Plan, old_version: String) -> Result<State> {
         let running = self.ports.agent.metadata().await.ok().map(|m| m.version);
@@ -666,7 +715,7 @@ impl<'a> Machine<'a> {
             info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
         }
         self.verify_installed(&plan).await?;
-        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false } })
+        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed: vec![] } })
     }
 
     // ---- 4. slot ------------------------------------------------------------------------
@@ -879,28 +928,52 @@ impl<'a> Machine<'a> {
     /// verification below decides.
     async fn install(&self, plan: Plan, arn: String, lease: Grant, scale_in: Option<ScaleIn>) -> Result<State> {
         self.ensure_lease()?;
-        self.ports.packages.install(&plan.names()).await?;
+        self.ports.packages.install(&plan.target()).await?;
         // A package manager may skip an update it cannot install and still succeed (dnf
         // with best=False): find out now, before a reboot for nothing.
         self.verify_installed(&plan).await?;
-        if self.reboot_wanted().await? {
+        let runtime = self.settings.packages.runtime;
+        if plan.class == Class::Runtime && self.settings.packages.reboot != RebootPolicy::Always {
+            match runtime {
+                RuntimePolicy::Restart => return Ok(State::RestartingRuntime { plan, arn, lease, scale_in }),
+                RuntimePolicy::Reboot => {
+                    let boot_id = self.ports.host.boot_id()?;
+                    return Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in });
+                }
+                RuntimePolicy::Leave => {
+                    warn!("the container runtime was updated but keeps running its old version until the next reboot (packages.runtime = \"leave\")");
+                }
+            }
+        } else if self.reboot_wanted(&plan).await? {
             let boot_id = self.ports.host.boot_id()?;
-            Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in })
-        } else {
-            Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
+            return Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in });
+        }
+        if plan.updates_agent {
+            // No reboot loads the new agent: restart it (run twice, it restarts twice).
+            self.ports.host.restart_agent().await?;
+        }
+        Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
+    }
+
+    /// Asks the probe chosen before the drain, or applies the reboot rule where the host
+    /// has none.
+    async fn reboot_required(&self, plan: &Plan) -> Result<RebootNeed> {
+        match plan.reboot_probe {
+            RebootProbe::Rule => packages::by_rule(&RebootRule::new(&self.settings.packages), &plan.names()),
+            probe => self.ports.packages.reboot_required(probe).await,
         }
     }
 
-    async fn reboot_wanted(&self) -> Result<bool> {
+    async fn reboot_wanted(&self, plan: &Plan) -> Result<bool> {
         match self.settings.packages.reboot {
             RebootPolicy::Always => Ok(true),
             RebootPolicy::IfNeeded => {
-                let need = self.ports.packages.reboot_required().await?;
+                let need = self.reboot_required(plan).await?;
                 info!(needed = need.needed, "reboot check: {}", need.reason);
                 Ok(need.needed)
             }
             RebootPolicy::Never => {
-                match self.ports.packages.reboot_required().await {
+                match self.reboot_required(plan).await {
                     Ok(need) if need.needed => {
                         warn!("a reboot is needed ({}) but packages.reboot is \"never\"", need.reason)
                     }
@@ -993,7 +1066,7 @@ impl<'a> Machine<'a> {
             return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease, scale_in });
         }
         self.verify_installed(&plan).await?;
-        let outcome = Outcome::Patched { packages: plan.names(), rebooted };
+        let outcome = Outcome::Patched { packages: plan.names(), rebooted, restart_needed: vec![] };
         Ok(State::Reactivating { arn, stale_arn, outcome, lease, scale_in })
     }
 
@@ -1140,7 +1213,7 @@ impl<'a> Machine<'a> {
 
     /// Fails if any planned update is still pending at the planned version.
     async fn verify_installed(&self, plan: &Plan) -> Result<()> {
-        let pending = self.ports.packages.pending_updates().await?;
+        let pending = self.ports.packages.pending(plan.release.as_deref()).await?;
         let missing: Vec<String> = plan
             .updates
             .iter()
@@ -1153,6 +1226,23 @@ impl<'a> Machine<'a> {
             Err(Error::Packages(format!("updates still pending after the install: {}", missing.join(", "))))
         }
     }
+}
+
+/// Refuses a cycle beside an updater that reboots the host by itself, unless the operator
+/// allowed it: such a reboot skips the drain, and tasks die with the host.
+fn refuse_beside_rebooting_updaters(planning: &Planning, settings: &Settings) -> Result<()> {
+    let Some(updater) = planning.rebooting_updaters.first() else {
+        return Ok(());
+    };
+    if settings.packages.allow_rebooting_updater {
+        warn!("{} reboots the host by itself ({}); allowed by packages.allow_rebooting_updater", updater.name, updater.because);
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} reboots the host by itself ({}), bypassing the drain: disable it, or set \
+         packages.allow_rebooting_updater = true to run beside it",
+        updater.name, updater.because
+    )))
 }
 
 /// What still runs on an instance being drained.

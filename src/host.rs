@@ -18,6 +18,8 @@ pub trait Host: Send + Sync {
     async fn start_agent(&self) -> Result<()>;
     /// Restarts the ECS agent so a newly installed version runs.
     async fn restart_agent(&self) -> Result<()>;
+    /// Restarts the container runtime (docker, containerd) so a newly installed version runs.
+    async fn restart_runtime(&self) -> Result<()>;
 }
 
 /// [`Host`] through configured commands (systemctl by default).
@@ -65,5 +67,9 @@ impl Host for SystemHost {
 
     async fn restart_agent(&self) -> Result<()> {
         self.run("restart the ECS agent", &self.settings.agent_restart_command).await
+    }
+
+    async fn restart_runtime(&self) -> Result<()> {
+        self.run("restart the container runtime", &self.settings.runtime_restart_command).await
     }
 }

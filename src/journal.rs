@@ -72,10 +72,15 @@ impl Journal {
 
     /// Replaces the record atomically and durably.
     pub fn save<T: Serialize>(&self, record: &T) -> Result<()> {
-        let path = self.dir.join(RECORD_FILE);
-        let temp = self.dir.join(format!("{RECORD_FILE}.tmp"));
+        self.save_file(RECORD_FILE, record)
+    }
+
+    /// Replaces the state directory's file `name` with `record`, atomically and durably.
+    pub fn save_file<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
+        let path = self.dir.join(name);
+        let temp = self.dir.join(format!("{name}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::Journal(format!("cannot encode the cycle record: {e}")))?;
+            .map_err(|e| Error::Journal(format!("cannot encode {}: {e}", path.display())))?;
         bytes.push(b'\n');
         let mut file = OpenOptions::new()
             .write(true)
@@ -92,7 +97,12 @@ impl Journal {
 
 /// Reads the record of `dir` without taking the lock (for `status` and diagnostics).
 pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
-    let path = dir.join(RECORD_FILE);
+    read_file(dir, RECORD_FILE)
+}
+
+/// Reads the state directory's file `name`; `None` when there is none yet.
+pub fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
+    let path = dir.join(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),

@@ -21,5 +21,6 @@ pub mod identity;
 pub mod journal;
 pub mod lifecycle;
 pub mod packages;
+pub mod plan;
 pub mod shutdown;
 pub mod sim;

@@ -50,6 +50,8 @@ fn options(seed: u64) -> Options {
             slow_drain: rate(&mut rng),
             never_returns: rate(&mut rng),
         },
+        weeks: 1,
+        kernel_every: 1,
     }
 }
 
@@ -298,4 +300,25 @@ fn tasks_still_deactivating_keep_the_host_drained() {
         assert_eq!(r.installs_beside_live_tasks, 0, "seed {seed}: {r:?}");
         assert!(r.out_of_service_mean_s >= least, "seed {seed}: out {}s, at least {least}s", r.out_of_service_mean_s);
     }
+}
+
+#[test]
+fn weeks_without_a_kernel_install_in_place_and_drain_nothing() {
+    // Four weekly rolls, a kernel every second week: the kernel weeks drain every host,
+    // the userland weeks none, and every week patches every host.
+    let mut o = options(5);
+    o.hosts = 6;
+    o.tasks_per_host = 2;
+    o.max_unavailable = Budget::Count(2);
+    o.min_healthy_percent = 0;
+    o.faults = Faults::default();
+    o.weeks = 4;
+    o.kernel_every = 2;
+    let r = simulate(&o, &mut |_| {}).unwrap();
+    assert_eq!(r.cycles_patched, 24, "{r:?}");
+    assert_eq!(r.drains, 12, "two kernel weeks drain each host once: {r:?}");
+    assert_eq!(r.drains_avoided, 12, "two userland weeks drain none: {r:?}");
+    assert_eq!(r.installs_beside_live_tasks, 0, "{r:?}");
+    assert!(r.peak_out <= 2, "{r:?}");
+    assert_eq!(r.patched_claims_untrue, 0, "{r:?}");
 }

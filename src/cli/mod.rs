@@ -122,6 +122,13 @@ struct SimulateArgs {
     /// Probability, per host, that it reboots and never comes back.
     #[arg(long, default_value_t = 0.0)]
     never_returns: f64,
+    /// Weekly rolls to run one after the other.
+    #[arg(long, default_value_t = 1)]
+    weeks: usize,
+    /// One week in this many carries a kernel update (drain, reboot); the others a userland
+    /// update, installed in place.
+    #[arg(long, default_value_t = 1)]
+    kernel_every: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -267,6 +274,9 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
     if args.hosts == 0 {
         return Err(bad("--hosts must be at least 1"));
     }
+    if args.weeks == 0 || args.kernel_every == 0 {
+        return Err(bad("--weeks and --kernel-every must be at least 1"));
+    }
     let options = Options {
         hosts: args.hosts,
         tasks_per_host: args.tasks,
@@ -283,6 +293,8 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             slow_drain: args.slow_drain,
             never_returns: args.never_returns,
         },
+        weeks: args.weeks,
+        kernel_every: args.kernel_every,
     };
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json;
     let started = std::time::Instant::now();

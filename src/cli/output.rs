@@ -51,19 +51,41 @@ pub fn preview(p: &Preview) -> String {
         let _ = writeln!(s, "           drained by ecs-patchd cycle {by}");
     }
     let _ = writeln!(s, "agent      {}", id.agent_version.as_deref().unwrap_or("not answering"));
+    let f = &p.filters;
     let _ = writeln!(
         s,
-        "packages   {}: {} update(s) pending{}",
+        "packages   {}: security only {}, exclude [{}], min age {}, drain {}",
         p.package_manager,
-        p.pending.len(),
-        if p.agent_only { " (ECS agent only)" } else { "" }
+        if f.security_only { "yes" } else { "no" },
+        f.exclude.join(", "),
+        humantime::format_duration(f.min_age),
+        kebab(&f.drain)
     );
-    for u in &p.pending {
+    let release = match &p.release.releases {
+        Some(r) => format!(
+            "runs {}, newest {}, installs from {}",
+            r.running,
+            r.newest.as_deref().unwrap_or("unknown"),
+            r.target.as_deref().unwrap_or("the locked release")
+        ),
+        None => "no versioned repositories".into(),
+    };
+    let _ = writeln!(s, "release    policy {}; {release}", kebab(&p.release.policy));
+    for u in &p.rebooting_updaters {
+        let _ = writeln!(s, "conflict   {} reboots by itself ({}), bypassing the drain", u.name, u.because);
+    }
+    let plan = &p.plan;
+    let _ = writeln!(s, "updates    {} to install: {} ({})", plan.updates.len(), kebab(&plan.class), plan.why);
+    for u in &plan.updates {
+        let flag = if u.security { " [security]" } else { "" };
         match &u.current {
-            Some(current) => writeln!(s, "             {} {current} -> {}", u.name, u.available),
-            None => writeln!(s, "             {} -> {}", u.name, u.available),
+            Some(current) => writeln!(s, "             {} {current} -> {}{flag}", u.name, u.available),
+            None => writeln!(s, "             {} -> {}{flag}", u.name, u.available),
         }
         .expect("writing to a String");
+    }
+    for h in &p.held {
+        let _ = writeln!(s, "held       {} {}: {}", h.name, h.available, h.why);
     }
     let now = match &p.reboot_needed_now {
         Some(need) => format!("{} ({})", if need.needed { "yes" } else { "no" }, need.reason),
@@ -71,11 +93,18 @@ pub fn preview(p: &Preview) -> String {
     };
     let _ = writeln!(
         s,
-        "reboot     policy {}; needed now: {now}",
-        serde_json::to_string(&p.reboot_policy).unwrap_or_default().trim_matches('"')
+        "reboot     policy {}, probe {}, runtime updates {}; needed now: {now}",
+        kebab(&p.reboot_policy),
+        kebab(&p.reboot_probe),
+        kebab(&p.runtime_policy)
     );
     let _ = writeln!(s, "run would  {}", p.verdict);
     s
+}
+
+/// A setting's value as it is written in the configuration.
+fn kebab(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default().trim_matches('"').to_string()
 }
 
 /// `status` as text.
@@ -165,6 +194,13 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
         r.ratio
     );
     let _ = writeln!(s, "peak out       {} host(s) at once", r.peak_out);
+    if o.weeks > 1 {
+        let _ = writeln!(
+            s,
+            "weeks          {} (a kernel every {}): {} cycles patched, {} drained, {} drains avoided (in place)",
+            o.weeks, o.kernel_every, r.cycles_patched, r.drains, r.drains_avoided
+        );
+    }
     let _ = writeln!(
         s,
         "out of service {} per host on average, {} at most",

@@ -1,9 +1,16 @@
 //! apt (Debian, Ubuntu).
+//!
+//! Plans from `apt-get -s` (simulate), whose `Inst NAME [OLD] (NEW ORIGINS [ARCH])` lines
+//! are meant for programs, never from `apt list`, which "does not have a stable CLI
+//! interface".
 
 use std::time::Duration;
 
-use super::{PackageManager, PackageUpdate, RebootNeed, expect_success, run};
-use crate::config::AptSettings;
+use super::{
+    PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target, expect_success, optional,
+    run,
+};
+use crate::config::{AptSettings, PackageSettings};
 use crate::error::{Error, Result};
 
 /// Environment every apt command runs with: never ask, keep local config files.
@@ -15,12 +22,13 @@ const KEEP_CONFIG: [&str; 4] = ["-o", "Dpkg::Options::=--force-confdef", "-o", "
 pub struct Apt {
     settings: AptSettings,
     timeout: Duration,
+    security_only: bool,
 }
 
 impl Apt {
     /// An apt backend; `settings.args` are added to every `apt-get` command.
-    pub fn new(settings: AptSettings, timeout: Duration) -> Self {
-        Self { settings, timeout }
+    pub fn new(settings: AptSettings, packages: &PackageSettings) -> Self {
+        Self { settings, timeout: packages.command_timeout, security_only: packages.security_only }
     }
 
     /// `apt-get` with the configured arguments; it waits for the dpkg lock (held right
@@ -56,21 +64,36 @@ impl PackageManager for Apt {
         "apt"
     }
 
-    async fn pending_updates(&self) -> Result<Vec<PackageUpdate>> {
+    async fn survey(&self) -> Result<Survey> {
+        Ok(Survey { releases: None, updates: self.pending(None).await? })
+    }
+
+    /// `apt-get update`, then the simulated upgrade; `--with-new-pkgs` takes in the new
+    /// packages an upgrade needs, such as the next kernel's image. With
+    /// `packages.security_only`, only what comes from a security pocket.
+    async fn pending(&self, _release: Option<&str>) -> Result<Vec<PackageUpdate>> {
         self.run_checked(self.argv(&["-q", "update"], &[])).await?;
         let plan = self.run_checked(self.argv(&["-s", "-q", "upgrade", "--with-new-pkgs"], &[])).await?;
-        Ok(parse_simulation(&plan))
+        Ok(parse_simulation(&plan).into_iter().filter(|u| u.security || !self.security_only).collect())
     }
 
-    async fn download(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.install_argv(&["--download-only"], packages)).await.map(drop)
+    async fn download(&self, target: &Target) -> Result<()> {
+        self.run_checked(self.install_argv(&["--download-only"], &target.names)).await.map(drop)
     }
 
-    async fn install(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.install_argv(&[], packages)).await.map(drop)
+    async fn install(&self, target: &Target) -> Result<()> {
+        self.run_checked(self.install_argv(&[], &target.names)).await.map(drop)
     }
 
-    async fn reboot_required(&self) -> Result<RebootNeed> {
+    /// The reboot-required file means something only where update-notifier-common writes it.
+    async fn reboot_probe(&self) -> Result<RebootProbe> {
+        Ok(if self.settings.reboot_notifier.exists() { RebootProbe::RebootRequiredFile } else { RebootProbe::Rule })
+    }
+
+    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed> {
+        if probe != RebootProbe::RebootRequiredFile {
+            return Err(Error::Packages(format!("apt has no reboot probe {probe:?}")));
+        }
         let flag = &self.settings.reboot_required_file;
         match flag.try_exists() {
             Ok(false) => Ok(RebootNeed { needed: false, reason: format!("{} is absent", flag.display()) }),
@@ -90,9 +113,43 @@ impl PackageManager for Apt {
             Err(e) => Err(Error::Packages(format!("cannot check {}: {e}", flag.display()))),
         }
     }
+
+    /// needrestart's batch mode: one `NEEDRESTART-SVC: NAME` line per service.
+    async fn services_to_restart(&self) -> Vec<String> {
+        let argv: Vec<String> = ["needrestart", "-b", "-r", "l"].map(String::from).to_vec();
+        let listed = optional(&argv, self.timeout).await.unwrap_or_default();
+        listed.lines().filter_map(|l| l.strip_prefix("NEEDRESTART-SVC:")).map(|s| s.trim().to_string()).collect()
+    }
+
+    /// unattended-upgrades reboots by itself when it runs (`APT::Periodic::Unattended-Upgrade`
+    /// not "0") with `Unattended-Upgrade::Automatic-Reboot "true"`; read through
+    /// `apt-config dump`, which merges every apt.conf.d fragment as apt does.
+    async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
+        let argv: Vec<String> =
+            std::iter::once("apt-config".to_string()).chain(self.settings.args.iter().cloned()).chain(["dump".into()]).collect();
+        let dump = self.run_checked(argv).await?;
+        let value = |key: &str| -> Option<String> {
+            dump.lines().find_map(|l| {
+                Some(l.strip_prefix(key)?.strip_prefix(' ')?.trim_end_matches(';').trim_matches('"').to_string())
+            })
+        };
+        let runs = value("APT::Periodic::Unattended-Upgrade").is_some_and(|v| v != "0");
+        let reboots = value("Unattended-Upgrade::Automatic-Reboot").is_some_and(|v| v == "true" || v == "1");
+        Ok(if runs && reboots {
+            vec![RebootingUpdater {
+                name: "unattended-upgrades".into(),
+                because: "Unattended-Upgrade::Automatic-Reboot \"true\" (apt-config dump)".into(),
+            }]
+        } else {
+            Vec::new()
+        })
+    }
 }
 
-/// Parses `apt-get -s upgrade`: one `Inst NAME [OLD] (NEW REPO [ARCH])` line per change.
+/// Parses `apt-get -s upgrade`: one `Inst NAME [OLD] (NEW ORIGINS [ARCH])` line per change,
+/// where ORIGINS lists `Origin:Version/Archive` of each source, comma-separated; an
+/// update is a security one when an archive is a security pocket (`bookworm-security`,
+/// `noble-security`).
 fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
     stdout
         .lines()
@@ -106,8 +163,17 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
                 }
                 None => (None, rest),
             };
-            let available = rest.strip_prefix('(')?.split_whitespace().next()?.to_string();
-            Some(PackageUpdate { name: name.to_string(), current, available })
+            let inside = rest.strip_prefix('(')?;
+            let (available, origins) = inside.split_once(' ').unwrap_or((inside, ""));
+            let origins = origins.rsplit_once(" [").map_or(origins, |(o, _)| o);
+            let security = origins.split(", ").any(|o| o.rsplit_once('/').is_some_and(|(_, a)| a.ends_with("-security")));
+            Some(PackageUpdate {
+                name: name.to_string(),
+                current,
+                available: available.trim_end_matches(')').to_string(),
+                built: None,
+                security,
+            })
         })
         .collect()
 }
@@ -128,18 +194,21 @@ Conf libc6 (2.36-9+deb12u8 Debian-Security:12/stable-security [amd64])\n";
         assert_eq!(updates[0].name, "libc6");
         assert_eq!(updates[0].current.as_deref(), Some("2.36-9+deb12u7"));
         assert_eq!(updates[0].available, "2.36-9+deb12u8");
+        assert!(updates[0].security, "from Debian-Security:12/stable-security");
         assert_eq!(updates[1].current, None);
+        assert!(!updates[1].security);
     }
 
     #[tokio::test]
     async fn reboot_flag_and_its_package_list() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("reboot-required");
-        let apt = Apt::new(AptSettings { args: vec![], reboot_required_file: flag.clone() }, Duration::from_secs(5));
-        assert!(!apt.reboot_required().await.unwrap().needed);
+        let settings = AptSettings { args: vec![], reboot_required_file: flag.clone(), reboot_notifier: flag.clone() };
+        let apt = Apt::new(settings, &PackageSettings::default());
+        assert!(!apt.reboot_required(RebootProbe::RebootRequiredFile).await.unwrap().needed);
         std::fs::write(&flag, "*** System restart required ***\n").unwrap();
         std::fs::write(dir.path().join("reboot-required.pkgs"), "linux-base\nlibc6\n").unwrap();
-        let need = apt.reboot_required().await.unwrap();
+        let need = apt.reboot_required(RebootProbe::RebootRequiredFile).await.unwrap();
         assert!(need.needed);
         assert!(need.reason.contains("linux-base, libc6"), "{}", need.reason);
     }

@@ -1,20 +1,25 @@
-//! Package managers: list pending updates, download, install, and "is a reboot needed".
+//! Package managers: survey the updates, download, install, and "is a reboot needed".
+//!
+//! Every backend plans from machine-readable output (`dnf repoquery --qf`, `apt-get -s`),
+//! and verifies with the same query it planned with.
 
 mod apt;
+mod reboot;
 mod rpm;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::command;
-use crate::config::{ManagerChoice, PackageSettings};
+use crate::config::{ManagerChoice, PackageSettings, ReleasePolicy};
 use crate::error::{Error, Result};
 use crate::shutdown;
 use tracing::error;
 
 pub use apt::Apt;
+pub use reboot::{RebootRule, by_rule};
 pub use rpm::{Rpm, RpmTool};
 
 /// One package that has a newer version available.
@@ -27,6 +32,56 @@ pub struct PackageUpdate {
     pub current: Option<String>,
     /// The version that will be installed.
     pub available: String,
+    /// When the new version was built (rpm's build time), for `packages.min_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub built: Option<SystemTime>,
+    /// True when it comes from a security advisory or a security pocket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub security: bool,
+}
+
+/// The repository release a host runs and can move to (Amazon Linux 2023's versioned
+/// repositories; other systems have none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Releases {
+    /// The release the host is locked to now.
+    pub running: String,
+    /// The newest release published, when it could be found.
+    pub newest: Option<String>,
+    /// The release this plan installs from (`--releasever`), or none for the locked one.
+    pub target: Option<String>,
+}
+
+/// What a survey of the host's packages found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Survey {
+    /// The releases, on a system with versioned repositories.
+    pub releases: Option<Releases>,
+    /// Updates available in the target release (after `security_only`).
+    pub updates: Vec<PackageUpdate>,
+}
+
+/// What the cycle asks a package manager to download or install.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The repository release to use (`--releasever`), or none for the locked one.
+    pub release: Option<String>,
+    /// The packages to update.
+    pub names: Vec<String>,
+}
+
+/// How this host tells whether a reboot is needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootProbe {
+    /// `dnf needs-restarting -r` (dnf-plugins-core) or `needs-restarting -r` (yum-utils).
+    #[default]
+    NeedsRestarting,
+    /// `/var/run/reboot-required`, written by update-notifier-common.
+    RebootRequiredFile,
+    /// Neither is installed: [`by_rule`] decides (newest kernel vs the running one, and
+    /// the updated packages against `packages.reboot_packages`).
+    Rule,
 }
 
 /// Whether the host must reboot for installed updates to take effect.
@@ -34,8 +89,17 @@ pub struct PackageUpdate {
 pub struct RebootNeed {
     /// True when a reboot is needed.
     pub needed: bool,
-    /// What the package manager said.
+    /// What the package manager (or the rule) said.
     pub reason: String,
+}
+
+/// An updater on the host that installs updates and reboots by itself, bypassing the drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebootingUpdater {
+    /// Its name (unattended-upgrades, dnf-automatic).
+    pub name: String,
+    /// The setting that makes it reboot, and where.
+    pub because: String,
 }
 
 /// A package manager, confined to what the cycle needs.
@@ -43,14 +107,24 @@ pub struct RebootNeed {
 pub trait PackageManager: Send + Sync {
     /// Its name, for messages ("dnf", "yum", "apt").
     fn name(&self) -> &'static str;
-    /// Updates available now (refreshes the metadata first).
-    async fn pending_updates(&self) -> Result<Vec<PackageUpdate>>;
-    /// Downloads the updates of `packages` without changing the system.
-    async fn download(&self, packages: &[String]) -> Result<()>;
-    /// Installs the updates of `packages` (a no-op for those already up to date).
-    async fn install(&self, packages: &[String]) -> Result<()>;
-    /// Whether what is installed needs a reboot to take effect.
-    async fn reboot_required(&self) -> Result<RebootNeed>;
+    /// Refreshes the metadata and lists the updates of the release `packages.release`
+    /// names (resolved to a version once, here).
+    async fn survey(&self) -> Result<Survey>;
+    /// Updates still available in `release`, by the survey's own query (the verification).
+    async fn pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>>;
+    /// Downloads the updates of the target without changing the system.
+    async fn download(&self, target: &Target) -> Result<()>;
+    /// Installs the updates of the target (a no-op for those already up to date).
+    async fn install(&self, target: &Target) -> Result<()>;
+    /// Which reboot check this host has (asked before any drain).
+    async fn reboot_probe(&self) -> Result<RebootProbe>;
+    /// Whether what is installed needs a reboot, by `probe` (never [`RebootProbe::Rule`]).
+    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed>;
+    /// Updaters configured to install and reboot on their own.
+    async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>>;
+    /// Services still running code that an update replaced (`needs-restarting -s`,
+    /// `needrestart -b`), best effort: empty where no such tool answers.
+    async fn services_to_restart(&self) -> Vec<String>;
 }
 
 /// Builds the package manager named in `settings`, or the one `/etc/os-release` implies.
@@ -59,11 +133,17 @@ pub fn from_settings(settings: &PackageSettings, os_release: &Path) -> Result<Bo
         ManagerChoice::Auto => detect(os_release)?,
         chosen => chosen,
     };
-    let timeout = settings.command_timeout;
+    if choice != ManagerChoice::Dnf && settings.release != ReleasePolicy::Locked {
+        return Err(Error::Config(format!(
+            "packages.release is \"{}\", but only dnf (Amazon Linux 2023) has versioned repositories; \
+             leave it \"locked\" with {choice:?}",
+            String::from(settings.release.clone())
+        )));
+    }
     Ok(match choice {
-        ManagerChoice::Dnf => Box::new(Rpm::new(RpmTool::Dnf, settings.dnf.args.clone(), timeout)),
-        ManagerChoice::Yum => Box::new(Rpm::new(RpmTool::Yum, settings.yum.args.clone(), timeout)),
-        ManagerChoice::Apt => Box::new(Apt::new(settings.apt.clone(), timeout)),
+        ManagerChoice::Dnf => Box::new(Rpm::new(RpmTool::Dnf, &settings.dnf, settings)),
+        ManagerChoice::Yum => Box::new(Rpm::new(RpmTool::Yum, &settings.yum, settings)),
+        ManagerChoice::Apt => Box::new(Apt::new(settings.apt.clone(), settings)),
         ManagerChoice::Auto => unreachable!("detect() never answers auto"),
     })
 }
@@ -98,10 +178,10 @@ fn detect(os_release: &Path) -> Result<ManagerChoice> {
     }
 }
 
-/// Runs one package-manager command in the C locale, as a transaction that a stop request
+/// Runs one package-manager command in the C locale and UTC, as a transaction that a stop request
 /// waits for ([`shutdown::transaction`]); a failed start or a timeout is an error.
 async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<command::Output> {
-    let mut full_env = vec![("LC_ALL", "C")];
+    let mut full_env = vec![("LC_ALL", "C"), ("TZ", "UTC")];
     full_env.extend_from_slice(env);
     let _transaction = shutdown::transaction().await;
     command::run(argv, &full_env, limit).await.map_err(|e| {
@@ -115,6 +195,21 @@ async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<c
         }
         Error::Packages(e.to_string())
     })
+}
+
+/// Runs a tool that may be missing (a probe); its standard output when it exited 0.
+async fn optional(argv: &[String], limit: Duration) -> Option<String> {
+    match run(argv, &[], limit).await {
+        Ok(output) if output.code == Some(0) => Some(output.stdout),
+        Ok(output) => {
+            tracing::info!("{}", command::failure(argv, &output));
+            None
+        }
+        Err(e) => {
+            tracing::info!("{e}");
+            None
+        }
+    }
 }
 
 /// Fails with the command, exit code and last output lines unless it exited 0.

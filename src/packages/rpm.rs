@@ -1,11 +1,21 @@
 //! dnf (Amazon Linux 2023) and yum (Amazon Linux 2): the same verbs, different spellings.
+//!
+//! dnf plans with `repoquery --qf` (one record per line, fields of our choosing), never
+//! with the columns of `check-update`, which wrap when a name is long. yum (Amazon Linux 2)
+//! has no query command without yum-utils: its `check-update` is read as a stream of
+//! `name.arch version repo` triples, which a wrapped line does not break.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use super::{PackageManager, PackageUpdate, RebootNeed, expect_success, run};
+use super::{
+    PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target,
+    expect_success, optional, run,
+};
 use crate::command;
+use crate::config::{PackageSettings, ReleasePolicy, RpmSettings};
 use crate::error::{Error, Result};
-use tracing::info;
+use tracing::{info, warn};
 
 /// `check-update` exit code meaning "updates are available".
 const UPDATES_AVAILABLE: i32 = 100;
@@ -16,6 +26,15 @@ const DNF_LOCKED: i32 = 200;
 const WAITED_FOR_LOCK: &str = "Waiting for process with pid";
 /// Delay between two tries of a command that found the dnf lock taken.
 const LOCK_POLL: Duration = Duration::from_secs(5);
+/// The package whose version is the Amazon Linux 2023 release.
+///
+/// AWS: the releasever is "the value in the command line flag, --releasever=latest, if
+/// it's used", else "the value that's specified in the override variable file,
+/// /etc/dnf/vars/releasever, if it's set", else "the currently installed version of the
+/// system-release package" (Deterministic upgrades through versioned repositories).
+const RELEASE_PACKAGE: &str = "system-release";
+/// One record per package: name, epoch:version-release, build time (UTC, to the minute).
+const QUERY_FORMAT: &str = "%{name}|%{evr}|%{buildtime}";
 
 /// Which rpm-family tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,31 +50,75 @@ pub struct Rpm {
     tool: RpmTool,
     args: Vec<String>,
     timeout: Duration,
+    release: ReleasePolicy,
+    security_only: bool,
+    exclude: Vec<String>,
+    automatic_config: PathBuf,
 }
 
 impl Rpm {
-    /// A dnf or yum backend adding `args` to every command.
-    pub fn new(tool: RpmTool, args: Vec<String>, timeout: Duration) -> Self {
-        Self { tool, args, timeout }
+    /// A dnf or yum backend with its own `rpm` settings and the shared package settings.
+    pub fn new(tool: RpmTool, rpm: &RpmSettings, settings: &PackageSettings) -> Self {
+        Self {
+            tool,
+            args: rpm.args.clone(),
+            timeout: settings.command_timeout,
+            release: settings.release.clone(),
+            security_only: settings.security_only,
+            exclude: settings.exclude.clone(),
+            automatic_config: rpm.automatic_config.clone(),
+        }
     }
 
-    fn argv(&self, verb: &[&str], packages: &[String]) -> Vec<String> {
-        let program = match self.tool {
+    fn program(&self) -> &'static str {
+        match self.tool {
             RpmTool::Dnf => "dnf",
             RpmTool::Yum => "yum",
-        };
-        std::iter::once(program.to_string())
-            .chain(self.args.iter().cloned())
-            .chain(verb.iter().map(|s| s.to_string()))
-            .chain(packages.iter().cloned())
-            .collect()
+        }
     }
 
-    fn upgrade_verb(&self) -> &'static str {
-        match self.tool {
+    /// The command line: the program, the configured arguments, the release and the
+    /// security filter (the same for every verb, so that the plan, the download, the
+    /// install and the verification agree), then `verb` and `packages`.
+    fn argv(&self, release: Option<&str>, verb: &[&str], packages: &[String]) -> Vec<String> {
+        let mut argv = self.unfiltered(&[]);
+        argv.extend(release.map(|r| format!("--releasever={r}")));
+        if self.security_only {
+            argv.push("--security".into());
+        }
+        argv.extend(verb.iter().map(|s| s.to_string()));
+        argv.extend(packages.iter().cloned());
+        argv
+    }
+
+    /// The program, the configured arguments and `verb`: for what is installed, or a
+    /// reboot check, which no release or security filter concerns.
+    fn unfiltered(&self, verb: &[&str]) -> Vec<String> {
+        let mut argv = vec![self.program().to_string()];
+        argv.extend(self.args.iter().cloned());
+        argv.extend(verb.iter().map(|s| s.to_string()));
+        argv
+    }
+
+    /// A command that changes (or downloads) packages: `packages.exclude` applies, so no
+    /// dependency can pull an excluded package in.
+    fn change_argv(&self, target: &Target, extra: &[&str]) -> Vec<String> {
+        let upgrade = match self.tool {
             RpmTool::Dnf => "upgrade",
             RpmTool::Yum => "update",
-        }
+        };
+        let mut verb = vec!["-y"];
+        let excludes: Vec<String> = self.exclude.iter().map(|p| format!("--exclude={p}")).collect();
+        verb.extend(excludes.iter().map(String::as_str));
+        verb.push(upgrade);
+        verb.extend_from_slice(extra);
+        self.argv(target.release.as_deref(), &verb, &target.names)
+    }
+
+    /// A read-only query; its output on success.
+    async fn query(&self, argv: Vec<String>) -> Result<String> {
+        let output = run(&argv, &[], self.timeout).await?;
+        expect_success(&argv, output).map(|o| o.stdout)
     }
 
     /// Runs a command that changes or downloads packages. dnf waits for a lock held by a
@@ -88,43 +151,236 @@ impl Rpm {
             tokio::time::sleep(LOCK_POLL).await;
         }
     }
+
+    /// Installed packages: name and epoch:version-release.
+    async fn installed(&self) -> Result<Vec<(String, String)>> {
+        let out = self.query(self.unfiltered(&["-q", "repoquery", "--installed", "--qf", "%{name}|%{evr}"])).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(name, evr)| (name.to_string(), evr.to_string()))
+            .collect())
+    }
+
+    /// dnf: upgrades (install-only kernels included: a newer kernel is an upgrade of the
+    /// installed one) and packages that obsolete an installed one, as `dnf upgrade` would
+    /// take them. An obsoleter is matched against the installed packages' exact versions
+    /// (`name = evr`), as dnf itself does, so a stale `Obsoletes: foo < 2` is not planned.
+    async fn dnf_pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>> {
+        let installed = self.installed().await?;
+        let upgrades = self
+            .query(self.argv(release, &["-q", "repoquery", "--upgrades", "--latest-limit=1", "--qf", QUERY_FORMAT], &[]))
+            .await?;
+        let mut updates = parse_query(&upgrades, self.security_only);
+        let provided: Vec<String> = installed.iter().map(|(n, evr)| format!("{n} = {evr}")).collect();
+        if !provided.is_empty() {
+            let obsoleting = self
+                .query(self.argv(
+                    release,
+                    &[
+                        "-q",
+                        "repoquery",
+                        "--available",
+                        "--latest-limit=1",
+                        "--qf",
+                        QUERY_FORMAT,
+                        "--whatobsoletes",
+                        &provided.join(","),
+                    ],
+                    &[],
+                ))
+                .await?;
+            for update in parse_query(&obsoleting, self.security_only) {
+                let already = installed.iter().any(|(n, _)| *n == update.name);
+                if !already && !updates.iter().any(|u| u.name == update.name) {
+                    updates.push(update);
+                }
+            }
+        }
+        for update in &mut updates {
+            update.current = installed.iter().find(|(n, _)| *n == update.name).map(|(_, evr)| evr.clone());
+        }
+        Ok(updates)
+    }
+
+    /// yum: `check-update` (exit 100 when updates are available).
+    async fn yum_pending(&self) -> Result<Vec<PackageUpdate>> {
+        let argv = self.argv(None, &["-q", "check-update"], &[]);
+        let output = run(&argv, &[], self.timeout).await?;
+        match output.code {
+            Some(0) => Ok(Vec::new()),
+            Some(UPDATES_AVAILABLE) => Ok(parse_check_update(&output.stdout, self.security_only)),
+            _ => Err(Error::Packages(command::failure(&argv, &output))),
+        }
+    }
+
+    /// The release the host is locked to, and the newest one published (dnf only).
+    async fn releases(&self) -> Result<Option<Releases>> {
+        if self.tool != RpmTool::Dnf {
+            return Ok(None);
+        }
+        let installed = self.installed().await?;
+        let Some((_, evr)) = installed.iter().find(|(n, _)| n == RELEASE_PACKAGE) else {
+            return Ok(None); // not a system with versioned repositories
+        };
+        let vars = self.installroot().join("etc/dnf/vars/releasever");
+        let running = match std::fs::read_to_string(&vars) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            _ => version_of(evr),
+        };
+        let newest = self
+            .query(self.unfiltered(&[
+                "--releasever=latest",
+                "-q",
+                "repoquery",
+                "--available",
+                "--latest-limit=1",
+                "--qf",
+                "%{evr}",
+                RELEASE_PACKAGE,
+            ]))
+            .await;
+        let newest = match newest {
+            Ok(out) => out.lines().next().map(version_of),
+            Err(e) => {
+                warn!("cannot find the newest release: {e}");
+                None
+            }
+        };
+        let target = match &self.release {
+            ReleasePolicy::Locked => None,
+            ReleasePolicy::Pinned(version) => Some(version.clone()),
+            ReleasePolicy::Latest => match &newest {
+                Some(v) if *v != running => Some(v.clone()),
+                Some(_) => None,
+                None => {
+                    return Err(Error::Packages(
+                        "packages.release is \"latest\" but the newest release cannot be found".into(),
+                    ));
+                }
+            },
+        };
+        if let (ReleasePolicy::Locked, Some(v)) = (&self.release, &newest)
+            && *v != running
+        {
+            info!(running = %running, newest = %v, "a newer release is available; packages.release is \"locked\"");
+        }
+        Ok(Some(Releases { running, newest, target }))
+    }
+
+    /// The root dnf works on (`--installroot`, else `/`).
+    fn installroot(&self) -> PathBuf {
+        self.args.iter().find_map(|a| a.strip_prefix("--installroot=")).unwrap_or("/").into()
+    }
 }
 
 #[async_trait::async_trait]
 impl PackageManager for Rpm {
     fn name(&self) -> &'static str {
+        self.program()
+    }
+
+    async fn survey(&self) -> Result<Survey> {
+        let releases = self.releases().await?;
+        let updates = self.pending(releases.as_ref().and_then(|r| r.target.as_deref())).await?;
+        Ok(Survey { releases, updates })
+    }
+
+    async fn pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>> {
         match self.tool {
-            RpmTool::Dnf => "dnf",
-            RpmTool::Yum => "yum",
+            RpmTool::Dnf => self.dnf_pending(release).await,
+            RpmTool::Yum => self.yum_pending().await,
         }
     }
 
-    async fn pending_updates(&self) -> Result<Vec<PackageUpdate>> {
-        let argv = self.argv(&["-q", "check-update"], &[]);
-        let output = run(&argv, &[], self.timeout).await?;
-        match output.code {
-            Some(0) => Ok(Vec::new()),
-            Some(UPDATES_AVAILABLE) => Ok(parse_check_update(&output.stdout)),
-            _ => Err(Error::Packages(command::failure(&argv, &output))),
+    async fn download(&self, target: &Target) -> Result<()> {
+        self.run_checked(self.change_argv(target, &["--downloadonly"])).await
+    }
+
+    async fn install(&self, target: &Target) -> Result<()> {
+        self.run_checked(self.change_argv(target, &[])).await
+    }
+
+    async fn reboot_probe(&self) -> Result<RebootProbe> {
+        match self.reboot_required(RebootProbe::NeedsRestarting).await {
+            Ok(_) => Ok(RebootProbe::NeedsRestarting),
+            Err(e) => {
+                info!("needs-restarting cannot answer ({e}); the reboot rule decides");
+                Ok(RebootProbe::Rule)
+            }
         }
     }
 
-    async fn download(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb(), "--downloadonly"], packages)).await
-    }
-
-    async fn install(&self, packages: &[String]) -> Result<()> {
-        self.run_checked(self.argv(&["-y", self.upgrade_verb()], packages)).await
-    }
-
-    async fn reboot_required(&self) -> Result<RebootNeed> {
+    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed> {
+        if probe != RebootProbe::NeedsRestarting {
+            return Err(Error::Packages(format!("{} has no reboot probe {probe:?}", self.program())));
+        }
         let argv = match self.tool {
-            RpmTool::Dnf => self.argv(&["needs-restarting", "-r"], &[]),
+            RpmTool::Dnf => self.unfiltered(&["needs-restarting", "-r"]),
             RpmTool::Yum => vec!["needs-restarting".into(), "-r".into()],
         };
         let output = run(&argv, &[], self.timeout).await?;
         read_needs_restarting(&argv, &output)
     }
+
+    async fn services_to_restart(&self) -> Vec<String> {
+        let argv = match self.tool {
+            RpmTool::Dnf => self.unfiltered(&["-q", "needs-restarting", "-s"]),
+            RpmTool::Yum => vec!["needs-restarting".into(), "-s".into()],
+        };
+        let listed = optional(&argv, self.timeout).await.unwrap_or_default();
+        listed.lines().map(str::trim).filter(|l| l.ends_with(".service")).map(str::to_string).collect()
+    }
+
+    async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
+        if self.tool != RpmTool::Dnf || !self.automatic_config.exists() {
+            return Ok(Vec::new());
+        }
+        let mut ini = configparser::ini::Ini::new();
+        ini.load(&self.automatic_config).map_err(|e| {
+            Error::Packages(format!("cannot read dnf-automatic's {}: {e}", self.automatic_config.display()))
+        })?;
+        // dnf-automatic: "reboot: either one of never, when-changed, when-needed".
+        let reboot = ini.get("commands", "reboot").unwrap_or_else(|| "never".into());
+        Ok(if reboot.trim() == "never" {
+            Vec::new()
+        } else {
+            vec![RebootingUpdater {
+                name: "dnf-automatic".into(),
+                because: format!("reboot = {} in {}", reboot.trim(), self.automatic_config.display()),
+            }]
+        })
+    }
+}
+
+/// The version part of `[epoch:]version-release` (`2023.6.20241010` of `2023.6.20241010-0.amzn2023`).
+fn version_of(evr: &str) -> String {
+    let without_epoch = evr.split_once(':').map_or(evr, |(_, rest)| rest);
+    without_epoch.rsplit_once('-').map_or(without_epoch, |(version, _)| version).to_string()
+}
+
+/// Reads `repoquery --qf QUERY_FORMAT` output; `security` marks every update as a
+/// security fix (the query ran with `--security`).
+fn parse_query(stdout: &str, security: bool) -> Vec<PackageUpdate> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('|');
+            let (name, evr, built) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(PackageUpdate {
+                name: name.to_string(),
+                current: None,
+                available: evr.trim_start_matches("0:").to_string(),
+                built: parse_build_time(built),
+                security,
+            })
+        })
+        .collect()
+}
+
+/// dnf prints a build time as `YYYY-MM-DD HH:MM` in the local zone (UTC here: `run` sets TZ).
+fn parse_build_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(&format!("{}:00", text.trim())).ok()
 }
 
 /// Reads `needs-restarting -r`: exit 1 alone is not enough (any error exits 1 too), so the
@@ -149,26 +405,32 @@ fn summary(text: &str) -> String {
     text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
-/// Parses `check-update` output: `name.arch  version-release  repo` per line.
-fn parse_check_update(stdout: &str) -> Vec<PackageUpdate> {
+/// Reads yum's `check-update` as a stream of `name.arch version repo` triples: a long name
+/// wraps the line after it, which a line-by-line reading would lose. Stops at "Obsoleting
+/// Packages" (yum installs those through the packages they obsolete).
+fn parse_check_update(stdout: &str, security: bool) -> Vec<PackageUpdate> {
+    let body = stdout.split("Obsoleting Packages").next().unwrap_or_default();
+    let tokens: Vec<&str> = body.split_whitespace().collect();
     let mut updates: Vec<PackageUpdate> = Vec::new();
-    for line in stdout.lines() {
-        if line.starts_with("Obsoleting") {
-            break;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name_arch, version, _repo] = fields[..] else {
-            continue;
-        };
-        let Some((name, _arch)) = name_arch.rsplit_once('.') else {
-            continue;
-        };
-        if !version.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+    let mut i = 0;
+    while i + 2 < tokens.len() {
+        let (name_arch, version) = (tokens[i], tokens[i + 1]);
+        let looks_like_package = name_arch.rsplit_once('.').is_some_and(|(n, arch)| !n.is_empty() && !arch.is_empty());
+        if !(looks_like_package && version.starts_with(|c: char| c.is_ascii_digit())) {
+            i += 1;
             continue;
         }
+        let name = name_arch.rsplit_once('.').map_or(name_arch, |(n, _)| n);
         if !updates.iter().any(|u| u.name == name) {
-            updates.push(PackageUpdate { name: name.to_string(), current: None, available: version.to_string() });
+            updates.push(PackageUpdate {
+                name: name.to_string(),
+                current: None,
+                available: version.to_string(),
+                built: None,
+                security,
+            });
         }
+        i += 3;
     }
     updates
 }
@@ -178,19 +440,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_check_update_and_skips_noise_and_obsoletes() {
+    fn reads_wrapped_check_update_and_skips_noise_and_obsoletes() {
         let out = "\n\
-Last metadata expiration check: 0:00:01 ago on Fri Nov 27 13:00:00 2026.\n\
-kernel.x86_64                 6.1.112-122.189.amzn2023   amazonlinux\n\
-ecs-init.x86_64               1.89.2-1.amzn2023          amazonlinux\n\
-ecs-init.i686                 1.89.2-1.amzn2023          amazonlinux\n\
-Security: kernel-6.1.112 is an installed security update\n\
+kernel.x86_64                 4.14.355-275.570.amzn2   amzn2-core\n\
+a-very-long-package-name-that-wraps.x86_64\n\
+                              1.2.3-4.amzn2            amzn2-core\n\
+ecs-init.x86_64               1.89.2-1.amzn2           amzn2extra-ecs\n\
 Obsoleting Packages\n\
-grub2-tools.x86_64            1:2.06-61.amzn2023         amazonlinux\n";
-        let updates = parse_check_update(out);
+grub2-tools.x86_64            1:2.06-61.amzn2          amzn2-core\n";
+        let updates = parse_check_update(out, false);
         let names: Vec<&str> = updates.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["kernel", "ecs-init"]);
-        assert_eq!(updates[0].available, "6.1.112-122.189.amzn2023");
+        assert_eq!(names, ["kernel", "a-very-long-package-name-that-wraps", "ecs-init"]);
+        assert_eq!(updates[1].available, "1.2.3-4.amzn2");
+    }
+
+    #[test]
+    fn reads_repoquery_records() {
+        let updates = parse_query("kernel|0:6.1.112-122.amzn2023|2024-10-01 12:30\nbroken line\n", true);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].available, "6.1.112-122.amzn2023");
+        assert!(updates[0].security);
+        let built = updates[0].built.expect("a build time");
+        assert_eq!(humantime::format_rfc3339_seconds(built).to_string(), "2024-10-01T12:30:00Z");
+        assert_eq!(version_of("2023.6.20241010-0.amzn2023"), "2023.6.20241010");
+        assert_eq!(version_of("1:2.0-1"), "2.0");
     }
 
     fn output(code: i32, stdout: &str) -> command::Output {

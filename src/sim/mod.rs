@@ -64,7 +64,15 @@ pub struct Options {
     pub start_within: Duration,
     /// Fault rates.
     pub faults: Faults,
+    /// Weekly rolls to run, one after the other.
+    pub weeks: usize,
+    /// One week in this many carries a kernel (the first does); the others carry a
+    /// userland update, installed in place without a drain.
+    pub kernel_every: usize,
 }
+
+/// The time between two weekly rolls.
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn display<S: serde::Serializer>(budget: &Budget, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(budget)
@@ -161,11 +169,25 @@ pub struct Report {
     pub grants_after_pause: usize,
     /// Live hosts left DRAINING by ecs-patchd (must be 0).
     pub left_draining: usize,
+    /// Cycles that patched a host, over every week.
+    pub cycles_patched: usize,
+    /// Of those, the cycles that drained the host.
+    pub drains: usize,
+    /// Of those, the cycles that installed in place, without a drain.
+    pub drains_avoided: usize,
 }
 
 struct HostOutcome {
-    cycle: Option<Cycle>,
+    /// The cycle of each week the host lived through.
+    cycles: Vec<Cycle>,
     dead: bool,
+}
+
+impl HostOutcome {
+    /// The last week's cycle.
+    fn cycle(&self) -> Option<&Cycle> {
+        self.cycles.last()
+    }
 }
 
 /// Runs the simulation on a fresh virtual clock; `progress` is called every virtual minute.
@@ -219,6 +241,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
         .map_err(|e| Error::Host(format!("cannot create the simulation's state directory: {e}")))?;
     let finished = Arc::new(Mutex::new(0usize));
+    let started = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for host in 0..options.hosts {
         let faults = HostFaults {
@@ -241,6 +264,9 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
             timings,
             faults,
             finished: Arc::clone(&finished),
+            started,
+            weeks: options.weeks,
+            kernel_every: options.kernel_every,
         };
         handles.push(tokio::spawn(host_main(context)));
     }
@@ -297,6 +323,10 @@ struct HostContext {
     timings: Timings,
     faults: HostFaults,
     finished: Arc<Mutex<usize>>,
+    /// When the simulation began (virtual), and how many weeks it runs.
+    started: tokio::time::Instant,
+    weeks: usize,
+    kernel_every: usize,
 }
 
 /// One host: runs the daemon's cycle; when the machine reboots or the daemon crashes, the
@@ -308,13 +338,13 @@ async fn host_main(ctx: HostContext) -> Result<HostOutcome> {
 }
 
 async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
-    tokio::time::sleep(ctx.faults.start_at).await;
     let (power_tx, mut power) = mpsc::unbounded_channel();
     let boot_id = Arc::new(Mutex::new(format!("boot-{}-0", ctx.host)));
     if let Some(at) = ctx.faults.crash_at {
         let tx = power_tx.clone();
+        let start_at = ctx.faults.start_at;
         tokio::spawn(async move {
-            tokio::time::sleep(at).await;
+            tokio::time::sleep(start_at + at).await;
             let _ = tx.send(Power::Crash);
         });
     }
@@ -334,7 +364,19 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
         }
     };
     let mut boots = 0u32;
-    loop {
+    let mut cycles = Vec::new();
+    let began = ctx.clock.now();
+    for week in 0..ctx.weeks.max(1) {
+        let week_starts = WEEK * u32::try_from(week).unwrap_or(u32::MAX) + ctx.faults.start_at;
+        tokio::time::sleep_until(ctx.started + week_starts).await;
+        {
+            let mut w = ctx.world.lock().expect("world");
+            let instance = &mut w.instances[ctx.host];
+            instance.patched = false;
+            instance.kernel_week = week % ctx.kernel_every.max(1) == 0;
+        }
+        let since = began + week_starts;
+        loop {
         let ports = Ports {
             ecs: Box::new(SimEcs {
                 world: Arc::clone(&ctx.world),
@@ -367,13 +409,16 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
         let existing = journal.load::<Cycle>()?;
         let run = async {
             match existing {
-                Some(cycle) if cycle.state.is_done() => Ok(cycle),
-                Some(cycle) => machine.resume(cycle).await,
-                None => machine.start(&identity).await,
+                Some(cycle) if cycle.state.is_done() && cycle.started_at >= since => Ok(cycle),
+                Some(cycle) if !cycle.state.is_done() => machine.resume(cycle).await,
+                _ => machine.start(&identity).await,
             }
         };
         let event = tokio::select! {
-            result = run => return result.map(|cycle| HostOutcome { cycle: Some(cycle), dead: false }),
+            result = run => {
+                cycles.push(result?);
+                break;
+            }
             event = power.recv() => event,
         };
         drop(machine);
@@ -382,7 +427,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
             Some(Power::Reboot) if ctx.faults.never_returns => {
                 let mut w = ctx.world.lock().expect("world");
                 w.instances[ctx.host].dead = true;
-                return Ok(HostOutcome { cycle: None, dead: true });
+                return Ok(HostOutcome { cycles, dead: true });
             }
             Some(Power::Reboot) => {
                 tokio::time::sleep(ctx.timings.boot).await;
@@ -391,7 +436,9 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
             }
             Some(Power::Crash) | None => tokio::time::sleep(ctx.timings.restart).await,
         }
+        }
     }
+    Ok(HostOutcome { cycles, dead: false })
 }
 
 fn report(
@@ -402,7 +449,13 @@ fn report(
     clock: &SimClock,
 ) -> Report {
     let budget = options.max_unavailable.resolve(options.hosts);
-    let cycles: Vec<&Cycle> = outcomes.iter().filter_map(|o| o.cycle.as_ref()).collect();
+    let cycles: Vec<&Cycle> = outcomes.iter().filter_map(HostOutcome::cycle).collect();
+    let every_week: Vec<&Cycle> = outcomes.iter().flat_map(|o| &o.cycles).collect();
+    let patched_cycles: Vec<&&Cycle> = every_week
+        .iter()
+        .filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
+        .collect();
+    let drains = patched_cycles.iter().filter(|c| c.history.iter().any(|m| m.step == "draining")).count();
     let end = clock.now();
     let slot_times: Vec<f64> = cycles
         .iter()
@@ -478,7 +531,7 @@ fn report(
             .iter()
             .zip(&w.instances)
             .filter(|(o, _)| {
-                o.cycle.as_ref().is_some_and(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
+                o.cycle().is_some_and(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
             })
             .filter(|(_, i)| !(i.patched && i.status == "ACTIVE" && i.agent_up))
             .count(),
@@ -504,5 +557,8 @@ fn report(
             .iter()
             .filter(|i| !i.dead && i.status == "DRAINING" && i.drained_by.is_some())
             .count(),
+        cycles_patched: patched_cycles.len(),
+        drains,
+        drains_avoided: patched_cycles.len() - drains,
     }
 }

@@ -17,7 +17,7 @@ use crate::ecs::{ContainerInstance, Ecs, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lifecycle::{Leaving, Lifecycle, ScaleIn};
-use crate::packages::{PackageManager, PackageUpdate, RebootNeed};
+use crate::packages::{PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target};
 
 /// The simulation's durations.
 #[derive(Debug, Clone, Copy)]
@@ -379,6 +379,11 @@ impl Host for SimHost {
         self.agent_comes_up().await;
         Ok(())
     }
+
+    async fn restart_runtime(&self) -> Result<()> {
+        self.agent_comes_up().await;
+        Ok(())
+    }
 }
 
 /// The package manager of host `host`.
@@ -395,31 +400,52 @@ pub struct SimPackages {
     pub clock: std::sync::Arc<SimClock>,
 }
 
+impl SimPackages {
+    fn update(name: &str, current: &str, available: &str) -> PackageUpdate {
+        PackageUpdate {
+            name: name.into(),
+            current: Some(current.into()),
+            available: available.into(),
+            built: None,
+            security: false,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl PackageManager for SimPackages {
     fn name(&self) -> &'static str {
         "simulated"
     }
 
-    async fn pending_updates(&self) -> Result<Vec<PackageUpdate>> {
-        if self.world.lock().expect("world").instances[self.host].patched {
-            return Ok(Vec::new());
-        }
-        Ok(vec![
-            PackageUpdate { name: "kernel".into(), current: Some("6.1.1".into()), available: "6.1.2".into() },
-            PackageUpdate { name: "ecs-init".into(), current: Some("1.0.0".into()), available: "1.1.0".into() },
-        ])
+    async fn survey(&self) -> Result<Survey> {
+        Ok(Survey { releases: None, updates: self.pending(None).await? })
     }
 
-    async fn download(&self, _: &[String]) -> Result<()> {
+    /// This week's update: a kernel and the agent on kernel weeks, a userland library
+    /// (installed in place) on the others.
+    async fn pending(&self, _: Option<&str>) -> Result<Vec<PackageUpdate>> {
+        let w = self.world.lock().expect("world");
+        if w.instances[self.host].patched {
+            return Ok(Vec::new());
+        }
+        Ok(if w.instances[self.host].kernel_week {
+            vec![Self::update("kernel", "6.1.1", "6.1.2"), Self::update("ecs-init", "1.0.0", "1.1.0")]
+        } else {
+            vec![Self::update("openssl-libs", "3.0.8-1", "3.0.8-2")]
+        })
+    }
+
+    async fn download(&self, _: &Target) -> Result<()> {
         self.clock.sleep(self.timings.download).await;
         Ok(())
     }
 
-    async fn install(&self, _: &[String]) -> Result<()> {
+    async fn install(&self, target: &Target) -> Result<()> {
+        let in_place = !target.names.iter().any(|n| n == "kernel");
         {
             let mut w = self.world.lock().expect("world");
-            if w.tasks.iter().any(|t| t.host == self.host) {
+            if !in_place && w.tasks.iter().any(|t| t.host == self.host) {
                 w.installs_beside_live_tasks += 1;
             }
         }
@@ -431,8 +457,20 @@ impl PackageManager for SimPackages {
         Ok(())
     }
 
-    async fn reboot_required(&self) -> Result<RebootNeed> {
+    async fn reboot_probe(&self) -> Result<RebootProbe> {
+        Ok(RebootProbe::NeedsRestarting)
+    }
+
+    async fn reboot_required(&self, _: RebootProbe) -> Result<RebootNeed> {
         Ok(RebootNeed { needed: true, reason: "kernel updated (simulated)".into() })
+    }
+
+    async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
+        Ok(Vec::new())
+    }
+
+    async fn services_to_restart(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 

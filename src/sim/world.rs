@@ -46,6 +46,8 @@ pub struct SimInstance {
     pub slow_factor: u32,
     /// Packages installed at the new version.
     pub patched: bool,
+    /// This week's update carries a kernel (else a userland library, installed in place).
+    pub kernel_week: bool,
     /// It rebooted and never came back.
     pub dead: bool,
 }
@@ -136,6 +138,7 @@ impl WorldState {
                 draining_since: 0,
                 slow_factor: 1,
                 patched: false,
+                kernel_week: true,
                 dead: false,
             })
             .collect();

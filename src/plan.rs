@@ -1,0 +1,281 @@
+//! What a cycle installs and what that asks of the host, decided before anything changes:
+//! which updates (release, security, exclusions, minimum age), and which class of update
+//! it is, which says whether the host must be drained and what follows the install.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::config::{DrainPolicy, PackageSettings};
+use crate::error::Result;
+use crate::journal::{self, Journal};
+use crate::packages::{PackageManager, PackageUpdate, RebootProbe, RebootingUpdater, Releases};
+
+/// The state-directory file recording when this host first saw each update.
+const FIRST_SEEN_FILE: &str = "first-seen.json";
+
+/// What an update asks of the host, from the package names alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// A package of `packages.reboot_packages` (kernel, glibc, systemd, ...): drain,
+    /// install, reboot.
+    Reboot,
+    /// What running tasks use from the host (`packages.runtime_packages`: docker,
+    /// containerd, runc, CNI, iptables, GPU drivers): drain, install, then
+    /// `packages.runtime` (restart the runtime, reboot, or leave it).
+    Runtime,
+    /// The ECS agent, with at most packages of the in-place kind: install, restart the
+    /// agent, no drain.
+    Agent,
+    /// Nothing a task depends on (containers carry their own userland): install in place.
+    InPlace,
+}
+
+/// What the cycle will install, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The updates to install.
+    pub updates: Vec<PackageUpdate>,
+    /// The repository release every command uses (`--releasever`), or none for the locked one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The class of the update (journals from before classes: a drained reboot cycle).
+    #[serde(default = "legacy_class")]
+    pub class: Class,
+    /// Why it is of that class.
+    #[serde(default)]
+    pub why: String,
+    /// Whether the host is drained for it.
+    #[serde(default = "legacy_drain")]
+    pub drain: bool,
+    /// How the reboot check is made after the install.
+    #[serde(default)]
+    pub reboot_probe: RebootProbe,
+    /// Whether an ECS agent package is among the updates (the agent must restart).
+    #[serde(default)]
+    pub updates_agent: bool,
+}
+
+fn legacy_class() -> Class {
+    Class::Reboot
+}
+
+fn legacy_drain() -> bool {
+    true
+}
+
+/// An update left out of the plan, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The package.
+    pub name: String,
+    /// The version left out.
+    pub available: String,
+    /// The setting that holds it back.
+    pub why: String,
+}
+
+/// Everything found while planning: `check` shows it all, `run` acts on the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planning {
+    /// The plan (no updates: nothing to do).
+    pub plan: Plan,
+    /// Updates held back by `packages.exclude` or `packages.min_age`.
+    pub held: Vec<Held>,
+    /// The releases, on Amazon Linux 2023.
+    pub releases: Option<Releases>,
+    /// Updaters that reboot the host by themselves.
+    pub rebooting_updaters: Vec<RebootingUpdater>,
+}
+
+impl Plan {
+    /// The package names, as given to the package manager.
+    pub fn names(&self) -> Vec<String> {
+        self.updates.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// True when the ECS agent is all that changes.
+    pub fn agent_only(&self, settings: &PackageSettings) -> bool {
+        !self.updates.is_empty() && self.updates.iter().all(|u| is_agent(settings, &u.name))
+    }
+}
+
+/// Surveys the package manager and makes the plan. With a `journal` (a run, not `check`),
+/// records when each update was first seen, for `packages.min_age` where the package
+/// manager gives no build time (apt).
+pub async fn make(
+    packages: &dyn PackageManager,
+    settings: &PackageSettings,
+    now: SystemTime,
+    state_dir: &std::path::Path,
+    journal: Option<&Journal>,
+) -> Result<Planning> {
+    let rebooting_updaters = packages.rebooting_updaters().await?;
+    let survey = packages.survey().await?;
+    let first_seen = first_seen(&survey.updates, now, state_dir, journal);
+    let (chosen, held) = select(survey.updates, settings, now, &first_seen);
+    let reboot_probe = if chosen.is_empty() { RebootProbe::default() } else { packages.reboot_probe().await? };
+    let (class, why) = classify(&chosen, settings);
+    let updates_agent = chosen.iter().any(|u| is_agent(settings, &u.name));
+    let agent_only = !chosen.is_empty() && chosen.iter().all(|u| is_agent(settings, &u.name));
+    let drain = match class {
+        Class::Reboot | Class::Runtime => true,
+        Class::Agent | Class::InPlace => settings.drain == DrainPolicy::Always && !agent_only,
+    };
+    let release = survey.releases.as_ref().and_then(|r| r.target.clone());
+    let plan = Plan { updates: chosen, release, class, why, drain, reboot_probe, updates_agent };
+    Ok(Planning { plan, held, releases: survey.releases, rebooting_updaters })
+}
+
+fn is_agent(settings: &PackageSettings, name: &str) -> bool {
+    settings.agent_packages.iter().any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+}
+
+/// The first glob of `globs` that `name` matches.
+fn matching<'a>(globs: impl Iterator<Item = &'a String>, name: &str) -> Option<&'a String> {
+    globs.into_iter().find(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+}
+
+/// Splits the updates into those to install and those held back (`packages.exclude`,
+/// `packages.min_age`, counted from the build time or, without one, from `first_seen`).
+fn select(
+    updates: Vec<PackageUpdate>,
+    settings: &PackageSettings,
+    now: SystemTime,
+    first_seen: &BTreeMap<String, SystemTime>,
+) -> (Vec<PackageUpdate>, Vec<Held>) {
+    let mut chosen = Vec::new();
+    let mut held = Vec::new();
+    for update in updates {
+        let why = if let Some(glob) = matching(settings.exclude.iter(), &update.name) {
+            Some(format!("packages.exclude \"{glob}\""))
+        } else if settings.min_age > Duration::ZERO {
+            let (since, what) = match update.built {
+                Some(built) => (Some(built), "built"),
+                None => (first_seen.get(&seen_key(&update)).copied(), "first seen"),
+            };
+            let age = since.map_or(Duration::ZERO, |t| now.duration_since(t).unwrap_or_default());
+            (age < settings.min_age).then(|| {
+                format!(
+                    "{what} {} ago, packages.min_age is {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs() / 3600 * 3600)),
+                    humantime::format_duration(settings.min_age)
+                )
+            })
+        } else {
+            None
+        };
+        match why {
+            Some(why) => held.push(Held { name: update.name, available: update.available, why }),
+            None => chosen.push(update),
+        }
+    }
+    (chosen, held)
+}
+
+/// The class of `updates` and why: a reboot package wins over a runtime one, which wins
+/// over the agent.
+fn classify(updates: &[PackageUpdate], settings: &PackageSettings) -> (Class, String) {
+    let first = |globs: &mut dyn Iterator<Item = &String>| {
+        let globs: Vec<&String> = globs.collect();
+        updates.iter().find_map(|u| matching(globs.iter().copied(), &u.name).map(|g| (u.name.clone(), g.clone())))
+    };
+    if let Some((name, glob)) = first(&mut settings.reboot_globs()) {
+        (Class::Reboot, format!("{name} matches packages.reboot_packages \"{glob}\""))
+    } else if let Some((name, glob)) = first(&mut settings.runtime_globs()) {
+        (Class::Runtime, format!("{name} matches packages.runtime_packages \"{glob}\""))
+    } else if let Some(agent) = updates.iter().find(|u| is_agent(settings, &u.name)) {
+        (Class::Agent, format!("{} is the ECS agent; nothing else needs more than an in-place install", agent.name))
+    } else {
+        (Class::InPlace, "no update touches the kernel, core libraries, the container runtime or the agent".into())
+    }
+}
+
+fn seen_key(update: &PackageUpdate) -> String {
+    format!("{} {}", update.name, update.available)
+}
+
+/// When this host first saw each of `updates` (now, for those new); with a journal, the
+/// record is kept for the next run, pruned to the updates still offered.
+fn first_seen(
+    updates: &[PackageUpdate],
+    now: SystemTime,
+    state_dir: &std::path::Path,
+    journal: Option<&Journal>,
+) -> BTreeMap<String, SystemTime> {
+    let known: BTreeMap<String, SystemTime> = match journal::read_file(state_dir, FIRST_SEEN_FILE) {
+        Ok(known) => known.unwrap_or_default(),
+        Err(e) => {
+            warn!("{e}; the first-seen times start afresh");
+            BTreeMap::new()
+        }
+    };
+    let seen: BTreeMap<String, SystemTime> = updates
+        .iter()
+        .filter(|u| u.built.is_none())
+        .map(|u| {
+            let key = seen_key(u);
+            let at = known.get(&key).copied().unwrap_or(now);
+            (key, at)
+        })
+        .collect();
+    if let Some(journal) = journal
+        && seen != known
+        && let Err(e) = journal.save_file(FIRST_SEEN_FILE, &seen)
+    {
+        warn!("cannot record when updates were first seen: {e}");
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(name: &str) -> PackageUpdate {
+        PackageUpdate { name: name.into(), current: None, available: "2".into(), built: None, security: false }
+    }
+
+    fn class_of(names: &[&str]) -> Class {
+        let updates: Vec<PackageUpdate> = names.iter().map(|n| update(n)).collect();
+        classify(&updates, &PackageSettings::default()).0
+    }
+
+    #[test]
+    fn classes_follow_the_most_demanding_package() {
+        assert_eq!(class_of(&["curl", "kernel6.12", "docker"]), Class::Reboot);
+        assert_eq!(class_of(&["linux-image-6.1.0-28-amd64"]), Class::Reboot);
+        assert_eq!(class_of(&["curl", "containerd"]), Class::Runtime);
+        assert_eq!(class_of(&["libnvidia-container1"]), Class::Runtime);
+        assert_eq!(class_of(&["curl", "ecs-init"]), Class::Agent);
+        assert_eq!(class_of(&["amazon-ecs-init"]), Class::Agent);
+        assert_eq!(class_of(&["curl", "openssl-libs"]), Class::InPlace);
+    }
+
+    #[test]
+    fn exclusions_and_young_updates_are_held() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 86400);
+        let settings = PackageSettings {
+            exclude: vec!["docker*".into()],
+            min_age: Duration::from_secs(7 * 86400),
+            ..PackageSettings::default()
+        };
+        let mut old = update("curl");
+        old.built = Some(now - Duration::from_secs(8 * 86400));
+        let mut young = update("openssl");
+        young.built = Some(now - Duration::from_secs(2 * 86400));
+        let seen_long_ago = update("libc-bin");
+        let first_seen = BTreeMap::from([(seen_key(&seen_long_ago), now - Duration::from_secs(30 * 86400))]);
+        let (chosen, held) =
+            select(vec![old, young, update("docker"), seen_long_ago, update("tzdata")], &settings, now, &first_seen);
+        let names: Vec<&str> = chosen.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["curl", "libc-bin"]);
+        let why: Vec<(&str, &str)> = held.iter().map(|h| (h.name.as_str(), h.why.as_str())).collect();
+        assert_eq!(why[0], ("openssl", "built 2days ago, packages.min_age is 7days"));
+        assert_eq!(why[1], ("docker", "packages.exclude \"docker*\""));
+        assert_eq!(why[2].0, "tzdata", "never seen before: age 0");
+    }
+}
