@@ -9,7 +9,7 @@ use crate::cycle::{Cycle, Ports};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle;
-use crate::packages::{RebootNeed, RebootProbe, RebootRule, RebootingUpdater, Releases};
+use crate::packages::{RebootNeed, RebootProbe, RebootRule, RebootingUpdater};
 use crate::plan::{self, Class, Held, Plan};
 
 /// The answer of `check`.
@@ -31,8 +31,8 @@ pub struct Preview {
     pub package_manager: String,
     /// What the package settings select.
     pub filters: Filters,
-    /// `packages.release`, and the releases the host runs and could move to (Amazon Linux 2023).
-    pub release: ReleaseView,
+    /// `packages.release` (the releases found are in the plan, on Amazon Linux 2023).
+    pub release_policy: ReleasePolicy,
     /// What `run` would install, its class and why.
     pub plan: Plan,
     /// Updates held back by the filters.
@@ -65,16 +65,6 @@ pub struct Filters {
     pub min_age: Duration,
     /// `packages.drain`.
     pub drain: DrainPolicy,
-}
-
-/// The release policy and what it finds.
-#[derive(Debug, Serialize)]
-pub struct ReleaseView {
-    /// `packages.release`.
-    pub policy: ReleasePolicy,
-    /// What the host runs, the newest release, and the one the plan installs from.
-    #[serde(flatten)]
-    pub releases: Option<Releases>,
 }
 
 /// Looks at the host, ECS and the package manager, and says what `run` would do.
@@ -145,7 +135,7 @@ pub async fn preview(
             min_age: packages.min_age,
             drain: packages.drain,
         },
-        release: ReleaseView { policy: packages.release.clone(), releases: planning.releases },
+        release_policy: packages.release.clone(),
         plan,
         held: planning.held,
         rebooting_updaters: planning.rebooting_updaters,

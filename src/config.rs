@@ -267,9 +267,9 @@ pub struct PackageSettings {
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
     /// dnf specifics.
-    pub dnf: RpmSettings,
+    pub dnf: DnfSettings,
     /// yum specifics.
-    pub yum: RpmSettings,
+    pub yum: YumSettings,
     /// apt specifics.
     pub apt: AptSettings,
 }
@@ -294,8 +294,8 @@ impl Default for PackageSettings {
             boot_dir: "/boot".into(),
             running_kernel: "/proc/sys/kernel/osrelease".into(),
             command_timeout: Duration::from_secs(30 * 60),
-            dnf: RpmSettings::default(),
-            yum: RpmSettings::default(),
+            dnf: DnfSettings::default(),
+            yum: YumSettings::default(),
             apt: AptSettings::default(),
         }
     }
@@ -361,17 +361,25 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Settings of an rpm-based package manager (dnf or yum).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Settings of yum.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RpmSettings {
+pub struct YumSettings {
     /// Arguments added to every command, e.g. `["--setopt=timeout=60"]`.
     pub args: Vec<String>,
-    /// dnf-automatic's configuration, read to tell whether it reboots on its own (dnf only).
+}
+
+/// Settings of dnf.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnfSettings {
+    /// Arguments added to every command, e.g. `["--setopt=timeout=60"]`.
+    pub args: Vec<String>,
+    /// dnf-automatic's configuration, read to tell whether it reboots by itself.
     pub automatic_config: PathBuf,
 }
 
-impl Default for RpmSettings {
+impl Default for DnfSettings {
     fn default() -> Self {
         Self { args: Vec::new(), automatic_config: "/etc/dnf/automatic.conf".into() }
     }

@@ -52,7 +52,7 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle, ScaleIn};
-use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Target};
+use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Releases, Target};
 use crate::plan::{self, Class, Plan, Planning};
 use crate::shutdown;
 
@@ -77,7 +77,7 @@ pub struct Ports {
 impl Plan {
     /// What the package manager is asked to download or install.
     fn target(&self) -> Target {
-        Target { release: self.release.clone(), names: self.names() }
+        Target { release: self.release().map(str::to_string), names: self.names() }
     }
 }
 
@@ -328,6 +328,22 @@ fn allowed(from: &State, to: &State) -> bool {
 }
 
 impl State {
+    /// The plan this step carries out, if it has one.
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            State::Downloading { plan, .. }
+            | State::InstallingInPlace { plan, .. }
+            | State::RestartingAgent { plan, .. }
+            | State::WaitingForSlot { plan, .. }
+            | State::Draining { plan, .. }
+            | State::Installing { plan, .. }
+            | State::RestartingRuntime { plan, .. }
+            | State::Rebooting { plan, .. }
+            | State::Returning { plan, .. } => Some(plan),
+            State::Reactivating { .. } | State::Releasing { .. } | State::Done { .. } => None,
+        }
+    }
+
     /// The slot this step holds, if any.
     pub fn lease(&self) -> Option<&Grant> {
         match self {
@@ -372,6 +388,9 @@ pub struct Cycle {
     pub state: State,
     /// Every step taken, in order.
     pub history: Vec<Milestone>,
+    /// The release the host ran and the newest one, when the cycle began (Amazon Linux 2023).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Releases>,
 }
 
 impl Cycle {
@@ -441,6 +460,7 @@ impl<'a> Machine<'a> {
             info!(package = %held.name, version = %held.available, "held back: {}", held.why);
         }
         let plan = planning.plan;
+        let releases = plan.releases.clone();
         let state = if plan.updates.is_empty() {
             State::Done { outcome: Outcome::NothingToDo }
         } else {
@@ -455,6 +475,7 @@ impl<'a> Machine<'a> {
             entered_at: now,
             history: vec![Milestone { step: state.name().into(), at: now }],
             state,
+            releases,
         };
         self.journal.save(&cycle)?;
         info!(cycle = %cycle.id, step = cycle.state.name(), "{}", cycle.state.summary());
@@ -670,9 +691,10 @@ impl<'a> Machine<'a> {
         self.ports.packages.download(&plan.target()).await?;
         if !plan.drain {
             let agent_version = if plan.updates_agent {
-                let agent = self.ports.agent.metadata().await.map_err(|e| {
-                    Error::Host(format!("the ECS agent must be running to update it in place: {e}"))
-                })?;
+                let agent =
+                    self.ports.agent.metadata().await.map_err(|e| {
+                        Error::Host(format!("the ECS agent must be running to update it in place: {e}"))
+                    })?;
                 Some(agent.version)
             } else {
                 None
@@ -697,7 +719,10 @@ impl<'a> Machine<'a> {
         self.verify_installed(&plan).await?;
         let restart_needed = self.ports.packages.services_to_restart().await;
         if !restart_needed.is_empty() {
-            warn!("services still run replaced code (restart them at a convenient time): {}", restart_needed.join(", "));
+            warn!(
+                "services still run replaced code (restart them at a convenient time): {}",
+                restart_needed.join(", ")
+            );
         }
         Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed } })
     }
@@ -715,7 +740,9 @@ impl<'a> Machine<'a> {
             info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
         }
         self.verify_installed(&plan).await?;
-        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed: vec![] } })
+        Ok(State::Done {
+            outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed: vec![] },
+        })
     }
 
     // ---- 4. slot ------------------------------------------------------------------------
@@ -941,7 +968,9 @@ impl<'a> Machine<'a> {
                     return Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in });
                 }
                 RuntimePolicy::Leave => {
-                    warn!("the container runtime was updated but keeps running its old version until the next reboot (packages.runtime = \"leave\")");
+                    warn!(
+                        "the container runtime was updated but keeps running its old version until the next reboot (packages.runtime = \"leave\")"
+                    );
                 }
             }
         } else if self.reboot_wanted(&plan).await? {
@@ -1213,7 +1242,7 @@ impl<'a> Machine<'a> {
 
     /// Fails if any planned update is still pending at the planned version.
     async fn verify_installed(&self, plan: &Plan) -> Result<()> {
-        let pending = self.ports.packages.pending(plan.release.as_deref()).await?;
+        let pending = self.ports.packages.pending(plan.release()).await?;
         let missing: Vec<String> = plan
             .updates
             .iter()
@@ -1235,7 +1264,10 @@ fn refuse_beside_rebooting_updaters(planning: &Planning, settings: &Settings) ->
         return Ok(());
     };
     if settings.packages.allow_rebooting_updater {
-        warn!("{} reboots the host by itself ({}); allowed by packages.allow_rebooting_updater", updater.name, updater.because);
+        warn!(
+            "{} reboots the host by itself ({}); allowed by packages.allow_rebooting_updater",
+            updater.name, updater.because
+        );
         return Ok(());
     }
     Err(Error::Config(format!(

@@ -97,7 +97,13 @@ impl Journal {
 
 /// Reads the record of `dir` without taking the lock (for `status` and diagnostics).
 pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
-    read_file(dir, RECORD_FILE)
+    read_file(dir, RECORD_FILE).map_err(|e| match e {
+        Error::Journal(corrupt) if corrupt.contains(" is corrupt ") => Error::Journal(format!(
+            "the cycle record {corrupt}. It was left untouched. The container instance may still be \
+             DRAINING: check it in ECS, then move the file aside to start afresh."
+        )),
+        other => other,
+    })
 }
 
 /// Reads the state directory's file `name`; `None` when there is none yet.
@@ -108,14 +114,7 @@ pub fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(journal_error("cannot read", &path, e)),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        Error::Journal(format!(
-            "the cycle record {} is corrupt ({e}). It was left untouched. The container \
-             instance may still be DRAINING: check it in ECS, then move the file aside to \
-             start afresh.",
-            path.display()
-        ))
-    })
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Journal(format!("{} is corrupt ({e})", path.display())))
 }
 
 fn journal_error(what: &str, path: &Path, e: std::io::Error) -> Error {

@@ -39,9 +39,10 @@ pub enum Class {
 pub struct Plan {
     /// The updates to install.
     pub updates: Vec<PackageUpdate>,
-    /// The repository release every command uses (`--releasever`), or none for the locked one.
+    /// The release the host runs, the newest one, and the one every command of this plan
+    /// uses (`--releasever`; none: the locked one), on Amazon Linux 2023.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<String>,
+    pub releases: Option<Releases>,
     /// The class of the update (journals from before classes: a drained reboot cycle).
     #[serde(default = "legacy_class")]
     pub class: Class,
@@ -85,8 +86,6 @@ pub struct Planning {
     pub plan: Plan,
     /// Updates held back by `packages.exclude` or `packages.min_age`.
     pub held: Vec<Held>,
-    /// The releases, on Amazon Linux 2023.
-    pub releases: Option<Releases>,
     /// Updaters that reboot the host by themselves.
     pub rebooting_updaters: Vec<RebootingUpdater>,
 }
@@ -95,6 +94,11 @@ impl Plan {
     /// The package names, as given to the package manager.
     pub fn names(&self) -> Vec<String> {
         self.updates.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// The release every command of this plan uses, or none for the locked one.
+    pub fn release(&self) -> Option<&str> {
+        self.releases.as_ref().and_then(|r| r.target.as_deref())
     }
 
     /// True when the ECS agent is all that changes.
@@ -125,9 +129,8 @@ pub async fn make(
         Class::Reboot | Class::Runtime => true,
         Class::Agent | Class::InPlace => settings.drain == DrainPolicy::Always && !agent_only,
     };
-    let release = survey.releases.as_ref().and_then(|r| r.target.clone());
-    let plan = Plan { updates: chosen, release, class, why, drain, reboot_probe, updates_agent };
-    Ok(Planning { plan, held, releases: survey.releases, rebooting_updaters })
+    let plan = Plan { updates: chosen, releases: survey.releases, class, why, drain, reboot_probe, updates_agent };
+    Ok(Planning { plan, held, rebooting_updaters })
 }
 
 fn is_agent(settings: &PackageSettings, name: &str) -> bool {
@@ -206,13 +209,14 @@ fn first_seen(
     state_dir: &std::path::Path,
     journal: Option<&Journal>,
 ) -> BTreeMap<String, SystemTime> {
-    let known: BTreeMap<String, SystemTime> = match journal::read_file(state_dir, FIRST_SEEN_FILE) {
-        Ok(known) => known.unwrap_or_default(),
-        Err(e) => {
-            warn!("{e}; the first-seen times start afresh");
-            BTreeMap::new()
-        }
-    };
+    let known: BTreeMap<String, SystemTime> =
+        match journal::read_file::<BTreeMap<String, humantime_serde::Serde<SystemTime>>>(state_dir, FIRST_SEEN_FILE) {
+            Ok(known) => known.unwrap_or_default().into_iter().map(|(k, t)| (k, *t)).collect(),
+            Err(e) => {
+                warn!("{e}; the first-seen times start afresh");
+                BTreeMap::new()
+            }
+        };
     let seen: BTreeMap<String, SystemTime> = updates
         .iter()
         .filter(|u| u.built.is_none())
@@ -224,7 +228,10 @@ fn first_seen(
         .collect();
     if let Some(journal) = journal
         && seen != known
-        && let Err(e) = journal.save_file(FIRST_SEEN_FILE, &seen)
+        && let Err(e) = journal.save_file(
+            FIRST_SEEN_FILE,
+            &seen.iter().map(|(k, t)| (k, humantime_serde::Serde::from(*t))).collect::<BTreeMap<_, _>>(),
+        )
     {
         warn!("cannot record when updates were first seen: {e}");
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use ecs_patchd::check::Preview;
 use ecs_patchd::cycle::{Cycle, State};
+use ecs_patchd::packages::Releases;
 use ecs_patchd::sim::{Progress, Report};
 
 fn secs(d: Duration) -> String {
@@ -61,16 +62,7 @@ pub fn preview(p: &Preview) -> String {
         humantime::format_duration(f.min_age),
         kebab(&f.drain)
     );
-    let release = match &p.release.releases {
-        Some(r) => format!(
-            "runs {}, newest {}, installs from {}",
-            r.running,
-            r.newest.as_deref().unwrap_or("unknown"),
-            r.target.as_deref().unwrap_or("the locked release")
-        ),
-        None => "no versioned repositories".into(),
-    };
-    let _ = writeln!(s, "release    policy {}; {release}", kebab(&p.release.policy));
+    let _ = writeln!(s, "release    policy {}; {}", kebab(&p.release_policy), releases(p.plan.releases.as_ref()));
     for u in &p.rebooting_updaters {
         let _ = writeln!(s, "conflict   {} reboots by itself ({}), bypassing the drain", u.name, u.because);
     }
@@ -102,6 +94,19 @@ pub fn preview(p: &Preview) -> String {
     s
 }
 
+/// The releases a plan found, in one line.
+fn releases(found: Option<&Releases>) -> String {
+    match found {
+        Some(r) => format!(
+            "runs {}, newest {}, installs from {}",
+            r.running,
+            r.newest.as_deref().unwrap_or("unknown"),
+            r.target.as_deref().unwrap_or("the locked release")
+        ),
+        None => "no versioned repositories".into(),
+    }
+}
+
 /// A setting's value as it is written in the configuration.
 fn kebab(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default().trim_matches('"').to_string()
@@ -119,6 +124,12 @@ pub fn status(cycle: Option<&Cycle>, now: SystemTime) -> String {
     let _ = writeln!(s, "step       {} (since {}, {} ago)", c.state.name(), when(c.entered_at), secs(since));
     let result = if c.state.is_done() { c.state.summary() } else { "in progress".into() };
     let _ = writeln!(s, "result     {result}");
+    if let Some(plan) = c.state.plan() {
+        let _ = writeln!(s, "plan       {} update(s), {}: {}", plan.updates.len(), kebab(&plan.class), plan.why);
+    }
+    if c.releases.is_some() {
+        let _ = writeln!(s, "release    {}", releases(c.releases.as_ref()));
+    }
     if let Some(out) = c.out_of_service(now) {
         let _ = writeln!(s, "out of service {} of {} in all", secs(out), secs(c.duration(now)));
     }

@@ -125,8 +125,10 @@ impl PackageManager for Apt {
     /// not "0") with `Unattended-Upgrade::Automatic-Reboot "true"`; read through
     /// `apt-config dump`, which merges every apt.conf.d fragment as apt does.
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
-        let argv: Vec<String> =
-            std::iter::once("apt-config".to_string()).chain(self.settings.args.iter().cloned()).chain(["dump".into()]).collect();
+        let argv: Vec<String> = std::iter::once("apt-config".to_string())
+            .chain(self.settings.args.iter().cloned())
+            .chain(["dump".into()])
+            .collect();
         let dump = self.run_checked(argv).await?;
         let value = |key: &str| -> Option<String> {
             dump.lines().find_map(|l| {
@@ -166,7 +168,10 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
             let inside = rest.strip_prefix('(')?;
             let (available, origins) = inside.split_once(' ').unwrap_or((inside, ""));
             let origins = origins.rsplit_once(" [").map_or(origins, |(o, _)| o);
-            let security = origins.split(", ").any(|o| o.rsplit_once('/').is_some_and(|(_, a)| a.ends_with("-security")));
+            // `Origin:Version/Archive`, or the bare archive for a repository without an origin.
+            let security = origins
+                .split(", ")
+                .any(|o| o.rsplit_once('/').map_or(o, |(_, archive)| archive).ends_with("-security"));
             Some(PackageUpdate {
                 name: name.to_string(),
                 current,

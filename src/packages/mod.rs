@@ -141,8 +141,10 @@ pub fn from_settings(settings: &PackageSettings, os_release: &Path) -> Result<Bo
         )));
     }
     Ok(match choice {
-        ManagerChoice::Dnf => Box::new(Rpm::new(RpmTool::Dnf, &settings.dnf, settings)),
-        ManagerChoice::Yum => Box::new(Rpm::new(RpmTool::Yum, &settings.yum, settings)),
+        ManagerChoice::Dnf => {
+            Box::new(Rpm::new(RpmTool::Dnf, &settings.dnf.args, Some(settings.dnf.automatic_config.clone()), settings))
+        }
+        ManagerChoice::Yum => Box::new(Rpm::new(RpmTool::Yum, &settings.yum.args, None, settings)),
         ManagerChoice::Apt => Box::new(Apt::new(settings.apt.clone(), settings)),
         ManagerChoice::Auto => unreachable!("detect() never answers auto"),
     })

@@ -46,7 +46,9 @@ pub fn by_rule(rule: &RebootRule, updated: &[String]) -> Result<RebootNeed> {
         });
     }
     let running = std::fs::read_to_string(&rule.running_kernel)
-        .map_err(|e| Error::Packages(format!("cannot read the running kernel from {}: {e}", rule.running_kernel.display())))?
+        .map_err(|e| {
+            Error::Packages(format!("cannot read the running kernel from {}: {e}", rule.running_kernel.display()))
+        })?
         .trim()
         .to_string();
     Ok(match newest_kernel(&rule.boot_dir)? {

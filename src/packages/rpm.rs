@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target,
-    expect_success, optional, run,
+    PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target, expect_success,
+    optional, run,
 };
 use crate::command;
-use crate::config::{PackageSettings, ReleasePolicy, RpmSettings};
+use crate::config::{PackageSettings, ReleasePolicy};
 use crate::error::{Error, Result};
 use tracing::{info, warn};
 
@@ -53,20 +53,21 @@ pub struct Rpm {
     release: ReleasePolicy,
     security_only: bool,
     exclude: Vec<String>,
-    automatic_config: PathBuf,
+    automatic_config: Option<PathBuf>,
 }
 
 impl Rpm {
-    /// A dnf or yum backend with its own `rpm` settings and the shared package settings.
-    pub fn new(tool: RpmTool, rpm: &RpmSettings, settings: &PackageSettings) -> Self {
+    /// A dnf or yum backend adding `args` to every command; `automatic_config` is
+    /// dnf-automatic's configuration (dnf only).
+    pub fn new(tool: RpmTool, args: &[String], automatic_config: Option<PathBuf>, settings: &PackageSettings) -> Self {
         Self {
             tool,
-            args: rpm.args.clone(),
+            args: args.to_vec(),
             timeout: settings.command_timeout,
             release: settings.release.clone(),
             security_only: settings.security_only,
             exclude: settings.exclude.clone(),
-            automatic_config: rpm.automatic_config.clone(),
+            automatic_config,
         }
     }
 
@@ -169,7 +170,11 @@ impl Rpm {
     async fn dnf_pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>> {
         let installed = self.installed().await?;
         let upgrades = self
-            .query(self.argv(release, &["-q", "repoquery", "--upgrades", "--latest-limit=1", "--qf", QUERY_FORMAT], &[]))
+            .query(self.argv(
+                release,
+                &["-q", "repoquery", "--upgrades", "--latest-limit=1", "--qf", QUERY_FORMAT],
+                &[],
+            ))
             .await?;
         let mut updates = parse_query(&upgrades, self.security_only);
         let provided: Vec<String> = installed.iter().map(|(n, evr)| format!("{n} = {evr}")).collect();
@@ -333,13 +338,12 @@ impl PackageManager for Rpm {
     }
 
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
-        if self.tool != RpmTool::Dnf || !self.automatic_config.exists() {
+        let Some(config) = self.automatic_config.as_ref().filter(|c| c.exists()) else {
             return Ok(Vec::new());
-        }
+        };
         let mut ini = configparser::ini::Ini::new();
-        ini.load(&self.automatic_config).map_err(|e| {
-            Error::Packages(format!("cannot read dnf-automatic's {}: {e}", self.automatic_config.display()))
-        })?;
+        ini.load(config)
+            .map_err(|e| Error::Packages(format!("cannot read dnf-automatic's {}: {e}", config.display())))?;
         // dnf-automatic: "reboot: either one of never, when-changed, when-needed".
         let reboot = ini.get("commands", "reboot").unwrap_or_else(|| "never".into());
         Ok(if reboot.trim() == "never" {
@@ -347,7 +351,7 @@ impl PackageManager for Rpm {
         } else {
             vec![RebootingUpdater {
                 name: "dnf-automatic".into(),
-                because: format!("reboot = {} in {}", reboot.trim(), self.automatic_config.display()),
+                because: format!("reboot = {} in {}", reboot.trim(), config.display()),
             }]
         })
     }

@@ -377,65 +377,65 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
         }
         let since = began + week_starts;
         loop {
-        let ports = Ports {
-            ecs: Box::new(SimEcs {
-                world: Arc::clone(&ctx.world),
-                host: ctx.host,
-                clock: Arc::clone(&ctx.clock),
-                store: Arc::clone(&ctx.store),
-            }),
-            agent: Box::new(SimAgent { world: Arc::clone(&ctx.world), host: ctx.host }),
-            packages: Box::new(SimPackages {
-                world: Arc::clone(&ctx.world),
-                host: ctx.host,
-                fails: ctx.faults.fails,
-                timings: ctx.timings,
-                clock: Arc::clone(&ctx.clock),
-            }),
-            host: Box::new(SimHost {
-                world: Arc::clone(&ctx.world),
-                host: ctx.host,
-                boot_id: Arc::clone(&boot_id),
-                power: power_tx.clone(),
-                timings: ctx.timings,
-                clock: Arc::clone(&ctx.clock),
-            }),
-            clock: Arc::clone(&ctx.clock) as Arc<dyn crate::clock::Clock>,
-            coordinator: Arc::clone(&ctx.coordinator) as Arc<dyn crate::coordination::Coordinator>,
-            lifecycle: Box::new(SimLifecycle),
-        };
-        let journal = Journal::open(&ctx.dir)?;
-        let machine = Machine::new(&ports, &ctx.settings, &journal);
-        let existing = journal.load::<Cycle>()?;
-        let run = async {
-            match existing {
-                Some(cycle) if cycle.state.is_done() && cycle.started_at >= since => Ok(cycle),
-                Some(cycle) if !cycle.state.is_done() => machine.resume(cycle).await,
-                _ => machine.start(&identity).await,
+            let ports = Ports {
+                ecs: Box::new(SimEcs {
+                    world: Arc::clone(&ctx.world),
+                    host: ctx.host,
+                    clock: Arc::clone(&ctx.clock),
+                    store: Arc::clone(&ctx.store),
+                }),
+                agent: Box::new(SimAgent { world: Arc::clone(&ctx.world), host: ctx.host }),
+                packages: Box::new(SimPackages {
+                    world: Arc::clone(&ctx.world),
+                    host: ctx.host,
+                    fails: ctx.faults.fails,
+                    timings: ctx.timings,
+                    clock: Arc::clone(&ctx.clock),
+                }),
+                host: Box::new(SimHost {
+                    world: Arc::clone(&ctx.world),
+                    host: ctx.host,
+                    boot_id: Arc::clone(&boot_id),
+                    power: power_tx.clone(),
+                    timings: ctx.timings,
+                    clock: Arc::clone(&ctx.clock),
+                }),
+                clock: Arc::clone(&ctx.clock) as Arc<dyn crate::clock::Clock>,
+                coordinator: Arc::clone(&ctx.coordinator) as Arc<dyn crate::coordination::Coordinator>,
+                lifecycle: Box::new(SimLifecycle),
+            };
+            let journal = Journal::open(&ctx.dir)?;
+            let machine = Machine::new(&ports, &ctx.settings, &journal);
+            let existing = journal.load::<Cycle>()?;
+            let run = async {
+                match existing {
+                    Some(cycle) if cycle.state.is_done() && cycle.started_at >= since => Ok(cycle),
+                    Some(cycle) if !cycle.state.is_done() => machine.resume(cycle).await,
+                    _ => machine.start(&identity).await,
+                }
+            };
+            let event = tokio::select! {
+                result = run => {
+                    cycles.push(result?);
+                    break;
+                }
+                event = power.recv() => event,
+            };
+            drop(machine);
+            drop(journal);
+            match event {
+                Some(Power::Reboot) if ctx.faults.never_returns => {
+                    let mut w = ctx.world.lock().expect("world");
+                    w.instances[ctx.host].dead = true;
+                    return Ok(HostOutcome { cycles, dead: true });
+                }
+                Some(Power::Reboot) => {
+                    tokio::time::sleep(ctx.timings.boot).await;
+                    boots += 1;
+                    *boot_id.lock().expect("boot id") = format!("boot-{}-{boots}", ctx.host);
+                }
+                Some(Power::Crash) | None => tokio::time::sleep(ctx.timings.restart).await,
             }
-        };
-        let event = tokio::select! {
-            result = run => {
-                cycles.push(result?);
-                break;
-            }
-            event = power.recv() => event,
-        };
-        drop(machine);
-        drop(journal);
-        match event {
-            Some(Power::Reboot) if ctx.faults.never_returns => {
-                let mut w = ctx.world.lock().expect("world");
-                w.instances[ctx.host].dead = true;
-                return Ok(HostOutcome { cycles, dead: true });
-            }
-            Some(Power::Reboot) => {
-                tokio::time::sleep(ctx.timings.boot).await;
-                boots += 1;
-                *boot_id.lock().expect("boot id") = format!("boot-{}-{boots}", ctx.host);
-            }
-            Some(Power::Crash) | None => tokio::time::sleep(ctx.timings.restart).await,
-        }
         }
     }
     Ok(HostOutcome { cycles, dead: false })
@@ -451,10 +451,8 @@ fn report(
     let budget = options.max_unavailable.resolve(options.hosts);
     let cycles: Vec<&Cycle> = outcomes.iter().filter_map(HostOutcome::cycle).collect();
     let every_week: Vec<&Cycle> = outcomes.iter().flat_map(|o| &o.cycles).collect();
-    let patched_cycles: Vec<&&Cycle> = every_week
-        .iter()
-        .filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
-        .collect();
+    let patched_cycles: Vec<&&Cycle> =
+        every_week.iter().filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } })).collect();
     let drains = patched_cycles.iter().filter(|c| c.history.iter().any(|m| m.step == "draining")).count();
     let end = clock.now();
     let slot_times: Vec<f64> = cycles

@@ -18,7 +18,7 @@ pub const STOPPED: i32 = 75;
 pub struct Options<'a> {
     /// "dnf" or "apt".
     pub manager: &'a str,
-    /// make-root.sh scenario: full, agent-only, none, broken.
+    /// make-root.sh scenario (full, agent-only, userland, runtime, security, release, ...).
     pub scenario: &'a str,
     /// Service tasks on the host.
     pub tasks: u32,
@@ -402,6 +402,29 @@ impl TestHost {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The ECS agent's package on this host's family, as real hosts name it.
+    pub fn agent_package(&self) -> &'static str {
+        if self.manager == "dnf" { "ecs-init" } else { "amazon-ecs-init" }
+    }
+
+    /// `check --json`, parsed.
+    pub fn check_json(&self) -> Value {
+        let run = self.run(&["check", "--json"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// The steps the journal's cycle went through.
+    pub fn steps(&self) -> Vec<String> {
+        let status = self.status();
+        status["cycle"]["history"].as_array().unwrap().iter().map(|m| m["step"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// How many times the container runtime was restarted.
+    pub fn runtime_restarts(&self) -> usize {
+        std::fs::read_to_string(self.path("runtime.restarts")).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
     /// How many times the package manager upgraded `package` (from its own log).
     pub fn upgrades(&self, package: &str) -> usize {
         let (log, needle) = if self.manager == "dnf" {
@@ -460,8 +483,8 @@ pub fn assert_patched(host: &TestHost) {
     assert_eq!(record["attributes"], serde_json::json!({}), "the drained-by mark is removed");
     assert_eq!(host.installed("demo-app"), "2.0");
     assert_eq!(host.installed("demo-kernel"), "2.0");
-    assert_eq!(host.installed("ecs-init"), "1.1.0");
-    for package in ["demo-app", "demo-kernel", "ecs-init"] {
+    assert_eq!(host.installed(host.agent_package()), "1.1.0");
+    for package in ["demo-app", "demo-kernel", host.agent_package()] {
         assert_eq!(host.upgrades(package), 1, "{package} upgraded exactly once");
     }
     assert_eq!(host.reboots(), 1, "exactly one reboot");

@@ -32,6 +32,7 @@ timeout = "60s"
 reboot_command = ["$here/reboot.sh", "$control", "$dir/boot_id", "$root", "$index"]
 agent_start_command = ["$here/agent.sh", "start", "$control", "$manager", "$root", "$index"]
 agent_restart_command = ["$here/agent.sh", "restart", "$control", "$manager", "$root", "$index"]
+runtime_restart_command = ["$here/runtime.sh", "$dir/runtime.restarts", "$control", "$manager", "$root", "$index"]
 reboot_timeout = "30s"
 agent_reconnect_timeout = "30s"
 

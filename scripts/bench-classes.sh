@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Time out of service of one host, against the stand-ins (moto, IMDS/agent stand-in, real
+# dnf or apt in a throwaway root), for a userland-only update and a kernel update: ecs-patchd
+# beside a plain "drain, update, reboot, activate" script run on the same lab.
+#
+# Out of service: from the DRAINING request until the instance is ACTIVE again (ecs-patchd:
+# its journal's `out_of_service_seconds`; no drain: 0). The plain script waits, as such
+# scripts do, for runningTasksCount 0 (not for tasks to reach STOPPED) and reboots for every
+# update.
+#
+# usage: scripts/bench-classes.sh [dnf|apt]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+manager=${1:-dnf}
+scripts/setup.sh
+cargo build --quiet
+bin=$PWD/target/debug/ecs-patchd
+work=$(mktemp -d -t ecs-patchd-bench.XXXXXX)
+trap 'for p in "$work"/*/standin.pid; do kill "$(cat "$p")" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+
+lab() { # NAME SCENARIO: a fresh simulated host
+  STANDIN_PYTHON=.venv/bin/python tests/standins/prepare-host.sh "$work/$1" "$manager" "$2" >/dev/null
+}
+
+ecs_patchd() { # SCENARIO -> seconds out of service
+  lab "patchd-$1" "$1"
+  (
+    # shellcheck disable=SC1091
+    . "$work/patchd-$1/env"
+    for _ in 1 2 3 4; do
+      rc=0; "$bin" run >/dev/null 2>&1 || rc=$?
+      [[ $rc -eq 75 || $rc -eq 137 ]] || break
+    done
+    [[ $rc -eq 0 ]] || { echo "ecs-patchd run failed ($rc)" >&2; exit 1; }
+    "$bin" status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["out_of_service_seconds"] or 0.0)'
+  )
+}
+
+plain_script() { # SCENARIO -> seconds out of service
+  lab "plain-$1" "$1"
+  .venv/bin/python - "$work/plain-$1" "$manager" <<'PY'
+import json, os, subprocess, sys, time, tomllib
+import boto3
+d, manager = sys.argv[1], sys.argv[2]
+env = dict(l.removeprefix("export ").split("=", 1) for l in open(f"{d}/env").read().split() if "=" in l)
+os.environ.update(env)
+state = json.load(open(f"{d}/standin.json"))
+host = state["hosts"][0]
+config = tomllib.load(open(f"{d}/config.toml", "rb"))
+ecs = boto3.client("ecs")
+cluster, arn = state["cluster"], host["container_instance_arn"]
+def instance():
+    return ecs.describe_container_instances(cluster=cluster, containerInstances=[arn])["containerInstances"][0]
+start = time.monotonic()
+ecs.update_container_instances_state(cluster=cluster, containerInstances=[arn], status="DRAINING")
+while instance()["runningTasksCount"] > 0:
+    time.sleep(0.1)
+if manager == "dnf":
+    update = ["dnf", *config["packages"]["dnf"]["args"], "-y", "upgrade"]
+else:
+    update = ["apt-get", *config["packages"]["apt"]["args"], "-y", "upgrade"]
+subprocess.run(update, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+subprocess.run(["sh", "-c", '"$@"; true', "sh", *config["host"]["reboot_command"]], check=True)
+time.sleep(0.5)
+subprocess.run(config["host"]["agent_start_command"], check=True)
+while not instance()["agentConnected"]:
+    time.sleep(0.1)
+ecs.update_container_instances_state(cluster=cluster, containerInstances=[arn], status="ACTIVE")
+print(f"{time.monotonic() - start:.1f}")
+PY
+}
+
+printf '%-8s %-10s %-28s %s\n' manager update "ecs-patchd out of service" "plain script out of service"
+for scenario in userland full; do
+  label=$([[ $scenario == full ]] && echo kernel || echo userland)
+  ours=$(ecs_patchd "$scenario")
+  theirs=$(plain_script "$scenario")
+  printf '%-8s %-10s %-28s %s\n' "$manager" "$label" "${ours}s" "${theirs}s"
+done

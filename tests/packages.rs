@@ -1,0 +1,261 @@
+//! What real hosts need from the package side, with real dnf and apt in throwaway roots:
+//! release versions, reboot probes, updaters that reboot by themselves, security-only,
+//! exclusions, minimum age, the agent's name on each family, the runtime policy, and the
+//! update classes that decide whether a host is drained at all.
+
+mod common;
+
+use common::{Options, TestHost, assert_patched};
+use serde_json::Value;
+
+fn names(plan: &Value) -> Vec<String> {
+    plan["updates"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn drains(host: &TestHost) -> u64 {
+    host.calls("UpdateContainerInstancesState:DRAINING")
+}
+
+#[test]
+fn amazon_linux_2023_releases_locked_latest_and_pinned() {
+    // Locked (the default): only what release 2023.1 carries; check names the newer one.
+    let host = TestHost::start(Options { scenario: "release", ..Options::default() });
+    let check = host.check_json();
+    assert_eq!(check["release_policy"], "locked");
+    assert_eq!(check["plan"]["releases"]["running"], "2023.1");
+    assert_eq!(check["plan"]["releases"]["newest"], "2023.2");
+    assert_eq!(check["plan"]["releases"]["target"], Value::Null);
+    assert_eq!(names(&check["plan"]), ["demo-app"]);
+    assert_eq!(check["plan"]["updates"][0]["available"], "2.0-1");
+
+    // Latest: resolved once to 2023.2, used by the plan, the install and the verification.
+    for policy in ["latest", "2023.2"] {
+        let host = TestHost::start(Options {
+            scenario: "release",
+            config: &format!("[packages]\nrelease = \"{policy}\"\n"),
+            ..Options::default()
+        });
+        let check = host.check_json();
+        assert_eq!(check["plan"]["releases"]["target"], "2023.2", "{policy}: {check}");
+        let mut planned = names(&check["plan"]);
+        planned.sort();
+        assert_eq!(planned, ["demo-app", "system-release"], "{policy}");
+        let run = host.run(&["run"]);
+        assert_eq!(run.code, 0, "{policy}: {run:?}");
+        assert_eq!(host.installed("demo-app"), "3.0", "{policy}");
+        assert_eq!(host.installed("system-release"), "2023.2", "{policy}");
+        let status = host.run(&["status"]);
+        assert!(
+            status.stdout.contains("release    runs 2023.1, newest 2023.2, installs from 2023.2"),
+            "{}",
+            status.stdout
+        );
+        assert_eq!(drains(&host), 0, "{policy}: a userland update needs no drain");
+        let again = host.run(&["run"]);
+        assert!(again.stdout.contains("nothing to do"), "{policy}: {again:?}");
+    }
+}
+
+#[test]
+fn a_package_that_obsoletes_an_installed_one_is_planned_and_installed() {
+    let host = TestHost::start(Options { scenario: "obsoletes", ..Options::default() });
+    let check = host.check_json();
+    assert_eq!(names(&check["plan"]), ["demo-app-ng"], "{check}");
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(host.installed("demo-app-ng"), "2.0");
+    assert!(host.installed("demo-app").contains("not installed"), "replaced: {}", host.installed("demo-app"));
+}
+
+#[test]
+fn a_host_without_a_reboot_probe_reboots_by_the_rule() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "no-probe", ..Options::default() });
+        let check = host.check_json();
+        assert_eq!(check["reboot_probe"], "rule", "{manager}: {check}");
+        assert_eq!(check["plan"]["reboot_probe"], "rule", "{manager}");
+        let runs = host.run_to_end();
+        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        assert!(
+            runs[0].stderr.contains("demo-kernel was updated and matches packages.reboot_packages"),
+            "{manager}: {}",
+            runs[0].stderr
+        );
+        assert_patched(&host);
+    }
+    // With a probe, the probe answers (the flag file for apt, needs-restarting for dnf).
+    let host = TestHost::start(Options { manager: "apt", ..Options::default() });
+    assert_eq!(host.check_json()["reboot_probe"], "reboot-required-file");
+    let host = TestHost::start(Options::default());
+    assert_eq!(host.check_json()["reboot_probe"], "needs-restarting");
+}
+
+#[test]
+fn an_updater_that_reboots_by_itself_is_refused_unless_allowed() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, ..Options::default() });
+        let root = host.path("pkg/root");
+        let name = if manager == "dnf" {
+            std::fs::write(
+                root.join("etc/dnf/automatic.conf"),
+                "[commands]\napply_updates = yes\nreboot = when-needed\n",
+            )
+            .unwrap();
+            "dnf-automatic"
+        } else {
+            // What 20auto-upgrades and 50unattended-upgrades say, in the root's apt
+            // configuration (apt reads the -c file after apt.conf.d).
+            let conf = host.path("pkg/apt.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("APT::Periodic::Unattended-Upgrade \"1\";\nUnattended-Upgrade::Automatic-Reboot \"true\";\n");
+            std::fs::write(&conf, text).unwrap();
+            "unattended-upgrades"
+        };
+        let check = host.check_json();
+        assert_eq!(check["rebooting_updaters"][0]["name"], name, "{manager}: {check}");
+        assert!(check["verdict"].as_str().unwrap().starts_with("nothing:"), "{check}");
+        let run = host.run(&["run"]);
+        assert_ne!(run.code, 0, "{manager}: {run:?}");
+        assert!(run.stderr.contains("packages.allow_rebooting_updater"), "{manager}: {}", run.stderr);
+        assert_eq!(drains(&host), 0);
+        assert_eq!(host.installed("demo-app"), "1.0", "nothing installed");
+
+        host.merge_config("[packages]\nallow_rebooting_updater = true\n");
+        let runs = host.run_to_end();
+        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        assert_patched(&host);
+    }
+}
+
+#[test]
+fn security_only_installs_only_security_fixes() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options {
+            manager,
+            scenario: "security",
+            config: "[packages]\nsecurity_only = true\n",
+            ..Options::default()
+        });
+        let check = host.check_json();
+        assert_eq!(check["filters"]["security_only"], true);
+        assert_eq!(names(&check["plan"]), ["demo-app"], "{manager}: {check}");
+        assert_eq!(check["plan"]["updates"][0]["security"], true);
+        let run = host.run(&["run"]);
+        assert_eq!(run.code, 0, "{manager}: {run:?}");
+        assert_eq!(host.installed("demo-app"), "2.0", "{manager}");
+        assert_eq!(host.installed(host.agent_package()), "1.0.0", "{manager}: not a security fix");
+    }
+}
+
+#[test]
+fn excluded_packages_are_held_and_never_installed() {
+    for manager in ["dnf", "apt"] {
+        let host =
+            TestHost::start(Options { manager, config: "[packages]\nexclude = [\"demo-a*\"]\n", ..Options::default() });
+        let check = host.check_json();
+        assert_eq!(check["held"][0]["name"], "demo-app", "{manager}: {check}");
+        assert_eq!(check["held"][0]["why"], "packages.exclude \"demo-a*\"");
+        assert!(!names(&check["plan"]).contains(&"demo-app".to_string()));
+        let runs = host.run_to_end();
+        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        assert_eq!(host.installed("demo-app"), "1.0", "{manager}");
+        assert_eq!(host.installed("demo-kernel"), "2.0", "{manager}");
+    }
+}
+
+#[test]
+fn updates_younger_than_the_minimum_age_wait() {
+    // dnf: by build time (the test packages were built a moment ago).
+    let host = TestHost::start(Options { config: "[packages]\nmin_age = \"1d\"\n", ..Options::default() });
+    let check = host.check_json();
+    assert_eq!(check["held"].as_array().unwrap().len(), 3, "{check}");
+    assert!(check["held"][0]["why"].as_str().unwrap().starts_with("built 0s ago"), "{check}");
+    let run = host.run(&["run"]);
+    assert!(run.stdout.contains("nothing to do"), "{run:?}");
+
+    // apt has no build time: from when this host first saw each update.
+    let host =
+        TestHost::start(Options { manager: "apt", config: "[packages]\nmin_age = \"1d\"\n", ..Options::default() });
+    let run = host.run(&["run"]);
+    assert!(run.stdout.contains("nothing to do"), "{run:?}");
+    let seen_file = host.path("state/first-seen.json");
+    let seen: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&seen_file).unwrap()).unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(host.check_json()["held"][0]["why"].as_str().unwrap().starts_with("first seen"));
+    // Two days later (the record aged by hand), the updates are old enough.
+    let aged: serde_json::Map<String, Value> =
+        seen.into_iter().map(|(k, _)| (k, Value::from("2020-01-01T00:00:00Z"))).collect();
+    std::fs::write(&seen_file, serde_json::to_string(&aged).unwrap()).unwrap();
+    let check = host.check_json();
+    assert_eq!(check["held"], serde_json::json!([]), "{check}");
+    assert_eq!(names(&check["plan"]).len(), 3);
+}
+
+#[test]
+fn a_userland_update_is_installed_in_place_without_a_drain() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "userland", ..Options::default() });
+        let check = host.check_json();
+        assert_eq!(check["plan"]["class"], "in-place", "{check}");
+        assert_eq!(check["plan"]["drain"], false);
+        let run = host.run(&["run"]);
+        assert_eq!(run.code, 0, "{manager}: {run:?}");
+        assert!(!run.stdout.contains("out of service"), "never out of service: {}", run.stdout);
+        assert_eq!(host.installed("demo-app"), "2.0");
+        assert_eq!(drains(&host), 0, "{manager}");
+        assert_eq!(host.reboots(), 0);
+        assert_eq!(host.record()["running_tasks"], 3, "tasks never moved");
+        assert_eq!(host.steps(), ["downloading", "installing-in-place", "done"]);
+    }
+    // packages.drain = "always" keeps draining for everything.
+    let host = TestHost::start(Options {
+        scenario: "userland",
+        config: "[packages]\ndrain = \"always\"\n",
+        ..Options::default()
+    });
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!(drains(&host), 1);
+    assert_eq!(host.installed("demo-app"), "2.0");
+}
+
+#[test]
+fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
+    // restart (the default): the runtime restarts on the drained host, no reboot.
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "runtime", ..Options::default() });
+        let check = host.check_json();
+        assert_eq!(check["plan"]["class"], "runtime", "{check}");
+        assert!(check["verdict"].as_str().unwrap().contains("restart the container runtime"), "{check}");
+        let run = host.run(&["run"]);
+        assert_eq!(run.code, 0, "{manager}: {run:?}");
+        assert_eq!(host.installed("containerd"), "2.0");
+        assert_eq!(host.runtime_restarts(), 1, "{manager}");
+        assert_eq!(host.reboots(), 0, "{manager}");
+        assert_eq!(drains(&host), 1, "{manager}");
+        assert_eq!(host.record()["status"], "ACTIVE");
+        let steps = host.steps();
+        assert!(steps.contains(&"restarting-runtime".to_string()), "{steps:?}");
+        assert!(!steps.contains(&"rebooting".to_string()), "{steps:?}");
+    }
+    // reboot: as for a kernel.
+    let host = TestHost::start(Options {
+        scenario: "runtime",
+        config: "[packages]\nruntime = \"reboot\"\n",
+        ..Options::default()
+    });
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!((host.reboots(), host.runtime_restarts()), (1, 0));
+    // leave: installed on the drained host, the old daemon keeps running (said in the log).
+    let host = TestHost::start(Options {
+        scenario: "runtime",
+        config: "[packages]\nruntime = \"leave\"\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!((host.reboots(), host.runtime_restarts()), (0, 0));
+    assert!(run.stderr.contains("keeps running its old version"), "{}", run.stderr);
+}
