@@ -185,7 +185,7 @@ fn exit_code(kind: Kind, temporary: bool) -> u8 {
 
 /// What `run` does: finish the cycle the journal holds, or start one for this host.
 enum Next {
-    Resume(Cycle),
+    Resume(Box<Cycle>),
     Start(Identity),
 }
 
@@ -202,7 +202,7 @@ async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
     ecs_patchd::aws::check_credentials(&aws).await?;
     let agent = agent(settings)?;
     let next = match in_progress {
-        Some(cycle) => Next::Resume(cycle),
+        Some(cycle) => Next::Resume(Box::new(cycle)),
         None => Next::Start(resolve(settings, &aws, instance, agent.as_ref()).await?),
     };
     let (cluster, instance_id) = match &next {
@@ -215,7 +215,7 @@ async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
         match next {
             Next::Resume(cycle) => {
                 tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
-                machine.resume(cycle).await
+                machine.resume(*cycle).await
             }
             Next::Start(identity) => machine.start(&identity).await,
         }
