@@ -26,6 +26,10 @@ mutations=(
   "claim-patched-without-reactivating|src/cycle.rs|                        self.ports.ecs.set_active(\&arn).await?;\n||binary(simulation) | test(full_cycle_with_dnf)"
   "never-reclaim|src/coordination/store.rs|                StalePolicy::Pause => None,|                StalePolicy::Pause \| StalePolicy::Reclaim => None,|binary(simulation)"
   "reactivate-a-leaving-host|src/cycle.rs|.await.filter(\|l\| l.for_good);|.await.filter(\|_\| false);|test(a_host_leaving_during_the_drain)"
+  "drain-for-nothing|src/plan.rs|Class::Reboot \| Class::Runtime => true,|Class::Reboot \| Class::Runtime => false,|binary(simulation) | test(a_container_runtime_update)"
+  "rule-ignores-packages|src/packages/reboot.rs|updated.iter().find_map(|updated.iter().take(0).find_map(|test(without_a_reboot_probe)"
+  "security-flag-dropped|src/packages/rpm.rs|        if self.security_only {\n            argv.push|        if false {\n            argv.push|test(security_only)"
+  "install-from-the-locked-release|src/cycle.rs|Target { release: self.release().map(str::to_string),|Target { release: None,|test(amazon_linux_2023_releases)"
 )
 
 wanted=("$@")
