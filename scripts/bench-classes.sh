@@ -19,7 +19,8 @@ work=$(mktemp -d -t ecs-patchd-bench.XXXXXX)
 trap 'for p in "$work"/*/standin.pid; do kill "$(cat "$p")" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
 lab() { # NAME SCENARIO: a fresh simulated host
-  STANDIN_PYTHON=.venv/bin/python tests/standins/prepare-host.sh "$work/$1" "$manager" "$2" >/dev/null
+  STANDIN_PYTHON=.venv/bin/python tests/standins/prepare-host.sh "$work/$1" "$manager" "$2" >"$work/$1.log" 2>&1 \
+    || { cat "$work/$1.log" >&2; exit 1; }
 }
 
 ecs_patchd() { # SCENARIO -> seconds out of service
@@ -32,7 +33,7 @@ ecs_patchd() { # SCENARIO -> seconds out of service
       [[ $rc -eq 75 || $rc -eq 137 ]] || break
     done
     [[ $rc -eq 0 ]] || { echo "ecs-patchd run failed ($rc)" >&2; exit 1; }
-    "$bin" status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["out_of_service_seconds"] or 0.0)'
+    "$bin" status --json | .venv/bin/python -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["out_of_service_seconds"] or 0.0))'
   )
 }
 
@@ -47,7 +48,7 @@ os.environ.update(env)
 state = json.load(open(f"{d}/standin.json"))
 host = state["hosts"][0]
 config = tomllib.load(open(f"{d}/config.toml", "rb"))
-ecs = boto3.client("ecs")
+ecs = boto3.client("ecs", region_name=os.environ["AWS_REGION"])
 cluster, arn = state["cluster"], host["container_instance_arn"]
 def instance():
     return ecs.describe_container_instances(cluster=cluster, containerInstances=[arn])["containerInstances"][0]
@@ -56,10 +57,12 @@ ecs.update_container_instances_state(cluster=cluster, containerInstances=[arn], 
 while instance()["runningTasksCount"] > 0:
     time.sleep(0.1)
 if manager == "dnf":
-    update = ["dnf", *config["packages"]["dnf"]["args"], "-y", "upgrade"]
+    updates = [["dnf", *config["packages"]["dnf"]["args"], "-y", "upgrade"]]
 else:
-    update = ["apt-get", *config["packages"]["apt"]["args"], "-y", "upgrade"]
-subprocess.run(update, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    apt = ["apt-get", *config["packages"]["apt"]["args"]]
+    updates = [[*apt, "update"], [*apt, "-y", "upgrade"]]
+for update in updates:
+    subprocess.run(update, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 subprocess.run(["sh", "-c", '"$@"; true', "sh", *config["host"]["reboot_command"]], check=True)
 time.sleep(0.5)
 subprocess.run(config["host"]["agent_start_command"], check=True)

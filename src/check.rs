@@ -79,8 +79,11 @@ pub async fn preview(
     let packages = &settings.packages;
     let planning = plan::make(ports.packages.as_ref(), packages, now, &settings.paths.state_dir, None).await?;
     // Asked once: the plan asked already when it has updates.
-    let reboot_probe =
-        if planning.plan.updates.is_empty() { ports.packages.reboot_probe().await? } else { planning.plan.reboot_probe };
+    let reboot_probe = if planning.plan.updates.is_empty() {
+        ports.packages.reboot_probe().await?
+    } else {
+        planning.plan.reboot_probe
+    };
     let reboot_needed_now = match reboot_probe {
         RebootProbe::Rule => crate::packages::by_rule(&RebootRule::new(packages), &[]).ok(),
         probe => ports.packages.reboot_required(probe).await.ok(),

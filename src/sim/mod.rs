@@ -100,9 +100,10 @@ pub struct Report {
     pub options: Options,
     /// Hosts allowed out at once.
     pub budget: usize,
-    /// From the first drain to the last release (seconds).
+    /// From the first drain to the last release (seconds); over several weeks, the longest
+    /// weekly roll.
     pub makespan_s: f64,
-    /// Mean time a host held its slot (seconds).
+    /// Mean time a drained host was out of service, over every week (seconds).
     pub slot_time_s: f64,
     /// ceil(hosts / budget) × mean slot time (seconds).
     pub ideal_makespan_s: f64,
@@ -455,18 +456,20 @@ fn report(
         every_week.iter().filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } })).collect();
     let drains = patched_cycles.iter().filter(|c| c.history.iter().any(|m| m.step == "draining")).count();
     let end = clock.now();
-    let slot_times: Vec<f64> = cycles
-        .iter()
-        .filter(|c| matches!(c.state, State::Done { outcome: Outcome::Patched { .. } }))
-        .filter_map(|c| c.out_of_service(end))
-        .map(|d| d.as_secs_f64())
-        .collect();
-    let first = cycles.iter().filter_map(|c| c.history.iter().find(|m| m.step == "draining")).map(|m| m.at).min();
-    let last = cycles.iter().filter_map(|c| c.history.iter().find(|m| m.step == "done")).map(|m| m.at).max();
-    let makespan = match (first, last) {
-        (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
-        _ => 0.0,
-    };
+    let slot_times: Vec<f64> =
+        patched_cycles.iter().filter_map(|c| c.out_of_service(end)).map(|d| d.as_secs_f64()).collect();
+    // The longest weekly roll: from its first drain to the end of its last cycle.
+    let weeks = outcomes.iter().map(|o| o.cycles.len()).max().unwrap_or(0);
+    let makespan = (0..weeks)
+        .filter_map(|week| {
+            let of_week: Vec<&Cycle> = outcomes.iter().filter_map(|o| o.cycles.get(week)).collect();
+            let first =
+                of_week.iter().filter_map(|c| c.history.iter().find(|m| m.step == "draining")).map(|m| m.at).min()?;
+            let last =
+                of_week.iter().filter_map(|c| c.history.iter().find(|m| m.step == "done")).map(|m| m.at).max()?;
+            Some(last.duration_since(first).unwrap_or_default().as_secs_f64())
+        })
+        .fold(0.0, f64::max);
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
     let slot_time = mean(&slot_times);
     let ideal = options.hosts.div_ceil(budget) as f64 * slot_time;
