@@ -259,3 +259,29 @@ fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
     assert_eq!((host.reboots(), host.runtime_restarts()), (0, 0));
     assert!(run.stderr.contains("keeps running its old version"), "{}", run.stderr);
 }
+
+#[test]
+fn apt_waits_for_the_lists_lock_that_apt_daily_holds_after_boot() {
+    // `apt-get update` does not wait for the lists lock by itself (DPkg::Lock::Timeout
+    // covers dpkg's lock only): hold it for 3 s, as apt-daily would.
+    let host = TestHost::start(Options { manager: "apt", scenario: "userland", ..Options::default() });
+    let lock = host.path("pkg/root/var/lib/apt/lists/lock");
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); \
+             fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(3)",
+        ])
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let run = host.run(&["run"]);
+    holder.wait().unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("holds the package manager's lock; waiting for it"), "{}", run.stderr);
+    assert_eq!(host.installed("demo-app"), "2.0");
+}

@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use super::{
     PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target, expect_success, optional,
-    run,
+    run_until_unlocked,
 };
 use crate::config::{AptSettings, PackageSettings};
 use crate::error::{Error, Result};
 
 /// Environment every apt command runs with: never ask, keep local config files.
 const NONINTERACTIVE: [(&str, &str); 1] = [("DEBIAN_FRONTEND", "noninteractive")];
+/// What apt prints when another process holds a lock it does not wait for.
+const COULD_NOT_LOCK: &str = "Could not get lock";
 /// Options every install-like command runs with.
 const KEEP_CONFIG: [&str; 4] = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"];
 
@@ -44,8 +46,14 @@ impl Apt {
             .collect()
     }
 
+    /// Runs an apt command, waiting for the locks it does not wait for by itself: `apt-get
+    /// update` fails at once on the lists lock ("Could not get lock
+    /// /var/lib/apt/lists/lock"), which apt-daily holds right after boot.
     async fn run_checked(&self, argv: Vec<String>) -> Result<String> {
-        let output = run(&argv, &NONINTERACTIVE, self.timeout).await?;
+        let locked = |o: &crate::command::Output| {
+            o.code != Some(0) && (o.stderr.contains(COULD_NOT_LOCK) || o.stdout.contains(COULD_NOT_LOCK))
+        };
+        let output = run_until_unlocked(&argv, &NONINTERACTIVE, self.timeout, locked).await?;
         expect_success(&argv, output).map(|o| o.stdout)
     }
 

@@ -199,6 +199,35 @@ async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<c
     })
 }
 
+/// Delay between two tries of a command that found the package manager's lock taken.
+const LOCK_POLL: Duration = Duration::from_secs(5);
+
+/// Runs `argv` again while it fails because another process holds a lock (`locked` tells),
+/// up to `limit` in all: right after boot, apt-daily, unattended-upgrades or a leftover
+/// transaction hold the locks, and a patch run must wait for them rather than fail.
+async fn run_until_unlocked(
+    argv: &[String],
+    env: &[(&str, &str)],
+    limit: Duration,
+    locked: impl Fn(&command::Output) -> bool,
+) -> Result<command::Output> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let output = run(argv, env, limit).await?;
+        if !locked(&output) {
+            return Ok(output);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Packages(format!(
+                "another process held the package manager's lock for longer than packages.command_timeout: {}",
+                command::failure(argv, &output)
+            )));
+        }
+        tracing::info!("another process holds the package manager's lock; waiting for it");
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+}
+
 /// Runs a tool that may be missing (a probe); its standard output when it exited 0.
 async fn optional(argv: &[String], limit: Duration) -> Option<String> {
     match run(argv, &[], limit).await {

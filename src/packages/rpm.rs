@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target, expect_success,
-    optional, run,
+    optional, run, run_until_unlocked,
 };
 use crate::command;
 use crate::config::{PackageSettings, ReleasePolicy};
@@ -24,8 +24,6 @@ const DNF_LOCKED: i32 = 200;
 /// What dnf (and yum: "Another app is currently holding the yum lock; waiting") print
 /// while they wait for a lock; dnf's wording.
 const WAITED_FOR_LOCK: &str = "Waiting for process with pid";
-/// Delay between two tries of a command that found the dnf lock taken.
-const LOCK_POLL: Duration = Duration::from_secs(5);
 /// The package whose version is the Amazon Linux 2023 release.
 ///
 /// AWS: the releasever is "the value in the command line flag, --releasever=latest, if
@@ -126,31 +124,18 @@ impl Rpm {
     /// leftover transaction by itself; with `exit_on_lock` set it exits 200 instead, and
     /// the command is tried again until `packages.command_timeout` has passed.
     async fn run_checked(&self, argv: Vec<String>) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.timeout;
-        let mut waited_once = false;
-        loop {
-            let output = run(&argv, &[], self.timeout).await?;
-            // dnf resolves the transaction before it waits for the lock: when the holder
-            // (a leftover transaction) changed the rpm database meanwhile, the stale
-            // transaction fails ("package not installed"). Once, resolve it again.
-            let waited = output.stdout.contains(WAITED_FOR_LOCK) || output.stderr.contains(WAITED_FOR_LOCK);
-            if output.code != Some(0) && waited && !waited_once {
-                waited_once = true;
-                info!("the package manager waited for another transaction and then failed; trying again");
-                continue;
-            }
-            if output.code != Some(DNF_LOCKED) || self.tool != RpmTool::Dnf {
-                return expect_success(&argv, output).map(drop);
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::Packages(format!(
-                    "`{}`: another process held the dnf lock (exit code 200) for longer than packages.command_timeout",
-                    command::display(&argv)
-                )));
-            }
-            info!("another process holds the dnf lock; waiting for it");
-            tokio::time::sleep(LOCK_POLL).await;
+        let dnf = self.tool == RpmTool::Dnf;
+        let locked = |o: &command::Output| dnf && o.code == Some(DNF_LOCKED);
+        let mut output = run_until_unlocked(&argv, &[], self.timeout, locked).await?;
+        // dnf resolves the transaction before it waits for the lock: when the holder (a
+        // leftover transaction) changed the rpm database meanwhile, the stale transaction
+        // fails ("package not installed"). Once, resolve it again.
+        let waited = output.stdout.contains(WAITED_FOR_LOCK) || output.stderr.contains(WAITED_FOR_LOCK);
+        if output.code != Some(0) && waited {
+            info!("the package manager waited for another transaction and then failed; trying again");
+            output = run_until_unlocked(&argv, &[], self.timeout, locked).await?;
         }
+        expect_success(&argv, output).map(drop)
     }
 
     /// Installed packages: name and epoch:version-release.
