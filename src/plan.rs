@@ -100,11 +100,6 @@ impl Plan {
     pub fn release(&self) -> Option<&str> {
         self.releases.as_ref().and_then(|r| r.target.as_deref())
     }
-
-    /// True when the ECS agent is all that changes.
-    pub fn agent_only(&self, settings: &PackageSettings) -> bool {
-        !self.updates.is_empty() && self.updates.iter().all(|u| is_agent(settings, &u.name))
-    }
 }
 
 /// Surveys the package manager and makes the plan. With a `journal` (a run, not `check`),

@@ -329,14 +329,25 @@ impl PackageManager for Rpm {
         let mut ini = configparser::ini::Ini::new();
         ini.load(config)
             .map_err(|e| Error::Packages(format!("cannot read dnf-automatic's {}: {e}", config.display())))?;
-        // dnf-automatic: "reboot: either one of never, when-changed, when-needed".
+        // dnf-automatic(8): "reboot: either one of never, when-changed, when-needed"
+        // (default never), and it reboots only after installing: "apply_updates: Whether
+        // packages comprising the available updates should be applied by
+        // dnf-automatic.timer", while dnf-automatic-install.timer installs "regardless of
+        // the configuration file settings".
         let reboot = ini.get("commands", "reboot").unwrap_or_else(|| "never".into());
-        Ok(if reboot.trim() == "never" {
+        let applies = ini.getboolcoerce("commands", "apply_updates").ok().flatten().unwrap_or(false);
+        let install_timer = config
+            .ancestors()
+            .nth(3)
+            .map(|root| root.join("etc/systemd/system/timers.target.wants/dnf-automatic-install.timer"))
+            .is_some_and(|link| link.exists());
+        Ok(if reboot.trim() == "never" || !(applies || install_timer) {
             Vec::new()
         } else {
+            let how = if applies { "apply_updates = yes" } else { "dnf-automatic-install.timer enabled" };
             vec![RebootingUpdater {
                 name: "dnf-automatic".into(),
-                because: format!("reboot = {} in {}", reboot.trim(), config.display()),
+                because: format!("reboot = {}, {how} in {}", reboot.trim(), config.display()),
             }]
         })
     }
@@ -453,6 +464,24 @@ grub2-tools.x86_64            1:2.06-61.amzn2          amzn2-core\n";
         assert_eq!(humantime::format_rfc3339_seconds(built).to_string(), "2024-10-01T12:30:00Z");
         assert_eq!(version_of("2023.6.20241010-0.amzn2023"), "2023.6.20241010");
         assert_eq!(version_of("1:2.0-1"), "2.0");
+    }
+
+    #[tokio::test]
+    async fn dnf_automatic_reboots_only_when_it_installs() {
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join("etc/dnf/automatic.conf");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let dnf = Rpm::new(RpmTool::Dnf, &[], Some(config.clone()), &PackageSettings::default());
+        assert!(dnf.rebooting_updaters().await.unwrap().is_empty(), "not installed");
+        std::fs::write(&config, "[commands]\napply_updates = no\nreboot = when-needed\n").unwrap();
+        assert!(dnf.rebooting_updaters().await.unwrap().is_empty(), "downloads only: never reboots");
+        let wants = root.path().join("etc/systemd/system/timers.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink("/dev/null", wants.join("dnf-automatic-install.timer")).unwrap();
+        let found = dnf.rebooting_updaters().await.unwrap();
+        assert!(found[0].because.contains("dnf-automatic-install.timer"), "{found:?}");
+        std::fs::write(&config, "[commands]\napply_updates = yes\nreboot = never\n").unwrap();
+        assert!(dnf.rebooting_updaters().await.unwrap().is_empty(), "installs, never reboots");
     }
 
     fn output(code: i32, stdout: &str) -> command::Output {
