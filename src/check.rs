@@ -86,7 +86,7 @@ pub async fn preview(
     };
     let reboot_needed_now = match reboot_probe {
         RebootProbe::Rule => crate::packages::by_rule(&RebootRule::new(packages), &[]).ok(),
-        probe => ports.packages.reboot_required(probe).await.ok(),
+        _ => ports.packages.reboot_required().await.ok(),
     };
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);

@@ -242,7 +242,8 @@ pub struct PackageSettings {
     pub security_only: bool,
     /// Packages never updated (globs, e.g. `"docker*"`).
     pub exclude: Vec<String>,
-    /// Updates built (rpm) or first seen by this host (apt) less than this long ago wait.
+    /// Updates built (dnf) or first seen by this host (apt, yum: no build time) less than
+    /// this long ago wait.
     #[serde(with = "humantime_serde")]
     pub min_age: Duration,
     /// `when-needed` or `always`.
@@ -251,7 +252,8 @@ pub struct PackageSettings {
     pub runtime: RuntimePolicy,
     /// Packages whose update needs a reboot (globs).
     pub reboot_packages: Vec<String>,
-    /// Added to `reboot_packages` (like `needs-restarting.d`).
+    /// Added to `reboot_packages`: packages whose update needs a reboot on this fleet
+    /// (the role `needs-restarting.d` plays for dnf; these also force the reboot).
     pub extra_reboot_packages: Vec<String>,
     /// Packages running containers use from the host: runtime, CNI, firewall, GPU (globs).
     pub runtime_packages: Vec<String>,

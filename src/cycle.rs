@@ -77,7 +77,7 @@ pub struct Ports {
 impl Plan {
     /// What the package manager is asked to download or install.
     fn target(&self) -> Target {
-        Target { release: self.release().map(str::to_string), names: self.names() }
+        Target { release: self.release().map(str::to_string), updates: self.updates.clone() }
     }
 }
 
@@ -633,7 +633,7 @@ impl<'a> Machine<'a> {
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
             State::Downloading { plan, arn } => self.download(plan, arn).await,
-            State::InstallingInPlace { plan, agent_version } => self.install_in_place(plan, agent_version).await,
+            State::InstallingInPlace { plan, agent_version } => self.install_in_place(cycle, plan, agent_version).await,
             State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
             State::WaitingForSlot { plan, arn, stays } => self.wait_for_slot(cycle, plan, arn, stays).await,
             State::Draining { plan, arn, lease, scale_in } => self.drain(cycle, plan, arn, lease, scale_in).await,
@@ -641,6 +641,11 @@ impl<'a> Machine<'a> {
             State::RestartingRuntime { plan, arn, lease, scale_in } => {
                 self.ensure_lease()?;
                 self.ports.host.restart_runtime().await?;
+                if plan.updates_agent {
+                    // The agent's container dies with the runtime, but ecs-init itself
+                    // runs on: restart it, so the new agent package is the one that starts.
+                    self.ports.host.restart_agent().await?;
+                }
                 Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
             }
             State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } => {
@@ -690,6 +695,11 @@ impl<'a> Machine<'a> {
     async fn download(&self, plan: Plan, arn: String) -> Result<State> {
         self.ports.packages.download(&plan.target()).await?;
         if !plan.drain {
+            // No slot is taken for it, but a paused roll stops it too: the pause may be
+            // for the very update this host is about to install.
+            if let Some(why) = self.ports.coordinator.paused().await? {
+                return Err(Error::Paused(format!("the roll is paused: {why}")));
+            }
             let agent_version = if plan.updates_agent {
                 let agent =
                     self.ports.agent.metadata().await.map_err(|e| {
@@ -711,12 +721,30 @@ impl<'a> Machine<'a> {
 
     /// Installs while tasks run: nothing they use changes. The agent, if updated, restarts
     /// next; otherwise the cycle ends, naming the services still running replaced code.
-    async fn install_in_place(&self, plan: Plan, agent_version: Option<String>) -> Result<State> {
-        self.ports.packages.install(&plan.target()).await?;
-        if let Some(agent_version) = agent_version {
-            return Ok(State::RestartingAgent { plan, agent_version });
+    async fn install_in_place(&self, cycle: &Cycle, plan: Plan, agent_version: Option<String>) -> Result<State> {
+        let installed = self.ports.packages.install(&plan.target()).await;
+        let verified = match (&installed, &agent_version) {
+            (Ok(()), None) => self.verify_installed(&plan).await,
+            _ => installed,
+        };
+        if let Err(error) = verified {
+            // The host still serves, but an update that fails here would fail on its peers
+            // too: halt the roll (in-place installs take no slot, so nothing else would).
+            let why = format!("{} failed at {}: {error}", cycle.instance_id, cycle.state.name());
+            if let Err(e) = self.ports.coordinator.pause(&why, &cycle.instance_id).await {
+                warn!("cannot pause the roll: {e}");
+            }
+            return Err(error);
         }
-        self.verify_installed(&plan).await?;
+        match agent_version {
+            Some(agent_version) => Ok(State::RestartingAgent { plan, agent_version }),
+            None => Ok(State::Done { outcome: self.patched_in_place(&plan).await }),
+        }
+    }
+
+    /// The outcome of an update installed while tasks ran, naming the services still
+    /// running replaced code.
+    async fn patched_in_place(&self, plan: &Plan) -> Outcome {
         let restart_needed = self.ports.packages.services_to_restart().await;
         if !restart_needed.is_empty() {
             warn!(
@@ -724,7 +752,7 @@ impl<'a> Machine<'a> {
                 restart_needed.join(", ")
             );
         }
-        Ok(State::Done { outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed } })
+        Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed }
     }
 
     async fn restart_agent(&self, cycle: &Cycle, plan: Plan, old_version: String) -> Result<State> {
@@ -740,9 +768,7 @@ impl<'a> Machine<'a> {
             info!(old = %old_version, new = %meta.version, "the new ECS agent is connected");
         }
         self.verify_installed(&plan).await?;
-        Ok(State::Done {
-            outcome: Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed: vec![] },
-        })
+        Ok(State::Done { outcome: self.patched_in_place(&plan).await })
     }
 
     // ---- 4. slot ------------------------------------------------------------------------
@@ -984,12 +1010,17 @@ impl<'a> Machine<'a> {
         Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })
     }
 
-    /// Asks the probe chosen before the drain, or applies the reboot rule where the host
-    /// has none.
+    /// An updated package of `packages.reboot_packages` needs a reboot, whatever the probe
+    /// knows of it (the class promised one); otherwise the probe chosen before the drain
+    /// answers, or the reboot rule where the host has none.
     async fn reboot_required(&self, plan: &Plan) -> Result<RebootNeed> {
+        let rule = RebootRule::new(&self.settings.packages);
+        if let Some(need) = packages::by_package(&rule, &plan.names()) {
+            return Ok(need);
+        }
         match plan.reboot_probe {
-            RebootProbe::Rule => packages::by_rule(&RebootRule::new(&self.settings.packages), &plan.names()),
-            probe => self.ports.packages.reboot_required(probe).await,
+            RebootProbe::Rule => packages::by_rule(&rule, &plan.names()),
+            _ => self.ports.packages.reboot_required().await,
         }
     }
 

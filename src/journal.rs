@@ -65,6 +65,11 @@ impl Journal {
         Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 
+    /// The state directory it keeps.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Reads the record; `None` when there is none yet.
     pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         read(&self.dir)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::config::{DrainPolicy, PackageSettings};
+use crate::config::{DrainPolicy, PackageSettings, RebootPolicy};
 use crate::error::Result;
 use crate::journal::{self, Journal};
 use crate::packages::{PackageManager, PackageUpdate, RebootProbe, RebootingUpdater, Releases};
@@ -36,6 +36,7 @@ pub enum Class {
 
 /// What the cycle will install, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PlanRecord")]
 pub struct Plan {
     /// The updates to install.
     pub updates: Vec<PackageUpdate>,
@@ -43,29 +44,49 @@ pub struct Plan {
     /// uses (`--releasever`; none: the locked one), on Amazon Linux 2023.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases: Option<Releases>,
-    /// The class of the update (journals from before classes: a drained reboot cycle).
-    #[serde(default = "legacy_class")]
+    /// The class of the update.
     pub class: Class,
     /// Why it is of that class.
-    #[serde(default)]
     pub why: String,
     /// Whether the host is drained for it.
-    #[serde(default = "legacy_drain")]
     pub drain: bool,
     /// How the reboot check is made after the install.
-    #[serde(default)]
     pub reboot_probe: RebootProbe,
     /// Whether an ECS agent package is among the updates (the agent must restart).
-    #[serde(default)]
     pub updates_agent: bool,
 }
 
-fn legacy_class() -> Class {
-    Class::Reboot
+/// A plan as journals hold it, including those written before update classes, which had
+/// only `agent_only`: an agent-only plan was installed in place, any other one drained.
+#[derive(Deserialize)]
+struct PlanRecord {
+    updates: Vec<PackageUpdate>,
+    #[serde(default)]
+    releases: Option<Releases>,
+    class: Option<Class>,
+    #[serde(default)]
+    why: String,
+    drain: Option<bool>,
+    #[serde(default)]
+    reboot_probe: RebootProbe,
+    updates_agent: Option<bool>,
+    #[serde(default)]
+    agent_only: bool,
 }
 
-fn legacy_drain() -> bool {
-    true
+impl From<PlanRecord> for Plan {
+    fn from(r: PlanRecord) -> Self {
+        let legacy_class = if r.agent_only { Class::Agent } else { Class::Reboot };
+        Plan {
+            updates: r.updates,
+            releases: r.releases,
+            class: r.class.unwrap_or(legacy_class),
+            why: r.why,
+            drain: r.drain.unwrap_or(!r.agent_only),
+            reboot_probe: r.reboot_probe,
+            updates_agent: r.updates_agent.unwrap_or(r.agent_only),
+        }
+    }
 }
 
 /// An update left out of the plan, and why.
@@ -120,9 +141,11 @@ pub async fn make(
     let (class, why) = classify(&chosen, settings);
     let updates_agent = chosen.iter().any(|u| is_agent(settings, &u.name));
     let agent_only = !chosen.is_empty() && chosen.iter().all(|u| is_agent(settings, &u.name));
+    // `packages.reboot = "always"` reboots every cycle but an agent-only one, so it drains too.
+    let drain_anyway = settings.drain == DrainPolicy::Always || settings.reboot == RebootPolicy::Always;
     let drain = match class {
         Class::Reboot | Class::Runtime => true,
-        Class::Agent | Class::InPlace => settings.drain == DrainPolicy::Always && !agent_only,
+        Class::Agent | Class::InPlace => drain_anyway && !agent_only,
     };
     let plan = Plan { updates: chosen, releases: survey.releases, class, why, drain, reboot_probe, updates_agent };
     Ok(Planning { plan, held, rebooting_updaters })
@@ -197,15 +220,17 @@ fn seen_key(update: &PackageUpdate) -> String {
 }
 
 /// When this host first saw each of `updates` (now, for those new); with a journal, the
-/// record is kept for the next run, pruned to the updates still offered.
+/// record is kept in its directory for the next run, pruned to the updates still offered
+/// (without one, `state_dir`'s record is only read).
 fn first_seen(
     updates: &[PackageUpdate],
     now: SystemTime,
     state_dir: &std::path::Path,
     journal: Option<&Journal>,
 ) -> BTreeMap<String, SystemTime> {
+    let dir = journal.map_or(state_dir, Journal::dir);
     let known: BTreeMap<String, SystemTime> =
-        match journal::read_file::<BTreeMap<String, humantime_serde::Serde<SystemTime>>>(state_dir, FIRST_SEEN_FILE) {
+        match journal::read_file::<BTreeMap<String, humantime_serde::Serde<SystemTime>>>(dir, FIRST_SEEN_FILE) {
             Ok(known) => known.unwrap_or_default().into_iter().map(|(k, t)| (k, *t)).collect(),
             Err(e) => {
                 warn!("{e}; the first-seen times start afresh");
@@ -255,6 +280,16 @@ mod tests {
         assert_eq!(class_of(&["curl", "ecs-init"]), Class::Agent);
         assert_eq!(class_of(&["amazon-ecs-init"]), Class::Agent);
         assert_eq!(class_of(&["curl", "openssl-libs"]), Class::InPlace);
+    }
+
+    #[test]
+    fn journals_from_before_classes_keep_their_meaning() {
+        let agent: Plan = serde_json::from_str(r#"{"updates": [], "agent_only": true}"#).unwrap();
+        assert_eq!((agent.class, agent.drain, agent.updates_agent), (Class::Agent, false, true));
+        let drained: Plan = serde_json::from_str(r#"{"updates": [], "agent_only": false}"#).unwrap();
+        assert_eq!((drained.class, drained.drain, drained.updates_agent), (Class::Reboot, true, false));
+        let now: Plan = serde_json::from_str(&serde_json::to_string(&agent).unwrap()).unwrap();
+        assert_eq!(now, agent, "a plan reads back as written");
     }
 
     #[test]

@@ -77,12 +77,23 @@ fn a_host_without_a_reboot_probe_reboots_by_the_rule() {
         let runs = host.run_to_end();
         assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
         assert!(
-            runs[0].stderr.contains("demo-kernel was updated and matches packages.reboot_packages"),
+            runs[0].stderr.contains("demo-kernel was updated and matches the reboot packages"),
             "{manager}: {}",
             runs[0].stderr
         );
         assert_patched(&host);
     }
+    // No package named for a reboot: the rule's other half, the newest kernel installed
+    // (vmlinuz-2.0, just written) against the running one (1.0), asks for the reboot.
+    let host = TestHost::start(Options {
+        scenario: "no-probe",
+        config: "[packages]\nextra_reboot_packages = []\ndrain = \"always\"\n",
+        ..Options::default()
+    });
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert!(runs[0].stderr.contains("the newest kernel installed is 2.0, the running one 1.0"), "{}", runs[0].stderr);
+    assert_eq!(host.reboots(), 1);
     // With a probe, the probe answers (the flag file for apt, needs-restarting for dnf).
     let host = TestHost::start(Options { manager: "apt", ..Options::default() });
     assert_eq!(host.check_json()["reboot_probe"], "reboot-required-file");
@@ -221,6 +232,25 @@ fn a_userland_update_is_installed_in_place_without_a_drain() {
 }
 
 #[test]
+fn a_failed_in_place_install_pauses_the_roll_and_a_paused_roll_installs_nothing_in_place() {
+    let host = TestHost::start(Options {
+        scenario: "broken-userland",
+        standin_args: &["--lease-table", "leases"],
+        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert_eq!(drains(&host), 0, "the host kept serving");
+    let lease = &host.control("lease", "{}")["demo/default"];
+    let reason = lease["paused"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("failed at installing-in-place"), "{lease}");
+    let again = host.run(&["run"]);
+    assert!(again.stderr.contains("the roll is paused"), "{again:?}");
+    assert_eq!(host.upgrades("demo-app"), 0);
+}
+
+#[test]
 fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
     // restart (the default): the runtime restarts on the drained host, no reboot.
     for manager in ["dnf", "apt"] {
@@ -263,14 +293,15 @@ fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
 #[test]
 fn apt_waits_for_the_lists_lock_that_apt_daily_holds_after_boot() {
     // `apt-get update` does not wait for the lists lock by itself (DPkg::Lock::Timeout
-    // covers dpkg's lock only): hold it for 3 s, as apt-daily would.
+    // covers dpkg's lock only): hold it for 8 s, as apt-daily would (the run reaches
+    // `apt-get update` within a second or two).
     let host = TestHost::start(Options { manager: "apt", scenario: "userland", ..Options::default() });
     let lock = host.path("pkg/root/var/lib/apt/lists/lock");
     let mut holder = std::process::Command::new("python3")
         .args([
             "-c",
             "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); \
-             fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(3)",
+             fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(8)",
         ])
         .arg(&lock)
         .stdout(std::process::Stdio::piped())

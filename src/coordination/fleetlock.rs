@@ -115,6 +115,10 @@ impl Coordinator for FleetLock {
         Ok(Halt::KeepSlot)
     }
 
+    async fn paused(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     fn ttl(&self) -> Duration {
         Duration::MAX
     }

@@ -87,6 +87,9 @@ pub trait Coordinator: Send + Sync {
     /// Halts the roll after a failure, so no host starts a new cycle until an operator
     /// resumes; says how.
     async fn pause(&self, reason: &str, by: &str) -> Result<Halt>;
+    /// Why the group's roll is paused, if it is: an update installed in place takes no
+    /// slot, but stops for a pause all the same. `None` where the backend has no pause.
+    async fn paused(&self) -> Result<Option<String>>;
     /// How long a lease lasts without renewal.
     fn ttl(&self) -> Duration;
 }
@@ -140,6 +143,10 @@ impl Coordinator for Local {
 
     async fn pause(&self, _: &str, _: &str) -> Result<Halt> {
         Ok(Halt::Alone)
+    }
+
+    async fn paused(&self) -> Result<Option<String>> {
+        Ok(None)
     }
 
     fn ttl(&self) -> Duration {

@@ -410,6 +410,11 @@ impl Coordinator for StoreCoordinator {
         .map(|_| Halt::Paused)
     }
 
+    async fn paused(&self) -> Result<Option<String>> {
+        let (record, _) = self.read::<GroupRecord>(&self.key).await?;
+        Ok(record.paused.map(|p| format!("{} (paused by {})", p.reason, p.by)))
+    }
+
     fn ttl(&self) -> Duration {
         self.ttl
     }

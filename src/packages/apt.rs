@@ -86,11 +86,13 @@ impl PackageManager for Apt {
     }
 
     async fn download(&self, target: &Target) -> Result<()> {
-        self.run_checked(self.install_argv(&["--download-only"], &target.names)).await.map(drop)
+        self.run_checked(self.install_argv(&["--download-only"], &target.names())).await.map(drop)
     }
 
+    /// By name: Debian and Ubuntu archives keep only the newest version, so a version
+    /// published after the plan (apt-daily refreshes the lists) replaces the planned one.
     async fn install(&self, target: &Target) -> Result<()> {
-        self.run_checked(self.install_argv(&[], &target.names)).await.map(drop)
+        self.run_checked(self.install_argv(&[], &target.names())).await.map(drop)
     }
 
     /// The reboot-required file means something only where update-notifier-common writes it.
@@ -98,10 +100,7 @@ impl PackageManager for Apt {
         Ok(if self.settings.reboot_notifier.exists() { RebootProbe::RebootRequiredFile } else { RebootProbe::Rule })
     }
 
-    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed> {
-        if probe != RebootProbe::RebootRequiredFile {
-            return Err(Error::Packages(format!("apt has no reboot probe {probe:?}")));
-        }
+    async fn reboot_required(&self) -> Result<RebootNeed> {
         let flag = &self.settings.reboot_required_file;
         match flag.try_exists() {
             Ok(false) => Ok(RebootNeed { needed: false, reason: format!("{} is absent", flag.display()) }),
@@ -175,6 +174,7 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
             };
             let inside = rest.strip_prefix('(')?;
             let (available, origins) = inside.split_once(' ').unwrap_or((inside, ""));
+            let origins = origins.trim_end_matches(')');
             let origins = origins.rsplit_once(" [").map_or(origins, |(o, _)| o);
             // `Origin:Version/Archive`, or the bare archive for a repository without an origin.
             let security = origins
@@ -216,12 +216,15 @@ Conf libc6 (2.36-9+deb12u8 Debian-Security:12/stable-security [amd64])\n";
     async fn reboot_flag_and_its_package_list() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("reboot-required");
-        let settings = AptSettings { args: vec![], reboot_required_file: flag.clone(), reboot_notifier: flag.clone() };
+        let notifier = dir.path().join("notify-reboot-required");
+        std::fs::write(&notifier, "#!/bin/sh\n").unwrap();
+        let settings = AptSettings { args: vec![], reboot_required_file: flag.clone(), reboot_notifier: notifier };
         let apt = Apt::new(settings, &PackageSettings::default());
-        assert!(!apt.reboot_required(RebootProbe::RebootRequiredFile).await.unwrap().needed);
+        assert_eq!(apt.reboot_probe().await.unwrap(), RebootProbe::RebootRequiredFile);
+        assert!(!apt.reboot_required().await.unwrap().needed);
         std::fs::write(&flag, "*** System restart required ***\n").unwrap();
         std::fs::write(dir.path().join("reboot-required.pkgs"), "linux-base\nlibc6\n").unwrap();
-        let need = apt.reboot_required(RebootProbe::RebootRequiredFile).await.unwrap();
+        let need = apt.reboot_required().await.unwrap();
         assert!(need.needed);
         assert!(need.reason.contains("linux-base, libc6"), "{}", need.reason);
     }

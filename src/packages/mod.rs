@@ -19,7 +19,7 @@ use crate::shutdown;
 use tracing::error;
 
 pub use apt::Apt;
-pub use reboot::{RebootRule, by_rule};
+pub use reboot::{RebootRule, by_package, by_rule};
 pub use rpm::{Rpm, RpmTool};
 
 /// One package that has a newer version available.
@@ -35,7 +35,8 @@ pub struct PackageUpdate {
     /// When the new version was built (rpm's build time), for `packages.min_age`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub built: Option<SystemTime>,
-    /// True when it comes from a security advisory or a security pocket.
+    /// True when it comes from a security pocket (apt), or when the query was limited to
+    /// security advisories (dnf/yum with `packages.security_only`; otherwise unknown: false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub security: bool,
 }
@@ -66,8 +67,15 @@ pub struct Survey {
 pub struct Target {
     /// The repository release to use (`--releasever`), or none for the locked one.
     pub release: Option<String>,
-    /// The packages to update.
-    pub names: Vec<String>,
+    /// The planned updates, each at its planned version.
+    pub updates: Vec<PackageUpdate>,
+}
+
+impl Target {
+    /// The package names.
+    pub fn names(&self) -> Vec<String> {
+        self.updates.iter().map(|u| u.name.clone()).collect()
+    }
 }
 
 /// How this host tells whether a reboot is needed.
@@ -118,8 +126,9 @@ pub trait PackageManager: Send + Sync {
     async fn install(&self, target: &Target) -> Result<()>;
     /// Which reboot check this host has (asked before any drain).
     async fn reboot_probe(&self) -> Result<RebootProbe>;
-    /// Whether what is installed needs a reboot, by `probe` (never [`RebootProbe::Rule`]).
-    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed>;
+    /// Whether what is installed needs a reboot, by this backend's own probe (the one
+    /// [`PackageManager::reboot_probe`] names when it is not [`RebootProbe::Rule`]).
+    async fn reboot_required(&self) -> Result<RebootNeed>;
     /// Updaters configured to install and reboot on their own.
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>>;
     /// Services still running code that an update replaced (`needs-restarting -s`,
@@ -213,7 +222,8 @@ async fn run_until_unlocked(
 ) -> Result<command::Output> {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let output = run(argv, env, limit).await?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(1));
+        let output = run(argv, env, left).await?;
         if !locked(&output) {
             return Ok(output);
         }

@@ -4,7 +4,6 @@
 //! `packages.reboot_packages`.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use super::RebootNeed;
 use crate::config::PackageSettings;
@@ -37,13 +36,20 @@ impl RebootRule {
     }
 }
 
+/// A reboot is needed when one of `updated` matches `packages.reboot_packages` (or its
+/// extras); `None` when none does.
+pub fn by_package(rule: &RebootRule, updated: &[String]) -> Option<RebootNeed> {
+    let (name, glob) = updated.iter().find_map(|n| rule.matching(n).map(|g| (n, g)))?;
+    Some(RebootNeed {
+        needed: true,
+        reason: format!("{name} was updated and matches the reboot packages (\"{glob}\")"),
+    })
+}
+
 /// Applies the rule to a host where `updated` packages were just installed.
 pub fn by_rule(rule: &RebootRule, updated: &[String]) -> Result<RebootNeed> {
-    if let Some((name, glob)) = updated.iter().find_map(|n| rule.matching(n).map(|g| (n, g))) {
-        return Ok(RebootNeed {
-            needed: true,
-            reason: format!("{name} was updated and matches packages.reboot_packages \"{glob}\" (reboot rule)"),
-        });
+    if let Some(need) = by_package(rule, updated) {
+        return Ok(need);
     }
     let running = std::fs::read_to_string(&rule.running_kernel)
         .map_err(|e| {
@@ -64,21 +70,25 @@ pub fn by_rule(rule: &RebootRule, updated: &[String]) -> Result<RebootNeed> {
     })
 }
 
-/// The release of the most recently installed `vmlinuz-RELEASE` in `dir`.
+/// The release of the most recently installed `vmlinuz-RELEASE` in `dir`, by the time
+/// the file was written (its ctime: rpm and dpkg set a file's mtime to the build time);
+/// RHEL-family rescue images (`vmlinuz-0-rescue-*`) are not kernels one boots into.
 fn newest_kernel(dir: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Packages(format!("cannot list {}: {e}", dir.display()))),
     };
-    let mut newest: Option<(SystemTime, String)> = None;
+    let mut newest: Option<((i64, i64), String)> = None;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(release) = name.strip_prefix("vmlinuz-") else { continue };
+        let Some(release) = name.strip_prefix("vmlinuz-").filter(|r| !r.contains("-rescue-")) else { continue };
         // symlink_metadata: a `vmlinuz` link's time says nothing about the kernel.
-        let Ok(modified) = entry.path().symlink_metadata().and_then(|m| m.modified()) else { continue };
-        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
-            newest = Some((modified, release.to_string()));
+        let Ok(meta) = entry.path().symlink_metadata() else { continue };
+        let written = (meta.ctime(), meta.ctime_nsec());
+        if newest.as_ref().is_none_or(|(t, _)| written > *t) {
+            newest = Some((written, release.to_string()));
         }
     }
     Ok(newest.map(|(_, release)| release))
@@ -87,7 +97,7 @@ fn newest_kernel(dir: &Path) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     fn rule(dir: &Path) -> RebootRule {
         RebootRule {

@@ -100,7 +100,10 @@ impl Rpm {
     }
 
     /// A command that changes (or downloads) packages: `packages.exclude` applies, so no
-    /// dependency can pull an excluded package in.
+    /// dependency can pull an excluded package in, and each package is named at its planned
+    /// version (`name-[epoch:]version-release`), so what is installed is what was planned
+    /// and checked against the filters, even hours later. Amazon Linux 2023's repositories
+    /// are immutable per release, so the planned version stays available.
     fn change_argv(&self, target: &Target, extra: &[&str]) -> Vec<String> {
         let upgrade = match self.tool {
             RpmTool::Dnf => "upgrade",
@@ -111,7 +114,8 @@ impl Rpm {
         verb.extend(excludes.iter().map(String::as_str));
         verb.push(upgrade);
         verb.extend_from_slice(extra);
-        self.argv(target.release.as_deref(), &verb, &target.names)
+        let specs: Vec<String> = target.updates.iter().map(|u| format!("{}-{}", u.name, u.available)).collect();
+        self.argv(target.release.as_deref(), &verb, &specs)
     }
 
     /// A read-only query; its output on success.
@@ -292,7 +296,7 @@ impl PackageManager for Rpm {
     }
 
     async fn reboot_probe(&self) -> Result<RebootProbe> {
-        match self.reboot_required(RebootProbe::NeedsRestarting).await {
+        match self.reboot_required().await {
             Ok(_) => Ok(RebootProbe::NeedsRestarting),
             Err(e) => {
                 info!("needs-restarting cannot answer ({e}); the reboot rule decides");
@@ -301,10 +305,7 @@ impl PackageManager for Rpm {
         }
     }
 
-    async fn reboot_required(&self, probe: RebootProbe) -> Result<RebootNeed> {
-        if probe != RebootProbe::NeedsRestarting {
-            return Err(Error::Packages(format!("{} has no reboot probe {probe:?}", self.program())));
-        }
+    async fn reboot_required(&self) -> Result<RebootNeed> {
         let argv = match self.tool {
             RpmTool::Dnf => self.unfiltered(&["needs-restarting", "-r"]),
             RpmTool::Yum => vec!["needs-restarting".into(), "-r".into()],

@@ -442,7 +442,7 @@ impl PackageManager for SimPackages {
     }
 
     async fn install(&self, target: &Target) -> Result<()> {
-        let in_place = !target.names.iter().any(|n| n == "kernel");
+        let in_place = !target.updates.iter().any(|u| u.name == "kernel");
         {
             let mut w = self.world.lock().expect("world");
             if !in_place && w.tasks.iter().any(|t| t.host == self.host) {
@@ -461,7 +461,7 @@ impl PackageManager for SimPackages {
         Ok(RebootProbe::NeedsRestarting)
     }
 
-    async fn reboot_required(&self, _: RebootProbe) -> Result<RebootNeed> {
+    async fn reboot_required(&self) -> Result<RebootNeed> {
         Ok(RebootNeed { needed: true, reason: "kernel updated (simulated)".into() })
     }
 

@@ -16,6 +16,7 @@
 #               apt without update-notifier (nothing writes /var/run/reboot-required)
 #   none        no update
 #   broken         demo-app 2.0 whose install fails (a file conflict), demo-kernel 2.0
+#   broken-userland  demo-app 2.0 whose install fails, alone (installed in place)
 #   unsatisfiable  demo-app 2.0 needing a package nobody has (dnf skips it and exits 0)
 #   slow        as full, but demo-app 2.0's pre-install script takes SLOW_SECONDS (default 4)
 # The agent's package is ecs-init with dnf, amazon-ecs-init with apt, as on real hosts.
@@ -44,6 +45,7 @@ case $scenario in
   obsoletes) updates="demo-app-ng:2.0:obsoletes" ;;
   none) updates="" ;;
   broken) updates="demo-app:2.0:broken demo-kernel:2.0" ;;
+  broken-userland) updates="demo-app:2.0:broken" ;;
   unsatisfiable) updates="demo-app:2.0:unsatisfiable" ;;
   slow) updates="demo-app:2.0:slow demo-kernel:2.0 $agent:1.1.0" ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
