@@ -788,6 +788,26 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     if !s.paths.state_dir.is_absolute() {
         return fail("paths.state_dir", "must be an absolute path");
     }
+    let owned_flags = [
+        ("--releasever", "packages.release"),
+        ("--security", "packages.security_only"),
+        ("--exclude", "packages.exclude"),
+        ("-x", "packages.exclude"),
+    ];
+    for (key, args) in [("packages.dnf.args", &s.packages.dnf.args), ("packages.yum.args", &s.packages.yum.args)] {
+        for arg in args {
+            if let Some((flag, setting)) =
+                owned_flags.iter().find(|(flag, _)| arg == flag || arg.starts_with(&format!("{flag}=")))
+            {
+                return fail(
+                    key,
+                    &format!(
+                        "`{arg}`: {flag} is set through {setting}, so that the plan, the install and the verification agree"
+                    ),
+                );
+            }
+        }
+    }
     let globs = [
         ("packages.exclude", &s.packages.exclude),
         ("packages.reboot_packages", &s.packages.reboot_packages),
@@ -913,6 +933,16 @@ mod tests {
         write(&fragments, "50-fast.toml", "[drain]\npoll_initial = \"1m\"\n");
         let message = error_of(&Source::Default { file, fragments });
         assert!(message.contains("50-fast.toml: key `drain.poll_initial`"), "{message}");
+    }
+
+    #[test]
+    fn flags_that_settings_own_are_refused_in_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "c.toml", "[packages.dnf]\nargs = [\"--releasever=latest\"]\n");
+        let message = error_of(&Source::Explicit(file));
+        assert!(message.contains("packages.dnf.args") && message.contains("packages.release"), "{message}");
+        let file = write(dir.path(), "d.toml", "[packages.yum]\nargs = [\"--security\"]\n");
+        assert!(error_of(&Source::Explicit(file)).contains("packages.security_only"));
     }
 
     #[test]

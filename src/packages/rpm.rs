@@ -209,19 +209,24 @@ impl Rpm {
     }
 
     /// The release the host is locked to, and the newest one published (dnf only).
+    /// The release the host runs is its installed `system-release`; which release plain
+    /// commands use (the lock) is dnf's business, the plan only says when it overrides it.
     async fn releases(&self) -> Result<Option<Releases>> {
         if self.tool != RpmTool::Dnf {
             return Ok(None);
         }
         let installed = self.installed().await?;
         let Some((_, evr)) = installed.iter().find(|(n, _)| n == RELEASE_PACKAGE) else {
+            if self.release != ReleasePolicy::Locked {
+                return Err(Error::Config(format!(
+                    "packages.release is \"{}\", but no {RELEASE_PACKAGE} package is installed: only Amazon \
+                     Linux 2023 has versioned repositories; leave it \"locked\"",
+                    String::from(self.release.clone())
+                )));
+            }
             return Ok(None); // not a system with versioned repositories
         };
-        let vars = self.installroot().join("etc/dnf/vars/releasever");
-        let running = match std::fs::read_to_string(&vars) {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-            _ => version_of(evr),
-        };
+        let running = version_of(evr);
         let newest = self
             .query(self.unfiltered(&[
                 "--releasever=latest",
@@ -260,11 +265,6 @@ impl Rpm {
             info!(running = %running, newest = %v, "a newer release is available; packages.release is \"locked\"");
         }
         Ok(Some(Releases { running, newest, target }))
-    }
-
-    /// The root dnf works on (`--installroot`, else `/`).
-    fn installroot(&self) -> PathBuf {
-        self.args.iter().find_map(|a| a.strip_prefix("--installroot=")).unwrap_or("/").into()
     }
 }
 
