@@ -315,6 +315,12 @@ impl PackageSettings {
     }
 }
 
+/// The first of `globs` (package-name globs, validated when the settings were loaded) that
+/// `name` matches.
+pub fn first_match<'a>(globs: impl IntoIterator<Item = &'a String>, name: &str) -> Option<&'a String> {
+    globs.into_iter().find(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+}
+
 /// Packages whose update needs a reboot, on every family: dnf's `needs-restarting` list
 /// (kernel, glibc, linux-firmware, systemd, dbus) with each family's names, plus microcode.
 pub const DEFAULT_REBOOT_PACKAGES: &[&str] = &[

@@ -52,7 +52,7 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle, ScaleIn};
-use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Releases, Target};
+use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Releases};
 use crate::plan::{self, Class, Plan, Planning};
 use crate::shutdown;
 
@@ -72,13 +72,6 @@ pub struct Ports {
     pub coordinator: Arc<dyn Coordinator>,
     /// Spot notices, Auto Scaling lifecycle and scale-in protection.
     pub lifecycle: Box<dyn Lifecycle>,
-}
-
-impl Plan {
-    /// What the package manager is asked to download or install.
-    fn target(&self) -> Target {
-        Target { release: self.release().map(str::to_string), updates: self.updates.clone() }
-    }
 }
 
 /// How a cycle ended.
@@ -642,8 +635,9 @@ impl<'a> Machine<'a> {
                 self.ensure_lease()?;
                 self.ports.host.restart_runtime().await?;
                 if plan.updates_agent {
-                    // The agent's container dies with the runtime, but ecs-init itself
-                    // runs on: restart it, so the new agent package is the one that starts.
+                    // ecs-init's unit is `PartOf=docker.service`, so a docker restart restarts
+                    // the agent with it; restarting it once more is harmless and covers a
+                    // runtime command that leaves docker running (containerd alone).
                     self.ports.host.restart_agent().await?;
                 }
                 Ok(State::Returning { plan, arn, stale_arn: None, rebooted: false, lease, scale_in })

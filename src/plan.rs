@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::config::{DrainPolicy, PackageSettings, RebootPolicy};
+use crate::config::{DrainPolicy, PackageSettings, RebootPolicy, first_match};
 use crate::error::Result;
 use crate::journal::{self, Journal};
-use crate::packages::{PackageManager, PackageUpdate, RebootProbe, RebootingUpdater, Releases};
+use crate::packages::{PackageManager, PackageUpdate, RebootProbe, RebootingUpdater, Releases, Target};
 
 /// The state-directory file recording when this host first saw each update.
 const FIRST_SEEN_FILE: &str = "first-seen.json";
@@ -117,6 +117,11 @@ impl Plan {
         self.updates.iter().map(|u| u.name.clone()).collect()
     }
 
+    /// What the package manager is asked to download or install.
+    pub fn target(&self) -> Target {
+        Target { release: self.release().map(str::to_string), updates: self.updates.clone() }
+    }
+
     /// The release every command of this plan uses, or none for the locked one.
     pub fn release(&self) -> Option<&str> {
         self.releases.as_ref().and_then(|r| r.target.as_deref())
@@ -152,12 +157,7 @@ pub async fn make(
 }
 
 fn is_agent(settings: &PackageSettings, name: &str) -> bool {
-    settings.agent_packages.iter().any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
-}
-
-/// The first glob of `globs` that `name` matches.
-fn matching<'a>(globs: impl Iterator<Item = &'a String>, name: &str) -> Option<&'a String> {
-    globs.into_iter().find(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+    first_match(&settings.agent_packages, name).is_some()
 }
 
 /// Splits the updates into those to install and those held back (`packages.exclude`,
@@ -171,7 +171,7 @@ fn select(
     let mut chosen = Vec::new();
     let mut held = Vec::new();
     for update in updates {
-        let why = if let Some(glob) = matching(settings.exclude.iter(), &update.name) {
+        let why = if let Some(glob) = first_match(&settings.exclude, &update.name) {
             Some(format!("packages.exclude \"{glob}\""))
         } else if settings.min_age > Duration::ZERO {
             let (since, what) = match update.built {
@@ -200,13 +200,12 @@ fn select(
 /// The class of `updates` and why: a reboot package wins over a runtime one, which wins
 /// over the agent.
 fn classify(updates: &[PackageUpdate], settings: &PackageSettings) -> (Class, String) {
-    let first = |globs: &mut dyn Iterator<Item = &String>| {
-        let globs: Vec<&String> = globs.collect();
-        updates.iter().find_map(|u| matching(globs.iter().copied(), &u.name).map(|g| (u.name.clone(), g.clone())))
+    let first = |globs: Vec<&String>| {
+        updates.iter().find_map(|u| first_match(globs.iter().copied(), &u.name).map(|g| (&u.name, g.clone())))
     };
-    if let Some((name, glob)) = first(&mut settings.reboot_globs()) {
+    if let Some((name, glob)) = first(settings.reboot_globs().collect()) {
         (Class::Reboot, format!("{name} matches packages.reboot_packages \"{glob}\""))
-    } else if let Some((name, glob)) = first(&mut settings.runtime_globs()) {
+    } else if let Some((name, glob)) = first(settings.runtime_globs().collect()) {
         (Class::Runtime, format!("{name} matches packages.runtime_packages \"{glob}\""))
     } else if let Some(agent) = updates.iter().find(|u| is_agent(settings, &u.name)) {
         (Class::Agent, format!("{} is the ECS agent; nothing else needs more than an in-place install", agent.name))

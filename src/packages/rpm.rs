@@ -156,8 +156,7 @@ impl Rpm {
     /// installed one) and packages that obsolete an installed one, as `dnf upgrade` would
     /// take them. An obsoleter is matched against the installed packages' exact versions
     /// (`name = evr`), as dnf itself does, so a stale `Obsoletes: foo < 2` is not planned.
-    async fn dnf_pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>> {
-        let installed = self.installed().await?;
+    async fn dnf_pending(&self, release: Option<&str>, installed: &[(String, String)]) -> Result<Vec<PackageUpdate>> {
         let upgrades = self
             .query(self.argv(
                 release,
@@ -208,14 +207,10 @@ impl Rpm {
         }
     }
 
-    /// The release the host is locked to, and the newest one published (dnf only).
-    /// The release the host runs is its installed `system-release`; which release plain
-    /// commands use (the lock) is dnf's business, the plan only says when it overrides it.
-    async fn releases(&self) -> Result<Option<Releases>> {
-        if self.tool != RpmTool::Dnf {
-            return Ok(None);
-        }
-        let installed = self.installed().await?;
+    /// The release the host runs (its installed `system-release`, among `installed`) and
+    /// the newest one published (dnf only). Which release plain commands use (the lock) is
+    /// dnf's business; the plan only says when it overrides it.
+    async fn releases(&self, installed: &[(String, String)]) -> Result<Option<Releases>> {
         let Some((_, evr)) = installed.iter().find(|(n, _)| n == RELEASE_PACKAGE) else {
             if self.release != ReleasePolicy::Locked {
                 return Err(Error::Config(format!(
@@ -275,14 +270,18 @@ impl PackageManager for Rpm {
     }
 
     async fn survey(&self) -> Result<Survey> {
-        let releases = self.releases().await?;
-        let updates = self.pending(releases.as_ref().and_then(|r| r.target.as_deref())).await?;
+        if self.tool == RpmTool::Yum {
+            return Ok(Survey { releases: None, updates: self.yum_pending().await? });
+        }
+        let installed = self.installed().await?;
+        let releases = self.releases(&installed).await?;
+        let updates = self.dnf_pending(releases.as_ref().and_then(|r| r.target.as_deref()), &installed).await?;
         Ok(Survey { releases, updates })
     }
 
     async fn pending(&self, release: Option<&str>) -> Result<Vec<PackageUpdate>> {
         match self.tool {
-            RpmTool::Dnf => self.dnf_pending(release).await,
+            RpmTool::Dnf => self.dnf_pending(release, &self.installed().await?).await,
             RpmTool::Yum => self.yum_pending().await,
         }
     }

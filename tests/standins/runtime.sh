@@ -1,6 +1,7 @@
 #!/bin/sh
 # Stand-in for `systemctl restart containerd docker`: records the restart in RECORD, and
-# restarts the agent (its container dies with the runtime; ecs-init starts it again).
+# restarts the agent, as systemd does: ecs-init's ecs.service is `PartOf=docker.service`
+# ("when systemd stops or restarts the units listed here, the action is propagated").
 # usage: runtime.sh RECORD CONTROL_URL dnf|apt ROOT HOST_INDEX
 set -eu
 record=$1
