@@ -31,8 +31,7 @@ fn nothing_is_installed_while_a_stopped_task_is_still_shutting_down() {
     // (so the instance's counts say 0) all that time.
     let host = TestHost::start(Options { standin_args: &["--deactivating-seconds", "3"], ..Options::default() });
     let draining = host.record()["arn"].clone();
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_patched(&host);
     let installing = step_began(&host, "installing");
     let ours: Vec<serde_json::Value> = host.ecs()["tasks"]
@@ -66,8 +65,7 @@ fn sigterm_during_a_package_transaction_lets_it_finish_then_the_next_run_resumes
         assert_eq!(host.installed("demo-app"), "2.0", "{manager}: the transaction ran to its end");
         assert_eq!(host.status()["step"], "installing", "{manager}: the journal still says installing");
         assert_eq!(host.reboots(), 0, "{manager}: no reboot after the stop");
-        let runs = host.run_to_end();
-        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        host.run_to_success(manager);
         assert_patched(&host);
     }
 }
@@ -75,13 +73,7 @@ fn sigterm_during_a_package_transaction_lets_it_finish_then_the_next_run_resumes
 #[test]
 fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() {
     for manager in ["dnf", "apt"] {
-        let host = TestHost::start(Options {
-            manager,
-            scenario: "slow",
-            standin_args: &["--lease-table", "leases"],
-            config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
-            ..Options::default()
-        });
+        let host = TestHost::start(Options { manager, scenario: "slow", ..Options::dynamodb_leases() });
         let mut run = host.spawn_run();
         host.wait_for_step("installing");
         host.wait_for_scriptlet();
@@ -168,8 +160,7 @@ fn scale_in_protection_is_held_through_the_cycle_then_restored() {
     wait_until_draining(&host);
     assert_eq!(host.control("autoscaling", "{}")[&id]["protected"], true, "protected while drained");
     first.wait().unwrap();
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_patched(&host);
     assert_eq!(host.calls("SetInstanceProtection:true"), 1, "protected before the drain");
     assert_eq!(host.calls("SetInstanceProtection:false"), 1, "protection lifted at the end");
@@ -202,8 +193,7 @@ fn the_lease_is_renewed_before_the_reboot_to_outlast_it() {
     // renewed since; a plain renewal holds 2 m at most.
     assert!(held >= 140_000, "held {held} ms: reboot_timeout plus a lease lifetime");
     assert_eq!(holder["step"], "rebooting");
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_eq!(host.control("lease", "{}")["demo/default"]["holders"], serde_json::json!([]));
 }
 
@@ -364,7 +354,6 @@ fn throttling_and_server_errors_are_ridden_out() {
         "inject",
         r#"{"operation": "DescribeContainerInstances", "code": "ServerException", "status": 500, "times": 3}"#,
     );
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_patched(&host);
 }

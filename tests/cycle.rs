@@ -29,8 +29,7 @@ fn full_cycle_with_dnf_ends_active_at_v2() {
 #[test]
 fn full_cycle_with_apt_ends_active_at_v2() {
     let host = TestHost::start(Options { manager: "apt", ..Options::default() });
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_patched(&host);
 }
 
@@ -94,8 +93,7 @@ fn drain_timeout_puts_the_instance_back_and_fails() {
 #[test]
 fn standalone_tasks_are_stopped_after_the_grace_period_when_asked() {
     let host = with_a_standalone_task("[drain]\nstandalone_tasks = \"stop\"\nstandalone_grace = \"1s\"\n");
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_eq!(host.calls("StopTask"), 1, "only the standalone task is stopped by us");
     assert_eq!(host.record()["status"], "ACTIVE");
 }
@@ -152,8 +150,7 @@ fn a_lost_agent_state_is_adopted_and_the_stale_record_deregistered() {
         .collect();
     reboot.push("lose-agent-state".into());
     host.merge_config(&format!("[host]\nreboot_command = {}\n", serde_json::to_string(&reboot).unwrap()));
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     let records = host.records();
     assert_eq!(records.len(), 1, "exactly one record left: {records:#?}");
     assert_eq!(records[0]["status"], "ACTIVE");

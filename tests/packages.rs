@@ -74,8 +74,7 @@ fn a_host_without_a_reboot_probe_reboots_by_the_rule() {
         let check = host.check_json();
         assert_eq!(check["reboot_probe"], "rule", "{manager}: {check}");
         assert_eq!(check["plan"]["reboot_probe"], "rule", "{manager}");
-        let runs = host.run_to_end();
-        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        let runs = host.run_to_success(manager);
         assert!(
             runs[0].stderr.contains("demo-kernel was updated and matches the reboot packages"),
             "{manager}: {}",
@@ -90,8 +89,7 @@ fn a_host_without_a_reboot_probe_reboots_by_the_rule() {
         config: "[packages]\nextra_reboot_packages = []\ndrain = \"always\"\n",
         ..Options::default()
     });
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    let runs = host.run_to_success("");
     assert!(runs[0].stderr.contains("the newest kernel installed is 2.0, the running one 1.0"), "{}", runs[0].stderr);
     assert_eq!(host.reboots(), 1);
     // With a probe, the probe answers (the flag file for apt, needs-restarting for dnf).
@@ -132,8 +130,7 @@ fn an_updater_that_reboots_by_itself_is_refused_unless_allowed() {
         assert_eq!(host.installed("demo-app"), "1.0", "nothing installed");
 
         host.merge_config("[packages]\nallow_rebooting_updater = true\n");
-        let runs = host.run_to_end();
-        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        host.run_to_success(manager);
         assert_patched(&host);
     }
 }
@@ -167,8 +164,7 @@ fn excluded_packages_are_held_and_never_installed() {
         assert_eq!(check["held"][0]["name"], "demo-app", "{manager}: {check}");
         assert_eq!(check["held"][0]["why"], "packages.exclude \"demo-a*\"");
         assert!(!names(&check["plan"]).contains(&"demo-app".to_string()));
-        let runs = host.run_to_end();
-        assert_eq!(runs.last().unwrap().code, 0, "{manager}: {runs:#?}");
+        host.run_to_success(manager);
         assert_eq!(host.installed("demo-app"), "1.0", "{manager}");
         assert_eq!(host.installed("demo-kernel"), "2.0", "{manager}");
     }
@@ -225,20 +221,14 @@ fn a_userland_update_is_installed_in_place_without_a_drain() {
         config: "[packages]\ndrain = \"always\"\n",
         ..Options::default()
     });
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_eq!(drains(&host), 1);
     assert_eq!(host.installed("demo-app"), "2.0");
 }
 
 #[test]
 fn a_failed_in_place_install_pauses_the_roll_and_a_paused_roll_installs_nothing_in_place() {
-    let host = TestHost::start(Options {
-        scenario: "broken-userland",
-        standin_args: &["--lease-table", "leases"],
-        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
-        ..Options::default()
-    });
+    let host = TestHost::start(Options { scenario: "broken-userland", ..Options::dynamodb_leases() });
     let run = host.run(&["run"]);
     assert_ne!(run.code, 0, "{run:?}");
     assert_eq!(drains(&host), 0, "the host kept serving");
@@ -275,8 +265,7 @@ fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
         config: "[packages]\nruntime = \"reboot\"\n",
         ..Options::default()
     });
-    let runs = host.run_to_end();
-    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    host.run_to_success("");
     assert_eq!((host.reboots(), host.runtime_restarts()), (1, 0));
     // leave: installed on the drained host, the old daemon keeps running (said in the log).
     let host = TestHost::start(Options {

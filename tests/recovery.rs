@@ -9,15 +9,7 @@ use common::{Options, TestHost, assert_patched};
 
 /// Runs with the fault armed until the process dies at `point`, then to the end without it.
 fn crash_at(point: &str, lease: bool) {
-    let host = if lease {
-        TestHost::start(Options {
-            standin_args: &["--lease-table", "leases"],
-            config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
-            ..Options::default()
-        })
-    } else {
-        TestHost::start(Options::default())
-    };
+    let host = if lease { TestHost::start(Options::dynamodb_leases()) } else { TestHost::start(Options::default()) };
     let mut hit = false;
     for _ in 0..4 {
         let run = host.run_with(&["run"], &[("ECS_PATCHD_FAULT_KILL", point)]);

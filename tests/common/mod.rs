@@ -49,6 +49,18 @@ impl Default for Options<'_> {
     }
 }
 
+impl Options<'_> {
+    /// The defaults, with a DynamoDB lease table `leases` in the stand-in and the daemon's
+    /// coordination through it.
+    pub fn dynamodb_leases() -> Self {
+        Self {
+            standin_args: &["--lease-table", "leases"],
+            config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n",
+            ..Self::default()
+        }
+    }
+}
+
 /// One simulated host; stand-ins it started itself stop when it is dropped.
 pub struct TestHost {
     pub dir: tempfile::TempDir,
@@ -269,6 +281,14 @@ impl TestHost {
             }
         }
         panic!("still being killed after 6 runs: {:#?}", runs.last());
+    }
+
+    /// [`TestHost::run_to_end`], asserting that the last run succeeded; `label` names the
+    /// case in the failure message.
+    pub fn run_to_success(&self, label: &str) -> Vec<Run> {
+        let runs = self.run_to_end();
+        assert_eq!(runs.last().unwrap().code, 0, "{label}: {runs:#?}");
+        runs
     }
 
     /// The cluster as the stand-in sees it, plus ECS call counts.
