@@ -348,12 +348,18 @@ fn credentials_expiring_during_the_drain_end_the_run_at_once() {
 
 #[test]
 fn throttling_and_server_errors_are_ridden_out() {
+    // Three of each: the SDK's standard retry mode makes three attempts itself, so only
+    // the third failure in a row reaches ecs-patchd's own retry of the step.
     let host = TestHost::start(Options::default());
-    host.control("inject", r#"{"operation": "ListTasks", "code": "ThrottlingException", "times": 2}"#);
+    host.control("inject", r#"{"operation": "ListTasks", "code": "ThrottlingException", "times": 3}"#);
     host.control(
         "inject",
         r#"{"operation": "DescribeContainerInstances", "code": "ServerException", "status": 500, "times": 3}"#,
     );
-    host.run_to_success("");
+    let runs = host.run_to_success("");
     assert_patched(&host);
+    let log: String = runs.iter().map(|r| r.stderr.as_str()).collect();
+    for code in ["ThrottlingException", "ServerException"] {
+        assert!(log.contains(code) && log.contains("trying again in"), "{code} reached the step's retry: {log}");
+    }
 }
