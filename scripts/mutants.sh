@@ -19,7 +19,7 @@ mutations=(
   "ignore-min-healthy|src/coordination/policy.rs|if healthy_after * 100 < policy.min_healthy_percent as usize * registered {|if false \&\& healthy_after * 100 < policy.min_healthy_percent as usize * registered {|binary(simulation)"
   "ignore-one-zone|src/coordination/policy.rs|if policy.one_az_at_a_time|if false \&\& policy.one_az_at_a_time|binary(simulation) | test(one_zone)"
   "leak-a-release|src/coordination/store.rs|r.holders.retain(\|h\| !(h.id == id \&\& h.token == grant.token));|r.holders.retain(\|_\| true);|binary(simulation) | test(dynamodb_lease::kill_after_the_drain)"
-  "count-daemon-tasks-as-load|src/coordination/policy.rs|.less(request.stays).plus(still_to_move)|.plus(still_to_move)|test(daemon)"
+  "count-daemon-tasks-as-load|src/coordination/policy.rs|.minus(request.stays).plus(still_to_move)|.plus(still_to_move)|test(daemon)"
   "drain-ends-on-desired-status|src/cycle.rs|        if counted == 0 {\n            let on_host|        if counted == 0 { return Ok(TasksLeft::default()); }\n        if counted == 0 {\n            let on_host|test(nothing_is_installed_while) | test(deactivating)"
   "sigterm-cuts-the-transaction|src/packages/mod.rs|    let _transaction = shutdown::transaction().await;\n||test(sigterm_during)"
   "deregister-without-force|src/ecs.rs|.force(true)|.force(false)|test(a_lost_agent_state)"

@@ -9,7 +9,7 @@ use crate::error::Error;
 
 /// Where the SDK's default chain looks for credentials, in order (aws-config's
 /// `DefaultCredentialsChain`), for messages that must say what was tried.
-pub const CREDENTIAL_CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), \
+const CREDENTIAL_CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), \
     the shared config and credentials files (AWS_PROFILE), a web identity token \
     (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container credentials endpoint, and the EC2 instance profile \
     through IMDSv2";
@@ -111,7 +111,7 @@ where
 }
 
 /// The error for a credentials failure of `what`, naming the chain that was tried.
-pub fn credentials_error(what: &str, reason: &str) -> Error {
+fn credentials_error(what: &str, reason: &str) -> Error {
     Error::Credentials(format!(
         "{what}: no valid AWS credentials ({reason}). Looked in {CREDENTIAL_CHAIN}. Attach an instance \
          profile whose role allows the actions listed in the README, or set the standard AWS variables."

@@ -40,13 +40,8 @@ impl Capacity {
         Capacity { cpu: self.cpu + other.cpu, memory: self.memory + other.memory }
     }
 
-    /// Element-wise difference.
-    pub fn minus(self, other: Capacity) -> Capacity {
-        Capacity { cpu: self.cpu - other.cpu, memory: self.memory - other.memory }
-    }
-
     /// Element-wise difference, never below zero.
-    pub fn less(self, other: Capacity) -> Capacity {
+    pub fn minus(self, other: Capacity) -> Capacity {
         Capacity { cpu: (self.cpu - other.cpu).max(0), memory: (self.memory - other.memory).max(0) }
     }
 

@@ -196,10 +196,7 @@ async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
         tracing::info!("no cycle in progress: nothing to resume");
         return Ok(ExitCode::SUCCESS);
     }
-    let imds = aws_config::imds::Client::builder().build();
-    let instance = identity::instance_document(&imds).await?;
-    let aws = aws_config(&instance.region).await;
-    ecs_patchd::aws::check_credentials(&aws).await?;
+    let (imds, instance, aws) = this_instance().await?;
     let agent = agent(settings)?;
     let next = match in_progress {
         Some(cycle) => Next::Resume(Box::new(cycle)),
@@ -238,10 +235,7 @@ async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
 
 async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
-    let imds = aws_config::imds::Client::builder().build();
-    let instance = identity::instance_document(&imds).await?;
-    let aws = aws_config(&instance.region).await;
-    ecs_patchd::aws::check_credentials(&aws).await?;
+    let (imds, instance, aws) = this_instance().await?;
     let agent = agent(settings)?;
     let identity = resolve(settings, &aws, instance, agent.as_ref()).await?;
     let lifecycle = Ec2Lifecycle::new(&aws, imds, &identity.instance.instance_id);
@@ -369,6 +363,16 @@ async fn stop_requested() -> &'static str {
     }
     ecs_patchd::shutdown::quiet().await;
     name
+}
+
+/// IMDS, this instance's identity document, and the AWS configuration for its region, whose
+/// credentials are checked once, before any step.
+async fn this_instance() -> Result<(aws_config::imds::Client, InstanceDocument, aws_config::SdkConfig)> {
+    let imds = aws_config::imds::Client::builder().build();
+    let instance = identity::instance_document(&imds).await?;
+    let aws = aws_config(&instance.region).await;
+    ecs_patchd::aws::check_credentials(&aws).await?;
+    Ok((imds, instance, aws))
 }
 
 async fn aws_config(region: &str) -> aws_config::SdkConfig {

@@ -244,12 +244,12 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
     // Daemon tasks are never moved (one per instance): what stays is nobody's to absorb
     // (and once they have stopped too, nothing is left to subtract).
     let load = |id: &str, declared: Capacity, stays: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
-        Some(seen) => seen.registered.minus(seen.remaining).less(stays),
-        None => declared.less(stays),
+        Some(seen) => seen.registered.minus(seen.remaining).minus(stays),
+        None => declared.minus(stays),
     };
     let still_to_move =
         record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated, h.stays)));
-    let need = me.registered.minus(me.remaining).less(request.stays).plus(still_to_move);
+    let need = me.registered.minus(me.remaining).minus(request.stays).plus(still_to_move);
     if !free.covers(need) {
         return Err(format!(
             "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
