@@ -219,9 +219,13 @@ fn the_units_resume_after_boot_without_a_random_delay() {
         "the daily timer's random delay must not delay the resume"
     );
     let resume = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd-resume.service")).unwrap();
-    for line in
-        ["ExecStart=/usr/bin/ecs-patchd run --resume-only", "After=", "ecs.service", "WantedBy=multi-user.target"]
-    {
+    for line in [
+        "ExecStart=/usr/bin/ecs-patchd run --resume-only",
+        "After=",
+        "ecs.service",
+        "WantedBy=multi-user.target",
+        "RestartForceExitStatus=75",
+    ] {
         assert!(resume.contains(line), "ecs-patchd-resume.service lacks {line:?}");
     }
     assert!(!resume.contains("RandomizedDelaySec"));
