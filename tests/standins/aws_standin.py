@@ -46,12 +46,6 @@ ACCOUNT = "123456789012"
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class World:
     """The simulated host: its instance, agent and ECS records."""
 
@@ -515,11 +509,13 @@ def fleetlock_handler(world):
     return Handler
 
 
-def serve(handler, port):
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+def serve(handler):
+    """Serves `handler` on a port the kernel picks (binding port 0 cannot race another test) and
+    returns its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def setup(world, moto_url, args):
@@ -632,25 +628,20 @@ def main():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     world = World(args)
     patch_moto(world)
-    ports = {"moto": free_port(), "fleetlock": free_port()}
     from werkzeug.serving import make_server
-    moto = make_server("127.0.0.1", ports["moto"], moto_app(world), threaded=True)
+    moto = make_server("127.0.0.1", 0, moto_app(world), threaded=True)
     threading.Thread(target=moto.serve_forever, daemon=True).start()
-    moto_url = f"http://127.0.0.1:{ports['moto']}"
+    moto_url = f"http://127.0.0.1:{moto.socket.getsockname()[1]}"
     setup(world, moto_url, args)
     hosts = []
     for h in world.hosts:
-        imds, agent = free_port(), free_port()
-        serve(imds_handler(world, h), imds)
-        serve(agent_handler(world, h), agent)
-        hosts.append({"imds_url": f"http://127.0.0.1:{imds}", "agent_url": f"http://127.0.0.1:{agent}",
+        hosts.append({"imds_url": serve(imds_handler(world, h)), "agent_url": serve(agent_handler(world, h)),
                       "instance_id": h["instance_id"], "container_instance_arn": h["arn"]})
-    if args.fleetlock_slots:
-        serve(fleetlock_handler(world), ports["fleetlock"])
+    fleetlock_url = serve(fleetlock_handler(world)) if args.fleetlock_slots else None
     threading.Thread(target=world.schedule_forever, daemon=True).start()
 
     state = dict(hosts[0], moto_url=moto_url, cluster=world.cluster, region=REGION, hosts=hosts,
-                 lease_table=args.lease_table, fleetlock_url=f"http://127.0.0.1:{ports['fleetlock']}")
+                 lease_table=args.lease_table, fleetlock_url=fleetlock_url)
     temp = args.state_file + ".tmp"
     with open(temp, "w") as f:
         json.dump(state, f)
