@@ -11,6 +11,7 @@ use crate::identity::Identity;
 use crate::lifecycle;
 use crate::packages::{RebootNeed, RebootProbe, RebootRule, RebootingUpdater};
 use crate::plan::{self, Class, Held, Plan};
+use crate::window::{Openness, Schedule};
 
 /// The answer of `check`.
 #[derive(Debug, Serialize)]
@@ -49,8 +50,38 @@ pub struct Preview {
     pub reboot_needed_now: Option<RebootNeed>,
     /// A cycle that `run` would resume.
     pub in_progress: Option<Cycle>,
+    /// The maintenance windows now.
+    pub window: WindowView,
     /// What `run` would do, in one sentence.
     pub verdict: String,
+}
+
+/// The maintenance windows, as `check` shows them.
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    /// Whether patching may start now.
+    pub open: bool,
+    /// When the window open now closes (none: no windows configured).
+    #[serde(with = "humantime_serde")]
+    pub closes_at: Option<std::time::SystemTime>,
+    /// When the next window opens, if closed now.
+    #[serde(with = "humantime_serde")]
+    pub next_opens_at: Option<std::time::SystemTime>,
+    /// The same, in the windows' time zone, for people.
+    pub describe: String,
+}
+
+impl WindowView {
+    /// The windows of `schedule` at `now`.
+    pub fn new(schedule: &Schedule, now: std::time::SystemTime) -> Self {
+        let openness = schedule.at(now);
+        let (closes_at, next_opens_at, describe) = match openness {
+            Openness::Always => (None, None, "no maintenance window configured: patching may start at any time".into()),
+            Openness::OpenUntil(t) => (Some(t), None, format!("open until {}", schedule.local(t))),
+            Openness::ClosedUntil(t) => (None, Some(t), format!("closed; the next window opens {}", schedule.local(t))),
+        };
+        Self { open: openness.is_open(), closes_at, next_opens_at, describe }
+    }
 }
 
 /// The package filters in force.
@@ -73,6 +104,7 @@ pub async fn preview(
     settings: &Settings,
     identity: Identity,
     in_progress: Option<Cycle>,
+    schedule: &Schedule,
 ) -> Result<Preview> {
     let instance = ports.ecs.describe(&identity.container_instance_arn).await?;
     let now = ports.clock.now();
@@ -92,8 +124,15 @@ pub async fn preview(
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
     let plan = planning.plan;
+    let window = WindowView::new(schedule, now);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
+    } else if !window.open && !plan.updates.is_empty() {
+        format!(
+            "nothing yet: {} update(s) pending, but the maintenance window is {}",
+            plan.updates.len(),
+            window.describe
+        )
     } else if let Some(why) = &leaving {
         format!("nothing: {why}")
     } else if let (Some(updater), false) = (planning.rebooting_updaters.first(), packages.allow_rebooting_updater) {
@@ -149,6 +188,7 @@ pub async fn preview(
         reboot_probe,
         reboot_needed_now,
         in_progress,
+        window,
         verdict,
     })
 }

@@ -35,6 +35,12 @@ pub struct Settings {
     pub host: HostSettings,
     /// How hosts of a cluster take turns.
     pub coordination: CoordinationSettings,
+    /// When the daemon checks for updates, and the maintenance windows.
+    pub schedule: ScheduleSettings,
+    /// Executables run before the drain, before the reboot and after the boot.
+    pub hooks: HookSettings,
+    /// SSM compliance and inventory, Prometheus metrics, the webhook.
+    pub report: ReportSettings,
 }
 
 /// Files and directories the daemon reads or writes.
@@ -452,6 +458,88 @@ impl Default for HostSettings {
     }
 }
 
+/// When the daemon checks for updates, and when patching may start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// How often the daemon checks for updates (each wait jittered by up to a tenth).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// IANA time zone of the windows' days and start times.
+    pub time_zone: String,
+    /// Weekly maintenance windows; with none, patching may start at any time.
+    pub windows: Vec<WindowSettings>,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self { check_interval: Duration::from_secs(4 * 3600), time_zone: "UTC".into(), windows: Vec::new() }
+    }
+}
+
+/// One weekly maintenance window (see [`crate::window`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Days it opens: "mon" .. "sun", or ranges such as "mon-fri" (may wrap: "fri-mon").
+    pub days: Vec<String>,
+    /// Local start time, "HH:MM".
+    pub start: String,
+    /// How long it stays open (elapsed time, at most a week).
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+}
+
+/// Executables run at fixed points of the cycle (see [`crate::hooks`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// Directory holding `pre-drain/`, `pre-reboot/` and `post-boot/`.
+    pub dir: PathBuf,
+    /// Longest time one hook may run; it is killed and counts as failed after that.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        Self { dir: "/etc/ecs-patchd/hooks.d".into(), timeout: Duration::from_secs(5 * 60) }
+    }
+}
+
+/// Where the daemon reports what it does. A reporting failure is logged and never fails or
+/// delays a cycle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Send SSM compliance (`Custom:EcsPatchd`) and inventory (`Custom:EcsPatchd`) after
+    /// every check and cycle.
+    pub ssm: bool,
+    /// Local address the daemon serves Prometheus metrics on (`/metrics`), e.g.
+    /// "127.0.0.1:9733"; empty: not served.
+    pub metrics_listen: String,
+    /// node_exporter textfile every command rewrites (atomically), e.g.
+    /// "/var/lib/node_exporter/textfile_collector/ecs_patchd.prom"; empty: none.
+    pub metrics_textfile: PathBuf,
+    /// Slack-compatible webhook URL for drain, reboot, return, failure and pause; empty: none.
+    pub webhook_url: String,
+    /// Longest time one notification may take.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            ssm: true,
+            metrics_listen: String::new(),
+            metrics_textfile: PathBuf::new(),
+            webhook_url: String::new(),
+            webhook_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Where slots come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -613,10 +701,10 @@ pub fn load(source: &Source) -> Result<Settings> {
     if let Source::Default { fragments, .. } = source
         && fragments.exists()
     {
-        check_owner(fragments)?;
+        check_owner(fragments).map_err(Error::Config)?;
     }
     for file in source.files()? {
-        check_owner(&file)?;
+        check_owner(&file).map_err(Error::Config)?;
         let text = std::fs::read_to_string(&file)
             .map_err(|e| Error::Config(format!("cannot read the configuration file {}: {e}", file.display())))?;
         let table = parse_fragment(&file, &text)?;
@@ -630,32 +718,36 @@ pub fn load(source: &Source) -> Result<Settings> {
 
 /// Refuses a configuration file or directory that someone other than root (or the user
 /// running the command) owns or may write: its values become commands run as root.
-fn check_owner(path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::Config(format!("cannot read the configuration file {}: {e}", path.display())))?;
+fn check_owner(path: &Path) -> std::result::Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
     if !(meta.is_file() || meta.is_dir()) {
         return Ok(()); // `--config /dev/null`: nothing anyone could write into it
     }
+    trusted(path, &meta, "its settings name commands run as root")
+}
+
+/// Refuses `path` (described by `meta`) unless root, or the user running the command,
+/// owns it and no one else may write it; `why` says what is at stake.
+pub fn trusted(path: &Path, meta: &std::fs::Metadata, why: &str) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(Error::Config(format!(
-            "{} is owned by uid {}, not by root: its settings name commands run as root, so it is refused \
-             (chown root {})",
+        return Err(format!(
+            "{} is owned by uid {}, not by root: {why}, so it is refused (chown root {})",
             path.display(),
             meta.uid(),
             path.display()
-        )));
+        ));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(Error::Config(format!(
-            "{} is writable by {} (mode {:o}): its settings name commands run as root, so it is refused \
-             (chmod go-w {})",
+        return Err(format!(
+            "{} is writable by {} (mode {:o}): {why}, so it is refused (chmod go-w {})",
             path.display(),
             if meta.mode() & 0o002 != 0 { "everyone" } else { "its group" },
             meta.mode() & 0o7777,
             path.display()
-        )));
+        ));
     }
     Ok(())
 }
@@ -855,6 +947,32 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     }
     if c.backend == Backend::Dynamodb && c.dynamodb_table.is_empty() {
         return fail("coordination.dynamodb_table", "must name the lease table when backend is \"dynamodb\"");
+    }
+    if let Err((key, why)) = crate::window::Schedule::from_settings(&s.schedule) {
+        return fail(&key, &why);
+    }
+    for (key, value) in [
+        ("schedule.check_interval", s.schedule.check_interval),
+        ("hooks.timeout", s.hooks.timeout),
+        ("report.webhook_timeout", s.report.webhook_timeout),
+    ] {
+        if value.is_zero() {
+            return fail(key, "must be longer than zero");
+        }
+    }
+    if !s.hooks.dir.is_absolute() {
+        return fail("hooks.dir", "must be an absolute path");
+    }
+    let r = &s.report;
+    if !r.metrics_listen.is_empty() && r.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
+        return fail("report.metrics_listen", "must be an address and port such as \"127.0.0.1:9733\"");
+    }
+    if !r.metrics_textfile.as_os_str().is_empty() && !r.metrics_textfile.is_absolute() {
+        return fail("report.metrics_textfile", "must be an absolute path ending in .prom");
+    }
+    let web = &r.webhook_url;
+    if !(web.is_empty() || web.starts_with("https://") || web.starts_with("http://")) {
+        return fail("report.webhook_url", "must be an http:// or https:// URL");
     }
     Ok(())
 }

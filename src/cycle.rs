@@ -2,30 +2,37 @@
 //!
 //! What an operator would write down, and the state that carries each step:
 //!
-//! 1. A host that is leaving (spot notice, Auto Scaling) starts nothing, nor one beside an
-//!    updater that reboots by itself. Plan the updates and class them ([`crate::plan`]);
-//!    with none, the cycle is done at once.
+//! 1. Outside a maintenance window ([`crate::window`]), a host that is leaving (spot notice,
+//!    Auto Scaling), or one beside an updater that reboots by itself starts nothing. Plan
+//!    the updates and class them ([`crate::plan`]); with none, the cycle is done at once.
 //! 2. Download them while the host still serves; make sure every service
 //!    with tasks here can move them.                                [`State::Downloading`]
 //! 3. If no task depends on what changes (userland, the ECS agent):
 //!    install in place, no drain; restart the agent if it   [`State::InstallingInPlace`]
 //!    changed and verify the new version connected.               [`State::RestartingAgent`]
-//! 4. Take a slot from the fleet's lease (rolling policy, capacity). [`State::WaitingForSlot`]
-//! 5. Protect the instance from scale-in, drain it, and wait until
+//! 4. Take a slot from the fleet's lease (rolling policy, capacity),
+//!    until the window closes.                                      [`State::WaitingForSlot`]
+//! 5. Still inside the window, and the pre-drain hooks agreeing:
+//!    protect the instance from scale-in, drain it, and wait until
 //!    every task on it has STOPPED.                                 [`State::Draining`]
 //! 6. Install the updates.                                          [`State::Installing`]
 //! 7. After a container runtime update, restart
 //!    it (`packages.runtime`).                              [`State::RestartingRuntime`]
-//!    Otherwise hold the lease over the reboot, reboot if needed; a
-//!    new boot id says it happened.                                 [`State::Rebooting`]
+//!    Otherwise hold the lease over the reboot, run the pre-reboot
+//!    hooks, reboot if needed (or hand the reboot to SSM); a new
+//!    boot id says it happened.                                     [`State::Rebooting`]
 //! 8. After boot: agent running and reconnected (under a new ARN if
-//!    its state was lost), updates verified.                        [`State::Returning`]
+//!    its state was lost), updates verified, post-boot hooks
+//!    passed (if not, the host stays out of service).               [`State::Returning`]
 //! 9. Give back the scale-in protection, set the instance ACTIVE
 //!    again (unless it is being terminated), deregister a stale
 //!    record.                                                       [`State::Reactivating`]
 //! 10. Let it settle, pause the roll if the cycle failed, release
 //!     the slot.                                                    [`State::Releasing`]
 //! 11. Done, with the outcome.                                      [`State::Done`]
+//!
+//! Each step entered, each wait and each event an operator cares about goes to the
+//! reporter ([`crate::report`]).
 //!
 //! Every state is written to the journal before the side effect it announces, every step
 //! is safe to run twice, and a failure after the drain always passes through
@@ -48,13 +55,16 @@ use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
 use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
+use crate::hooks::{HookContext, HookPoint, Hooks};
 use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle, ScaleIn};
 use crate::packages::{self, PackageManager, RebootNeed, RebootProbe, RebootRule, Releases};
 use crate::plan::{self, Class, Plan, Planning};
+use crate::report::{Event, Reporter};
 use crate::shutdown;
+use crate::window::{Openness, Schedule};
 
 /// The side effects a cycle performs, each behind its own trait.
 pub struct Ports {
@@ -72,6 +82,10 @@ pub struct Ports {
     pub coordinator: Arc<dyn Coordinator>,
     /// Spot notices, Auto Scaling lifecycle and scale-in protection.
     pub lifecycle: Box<dyn Lifecycle>,
+    /// The operator's hooks (`hooks.d`).
+    pub hooks: Box<dyn Hooks>,
+    /// Where progress and events are reported.
+    pub reporter: Box<dyn Reporter>,
 }
 
 /// How a cycle ended.
@@ -314,7 +328,7 @@ fn allowed(from: &State, to: &State) -> bool {
             | (Installing { .. }, RestartingRuntime { .. } | Rebooting { .. } | Returning { .. } | Reactivating { .. })
             | (RestartingRuntime { .. }, Returning { .. } | Reactivating { .. })
             | (Rebooting { .. }, Rebooting { .. } | Returning { .. } | Reactivating { .. })
-            | (Returning { .. }, Returning { .. } | Reactivating { .. })
+            | (Returning { .. }, Returning { .. } | Reactivating { .. } | Releasing { .. })
             | (Reactivating { .. }, Releasing { .. })
             | (Releasing { .. }, Done { .. })
     )
@@ -412,6 +426,8 @@ pub struct Machine<'a> {
     settings: &'a Settings,
     journal: &'a Journal,
     heartbeat: Mutex<Option<Heartbeat>>,
+    /// The maintenance windows; `None`: patching may start at any time.
+    schedule: Option<Schedule>,
 }
 
 /// Renews the slot's lease in the background while the cycle holds it.
@@ -431,11 +447,35 @@ impl Drop for Heartbeat {
 impl<'a> Machine<'a> {
     /// A machine over the given side effects, settings and (locked) journal.
     pub fn new(ports: &'a Ports, settings: &'a Settings, journal: &'a Journal) -> Self {
-        Self { ports, settings, journal, heartbeat: Mutex::new(None) }
+        Self { ports, settings, journal, heartbeat: Mutex::new(None), schedule: None }
+    }
+
+    /// The same machine, starting nothing new (no cycle, no drain, no in-place install)
+    /// outside the windows of `schedule`. A cycle past its drain always finishes.
+    pub fn within(mut self, schedule: Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// Whether the windows allow starting something new now.
+    fn window(&self) -> Openness {
+        self.schedule.as_ref().map_or(Openness::Always, |s| s.at(self.ports.clock.now()))
+    }
+
+    /// An error (deferred: nothing was changed) when the windows are closed now.
+    fn inside_window(&self, what: &str) -> Result<()> {
+        match (self.window(), &self.schedule) {
+            (Openness::ClosedUntil(opens), Some(schedule)) => Err(Error::Deferred(format!(
+                "outside the maintenance window: {what} (the next window opens {})",
+                schedule.local(opens)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Checks for updates and, if there are any, runs a new cycle to its end.
     pub async fn start(&self, identity: &Identity) -> Result<Cycle> {
+        self.inside_window("no cycle is started")?;
         if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
             return Err(Error::Deferred(format!("{}: no cycle is started", leaving.reason)));
         }
@@ -472,6 +512,7 @@ impl<'a> Machine<'a> {
         };
         self.journal.save(&cycle)?;
         info!(cycle = %cycle.id, step = cycle.state.name(), "{}", cycle.state.summary());
+        self.ports.reporter.entered(&cycle);
         fault::point(&format!("{}:persisted", cycle.state.name()));
         self.resume(cycle).await
     }
@@ -506,6 +547,15 @@ impl<'a> Machine<'a> {
                     warn!(step, "{error}; trying again in {}", fmt(wait));
                     self.ports.clock.sleep(wait).await;
                     continue;
+                }
+                Err(Error::RebootHandedOff(why)) => {
+                    // The caller reboots (SSM: exit 194) and runs us again after the boot.
+                    // Count the request, as a reboot made here would be counted.
+                    if let State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } = cycle.state.clone() {
+                        let next = State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease, scale_in };
+                        self.enter(&mut cycle, next)?;
+                    }
+                    return Err(Error::RebootHandedOff(why));
                 }
                 Err(error) => self.after_failure(&cycle, error)?,
             };
@@ -620,6 +670,10 @@ impl<'a> Machine<'a> {
         cycle.state = next;
         self.journal.save(cycle)?;
         info!(step = cycle.state.name(), previous = finished, took = %humantime::format_duration(round(took)), "{}", cycle.state.summary());
+        self.ports.reporter.entered(cycle);
+        if let State::Done { outcome: Outcome::Failed { step, reason, .. } } = &cycle.state {
+            self.ports.reporter.event(cycle, Event::Failed, &format!("failed at {step}: {reason}"));
+        }
         Ok(())
     }
 
@@ -689,6 +743,7 @@ impl<'a> Machine<'a> {
     async fn download(&self, plan: Plan, arn: String) -> Result<State> {
         self.ports.packages.download(&plan.target()).await?;
         if !plan.drain {
+            self.inside_window("the in-place install does not start")?;
             // No slot is taken for it, but a paused roll stops it too: the pause may be
             // for the very update this host is about to install.
             if let Some(why) = self.ports.coordinator.paused().await? {
@@ -725,8 +780,10 @@ impl<'a> Machine<'a> {
             // The host still serves, but an update that fails here would fail on its peers
             // too: halt the roll (in-place installs take no slot, so nothing else would).
             let why = format!("{} failed at {}: {error}", cycle.instance_id, cycle.state.name());
-            if let Err(e) = self.ports.coordinator.pause(&why, &cycle.instance_id).await {
-                warn!("cannot pause the roll: {e}");
+            match self.ports.coordinator.pause(&why, &cycle.instance_id).await {
+                Ok(Halt::Paused) => self.ports.reporter.event(cycle, Event::Paused, &why),
+                Ok(_) => {}
+                Err(e) => warn!("cannot pause the roll: {e}"),
             }
             return Err(error);
         }
@@ -775,7 +832,13 @@ impl<'a> Machine<'a> {
         let scale_in = lifecycle::scale_in_or_warn(self.ports.lifecycle.as_ref()).await;
         let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
         let coordination = &self.settings.coordination;
-        let deadline = cycle.entered_at + coordination.wait_timeout;
+        let timeout = cycle.entered_at + coordination.wait_timeout;
+        // No new drain starts once the window closes: the wait ends there.
+        let closes = match self.window() {
+            Openness::ClosedUntil(_) => self.ports.clock.now(),
+            window => window.closes_at().unwrap_or(timeout),
+        };
+        let deadline = timeout.min(closes);
         let mut said = String::new();
         let mut next_in_line = false;
         loop {
@@ -791,6 +854,7 @@ impl<'a> Machine<'a> {
                 Ok(Decision::Wait { reason, soon }) => {
                     if reason != said {
                         info!("waiting for a slot: {reason}");
+                        self.ports.reporter.waiting(cycle, &reason);
                         said = reason;
                     }
                     next_in_line = soon;
@@ -801,6 +865,11 @@ impl<'a> Machine<'a> {
             let now = self.ports.clock.now();
             if now >= deadline {
                 self.withdraw(&request).await;
+                if deadline < timeout {
+                    return Err(Error::Deferred(format!(
+                        "the maintenance window closed while waiting for a slot ({said}); nothing was changed"
+                    )));
+                }
                 return Err(Error::Timeout(format!(
                     "no slot within {} ({said}); nothing was changed",
                     fmt(coordination.wait_timeout)
@@ -838,6 +907,12 @@ impl<'a> Machine<'a> {
                 return Err(Error::Deferred(format!("{}: the instance is not drained", leaving.reason)));
             }
             self.services_can_move(&arn).await?;
+            self.inside_window("the drain does not start")?;
+            // A hook that says no (or fails) stops the cycle before anything changed.
+            self.run_hooks(HookPoint::PreDrain, cycle, &arn)
+                .await
+                .map_err(|e| Error::Deferred(format!("the instance is not drained: {e}")))?;
+            self.ports.reporter.event(cycle, Event::DrainStarted, &plan.why);
             // A drained, task-less instance is the first one Auto Scaling would pick to scale
             // in: protect it until it is set ACTIVE again (Reactivating restores what was there).
             if let Some(group) = scale_in.as_ref().filter(|s| !s.was_protected) {
@@ -851,7 +926,7 @@ impl<'a> Machine<'a> {
         } else {
             return Err(not_ours(&instance));
         }
-        self.wait_until_drained(&arn, cycle.entered_at).await?;
+        self.wait_until_drained(cycle, &arn).await?;
         Ok(State::Installing { plan, arn, lease, scale_in })
     }
 
@@ -874,8 +949,10 @@ impl<'a> Machine<'a> {
         Ok(tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)))
     }
 
-    async fn wait_until_drained(&self, arn: &str, since: SystemTime) -> Result<()> {
+    async fn wait_until_drained(&self, cycle: &Cycle, arn: &str) -> Result<()> {
+        let since = cycle.entered_at;
         let drain = &self.settings.drain;
+        let mut said = String::new();
         let deadline = since + drain.timeout;
         let grace_ends = since + drain.standalone_grace;
         let mut delays = poll_delays(drain.poll_initial, drain.poll_max);
@@ -922,6 +999,11 @@ impl<'a> Machine<'a> {
                         )));
                     }
                 }
+            }
+            let progress = left.describe();
+            if progress != said {
+                self.ports.reporter.waiting(cycle, &progress);
+                said = progress;
             }
             if now >= deadline {
                 return Err(Error::Timeout(format!(
@@ -1064,7 +1146,9 @@ impl<'a> Machine<'a> {
             )));
         }
         self.ensure_lease()?;
+        self.run_hooks(HookPoint::PreReboot, cycle, &arn).await?;
         self.hold_through_reboot(cycle, &lease).await?;
+        self.ports.reporter.event(cycle, Event::Rebooting, &format!("installed {}", plan.names().join(", ")));
         self.ports.host.reboot().await?;
         self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
         warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));
@@ -1120,6 +1204,19 @@ impl<'a> Machine<'a> {
             return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease, scale_in });
         }
         self.verify_installed(&plan).await?;
+        if let Err(error) = self.run_hooks(HookPoint::PostBoot, cycle, &arn).await {
+            // Fail closed: the host stays out of service (DRAINING, protected from scale-in)
+            // and the roll is paused, for an operator to look at it.
+            warn!(
+                "{error}: {arn} stays DRAINING; once it is healthy, set it ACTIVE (aws ecs update-container-instances-state --status ACTIVE) and resume the roll"
+            );
+            let outcome = Outcome::Failed {
+                step: cycle.state.name().into(),
+                kind: error.kind(),
+                reason: format!("{error}; the instance stays DRAINING"),
+            };
+            return Ok(State::Releasing { outcome, lease });
+        }
         let outcome = Outcome::Patched { packages: plan.names(), rebooted, restart_needed: vec![] };
         Ok(State::Reactivating { arn, stale_arn, outcome, lease, scale_in })
     }
@@ -1150,6 +1247,11 @@ impl<'a> Machine<'a> {
                     if i.status == "DRAINING" {
                         self.ports.ecs.set_active(&arn).await?;
                         fault::point("reactivating:activated");
+                        let how = match &outcome {
+                            Outcome::Failed { step, .. } => format!("after a failure at {step}"),
+                            _ => "patched".to_string(),
+                        };
+                        self.ports.reporter.event(cycle, Event::BackInService, &how);
                     }
                     self.ports.ecs.unmark(&arn).await?;
                     info!("{arn} is ACTIVE again");
@@ -1188,7 +1290,10 @@ impl<'a> Machine<'a> {
         {
             let why = format!("{} failed at {step}: {reason}", cycle.instance_id);
             match coordinator.pause(&why, &cycle.instance_id).await? {
-                Halt::Paused => warn!("the roll is paused until an operator resumes it"),
+                Halt::Paused => {
+                    warn!("the roll is paused until an operator resumes it");
+                    self.ports.reporter.event(cycle, Event::Paused, &why);
+                }
                 Halt::KeepSlot => {
                     warn!("the slot is kept so the roll halts; `ecs-patchd fleet release` frees it");
                     return Ok(State::Done { outcome });
@@ -1201,6 +1306,18 @@ impl<'a> Machine<'a> {
     }
 
     // ---- shared checks ------------------------------------------------------------------
+
+    /// Runs the hooks of `point` for this cycle.
+    async fn run_hooks(&self, point: HookPoint, cycle: &Cycle, arn: &str) -> Result<()> {
+        let context = HookContext {
+            step: cycle.state.name(),
+            cycle: &cycle.id,
+            instance_id: &cycle.instance_id,
+            cluster: &cycle.cluster,
+            container_instance_arn: arn,
+        };
+        self.ports.hooks.run(point, &context).await
+    }
 
     /// The container instance `arn`; an error when it is no longer registered.
     async fn registered(&self, arn: &str) -> Result<ContainerInstance> {

@@ -56,6 +56,13 @@ pub enum Error {
     /// A signal (SIGTERM, SIGINT) stopped the run between two steps; the next run resumes.
     #[error("{0}")]
     Stopped(String),
+    /// The run stopped at the reboot, which its caller makes (SSM Run Command: exit 194);
+    /// the run after the boot resumes.
+    #[error("{0}")]
+    RebootHandedOff(String),
+    /// A hook (hooks.d) failed, timed out or was refused.
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// Short, stable label of an error kind (for logs, status and metrics).
@@ -88,8 +95,10 @@ pub enum Kind {
     Credentials,
     /// See [`Error::Deferred`].
     Deferred,
-    /// See [`Error::Stopped`].
+    /// See [`Error::Stopped`] and [`Error::RebootHandedOff`].
     Stopped,
+    /// See [`Error::Hook`].
+    Hook,
 }
 
 impl fmt::Display for Kind {
@@ -109,6 +118,7 @@ impl fmt::Display for Kind {
             Kind::Credentials => "credentials",
             Kind::Deferred => "deferred",
             Kind::Stopped => "stopped",
+            Kind::Hook => "hook",
         })
     }
 }
@@ -130,13 +140,21 @@ impl Error {
             Error::Paused(_) => Kind::Paused,
             Error::Credentials(_) => Kind::Credentials,
             Error::Deferred(_) => Kind::Deferred,
-            Error::Stopped(_) => Kind::Stopped,
+            Error::Stopped(_) | Error::RebootHandedOff(_) => Kind::Stopped,
+            Error::Hook(_) => Kind::Hook,
         }
     }
 
     /// True when running again later may succeed without anyone changing anything.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, Error::Busy(_) | Error::Deferred(_) | Error::Stopped(_) | Error::Ecs { transient: true, .. })
+        matches!(
+            self,
+            Error::Busy(_)
+                | Error::Deferred(_)
+                | Error::Stopped(_)
+                | Error::RebootHandedOff(_)
+                | Error::Ecs { transient: true, .. }
+        )
     }
 }
 

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 pub trait Host: Send + Sync {
     /// An id that changes at every boot.
     fn boot_id(&self) -> Result<String>;
-    /// Asks the machine to reboot; returns once the request is made.
+    /// Asks the machine to reboot; returns once the request is made. Fails with
+    /// [`Error::RebootHandedOff`] when the caller reboots instead (SSM Run Command).
     async fn reboot(&self) -> Result<()>;
     /// Starts the ECS agent if it is not running (a no-op when it is).
     async fn start_agent(&self) -> Result<()>;
@@ -26,6 +27,7 @@ pub trait Host: Send + Sync {
 pub struct SystemHost {
     settings: HostSettings,
     boot_id_path: PathBuf,
+    hand_off_reboot: bool,
 }
 
 /// Time allowed for a service command (start, restart, reboot request) to return.
@@ -34,7 +36,14 @@ const SERVICE_COMMAND_LIMIT: Duration = Duration::from_secs(120);
 impl SystemHost {
     /// A host controlled by the commands in `settings`, reading its boot id from `boot_id_path`.
     pub fn new(settings: HostSettings, boot_id_path: PathBuf) -> Self {
-        Self { settings, boot_id_path }
+        Self { settings, boot_id_path, hand_off_reboot: false }
+    }
+
+    /// The same host, leaving the reboot to the process that ran ecs-patchd: the SSM agent
+    /// reboots when a Run Command step exits 194, then runs the step again.
+    pub fn handing_off_reboot(mut self) -> Self {
+        self.hand_off_reboot = true;
+        self
     }
 
     async fn run(&self, what: &str, argv: &[String]) -> Result<()> {
@@ -58,6 +67,13 @@ impl Host for SystemHost {
     }
 
     async fn reboot(&self) -> Result<()> {
+        if self.hand_off_reboot {
+            return Err(Error::RebootHandedOff(
+                "the reboot is handed to the SSM agent (exit 194): it reboots the host and runs this step again, \
+                 which finishes the cycle"
+                    .into(),
+            ));
+        }
         self.run("reboot", &self.settings.reboot_command).await
     }
 

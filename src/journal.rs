@@ -30,11 +30,7 @@ impl Journal {
     ///
     /// Fails with [`Error::Busy`] naming the holder's pid when another process has it.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| journal_error("cannot create the state directory", dir, e))?;
+        create_state_dir(dir).map_err(|e| journal_error("cannot create the state directory", dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -83,21 +79,35 @@ impl Journal {
     /// Replaces the state directory's file `name` with `record`, atomically and durably.
     pub fn save_file<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.dir.join(name);
-        let temp = self.dir.join(format!("{name}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Journal(format!("cannot encode {}: {e}", path.display())))?;
         bytes.push(b'\n');
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(|e| journal_error("cannot write", &temp, e))?;
-        file.write_all(&bytes).and_then(|_| file.sync_all()).map_err(|e| journal_error("cannot write", &temp, e))?;
-        std::fs::rename(&temp, &path).map_err(|e| journal_error("cannot replace", &path, e))?;
-        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| journal_error("cannot sync", &self.dir, e))
+        replace_file(&path, &bytes, 0o600).map_err(|e| journal_error("cannot replace", &path, e))
     }
+}
+
+/// Creates the state directory `dir` (mode 0700: the journal is root's alone) if it is missing.
+pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Replaces `path` with `bytes`, atomically (a temporary file beside it, renamed over it:
+/// readers see the old content or the new, never a part) and durably, with `mode`.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A hidden name: node_exporter reads only `*.prom`, other readers only the final name.
+    let mut temp = tempfile::Builder::new()
+        .prefix(".ecs-patchd-")
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 /// Reads the record of `dir` without taking the lock (for `status` and diagnostics).

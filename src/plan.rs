@@ -262,7 +262,14 @@ mod tests {
     use super::*;
 
     fn update(name: &str) -> PackageUpdate {
-        PackageUpdate { name: name.into(), current: None, available: "2".into(), built: None, security: false }
+        PackageUpdate {
+            name: name.into(),
+            current: None,
+            available: "2".into(),
+            built: None,
+            security: false,
+            severity: None,
+        }
     }
 
     fn class_of(names: &[&str]) -> Class {

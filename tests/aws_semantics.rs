@@ -212,28 +212,6 @@ fn resume_only_finishes_a_cycle_in_progress_and_otherwise_does_nothing() {
 }
 
 #[test]
-fn the_units_resume_after_boot_without_a_random_delay() {
-    let timer = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd.timer")).unwrap();
-    assert!(
-        !timer.lines().any(|l| l.trim_start().starts_with("OnBootSec")),
-        "the daily timer's random delay must not delay the resume"
-    );
-    let resume = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd-resume.service")).unwrap();
-    for line in [
-        "ExecStart=/usr/bin/ecs-patchd run --resume-only",
-        "After=",
-        "ecs.service",
-        "WantedBy=multi-user.target",
-        "RestartForceExitStatus=75",
-    ] {
-        assert!(resume.contains(line), "ecs-patchd-resume.service lacks {line:?}");
-    }
-    assert!(!resume.contains("RandomizedDelaySec"));
-    let service = std::fs::read_to_string(common::repo_path("systemd/ecs-patchd.service")).unwrap();
-    assert!(service.contains("KillMode=mixed"), "SIGTERM to the daemon alone, never to the package manager");
-}
-
-#[test]
 fn an_active_peer_whose_agent_is_disconnected_does_not_stall_the_roll() {
     let host = TestHost::start(Options { standin_args: &["--peers", "2"], ..Options::default() });
     host.control("peer/disconnect", r#"{"peer": 0}"#); // its EC2 instance is stopped

@@ -1,6 +1,7 @@
 //! Command line: parses arguments, wires the real side effects, prints results.
 //! The only place that writes to the terminal.
 
+mod daemon;
 mod fleet;
 mod logging;
 mod output;
@@ -19,11 +20,17 @@ use ecs_patchd::coordination;
 use ecs_patchd::cycle::{Cycle, Machine, Outcome, Ports, State};
 use ecs_patchd::ecs::{AwsEcs, Ecs};
 use ecs_patchd::error::{Error, Kind, Result};
+use ecs_patchd::hooks::HookDir;
 use ecs_patchd::host::SystemHost;
 use ecs_patchd::identity::{self, Identity, InstanceDocument, Lookup};
 use ecs_patchd::journal::{self, Journal};
 use ecs_patchd::lifecycle::Ec2Lifecycle;
 use ecs_patchd::packages;
+use ecs_patchd::report::record::{self, Record};
+use ecs_patchd::report::ssm::SsmReport;
+use ecs_patchd::report::systemd::{DaemonStatus, StatusLine};
+use ecs_patchd::report::webhook::Webhook;
+use ecs_patchd::report::{Fanout, Reporter, metrics};
 
 /// Exit code: a cycle failed (the host was put back in service if it had been drained).
 const EXIT_FAILED: u8 = 1;
@@ -32,6 +39,9 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_TEMPORARY: u8 = 75;
 /// Exit code: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
+/// Exit code: reboot the host and run this step again (the SSM agent's convention for a
+/// Run Command step on Linux).
+const EXIT_SSM_REBOOT: u8 = 194;
 
 #[derive(Parser)]
 #[command(
@@ -55,12 +65,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run one cycle now in the foreground (or resume the one in progress).
-    Run {
-        /// Only finish a cycle in progress (after a reboot); with none, exit 0 at once.
-        #[arg(long)]
-        resume_only: bool,
-    },
+    /// Run one cycle now in the foreground (or resume the one in progress, or follow the
+    /// daemon's until it ends).
+    Run(RunArgs),
+    /// Run as a service: resume a cycle in progress, then check for updates on a jittered
+    /// interval and patch inside the maintenance windows (systemd Type=notify).
+    Daemon,
     /// Print the effective configuration (defaults merged with every file read), as TOML.
     Config,
     /// Run the real cycle and lease code for many hosts against a simulated cluster on a virtual clock.
@@ -79,6 +89,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Only finish a cycle in progress (after a reboot); with none, exit 0 at once.
+    #[arg(long)]
+    resume_only: bool,
+    /// Start even outside the maintenance windows.
+    #[arg(long)]
+    now: bool,
+    /// Leave the reboot to the SSM agent: exit 194 at the reboot point, and finish the cycle
+    /// when run again after the boot. The default when run by SSM Run Command (the agent
+    /// sets AWS_SSM_INSTANCE_ID).
+    #[arg(long)]
+    ssm: bool,
+    /// Override packages.reboot for this run: if-needed, always or never.
+    #[arg(long, value_name = "POLICY")]
+    reboot: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -137,7 +165,7 @@ struct SimulateArgs {
 /// Parses arguments, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Run { .. });
+    let verbose = matches!(cli.command, Command::Run(_) | Command::Daemon);
     if let Err(e) = logging::init(verbose) {
         eprintln!("ecs-patchd: cannot set up logging: {e}");
     }
@@ -151,7 +179,8 @@ pub fn main() -> ExitCode {
 
 /// The commands about this host: configuration first, then the command on a runtime.
 fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> {
-    let settings = config::load(&config.map_or_else(Source::default, Source::Explicit))?;
+    let source = config.map_or_else(Source::default, Source::Explicit);
+    let settings = config::load(&source)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -160,7 +189,8 @@ fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> 
     runtime.block_on(async {
         match command {
             Command::Check { json } => check(&settings, *json).await,
-            Command::Run { resume_only } => run(&settings, *resume_only).await,
+            Command::Run(args) => run(settings, args).await,
+            Command::Daemon => daemon::run(source, settings).await,
             Command::Config => show_config(&settings),
             Command::Status { json } => status(&settings, *json),
             Command::Fleet { cluster, command } => fleet::run(&settings, cluster.clone(), command).await,
@@ -171,6 +201,9 @@ fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> 
 
 fn fail(error: &Error) -> ExitCode {
     eprintln!("ecs-patchd: {error}");
+    if let Error::RebootHandedOff(_) = error {
+        return ExitCode::from(EXIT_SSM_REBOOT);
+    }
     ExitCode::from(exit_code(error.kind(), error.is_temporary()))
 }
 
@@ -189,12 +222,50 @@ enum Next {
     Start(Identity),
 }
 
-async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
-    let journal = open_journal(settings)?;
+/// How long `run` waits between two looks at a cycle it follows.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn run(mut settings: Settings, args: &RunArgs) -> Result<ExitCode> {
+    if let Some(policy) = &args.reboot {
+        settings.packages.reboot = serde_json::from_value(serde_json::Value::String(policy.clone()))
+            .map_err(|_| Error::Config(format!("--reboot {policy}: must be if-needed, always or never")))?;
+    }
+    let settings = &settings;
+    let began = std::time::SystemTime::now();
+    let journal = match open_journal(settings) {
+        Ok(journal) => journal,
+        Err(Error::Busy(message)) if !args.resume_only => {
+            let followed = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
+            let journal = tokio::select! {
+                journal = follow(settings, &message) => journal?,
+                signal = stop_requested() => return Err(Error::Stopped(format!("stopped by {signal} while following {message}"))),
+            };
+            // The cycle we followed (or one that began while we waited) has ended: its
+            // outcome is ours. Otherwise its owner stopped mid-way: resume it here.
+            if let Some(done) = journal.load::<Cycle>()?.filter(|c| c.state.is_done())
+                && followed.as_ref().map_or(done.started_at >= began, |f| f.id == done.id)
+            {
+                println!("{}", output::run_summary(&done, std::time::SystemTime::now()));
+                return Ok(outcome_code(&done));
+            }
+            journal
+        }
+        Err(e) => return Err(e),
+    };
     let in_progress = journal.load::<Cycle>()?.filter(|c| !c.state.is_done());
-    if resume_only && in_progress.is_none() {
+    if args.resume_only && in_progress.is_none() {
         tracing::info!("no cycle in progress: nothing to resume");
         return Ok(ExitCode::SUCCESS);
+    }
+    let schedule = schedule(settings)?;
+    if in_progress.is_none()
+        && !args.now
+        && let ecs_patchd::window::Openness::ClosedUntil(opens) = schedule.at(began)
+    {
+        return Err(Error::Deferred(format!(
+            "outside the maintenance window: no cycle is started (the next window opens {}; --now starts one anyway)",
+            schedule.local(opens)
+        )));
     }
     let (imds, instance, aws) = this_instance().await?;
     let agent = agent(settings)?;
@@ -206,31 +277,125 @@ async fn run(settings: &Settings, resume_only: bool) -> Result<ExitCode> {
         Next::Resume(cycle) => (cycle.cluster.clone(), cycle.instance_id.clone()),
         Next::Start(identity) => (identity.cluster.clone(), identity.instance.instance_id.clone()),
     };
-    let ports = ports(settings, &aws, &cluster, agent, Ec2Lifecycle::new(&aws, imds, &instance_id))?;
+    let hand_off_reboot = args.ssm || std::env::var_os("AWS_SSM_INSTANCE_ID").is_some();
+    let reporting = Reporting::new(settings, None);
+    let lifecycle = Ec2Lifecycle::new(&aws, imds, &instance_id);
+    let ports = ports(settings, &aws, &cluster, agent, lifecycle, &reporting, hand_off_reboot)?;
     let machine = Machine::new(&ports, settings, &journal);
-    let cycle = async {
-        match next {
-            Next::Resume(cycle) => {
-                tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
-                machine.resume(*cycle).await
-            }
-            Next::Start(identity) => machine.start(&identity).await,
-        }
-    };
-    let cycle = tokio::select! {
-        cycle = cycle => cycle?,
+    let machine = if args.now { machine } else { machine.within(schedule) };
+    let result = tokio::select! {
+        cycle = drive(&machine, next) => cycle,
         signal = stop_requested() => {
             let step = journal.load::<Cycle>()?.map_or_else(|| "none".to_string(), |c| c.state.name().to_string());
-            return Err(Error::Stopped(format!(
+            Err(Error::Stopped(format!(
                 "stopped by {signal} between two steps (the journal is at step {step}); the next run resumes"
-            )));
+            )))
         }
     };
+    reporting.after(settings, &aws, &instance_id, &ports).await;
+    let cycle = result?;
     println!("{}", output::run_summary(&cycle, std::time::SystemTime::now()));
-    Ok(ExitCode::from(match &cycle.state {
+    Ok(outcome_code(&cycle))
+}
+
+/// Runs `next` to its end.
+async fn drive(machine: &Machine<'_>, next: Next) -> Result<Cycle> {
+    match next {
+        Next::Resume(cycle) => {
+            tracing::info!(cycle = %cycle.id, step = cycle.state.name(), "resuming the cycle in progress");
+            machine.resume(*cycle).await
+        }
+        Next::Start(identity) => machine.start(&identity).await,
+    }
+}
+
+/// The exit code of a finished cycle.
+fn outcome_code(cycle: &Cycle) -> ExitCode {
+    ExitCode::from(match &cycle.state {
         State::Done { outcome: Outcome::Failed { kind, .. } } => exit_code(*kind, false),
         _ => 0,
-    }))
+    })
+}
+
+/// Waits until the process holding the journal (the daemon, mid-cycle) lets it go, then
+/// takes it.
+async fn follow(settings: &Settings, holder: &str) -> Result<Journal> {
+    tracing::info!("{holder}; following it until it ends");
+    let mut said = String::new();
+    loop {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        match Journal::open(&settings.paths.state_dir) {
+            Ok(journal) => return Ok(journal),
+            Err(Error::Busy(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Ok(Some(cycle)) = journal::read::<Cycle>(&settings.paths.state_dir) {
+            let step = format!("cycle {} is at step {}", cycle.id, cycle.state.name());
+            if step != said {
+                tracing::info!("{step}");
+                said = step;
+            }
+        }
+    }
+}
+
+/// The maintenance windows of `settings` (validated when the configuration was loaded).
+fn schedule(settings: &Settings) -> Result<ecs_patchd::window::Schedule> {
+    ecs_patchd::window::Schedule::from_settings(&settings.schedule)
+        .map_err(|(key, why)| Error::Config(format!("key `{key}`: {why}")))
+}
+
+/// The reporters a command wires into the cycle, and what it reports once it is done.
+pub(crate) struct Reporting {
+    webhook: Option<Arc<Webhook>>,
+    status: Option<Arc<StatusLine>>,
+}
+
+impl Reporting {
+    /// The reporters `settings` ask for; `status` is the daemon's status line.
+    fn new(settings: &Settings, status: Option<Arc<StatusLine>>) -> Self {
+        let r = &settings.report;
+        let webhook = (!r.webhook_url.is_empty()).then(|| Arc::new(Webhook::new(&r.webhook_url, r.webhook_timeout)));
+        Self { webhook, status }
+    }
+
+    /// A reporter for one cycle.
+    fn reporter(&self, settings: &Settings) -> Box<dyn Reporter> {
+        let textfile = Some(settings.report.metrics_textfile.clone()).filter(|p| !p.as_os_str().is_empty());
+        let mut all: Vec<Box<dyn Reporter>> = vec![Box::new(record::Keeper::new(&settings.paths.state_dir, textfile))];
+        if let Some(webhook) = &self.webhook {
+            all.push(Box::new(Arc::clone(webhook)));
+        }
+        if let Some(status) = &self.status {
+            all.push(Box::new(Arc::clone(status)));
+        }
+        Box::new(Fanout(all))
+    }
+
+    /// After a check or a cycle: notes the agent's version, rewrites the metrics textfile,
+    /// sends SSM compliance and inventory, and waits for the webhook's posts. Failures are
+    /// logged; none changes the command's result.
+    async fn after(&self, settings: &Settings, aws: &aws_config::SdkConfig, instance_id: &str, ports: &Ports) {
+        let dir = &settings.paths.state_dir;
+        let mut record = Record::load(dir);
+        if let Ok(agent) = ports.agent.metadata().await {
+            record.agent_version = Some(agent.version);
+        }
+        record.save(dir);
+        if !settings.report.metrics_textfile.as_os_str().is_empty() {
+            let cycle = journal::read::<Cycle>(dir).ok().flatten();
+            metrics::write_textfile(&settings.report.metrics_textfile, &record, cycle.as_ref());
+        }
+        if settings.report.ssm {
+            match SsmReport::new(aws, instance_id).publish(&record).await {
+                Ok(()) => tracing::debug!("SSM compliance and inventory sent"),
+                Err(e) => tracing::warn!("cannot report to Systems Manager (report.ssm = false turns this off): {e}"),
+            }
+        }
+        if let Some(webhook) = &self.webhook {
+            webhook.flush().await;
+        }
+    }
 }
 
 async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
@@ -238,9 +403,17 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let (imds, instance, aws) = this_instance().await?;
     let agent = agent(settings)?;
     let identity = resolve(settings, &aws, instance, agent.as_ref()).await?;
-    let lifecycle = Ec2Lifecycle::new(&aws, imds, &identity.instance.instance_id);
-    let ports = ports(settings, &aws, &identity.cluster.clone(), agent, lifecycle)?;
-    let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress).await?;
+    let instance_id = identity.instance.instance_id.clone();
+    let lifecycle = Ec2Lifecycle::new(&aws, imds, &instance_id);
+    let reporting = Reporting::new(settings, None);
+    let ports = ports(settings, &aws, &identity.cluster.clone(), agent, lifecycle, &reporting, false)?;
+    let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress, &schedule(settings)?).await?;
+    let mut record = Record::load(&settings.paths.state_dir);
+    let reboot_needed = preview.plan.class == ecs_patchd::plan::Class::Reboot && !preview.plan.updates.is_empty();
+    record.checked(std::time::SystemTime::now(), preview.plan.updates.clone(), reboot_needed);
+    record.release = preview.plan.releases.as_ref().map(|r| r.running.clone()).or(record.release);
+    record.save(&settings.paths.state_dir);
+    reporting.after(settings, &aws, &instance_id, &ports).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&preview).expect("preview serializes"));
     } else {
@@ -318,11 +491,12 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
 
 fn status(settings: &Settings, json: bool) -> Result<ExitCode> {
     let cycle = journal::read::<Cycle>(&settings.paths.state_dir)?;
+    let daemon = DaemonStatus::read(&settings.paths.state_dir);
     let now = std::time::SystemTime::now();
     if json {
-        println!("{}", output::status_json(cycle.as_ref(), now));
+        println!("{}", output::status_json(cycle.as_ref(), daemon.as_ref(), now));
     } else {
-        print!("{}", output::status(cycle.as_ref(), now));
+        print!("{}", output::status(cycle.as_ref(), daemon.as_ref(), now));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -412,15 +586,21 @@ fn ports(
     cluster: &str,
     agent: Box<dyn Agent>,
     lifecycle: Ec2Lifecycle,
+    reporting: &Reporting,
+    hand_off_reboot: bool,
 ) -> Result<Ports> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let host = SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone());
+    let host = if hand_off_reboot { host.handing_off_reboot() } else { host };
     Ok(Ports {
         coordinator: coordination::from_settings(&settings.coordination, aws, cluster, Arc::clone(&clock))?,
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
         packages: packages::from_settings(&settings.packages, &settings.paths.os_release)?,
-        host: Box::new(SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone())),
+        host: Box::new(host),
         lifecycle: Box::new(lifecycle),
         clock,
+        hooks: Box::new(HookDir::new(settings.hooks.clone())),
+        reporter: reporting.reporter(settings),
     })
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use ecs_patchd::check::Preview;
 use ecs_patchd::cycle::{Cycle, State};
 use ecs_patchd::packages::Releases;
+use ecs_patchd::report::systemd::DaemonStatus;
 use ecs_patchd::sim::{Progress, Report};
 
 fn secs(d: Duration) -> String {
@@ -90,6 +91,7 @@ pub fn preview(p: &Preview) -> String {
         kebab(&p.reboot_probe),
         kebab(&p.runtime_policy)
     );
+    let _ = writeln!(s, "window     {}", p.window.describe);
     let _ = writeln!(s, "run would  {}", p.verdict);
     s
 }
@@ -113,11 +115,24 @@ fn kebab(value: &impl serde::Serialize) -> String {
 }
 
 /// `status` as text.
-pub fn status(cycle: Option<&Cycle>, now: SystemTime) -> String {
-    let Some(c) = cycle else {
-        return "no cycle has run yet\n".into();
-    };
+pub fn status(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: SystemTime) -> String {
     let mut s = String::new();
+    match daemon {
+        Some(d) => {
+            let _ = writeln!(s, "daemon     pid {}: {}", d.pid, d.activity);
+            if let Some(at) = d.next_check {
+                let _ = writeln!(s, "           next check {}", when(at));
+            }
+            if let Some(at) = d.next_window {
+                let _ = writeln!(s, "           next window opens {}", when(at));
+            }
+        }
+        None => s.push_str("daemon     not running\n"),
+    }
+    let Some(c) = cycle else {
+        s.push_str("no cycle has run yet\n");
+        return s;
+    };
     let _ = writeln!(s, "cycle      {}", c.id);
     let _ = writeln!(s, "host       {} in cluster {}", c.instance_id, c.cluster);
     let since = now.duration_since(c.entered_at).unwrap_or_default();
@@ -140,8 +155,8 @@ pub fn status(cycle: Option<&Cycle>, now: SystemTime) -> String {
 }
 
 /// `status --json`: the journal record plus derived figures.
-pub fn status_json(cycle: Option<&Cycle>, now: SystemTime) -> String {
-    let value = match cycle {
+pub fn status_json(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: SystemTime) -> String {
+    let mut value = match cycle {
         None => serde_json::json!({ "cycle": null }),
         Some(c) => serde_json::json!({
             "cycle": c,
@@ -152,6 +167,7 @@ pub fn status_json(cycle: Option<&Cycle>, now: SystemTime) -> String {
             "out_of_service_seconds": c.out_of_service(now).map(|d| d.as_secs_f64()),
         }),
     };
+    value["daemon"] = serde_json::to_value(daemon).expect("status serializes");
     serde_json::to_string_pretty(&value).expect("status serializes")
 }
 

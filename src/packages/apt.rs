@@ -186,6 +186,7 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
                 available: available.trim_end_matches(')').to_string(),
                 built: None,
                 security,
+                severity: None,
             })
         })
         .collect()

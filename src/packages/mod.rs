@@ -39,6 +39,9 @@ pub struct PackageUpdate {
     /// security advisories (dnf/yum with `packages.security_only`; otherwise unknown: false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub security: bool,
+    /// The advisory's severity ("Critical", "Important", ...), where the repository says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 /// The repository release a host runs and can move to (Amazon Linux 2023's versioned

@@ -196,6 +196,19 @@ impl Rpm {
         Ok(updates)
     }
 
+    /// Marks each update with what its advisories (`updateinfo list`) say: a security fix,
+    /// and the highest severity. Best effort: a repository without update metadata (or a
+    /// failed query) marks nothing, which only costs the report its severities.
+    async fn advise(&self, release: Option<&str>, updates: &mut [PackageUpdate]) {
+        if updates.is_empty() {
+            return;
+        }
+        match self.query(self.argv(release, &["-q", "updateinfo", "list"], &[])).await {
+            Ok(listing) => apply_advisories(&listing, updates),
+            Err(e) => info!("no advisory information for the updates: {e}"),
+        }
+    }
+
     /// yum: `check-update` (exit 100 when updates are available).
     async fn yum_pending(&self) -> Result<Vec<PackageUpdate>> {
         let argv = self.argv(None, &["-q", "check-update"], &[]);
@@ -271,11 +284,15 @@ impl PackageManager for Rpm {
 
     async fn survey(&self) -> Result<Survey> {
         if self.tool == RpmTool::Yum {
-            return Ok(Survey { releases: None, updates: self.yum_pending().await? });
+            let mut updates = self.yum_pending().await?;
+            self.advise(None, &mut updates).await;
+            return Ok(Survey { releases: None, updates });
         }
         let installed = self.installed().await?;
         let releases = self.releases(&installed).await?;
-        let updates = self.dnf_pending(releases.as_ref().and_then(|r| r.target.as_deref()), &installed).await?;
+        let target = releases.as_ref().and_then(|r| r.target.as_deref());
+        let mut updates = self.dnf_pending(target, &installed).await?;
+        self.advise(target, &mut updates).await;
         Ok(Survey { releases, updates })
     }
 
@@ -359,6 +376,38 @@ fn version_of(evr: &str) -> String {
     without_epoch.rsplit_once('-').map_or(without_epoch, |(version, _)| version).to_string()
 }
 
+/// Severities of Amazon Linux (and RHEL) advisories, least first.
+const SEVERITIES: [&str; 4] = ["low", "moderate", "important", "critical"];
+
+/// Applies `updateinfo list` lines (`ALAS2023-2024-123 Important/Sec. curl-8.5.0-1.amzn2023.x86_64`,
+/// `ALAS2-2024-7 bugfix foo-1-2.noarch`) to the updates of the same package name: an
+/// advisory for any newer version is fixed by the newest.
+fn apply_advisories(listing: &str, updates: &mut [PackageUpdate]) {
+    let rank = |s: &str| SEVERITIES.iter().position(|k| k.eq_ignore_ascii_case(s)).map_or(0, |i| i + 1);
+    for line in listing.lines() {
+        let [_, kind, nevra] = line.split_whitespace().collect::<Vec<_>>()[..] else { continue };
+        let (severity, kind) = kind.rsplit_once('/').map_or((None, kind), |(s, k)| (Some(s), k));
+        let Some(name) = package_name(nevra) else { continue };
+        for update in updates.iter_mut().filter(|u| u.name == name) {
+            update.security |= kind.starts_with("Sec") || kind.eq_ignore_ascii_case("security");
+            if let Some(severity) = severity
+                && rank(severity) > update.severity.as_deref().map_or(0, rank)
+            {
+                let mut word = severity.to_ascii_lowercase();
+                word[..1].make_ascii_uppercase();
+                update.severity = Some(word);
+            }
+        }
+    }
+}
+
+/// The name of `name-version-release.arch`.
+fn package_name(nevra: &str) -> Option<&str> {
+    let (without_arch, _) = nevra.rsplit_once('.')?;
+    let (rest, _release) = without_arch.rsplit_once('-')?;
+    Some(rest.rsplit_once('-')?.0)
+}
+
 /// Reads `repoquery --qf QUERY_FORMAT` output; `security` marks every update as a
 /// security fix (the query ran with `--security`).
 fn parse_query(stdout: &str, security: bool) -> Vec<PackageUpdate> {
@@ -373,6 +422,7 @@ fn parse_query(stdout: &str, security: bool) -> Vec<PackageUpdate> {
                 available: evr.trim_start_matches("0:").to_string(),
                 built: parse_build_time(built),
                 security,
+                severity: None,
             })
         })
         .collect()
@@ -428,6 +478,7 @@ fn parse_check_update(stdout: &str, security: bool) -> Vec<PackageUpdate> {
                 available: version.to_string(),
                 built: None,
                 security,
+                severity: None,
             });
         }
         i += 3;
@@ -438,6 +489,30 @@ fn parse_check_update(stdout: &str, security: bool) -> Vec<PackageUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advisories_mark_security_fixes_with_their_highest_severity() {
+        let update = |name: &str| PackageUpdate {
+            name: name.into(),
+            current: None,
+            available: "2-1".into(),
+            built: None,
+            security: false,
+            severity: None,
+        };
+        let mut updates = vec![update("curl"), update("glibc-common"), update("vim")];
+        apply_advisories(
+            "ALAS2023-2024-1 Moderate/Sec. curl-8.5.0-1.amzn2023.x86_64\n\
+             ALAS2023-2024-2 Critical/Sec. curl-8.6.0-1.amzn2023.x86_64\n\
+             ALAS2023-2024-3 Low/Sec. glibc-common-2.34-5.amzn2023.x86_64\n\
+             ALAS2023-2024-4 bugfix vim-9.0-2.amzn2023.x86_64\n\
+             not an advisory line\n",
+            &mut updates,
+        );
+        assert_eq!((updates[0].security, updates[0].severity.as_deref()), (true, Some("Critical")));
+        assert_eq!((updates[1].security, updates[1].severity.as_deref()), (true, Some("Low")), "a name with dashes");
+        assert_eq!((updates[2].security, updates[2].severity.as_deref()), (false, None));
+    }
 
     #[test]
     fn reads_wrapped_check_update_and_skips_noise_and_obsoletes() {

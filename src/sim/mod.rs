@@ -24,7 +24,7 @@ use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
-use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHost, SimLifecycle, SimPackages, Timings};
+use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHooks, SimHost, SimLifecycle, SimPackages, Timings};
 use world::{Dice, InQueue, World, WorldState};
 
 /// Probabilities, per host, of each fault.
@@ -404,6 +404,8 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
                 clock: Arc::clone(&ctx.clock) as Arc<dyn crate::clock::Clock>,
                 coordinator: Arc::clone(&ctx.coordinator) as Arc<dyn crate::coordination::Coordinator>,
                 lifecycle: Box::new(SimLifecycle),
+                hooks: Box::new(SimHooks),
+                reporter: Box::new(crate::report::Silent),
             };
             let journal = Journal::open(&ctx.dir)?;
             let machine = Machine::new(&ports, &ctx.settings, &journal);

@@ -296,6 +296,16 @@ impl Agent for SimAgent {
     }
 }
 
+/// Simulated hosts have no hooks: every point passes.
+pub struct SimHooks;
+
+#[async_trait::async_trait]
+impl crate::hooks::Hooks for SimHooks {
+    async fn run(&self, _: crate::hooks::HookPoint, _: &crate::hooks::HookContext<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Simulated hosts are not in an Auto Scaling group and never leave.
 pub struct SimLifecycle;
 
@@ -408,6 +418,7 @@ impl SimPackages {
             available: available.into(),
             built: None,
             security: false,
+            severity: None,
         }
     }
 }

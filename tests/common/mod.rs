@@ -121,6 +121,11 @@ fn stop_standins(dir: &std::path::Path) {
     }
 }
 
+/// A fresh random id, as /proc/sys/kernel/random/uuid gives.
+fn uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap().trim().to_string()
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("ecs-patchd-test.").tempdir().unwrap()
 }
@@ -355,17 +360,48 @@ impl TestHost {
 
     /// Spawns `ecs-patchd run` in the background, its output in files of the host's folder.
     pub fn spawn_run(&self) -> std::process::Child {
-        let out = std::fs::File::create(self.path("run.stdout")).unwrap();
-        let err = std::fs::File::create(self.path("run.stderr")).unwrap();
+        self.spawn(&["run"], &[], "run")
+    }
+
+    /// Spawns the binary with `args` in the background, its output in `NAME.stdout` and
+    /// `NAME.stderr` of the host's folder.
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)], name: &str) -> std::process::Child {
+        let out = std::fs::File::create(self.path(&format!("{name}.stdout"))).unwrap();
+        let err = std::fs::File::create(self.path(&format!("{name}.stderr"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
-            .arg("run")
+            .args(args)
             .env_remove("AWS_PROFILE")
             .env_remove("ECS_PATCHD_FAULT_KILL")
             .envs(self.env())
+            .envs(extra_env.iter().copied())
             .stdout(out)
             .stderr(err)
             .spawn()
             .unwrap()
+    }
+
+    /// Runs `program` with `args` and the host's environment, the binary's directory first
+    /// on PATH (as an installed ecs-patchd would be).
+    pub fn run_program(&self, program: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_ecs-patchd")).parent().unwrap().to_path_buf();
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let output = Command::new(program)
+            .args(args)
+            .env_remove("AWS_PROFILE")
+            .env_remove("ECS_PATCHD_FAULT_KILL")
+            .envs(self.env())
+            .envs(extra_env.iter().copied())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        Run::from(output)
+    }
+
+    /// What a reboot does to the host, without stopping anyone: a new boot id, and the ECS
+    /// agent down until it is started (the SSM agent reboots a host whose command exited 194).
+    pub fn boot(&self) {
+        std::fs::write(self.path("boot_id"), format!("{}\n", uuid())).unwrap();
+        self.host_control("reboot");
     }
 
     /// Waits (up to a minute) until `status --json` shows `step`.

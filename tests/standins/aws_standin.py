@@ -44,6 +44,7 @@ REGION = "us-east-1"
 AZ = "us-east-1a"
 ACCOUNT = "123456789012"
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
+SSM_TARGET = "AmazonSSM."
 
 
 class World:
@@ -59,6 +60,8 @@ class World:
         self.lingering = {}  # task arn -> time it reaches STOPPED
         self.stopped_at = {}  # task arn -> time it reached STOPPED
         self.inject = {}  # ECS operation -> {"code", "status", "times"}
+        self.ssm = []  # PutComplianceItems and PutInventory requests, in order: {"operation", "body"}
+        self.webhooks = []  # what was posted to the webhook stand-in
         self.peaks = {"out": 0, "zones_out": 0, "holders": 0}
         self.unplaceable = 0
 
@@ -332,6 +335,10 @@ def moto_app(world):
             result = {}
         elif path == "/_standin/autoscaling":
             result = world.autoscaling()
+        elif path == "/_standin/ssm":
+            result = world.ssm
+        elif path == "/_standin/webhooks":
+            result = world.webhooks
         else:
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error": "unknown control path"}']
@@ -368,6 +375,10 @@ def moto_app(world):
                 if operation.startswith("UpdateContainerInstancesState"):
                     world.track()
                 return response
+        if target in (SSM_TARGET + "PutComplianceItems", SSM_TARGET + "PutInventory"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            return ssm_recorder(world, target[len(SSM_TARGET):], json.loads(environ["wsgi.input"].read(length)),
+                                start_response)
         if target.startswith("DynamoDB_20120810.PutItem"):
             with world.lock:
                 response = inner(environ, start_response)
@@ -387,6 +398,71 @@ def moto_app(world):
         return inner(environ, start_response)
 
     return app
+
+
+def ssm_recorder(world, operation, body, start_response):
+    """moto has neither PutComplianceItems nor PutInventory: record them, after the checks
+    AWS makes (API reference: ComplianceType `Custom:[a-zA-Z0-9_\\-]\\w+`, ResourceType
+    ManagedInstance, ExecutionSummary.ExecutionTime required, Severity and Status from fixed
+    sets, at most 10,000 items; TypeName `^(AWS|Custom):.*$`, SchemaVersion `^([0-9]{1,6})(\\.[0-9]{1,6})$`,
+    CaptureTime `yyyy-MM-dd'T'HH:mm:ss'Z'`, 1 to 30 items, at most 50 attributes of 4,096 characters)."""
+    import re
+
+    def invalid(why):
+        start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"),
+                                           ("x-amzn-ErrorType", "ValidationException")])
+        return [json.dumps({"__type": "ValidationException", "message": why}).encode()]
+
+    if operation == "PutComplianceItems":
+        if not re.fullmatch(r"Custom:[a-zA-Z0-9_\-]\w+", body.get("ComplianceType", "")):
+            return invalid("ComplianceType")
+        if body.get("ResourceType") != "ManagedInstance" or not body.get("ResourceId"):
+            return invalid("ResourceType/ResourceId")
+        if "ExecutionTime" not in body.get("ExecutionSummary", {}):
+            return invalid("ExecutionSummary.ExecutionTime")
+        items = body.get("Items", [])
+        if len(items) > 10000:
+            return invalid("Items")
+        for item in items:
+            if item.get("Severity") not in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNSPECIFIED"):
+                return invalid("Severity")
+            if item.get("Status") not in ("COMPLIANT", "NON_COMPLIANT"):
+                return invalid("Status")
+    else:
+        items = body.get("Items", [])
+        if not body.get("InstanceId") or not 1 <= len(items) <= 30:
+            return invalid("InstanceId/Items")
+        for item in items:
+            if not re.fullmatch(r"(AWS|Custom):.+", item.get("TypeName", "")):
+                return invalid("TypeName")
+            if not re.fullmatch(r"[0-9]{1,6}\.[0-9]{1,6}", item.get("SchemaVersion", "")):
+                return invalid("SchemaVersion")
+            if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", item.get("CaptureTime", "")):
+                return invalid("CaptureTime")
+            for entry in item.get("Content", []):
+                if len(entry) > 50 or any(len(v) > 4096 for v in entry.values()):
+                    return invalid("Content")
+    with world.lock:
+        world.ssm.append({"operation": operation, "body": body})
+    start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1")])
+    return [b"{}"]
+
+
+def webhook_handler(world):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            with world.lock:
+                world.webhooks.append({"path": self.path, "body": body})
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    return Handler
 
 
 def imds_handler(world, h):
@@ -638,10 +714,11 @@ def main():
         hosts.append({"imds_url": serve(imds_handler(world, h)), "agent_url": serve(agent_handler(world, h)),
                       "instance_id": h["instance_id"], "container_instance_arn": h["arn"]})
     fleetlock_url = serve(fleetlock_handler(world)) if args.fleetlock_slots else None
+    webhook_url = serve(webhook_handler(world)) + "/services/T000/B000/secret-token"
     threading.Thread(target=world.schedule_forever, daemon=True).start()
 
     state = dict(hosts[0], moto_url=moto_url, cluster=world.cluster, region=REGION, hosts=hosts,
-                 lease_table=args.lease_table, fleetlock_url=fleetlock_url)
+                 lease_table=args.lease_table, fleetlock_url=fleetlock_url, webhook_url=webhook_url)
     temp = args.state_file + ".tmp"
     with open(temp, "w") as f:
         json.dump(state, f)

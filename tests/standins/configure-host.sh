@@ -40,6 +40,9 @@ agent_reconnect_timeout = "30s"
 settle = "0s"
 poll = "200ms"
 
+[hooks]
+dir = "$dir/hooks.d"
+
 CONF
 cat "$dir/pkg/packages.toml" >> "$dir/config.toml"
 # ecs-patchd refuses a configuration others may write.

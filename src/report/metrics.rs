@@ -1,0 +1,180 @@
+//! Prometheus metrics, drawn from the report record and the cycle in progress: written to a
+//! node_exporter textfile by every command, and served by the daemon on a local address.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tracing::warn;
+
+use super::record::Record;
+use crate::cycle::Cycle;
+use crate::journal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+fn seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// The metrics in the OpenMetrics text format (which Prometheus and node_exporter read).
+pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
+    let mut registry = Registry::with_prefix("ecs_patchd");
+    let in_progress = cycle.filter(|c| !c.state.is_done());
+
+    let step = Family::<StepLabel, Gauge>::default();
+    let name = in_progress.map_or("idle", |c| c.state.name());
+    step.get_or_create(&StepLabel { step: name.into() }).set(1);
+    registry.register("step", "The cycle's current step (idle when no cycle runs)", step);
+
+    let gauge = |value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        g
+    };
+    let float = |value: f64| {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(value);
+        g
+    };
+    registry.register("updates_pending", "Updates pending at the last check", gauge(record.pending.len() as i64));
+    let security = record.pending.iter().filter(|u| u.security).count() as i64;
+    registry.register("security_updates_pending", "Security updates pending at the last check", gauge(security));
+    registry.register(
+        "reboot_needed",
+        "1 when installing the pending updates needs a reboot",
+        gauge(i64::from(record.reboot_needed)),
+    );
+    let lease = in_progress.is_some_and(|c| c.state.lease().is_some());
+    registry.register("lease_held", "1 while this host holds a slot of the fleet's roll", gauge(i64::from(lease)));
+    if let Some(at) = record.checked_at {
+        registry.register("last_check_timestamp_seconds", "When updates were last looked for", float(seconds(at)));
+    }
+    if let Some(at) = record.last_success {
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a cycle last ended well (patched or nothing to do)",
+            float(seconds(at)),
+        );
+    }
+    let failures = Family::<KindLabel, Counter>::default();
+    for (kind, count) in &record.failures {
+        failures.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(*count);
+    }
+    registry.register("failures", "Failed cycles by error kind", failures);
+    if let Some(last) = &record.last_cycle {
+        if let Some(s) = last.drain_seconds {
+            registry.register("drain_seconds", "How long the last drain took", float(s));
+        }
+        if let Some(s) = last.out_of_service_seconds {
+            registry.register(
+                "out_of_service_seconds",
+                "How long the last cycle kept the host out of service",
+                float(s),
+            );
+        }
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// Rewrites the node_exporter textfile at `path` atomically; a failure is logged.
+pub fn write_textfile(path: &Path, record: &Record, cycle: Option<&Cycle>) {
+    if let Err(e) = journal::replace_file(path, render(record, cycle).as_bytes(), 0o644) {
+        warn!("cannot write the metrics textfile {}: {e}", path.display());
+    }
+}
+
+/// Serves `/metrics` on `address` until the process ends, reading the record and the
+/// journal of `state_dir` at each request (so it costs nothing between scrapes).
+pub async fn serve(address: SocketAddr, state_dir: PathBuf) -> std::io::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving Prometheus metrics on /metrics");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("metrics: cannot accept a connection: {e}");
+                continue;
+            }
+        };
+        let dir = state_dir.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let dir = dir.clone();
+            async move {
+                let response = if request.uri().path() == "/metrics" {
+                    let cycle = journal::read::<Cycle>(&dir).ok().flatten();
+                    Response::builder()
+                        .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                        .body(Full::new(Bytes::from(render(&Record::load(&dir), cycle.as_ref()))))
+                } else {
+                    Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
+                };
+                Ok::<_, std::convert::Infallible>(response.expect("a valid response"))
+            }
+        });
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::PackageUpdate;
+
+    #[test]
+    fn the_record_becomes_metrics() {
+        let mut record = Record::default();
+        let update = |name: &str, security| PackageUpdate {
+            name: name.into(),
+            current: Some("1".into()),
+            available: "2".into(),
+            built: None,
+            security,
+            severity: None,
+        };
+        record.checked(
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100),
+            vec![update("a", true), update("b", false)],
+            true,
+        );
+        record.failures.insert("packages".into(), 2);
+        let text = render(&record, None);
+        for line in [
+            "ecs_patchd_step{step=\"idle\"} 1",
+            "ecs_patchd_updates_pending 2",
+            "ecs_patchd_security_updates_pending 1",
+            "ecs_patchd_reboot_needed 1",
+            "ecs_patchd_lease_held 0",
+            "ecs_patchd_last_check_timestamp_seconds 100.0",
+            "ecs_patchd_failures_total{kind=\"packages\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("last_success"), "no success yet:\n{text}");
+    }
+}

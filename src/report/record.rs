@@ -1,0 +1,167 @@
+//! The report record: what the last check found and how the last cycles ended, kept in the
+//! state directory (`report.json`) so that metrics, SSM compliance and inventory say the
+//! same thing whichever command ran last.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::cycle::{Cycle, Outcome, State};
+use crate::journal;
+use crate::packages::PackageUpdate;
+use crate::plan::Class;
+
+/// The record's file name in the state directory.
+pub const RECORD_FILE: &str = "report.json";
+
+/// What the host knows of its updates and its cycles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Record {
+    /// When updates were last looked for.
+    #[serde(with = "humantime_serde")]
+    pub checked_at: Option<SystemTime>,
+    /// The updates pending then (none once a cycle installed them).
+    pub pending: Vec<PackageUpdate>,
+    /// Whether installing them needs a reboot.
+    pub reboot_needed: bool,
+    /// The OS release the host runs (Amazon Linux 2023), when known.
+    pub release: Option<String>,
+    /// The ECS agent's version, when known.
+    pub agent_version: Option<String>,
+    /// How the last cycle that did something (installed, or failed) ended.
+    pub last_cycle: Option<CycleSummary>,
+    /// When a cycle last ended well (patched, or nothing to do).
+    #[serde(with = "humantime_serde")]
+    pub last_success: Option<SystemTime>,
+    /// When a cycle last installed updates.
+    #[serde(with = "humantime_serde")]
+    pub last_patched: Option<SystemTime>,
+    /// Failed cycles by error kind, since the record began.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// A finished cycle, in short.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleSummary {
+    /// The cycle id.
+    pub id: String,
+    /// When it ended.
+    #[serde(with = "humantime_serde")]
+    pub ended_at: SystemTime,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long the drain took, when there was one.
+    pub drain_seconds: Option<f64>,
+    /// How long the host was out of service, when it was drained.
+    pub out_of_service_seconds: Option<f64>,
+}
+
+impl Record {
+    /// The record of `state_dir`; an empty one when there is none or it cannot be read
+    /// (a report must never stop a command: the problem is logged).
+    pub fn load(state_dir: &Path) -> Self {
+        journal::read_file(state_dir, RECORD_FILE)
+            .unwrap_or_else(|e| {
+                warn!("the report record cannot be read, starting a new one: {e}");
+                None
+            })
+            .unwrap_or_default()
+    }
+
+    /// Writes the record to `state_dir` (atomically); a failure is logged.
+    pub fn save(&self, state_dir: &Path) {
+        let bytes = serde_json::to_vec_pretty(self).expect("the record serializes");
+        let written = journal::create_state_dir(state_dir)
+            .and_then(|()| journal::replace_file(&state_dir.join(RECORD_FILE), &bytes, 0o600));
+        if let Err(e) = written {
+            warn!("cannot write the report record in {}: {e}", state_dir.display());
+        }
+    }
+
+    /// Notes what a check found.
+    pub fn checked(&mut self, at: SystemTime, pending: Vec<PackageUpdate>, reboot_needed: bool) {
+        self.checked_at = Some(at);
+        self.pending = pending;
+        self.reboot_needed = reboot_needed;
+    }
+
+    /// Notes how `cycle` (done) ended.
+    pub fn ended(&mut self, cycle: &Cycle) {
+        let State::Done { outcome } = &cycle.state else { return };
+        let ended_at = cycle.entered_at;
+        match outcome {
+            Outcome::Failed { kind, .. } => *self.failures.entry(kind.to_string()).or_default() += 1,
+            Outcome::Patched { .. } => {
+                self.last_success = Some(ended_at);
+                self.last_patched = Some(ended_at);
+                self.pending.clear();
+                self.reboot_needed = false;
+            }
+            Outcome::NothingToDo => {
+                self.last_success = Some(ended_at);
+                self.checked(ended_at, Vec::new(), false);
+            }
+        }
+        if let Some(releases) = &cycle.releases {
+            self.release = Some(releases.running.clone());
+        }
+        if *outcome == Outcome::NothingToDo {
+            return; // the last patch's figures stay what the metrics and inventory show
+        }
+        self.last_cycle = Some(CycleSummary {
+            id: cycle.id.clone(),
+            ended_at,
+            outcome: outcome.clone(),
+            drain_seconds: step_duration(cycle, "draining").map(|d| d.as_secs_f64()),
+            out_of_service_seconds: cycle.out_of_service(ended_at).map(|d| d.as_secs_f64()),
+        });
+    }
+}
+
+/// How long `step` lasted in `cycle` (from its first entry to the next step).
+fn step_duration(cycle: &Cycle, step: &str) -> Option<Duration> {
+    let at = cycle.history.iter().position(|m| m.step == step)?;
+    let next = cycle.history.get(at + 1)?;
+    next.at.duration_since(cycle.history[at].at).ok()
+}
+
+/// A [`super::Reporter`] that keeps the record (and the metrics textfile) up to date as a
+/// cycle runs: its plan when it starts, its outcome when it ends.
+pub struct Keeper {
+    state_dir: PathBuf,
+    textfile: Option<PathBuf>,
+    lock: Mutex<()>,
+}
+
+impl Keeper {
+    /// Keeps the record of `state_dir`, and rewrites `textfile` (if any) at every step.
+    pub fn new(state_dir: &Path, textfile: Option<PathBuf>) -> Self {
+        Self { state_dir: state_dir.to_path_buf(), textfile, lock: Mutex::new(()) }
+    }
+}
+
+impl super::Reporter for Keeper {
+    fn entered(&self, cycle: &Cycle) {
+        let _one_at_a_time = self.lock.lock().expect("record lock");
+        let mut record = Record::load(&self.state_dir);
+        match &cycle.state {
+            State::Downloading { plan, .. } => {
+                record.checked(cycle.started_at, plan.updates.clone(), plan.class == Class::Reboot);
+                if let Some(releases) = &cycle.releases {
+                    record.release = Some(releases.running.clone());
+                }
+            }
+            State::Done { .. } => record.ended(cycle),
+            _ => {}
+        }
+        record.save(&self.state_dir);
+        if let Some(path) = &self.textfile {
+            super::metrics::write_textfile(path, &record, Some(cycle));
+        }
+    }
+}
