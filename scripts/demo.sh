@@ -23,7 +23,7 @@ echo; echo "== ecs-patchd check"
 "$bin" check
 echo; echo "== ecs-patchd run (the reboot stops it with SIGTERM, as systemd does: exit 75)"
 "$bin" run || { rc=$?; [[ $rc -eq 75 || $rc -eq 137 ]]; }
-echo; echo "== the host is back: ecs-patchd run --resume-only (as ecs-patchd-resume.service does at boot)"
+echo; echo "== the host is back: ecs-patchd run --resume-only (as the daemon does when it starts at boot)"
 "$bin" run --resume-only
 echo; echo "== ecs-patchd status"
 "$bin" status

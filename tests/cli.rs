@@ -33,7 +33,7 @@ fn status_without_any_cycle_says_so() {
     std::fs::write(&config, format!("[paths]\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
     let out = ecs_patchd(&["--config", config.to_str().unwrap(), "status"]);
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "no cycle has run yet\n");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "daemon     not running\nno cycle has run yet\n");
 }
 
 #[test]

@@ -160,7 +160,7 @@ fn a_lost_agent_state_is_adopted_and_the_stale_record_deregistered() {
 }
 
 #[test]
-fn a_second_run_says_which_cycle_is_running() {
+fn a_second_run_says_which_cycle_is_running_and_follows_it() {
     let host =
         TestHost::start(Options { standalone_tasks: 1, config: "[drain]\ntimeout = \"1m\"\n", ..Options::default() });
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
@@ -174,12 +174,25 @@ fn a_second_run_says_which_cycle_is_running() {
         assert!(std::time::Instant::now() < deadline, "the first run never reached draining");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let second = host.run(&["run"]);
-    first.kill().unwrap();
-    first.wait().unwrap();
+    // Resuming only, it has nothing to follow: busy, try again later.
+    let second = host.run(&["run", "--resume-only"]);
     assert_eq!(second.code, 75, "{second:?}");
     assert!(second.stderr.contains("is at step draining"), "{}", second.stderr);
     assert!(second.stderr.contains(&format!("pid {}", first.id())), "{}", second.stderr);
+    // A plain run follows the cycle instead of starting another.
+    let mut third = host.spawn(&["run"], &[], "third");
+    let log = host.path("third.stderr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap().contains("following it until it ends") {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("is at step draining") && said.contains(&format!("pid {}", first.id())), "{said}");
+    for child in [&mut first, &mut third] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 #[test]

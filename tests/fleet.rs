@@ -116,6 +116,9 @@ fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
     let step = status["group"]["record"]["holders"][0]["step"].as_str().unwrap();
     assert!(["draining", "installing"].contains(&step), "the step at its last renewal: {step}");
     assert_eq!(status["instances"].as_array().unwrap().len(), 5, "{status}");
+    assert_eq!(status["window"]["open"], true, "no windows configured: {status}");
+    let text = operator.run(&["fleet", "status"]);
+    assert!(text.stdout.contains("window     no maintenance window configured"), "{}", text.stdout);
     let refused = operator.run(&["fleet", "release", dead]);
     assert_ne!(refused.code, 0, "no terminal, no --yes: {refused:?}");
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);

@@ -10,6 +10,7 @@ use aws_config::BehaviorVersion;
 use clap::Subcommand;
 use serde::Serialize;
 
+use ecs_patchd::check::WindowView;
 use ecs_patchd::clock::{Clock, SystemClock};
 use ecs_patchd::config::{Backend, Settings};
 use ecs_patchd::coordination::fleetlock::FleetLock;
@@ -76,21 +77,28 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
         }
         Backend::Dynamodb => {
             let store = coordination::store_coordinator(c, &aws, &cluster, clock);
-            store_command(&store, &AwsEcs::new(&aws, &cluster), command).await
+            let window = WindowView::new(&super::schedule(settings)?, SystemTime::now());
+            store_command(&store, &AwsEcs::new(&aws, &cluster), &window, command).await
         }
     }
 }
 
-async fn store_command(store: &StoreCoordinator, ecs: &dyn Ecs, command: &FleetCommand) -> Result<ExitCode> {
+async fn store_command(
+    store: &StoreCoordinator,
+    ecs: &dyn Ecs,
+    window: &WindowView,
+    command: &FleetCommand,
+) -> Result<ExitCode> {
     match command {
         FleetCommand::Status { json } => {
             let view = store.view().await?;
             let instances = ecs.cluster_instances().await?;
             if *json {
-                let status = Status { group: &view, instances: instances.iter().map(InstanceLine::from).collect() };
+                let status =
+                    Status { group: &view, window, instances: instances.iter().map(InstanceLine::from).collect() };
                 println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
             } else {
-                print!("{}", status_text(&view, &instances, SystemTime::now()));
+                print!("{}", status_text(&view, window, &instances, SystemTime::now()));
             }
         }
         FleetCommand::Pause { reason } => {
@@ -150,6 +158,8 @@ fn confirm(question: &str, yes: bool) -> Result<()> {
 #[derive(Serialize)]
 struct Status<'a> {
     group: &'a GroupView,
+    /// The maintenance windows of this host's configuration (the fleet's, when it is shared).
+    window: &'a WindowView,
     instances: Vec<InstanceLine>,
 }
 
@@ -186,10 +196,11 @@ fn ago(now: SystemTime, unix_ms: u64) -> String {
     }
 }
 
-fn status_text(view: &GroupView, instances: &[ContainerInstance], now: SystemTime) -> String {
+fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInstance], now: SystemTime) -> String {
     let r = &view.record;
     let mut s = String::new();
     let _ = writeln!(s, "group      {}", view.key);
+    let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
     match &r.paused {
         Some(p) => {
             let _ = writeln!(s, "paused     YES, by {} {}: {}", p.by, ago(now, p.at), p.reason);
