@@ -671,7 +671,10 @@ impl<'a> Machine<'a> {
         self.journal.save(cycle)?;
         info!(step = cycle.state.name(), previous = finished, took = %humantime::format_duration(round(took)), "{}", cycle.state.summary());
         self.ports.reporter.entered(cycle);
-        if let State::Done { outcome: Outcome::Failed { step, reason, .. } } = &cycle.state {
+        // A deferred cycle (not now) is no failure of the host.
+        if let State::Done { outcome: Outcome::Failed { step, reason, kind } } = &cycle.state
+            && kind.halts_roll()
+        {
             self.ports.reporter.event(cycle, Event::Failed, &format!("failed at {step}: {reason}"));
         }
         Ok(())
@@ -831,6 +834,8 @@ impl<'a> Machine<'a> {
         // forgets it. Group membership does not change while the host waits.
         let scale_in = lifecycle::scale_in_or_warn(self.ports.lifecycle.as_ref()).await;
         let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
+        // Resumed outside the window: no slot is taken (a peer's turn would be held for nothing).
+        self.inside_window("no slot is asked for")?;
         let coordination = &self.settings.coordination;
         let timeout = cycle.entered_at + coordination.wait_timeout;
         // No new drain starts once the window closes: the wait ends there.
@@ -912,7 +917,6 @@ impl<'a> Machine<'a> {
             self.run_hooks(HookPoint::PreDrain, cycle, &arn)
                 .await
                 .map_err(|e| Error::Deferred(format!("the instance is not drained: {e}")))?;
-            self.ports.reporter.event(cycle, Event::DrainStarted, &plan.why);
             // A drained, task-less instance is the first one Auto Scaling would pick to scale
             // in: protect it until it is set ACTIVE again (Reactivating restores what was there).
             if let Some(group) = scale_in.as_ref().filter(|s| !s.was_protected) {
@@ -923,6 +927,7 @@ impl<'a> Machine<'a> {
             self.ports.ecs.mark(&arn, &cycle.id).await?;
             fault::point("draining:marked");
             self.ports.ecs.set_draining(&arn).await?;
+            self.ports.reporter.event(cycle, Event::DrainStarted, &plan.why);
         } else {
             return Err(not_ours(&instance));
         }
@@ -1206,7 +1211,13 @@ impl<'a> Machine<'a> {
         self.verify_installed(&plan).await?;
         if let Err(error) = self.run_hooks(HookPoint::PostBoot, cycle, &arn).await {
             // Fail closed: the host stays out of service (DRAINING, protected from scale-in)
-            // and the roll is paused, for an operator to look at it.
+            // and the roll is paused, for an operator to look at it. An agent that came back
+            // under a new ARN registered it ACTIVE: that record is drained too.
+            if self.registered(&arn).await?.status == "ACTIVE" {
+                self.ports.ecs.mark(&arn, &cycle.id).await?;
+                self.ports.ecs.set_draining(&arn).await?;
+            }
+            self.deregister_stale(stale_arn).await?;
             warn!(
                 "{error}: {arn} stays DRAINING; once it is healthy, set it ACTIVE (aws ecs update-container-instances-state --status ACTIVE) and resume the roll"
             );
@@ -1263,12 +1274,7 @@ impl<'a> Machine<'a> {
             Some(_) => {}
             None => warn!("{arn} is no longer registered"),
         }
-        if let Some(stale) = stale_arn
-            && self.ports.ecs.describe(&stale).await?.is_some_and(|i| i.status != "INACTIVE")
-        {
-            self.ports.ecs.deregister(&stale).await?;
-            info!("deregistered the stale record {stale}");
-        }
+        self.deregister_stale(stale_arn).await?;
         Ok(State::Releasing { outcome, lease })
     }
 
@@ -1306,6 +1312,17 @@ impl<'a> Machine<'a> {
     }
 
     // ---- shared checks ------------------------------------------------------------------
+
+    /// Deregisters the record the agent left behind when it registered anew (if still there).
+    async fn deregister_stale(&self, stale_arn: Option<String>) -> Result<()> {
+        if let Some(stale) = stale_arn
+            && self.ports.ecs.describe(&stale).await?.is_some_and(|i| i.status != "INACTIVE")
+        {
+            self.ports.ecs.deregister(&stale).await?;
+            info!("deregistered the stale record {stale}");
+        }
+        Ok(())
+    }
 
     /// Runs the hooks of `point` for this cycle.
     async fn run_hooks(&self, point: HookPoint, cycle: &Cycle, arn: &str) -> Result<()> {

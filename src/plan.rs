@@ -112,6 +112,11 @@ pub struct Planning {
 }
 
 impl Plan {
+    /// True when carrying the plan out needs a reboot (a pending update of the reboot class).
+    pub fn needs_reboot(&self) -> bool {
+        self.class == Class::Reboot && !self.updates.is_empty()
+    }
+
     /// The package names, as given to the package manager.
     pub fn names(&self) -> Vec<String> {
         self.updates.iter().map(|u| u.name.clone()).collect()

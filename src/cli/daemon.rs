@@ -1,7 +1,8 @@
 //! `ecs-patchd daemon`: the service. It resumes a cycle in progress at once, then looks for
 //! updates on a jittered interval and starts a cycle inside the maintenance windows. Idle,
-//! it sleeps until the next check or window (and the watchdog ping, when systemd asks for
-//! one): no AWS call, no wake-up in between.
+//! it sleeps until the next check, the next window, or its next look at the journal (a file
+//! read, every few minutes, so that a cycle a `run` left half-done is finished): no AWS call
+//! in between. Under systemd's watchdog it also pings every `WatchdogSec`/2.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,163 +14,245 @@ use tracing::{info, warn};
 
 use ecs_patchd::config::{self, Settings, Source};
 use ecs_patchd::cycle::{Cycle, Machine};
-use ecs_patchd::error::{Error, Kind, Result};
-use ecs_patchd::journal::{self, Journal};
+use ecs_patchd::error::{Error, Result};
+use ecs_patchd::journal::Journal;
 use ecs_patchd::lifecycle::Ec2Lifecycle;
 use ecs_patchd::report::metrics;
 use ecs_patchd::report::systemd::{self, StatusLine};
-use ecs_patchd::window::Openness;
+use ecs_patchd::window::{Openness, Schedule};
 
-use super::{Next, Reporting, agent, drive, ports, resolve, schedule, this_instance};
+use super::{Next, Reporting, agent, drive, ports, resolve, schedule, stop_safely, this_instance};
 
 /// How long the daemon waits before trying again when it cannot learn who it is (IMDS,
 /// credentials or the agent not answering yet, right after boot).
 const IDENTITY_RETRY: Duration = Duration::from_secs(30);
 /// The first check comes within this long of the start (spread over the fleet).
 const FIRST_CHECK_WITHIN: Duration = Duration::from_secs(10 * 60);
-/// A window's opening is spread over this long, so the fleet does not look at once.
+/// A window's opening is spread over at most this long (and a quarter of the window), so
+/// that the fleet does not look at once.
 const WINDOW_SPREAD: Duration = Duration::from_secs(5 * 60);
-/// How long the daemon waits before resuming a cycle whose run stopped on an error (the
-/// journal busy with a `run` by hand, ECS or the lease store unreachable).
-const RESUME_RETRY: Duration = Duration::from_secs(60);
+/// After a failed attempt (ECS or the lease store unreachable, a failed step that stopped
+/// the run mid-cycle), the next one waits this long, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(60);
+/// The longest wait between two failed attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
+/// How often the idle daemon reads the journal, to finish a cycle a `run` left half-done.
+const JOURNAL_LOOK: Duration = Duration::from_secs(5 * 60);
 
 /// What ended a wait.
 enum Woken {
+    Due,
+    Stop(&'static str),
+}
+
+/// What a signal or the clock asked for, during a wait.
+enum Wake {
     Due,
     Reload,
     Stop(&'static str),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(source: Source, mut settings: Settings) -> Result<ExitCode> {
-    let status = Arc::new(StatusLine::new(&settings.paths.state_dir));
-    let mut signals = Signals::new()?;
-    // Who we are, before READY: systemd's "started" then means "knows its instance".
-    let (imds, instance, aws) = loop {
-        match this_instance().await {
-            Ok(found) => break found,
-            Err(e @ Error::Config(_)) => return Err(e),
-            Err(e) => {
-                warn!("cannot learn this instance's identity yet (will try again): {e}");
-                status.update(|s| s.activity = format!("waiting for the instance identity: {e}"));
-                if let Woken::Stop(_) = signals.wait(IDENTITY_RETRY).await {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
+pub async fn run(source: Source, settings: Settings) -> Result<ExitCode> {
+    let mut daemon = Daemon {
+        signals: Signals::new()?,
+        status: Arc::new(StatusLine::new(&settings.paths.state_dir)),
+        source,
+        settings,
     };
-    let instance_id = instance.instance_id.clone();
-    systemd::ready(&format!("instance {instance_id}: starting"));
-    info!(instance = %instance_id, region = %instance.region, "ecs-patchd daemon started");
-    if let Some(every) = systemd::watchdog_interval() {
-        tokio::spawn(async move {
-            loop {
-                systemd::ping();
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-    serve_metrics(&settings);
-
-    let mut next_check = SystemTime::now() + jitter(FIRST_CHECK_WITHIN.min(settings.schedule.check_interval));
-    loop {
-        let dir = settings.paths.state_dir.clone();
-        let in_progress = journal::read::<Cycle>(&dir).ok().flatten().is_some_and(|c| !c.state.is_done());
-        let now = SystemTime::now();
-        let schedule = schedule(&settings)?;
-        let window = schedule.at(now);
-        if in_progress || (now >= next_check && window.is_open()) {
-            let reporting = Reporting::new(&settings, Some(Arc::clone(&status)));
-            let cycle = async {
-                let journal = Journal::open(&dir)?;
-                let next = match journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) {
-                    Some(cycle) => Next::Resume(Box::new(cycle)),
-                    None => {
-                        let agent = agent(&settings)?;
-                        Next::Start(resolve(&settings, &aws, instance.clone(), agent.as_ref()).await?)
-                    }
-                };
-                let cluster = match &next {
-                    Next::Resume(cycle) => cycle.cluster.clone(),
-                    Next::Start(identity) => identity.cluster.clone(),
-                };
-                let lifecycle = Ec2Lifecycle::new(&aws, imds.clone(), &instance_id);
-                let ports = ports(&settings, &aws, &cluster, agent(&settings)?, lifecycle, &reporting, false)?;
-                let machine = Machine::new(&ports, &settings, &journal).within(schedule.clone());
-                let result = drive(&machine, next).await;
-                reporting.after(&settings, &aws, &instance_id, &ports).await;
-                result
-            };
-            let failed = tokio::select! {
-                result = cycle => match result {
-                    Ok(cycle) => {
-                        info!(cycle = %cycle.id, "{}", cycle.state.summary());
-                        false
-                    }
-                    Err(e) if e.kind() == Kind::Config => return Err(e),
-                    Err(e) => {
-                        warn!("{e}");
-                        true
-                    }
-                },
-                signal = super::stop_requested() => {
-                    info!("stopped by {signal} between two steps; the journal keeps the step, and the next start resumes");
-                    break;
-                }
-            };
-            next_check = SystemTime::now() + jitter_around(settings.schedule.check_interval);
-            if failed {
-                status.update(|s| {
-                    s.activity =
-                        format!("the last attempt failed; trying again in {}", humantime::format_duration(RESUME_RETRY))
-                });
-                if let Woken::Stop(signal) = signals.wait(RESUME_RETRY).await {
-                    info!("stopped by {signal}");
-                    break;
-                }
-            }
-            continue;
-        }
-        // Idle until the next check, or the window's opening if that is later.
-        let wake = match window {
-            Openness::ClosedUntil(opens) => next_check.max(opens + jitter(WINDOW_SPREAD)),
-            _ => next_check,
-        };
-        status.update(|s| {
-            s.next_check = Some(wake);
-            s.next_window = match window {
-                Openness::ClosedUntil(opens) => Some(opens),
-                _ => None,
-            };
-            s.activity = format!(
-                "idle: next check {}{}",
-                schedule.local(wake),
-                match window {
-                    Openness::ClosedUntil(opens) => format!(", after the window opens {}", schedule.local(opens)),
-                    _ => String::new(),
-                }
-            );
-        });
-        match signals.wait(wake.duration_since(SystemTime::now()).unwrap_or_default()).await {
-            Woken::Due => {}
-            Woken::Reload => match config::load(&source) {
-                Ok(reloaded) => {
-                    info!("configuration reloaded");
-                    settings = reloaded;
-                }
-                Err(e) => warn!("the configuration was not reloaded (the old one stays in force): {e}"),
-            },
-            Woken::Stop(signal) => {
-                info!("stopped by {signal}");
-                break;
-            }
-        }
-    }
+    let ended = daemon.serve().await;
     systemd::stopping();
-    Ok(ExitCode::SUCCESS)
+    daemon.status.remove();
+    ended
 }
 
-/// SIGHUP, SIGTERM and SIGINT, listened to for the daemon's whole life.
+struct Daemon {
+    signals: Signals,
+    status: Arc<StatusLine>,
+    source: Source,
+    settings: Settings,
+}
+
+impl Daemon {
+    async fn serve(&mut self) -> Result<ExitCode> {
+        // Who we are, before READY: systemd's "started" then means "knows its instance".
+        let (imds, instance, aws) = loop {
+            match this_instance().await {
+                Ok(found) => break found,
+                Err(e @ Error::Config(_)) => return Err(e),
+                Err(e) => {
+                    warn!("cannot learn this instance's identity yet (will try again): {e}");
+                    self.status.update(|s| s.activity = format!("waiting for the instance identity: {e}"));
+                    if let Woken::Stop(_) = self.wait(IDENTITY_RETRY).await {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+        };
+        let instance_id = instance.instance_id.clone();
+        self.status.update(|s| s.activity = format!("instance {instance_id}: starting"));
+        systemd::ready(&format!("instance {instance_id}: starting"));
+        info!(instance = %instance_id, region = %instance.region, "ecs-patchd daemon started");
+        if let Some(every) = systemd::watchdog_interval() {
+            // The ping runs on the runtime that drives the cycle: a dead or wedged runtime
+            // stops it. A step stuck in an external command is bounded by its own timeout.
+            tokio::spawn(async move {
+                loop {
+                    systemd::ping();
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        serve_metrics(&self.settings);
+
+        let mut next_check = SystemTime::now() + jitter(FIRST_CHECK_WITHIN.min(self.settings.schedule.check_interval));
+        let mut retry = RETRY_FIRST;
+        loop {
+            let schedule = schedule(&self.settings)?;
+            let now = SystemTime::now();
+            let window = schedule.at(now);
+            // The journal's lock, unless a `run` holds it (then that run finishes its cycle).
+            let journal = match Journal::open(&self.settings.paths.state_dir) {
+                Ok(journal) => Some(journal),
+                Err(Error::Busy(why)) => {
+                    info!("{why}: not ours to drive");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let due = now >= next_check && window.is_open();
+            let in_progress =
+                journal.as_ref().is_some_and(|j| j.load::<Cycle>().ok().flatten().is_some_and(|c| !c.state.is_done()));
+            if let Some(journal) = journal.filter(|_| in_progress || due) {
+                let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
+                let settings = &self.settings;
+                let attempt = async {
+                    let agent = agent(settings)?;
+                    let next = match journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) {
+                        Some(cycle) => Next::Resume(Box::new(cycle)),
+                        None => Next::Start(resolve(settings, &aws, instance.clone(), agent.as_ref()).await?),
+                    };
+                    let cluster = match &next {
+                        Next::Resume(cycle) => cycle.cluster.clone(),
+                        Next::Start(identity) => identity.cluster.clone(),
+                    };
+                    let lifecycle = Ec2Lifecycle::new(&aws, imds.clone(), &instance_id);
+                    let ports = ports(settings, &aws, &cluster, agent, lifecycle, &reporting, false)?;
+                    let machine = Machine::new(&ports, settings, &journal).within(schedule.clone());
+                    let result = drive(&machine, next).await;
+                    reporting.after(settings, &aws, &instance_id, &ports).await;
+                    result
+                };
+                let result = tokio::select! {
+                    result = attempt => result,
+                    signal = stopped(&mut self.signals.terminate, &mut self.signals.interrupt) => {
+                        info!("stopped by {signal} between two steps; the journal keeps the step, and the next start resumes");
+                        reporting.flush().await;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                };
+                drop(journal);
+                next_check = SystemTime::now() + jitter_around(self.settings.schedule.check_interval);
+                match result {
+                    Ok(cycle) => {
+                        info!(cycle = %cycle.id, "{}", cycle.state.summary());
+                        retry = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        // Even a configuration error (one that appears only now, such as an
+                        // updater set to reboot by itself) must not stop the daemon: a cycle
+                        // may be in progress, and a fixed configuration is picked up by SIGHUP.
+                        warn!("{e}; trying again in {}", humantime::format_duration(retry));
+                        self.status.update(|s| {
+                            s.activity = format!(
+                                "the last attempt failed ({e}); trying again in {}",
+                                humantime::format_duration(retry)
+                            );
+                        });
+                        if let Woken::Stop(signal) = self.wait(retry).await {
+                            info!("stopped by {signal}");
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        retry = (retry * 2).min(RETRY_MAX);
+                    }
+                }
+                continue;
+            }
+            let wake = next_wake(&schedule, window, next_check);
+            self.status.update(|s| {
+                s.next_check = Some(wake);
+                s.next_window = match window {
+                    Openness::ClosedUntil(opens) => Some(opens),
+                    _ => None,
+                };
+                s.activity = match window {
+                    Openness::ClosedUntil(opens) => format!(
+                        "idle: outside the maintenance window; next check {}, when the window opens {}",
+                        schedule.local(wake),
+                        schedule.local(opens)
+                    ),
+                    _ => format!("idle: next check {}", schedule.local(wake)),
+                };
+            });
+            let sleep = wake.duration_since(SystemTime::now()).unwrap_or_default().min(JOURNAL_LOOK);
+            if let Woken::Stop(signal) = self.wait(sleep).await {
+                info!("stopped by {signal}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+
+    /// Sleeps for `wait`, or until SIGTERM or SIGINT; a SIGHUP on the way reloads the
+    /// configuration (a bad one is logged and the old one kept).
+    async fn wait(&mut self, wait: Duration) -> Woken {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let signals = &mut self.signals;
+            let wake = tokio::select! {
+                _ = tokio::time::sleep_until(until) => Wake::Due,
+                _ = signals.hangup.recv() => Wake::Reload,
+                signal = stopped(&mut signals.terminate, &mut signals.interrupt) => Wake::Stop(signal),
+            };
+            match wake {
+                Wake::Due => return Woken::Due,
+                Wake::Reload => self.reload(),
+                Wake::Stop(signal) => return Woken::Stop(signal),
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        match config::load(&self.source) {
+            Ok(reloaded) => {
+                if reloaded.paths.state_dir != self.settings.paths.state_dir
+                    || reloaded.report.metrics_listen != self.settings.report.metrics_listen
+                {
+                    warn!("paths.state_dir and report.metrics_listen take effect at the next start");
+                }
+                info!("configuration reloaded");
+                self.settings = Settings { paths: self.settings.paths.clone(), ..reloaded };
+            }
+            Err(e) => warn!("the configuration was not reloaded (the old one stays in force): {e}"),
+        }
+    }
+}
+
+/// When the idle daemon looks again: at `next_check` inside a window; outside, once the
+/// next window has opened (spread over its first minutes), whatever `next_check` says, so
+/// that no window is skipped.
+fn next_wake(schedule: &Schedule, window: Openness, next_check: SystemTime) -> SystemTime {
+    match window {
+        Openness::ClosedUntil(opens) => {
+            let length =
+                schedule.at(opens).closes_at().and_then(|c| c.duration_since(opens).ok()).unwrap_or(WINDOW_SPREAD);
+            opens + jitter(WINDOW_SPREAD.min(length / 4))
+        }
+        _ => next_check,
+    }
+}
+
+/// SIGHUP, SIGTERM and SIGINT, listened to for the daemon's whole life (a signal between
+/// two listeners would be lost).
 struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -185,16 +268,18 @@ impl Signals {
             interrupt: listen(SignalKind::interrupt())?,
         })
     }
+}
 
-    /// Sleeps for `wait`, or until a signal.
-    async fn wait(&mut self, wait: Duration) -> Woken {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => Woken::Due,
-            _ = self.hangup.recv() => Woken::Reload,
-            _ = self.terminate.recv() => Woken::Stop("SIGTERM"),
-            _ = self.interrupt.recv() => Woken::Stop("SIGINT"),
-        }
-    }
+/// Resolves after SIGTERM or SIGINT, once no package transaction runs.
+async fn stopped(
+    terminate: &mut tokio::signal::unix::Signal,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    let name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    stop_safely(name).await
 }
 
 /// Starts the metrics server when `report.metrics_listen` is set. It is bound once, at

@@ -222,8 +222,17 @@ enum Next {
     Start(Identity),
 }
 
-/// How long `run` waits between two looks at a cycle it follows.
-const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long `run` waits between two looks at a cycle it follows (a small file read).
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How following another process's cycle ended.
+enum Followed {
+    /// The cycle seen in progress ended.
+    Ended(Box<Cycle>),
+    /// The holder let the journal go without ending a cycle we saw (it stopped mid-way, or
+    /// was still planning): it is ours now.
+    Released(Journal),
+}
 
 async fn run(mut settings: Settings, args: &RunArgs) -> Result<ExitCode> {
     if let Some(policy) = &args.reboot {
@@ -235,20 +244,22 @@ async fn run(mut settings: Settings, args: &RunArgs) -> Result<ExitCode> {
     let journal = match open_journal(settings) {
         Ok(journal) => journal,
         Err(Error::Busy(message)) if !args.resume_only => {
-            let followed = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
-            let journal = tokio::select! {
-                journal = follow(settings, &message) => journal?,
+            if args.now || args.reboot.is_some() || args.ssm {
+                tracing::warn!("--now, --reboot and --ssm apply to a cycle this run starts, not to the one it follows");
+            }
+            let followed = tokio::select! {
+                followed = follow(settings, &message) => followed?,
                 signal = stop_requested() => return Err(Error::Stopped(format!("stopped by {signal} while following {message}"))),
             };
-            // The cycle we followed (or one that began while we waited) has ended: its
-            // outcome is ours. Otherwise its owner stopped mid-way: resume it here.
-            if let Some(done) = journal.load::<Cycle>()?.filter(|c| c.state.is_done())
-                && followed.as_ref().map_or(done.started_at >= began, |f| f.id == done.id)
-            {
-                println!("{}", output::run_summary(&done, std::time::SystemTime::now()));
-                return Ok(outcome_code(&done));
+            match followed {
+                // The cycle we followed has ended: its outcome is ours.
+                Followed::Ended(done) => {
+                    println!("{}", output::run_summary(&done, std::time::SystemTime::now()));
+                    return Ok(outcome_code(&done));
+                }
+                // Its owner stopped mid-way: resume it here (or start one, if it had none).
+                Followed::Released(journal) => journal,
             }
-            journal
         }
         Err(e) => return Err(e),
     };
@@ -317,25 +328,41 @@ fn outcome_code(cycle: &Cycle) -> ExitCode {
     })
 }
 
-/// Waits until the process holding the journal (the daemon, mid-cycle) lets it go, then
-/// takes it.
-async fn follow(settings: &Settings, holder: &str) -> Result<Journal> {
+/// Follows the cycle of the process holding the journal (the daemon) until that cycle
+/// ends, or until the holder lets the journal go. The holder may still be planning when
+/// the wait begins: the cycle followed is the first seen in progress.
+async fn follow(settings: &Settings, holder: &str) -> Result<Followed> {
     tracing::info!("{holder}; following it until it ends");
+    let dir = &settings.paths.state_dir;
+    let mut followed: Option<String> = None;
     let mut said = String::new();
     loop {
-        tokio::time::sleep(FOLLOW_POLL).await;
-        match Journal::open(&settings.paths.state_dir) {
-            Ok(journal) => return Ok(journal),
-            Err(Error::Busy(_)) => {}
-            Err(e) => return Err(e),
-        }
-        if let Ok(Some(cycle)) = journal::read::<Cycle>(&settings.paths.state_dir) {
+        if let Ok(Some(cycle)) = journal::read::<Cycle>(dir) {
+            match &followed {
+                Some(id) if *id == cycle.id && cycle.state.is_done() => return Ok(Followed::Ended(Box::new(cycle))),
+                None if !cycle.state.is_done() => followed = Some(cycle.id.clone()),
+                _ => {}
+            }
             let step = format!("cycle {} is at step {}", cycle.id, cycle.state.name());
-            if step != said {
+            if followed.is_some() && step != said {
                 tracing::info!("{step}");
                 said = step;
             }
         }
+        match Journal::open(dir) {
+            // Read once more under the lock: the cycle may have ended since the last look.
+            Ok(journal) => {
+                return Ok(match journal.load::<Cycle>()? {
+                    Some(done) if done.state.is_done() && followed.as_deref() == Some(done.id.as_str()) => {
+                        Followed::Ended(Box::new(done))
+                    }
+                    _ => Followed::Released(journal),
+                });
+            }
+            Err(Error::Busy(_)) => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
     }
 }
 
@@ -392,6 +419,11 @@ impl Reporting {
                 Err(e) => tracing::warn!("cannot report to Systems Manager (report.ssm = false turns this off): {e}"),
             }
         }
+        self.flush().await;
+    }
+
+    /// Waits for the webhook's posts still in flight.
+    async fn flush(&self) {
         if let Some(webhook) = &self.webhook {
             webhook.flush().await;
         }
@@ -409,8 +441,7 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     let ports = ports(settings, &aws, &identity.cluster.clone(), agent, lifecycle, &reporting, false)?;
     let preview = ecs_patchd::check::preview(&ports, settings, identity, in_progress, &schedule(settings)?).await?;
     let mut record = Record::load(&settings.paths.state_dir);
-    let reboot_needed = preview.plan.class == ecs_patchd::plan::Class::Reboot && !preview.plan.updates.is_empty();
-    record.checked(std::time::SystemTime::now(), preview.plan.updates.clone(), reboot_needed);
+    record.checked(std::time::SystemTime::now(), preview.plan.updates.clone(), preview.plan.needs_reboot());
     record.release = preview.plan.releases.as_ref().map(|r| r.running.clone()).or(record.release);
     record.save(&settings.paths.state_dir);
     reporting.after(settings, &aws, &instance_id, &ports).await;
@@ -484,6 +515,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
 fn show_config(settings: &Settings) -> Result<ExitCode> {
     let mut shown = settings.clone();
     shown.coordination.fleetlock_url = config::redact_url(&shown.coordination.fleetlock_url);
+    shown.report.webhook_url = config::redact_path(&shown.report.webhook_url);
     let text = toml::to_string(&shown).map_err(|e| Error::Config(format!("cannot print the configuration: {e}")))?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
@@ -531,6 +563,12 @@ async fn stop_requested() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
+    stop_safely(name).await
+}
+
+/// Asks the cycle to stop at the next safe point (after `signal`), and resolves once no
+/// package transaction runs.
+async fn stop_safely(name: &'static str) -> &'static str {
     ecs_patchd::shutdown::request();
     if ecs_patchd::shutdown::in_transaction() {
         tracing::warn!("{name}: letting the package transaction in progress finish before stopping");

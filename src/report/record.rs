@@ -13,7 +13,6 @@ use tracing::warn;
 use crate::cycle::{Cycle, Outcome, State};
 use crate::journal;
 use crate::packages::PackageUpdate;
-use crate::plan::Class;
 
 /// The record's file name in the state directory.
 pub const RECORD_FILE: &str = "report.json";
@@ -95,6 +94,8 @@ impl Record {
         let State::Done { outcome } = &cycle.state else { return };
         let ended_at = cycle.entered_at;
         match outcome {
+            // Not a failure of the host: deferred (not now), or never ours to drain.
+            Outcome::Failed { kind, .. } if !kind.halts_roll() => {}
             Outcome::Failed { kind, .. } => *self.failures.entry(kind.to_string()).or_default() += 1,
             Outcome::Patched { .. } => {
                 self.last_success = Some(ended_at);
@@ -151,7 +152,7 @@ impl super::Reporter for Keeper {
         let mut record = Record::load(&self.state_dir);
         match &cycle.state {
             State::Downloading { plan, .. } => {
-                record.checked(cycle.started_at, plan.updates.clone(), plan.class == Class::Reboot);
+                record.checked(cycle.started_at, plan.updates.clone(), plan.needs_reboot());
                 if let Some(releases) = &cycle.releases {
                     record.release = Some(releases.running.clone());
                 }

@@ -97,6 +97,7 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
     }
     if let Some(last) = &record.last_cycle
         && let Outcome::Failed { step, kind, reason } = &last.outcome
+        && kind.halts_roll()
     {
         items.push(
             ComplianceItemEntry::builder()
@@ -141,9 +142,7 @@ fn inventory_content(record: &Record) -> HashMap<String, String> {
     let (outcome, packages) = match record.last_cycle.as_ref().map(|c| &c.outcome) {
         Some(Outcome::Patched { packages, .. }) => ("patched", packages.join(" ")),
         Some(Outcome::NothingToDo) => ("nothing-to-do", String::new()),
-        Some(Outcome::Failed { kind, .. }) => {
-            (if *kind == crate::error::Kind::Deferred { "deferred" } else { "failed" }, String::new())
-        }
+        Some(Outcome::Failed { kind, .. }) => (if kind.halts_roll() { "failed" } else { "deferred" }, String::new()),
         None => ("none", String::new()),
     };
     HashMap::from([

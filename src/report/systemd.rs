@@ -70,6 +70,13 @@ impl StatusLine {
     }
 }
 
+impl StatusLine {
+    /// Removes the status file (the daemon is stopping).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(self.state_dir.join(STATUS_FILE));
+    }
+}
+
 impl super::Reporter for StatusLine {
     fn entered(&self, cycle: &Cycle) {
         let activity = format!("cycle {}: {}", cycle.id, cycle.state.summary());
