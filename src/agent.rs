@@ -62,7 +62,7 @@ pub struct IntrospectionClient {
 impl IntrospectionClient {
     /// A client for the agent at `base_url` (e.g. `http://127.0.0.1:51678`).
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Host(format!("cannot build the ECS agent client: {e}")))?;

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fault;
 pub mod hooks;
 pub mod host;
+pub mod http;
 pub mod identity;
 pub mod journal;
 pub mod lifecycle;

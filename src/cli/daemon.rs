@@ -15,11 +15,11 @@ use tracing::{info, warn};
 use ecs_patchd::config::{self, Settings, Source};
 use ecs_patchd::cycle::{Cycle, Machine};
 use ecs_patchd::error::{Error, Result};
-use ecs_patchd::journal::Journal;
+use ecs_patchd::journal::{self, Journal};
 use ecs_patchd::lifecycle::Ec2Lifecycle;
 use ecs_patchd::report::metrics;
 use ecs_patchd::report::systemd::{self, StatusLine};
-use ecs_patchd::window::{Openness, Schedule};
+use ecs_patchd::window::Openness;
 
 use super::{Next, Reporting, agent, drive, ports, resolve, schedule, stop_safely, this_instance};
 
@@ -111,19 +111,21 @@ impl Daemon {
             let schedule = schedule(&self.settings)?;
             let now = SystemTime::now();
             let window = schedule.at(now);
-            // The journal's lock, unless a `run` holds it (then that run finishes its cycle).
-            let journal = match Journal::open(&self.settings.paths.state_dir) {
-                Ok(journal) => Some(journal),
-                Err(Error::Busy(why)) => {
+            // A look at the journal is a file read; its lock is taken only for work, and only
+            // when no `run` holds it (that run then finishes its cycle).
+            let dir = &self.settings.paths.state_dir;
+            let in_progress = journal::read::<Cycle>(dir).ok().flatten().is_some_and(|c| !c.state.is_done());
+            let due = now >= next_check && window.is_open();
+            let journal = match (in_progress || due).then(|| Journal::open(dir)) {
+                Some(Ok(journal)) => Some(journal),
+                Some(Err(Error::Busy(why))) => {
                     info!("{why}: not ours to drive");
                     None
                 }
-                Err(e) => return Err(e),
+                Some(Err(e)) => return Err(e),
+                None => None,
             };
-            let due = now >= next_check && window.is_open();
-            let in_progress =
-                journal.as_ref().is_some_and(|j| j.load::<Cycle>().ok().flatten().is_some_and(|c| !c.state.is_done()));
-            if let Some(journal) = journal.filter(|_| in_progress || due) {
+            if let Some(journal) = journal {
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
                 let settings = &self.settings;
                 let attempt = async {
@@ -178,7 +180,16 @@ impl Daemon {
                 }
                 continue;
             }
-            let wake = next_wake(&schedule, window, next_check);
+            // Outside the windows, the next check falls inside the next one, whatever the
+            // interval says, so that no window is skipped (chosen once: the status stays).
+            if let Openness::ClosedUntil(opens) = window {
+                let closes = schedule.at(opens).closes_at().unwrap_or(opens);
+                if !(opens..closes).contains(&next_check) {
+                    next_check =
+                        opens + jitter(WINDOW_SPREAD.min(closes.duration_since(opens).unwrap_or_default() / 4));
+                }
+            }
+            let wake = next_check;
             self.status.update(|s| {
                 s.next_check = Some(wake);
                 s.next_window = match window {
@@ -234,20 +245,6 @@ impl Daemon {
             }
             Err(e) => warn!("the configuration was not reloaded (the old one stays in force): {e}"),
         }
-    }
-}
-
-/// When the idle daemon looks again: at `next_check` inside a window; outside, once the
-/// next window has opened (spread over its first minutes), whatever `next_check` says, so
-/// that no window is skipped.
-fn next_wake(schedule: &Schedule, window: Openness, next_check: SystemTime) -> SystemTime {
-    match window {
-        Openness::ClosedUntil(opens) => {
-            let length =
-                schedule.at(opens).closes_at().and_then(|c| c.duration_since(opens).ok()).unwrap_or(WINDOW_SPREAD);
-            opens + jitter(WINDOW_SPREAD.min(length / 4))
-        }
-        _ => next_check,
     }
 }
 

@@ -382,7 +382,14 @@ impl Reporting {
     /// The reporters `settings` ask for; `status` is the daemon's status line.
     fn new(settings: &Settings, status: Option<Arc<StatusLine>>) -> Self {
         let r = &settings.report;
-        let webhook = (!r.webhook_url.is_empty()).then(|| Arc::new(Webhook::new(&r.webhook_url, r.webhook_timeout)));
+        let webhook = match Webhook::new(&r.webhook_url, r.webhook_timeout) {
+            _ if r.webhook_url.is_empty() => None,
+            Ok(webhook) => Some(Arc::new(webhook)),
+            Err(e) => {
+                tracing::warn!("{e}: no notification will be sent");
+                None
+            }
+        };
         Self { webhook, status }
     }
 

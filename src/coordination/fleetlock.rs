@@ -36,7 +36,7 @@ struct Refusal {
 impl FleetLock {
     /// A client of the server at `base` for `group` (`^[a-zA-Z0-9.-]+$`).
     pub fn new(base: &str, group: &str, policy: Policy, clock: Arc<dyn Clock>, timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::http::client_builder()
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Lease(format!("cannot build the FleetLock client: {e}")))?;

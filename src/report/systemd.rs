@@ -47,7 +47,8 @@ impl DaemonStatus {
 /// Keeps the status line in systemd and in the state directory.
 pub struct StatusLine {
     state_dir: PathBuf,
-    status: Mutex<DaemonStatus>,
+    /// The status, and whether it was published yet.
+    status: Mutex<(DaemonStatus, bool)>,
 }
 
 impl StatusLine {
@@ -55,13 +56,20 @@ impl StatusLine {
     pub fn new(state_dir: &Path) -> Self {
         let status =
             DaemonStatus { pid: std::process::id(), since: Some(SystemTime::now()), ..DaemonStatus::default() };
-        Self { state_dir: state_dir.to_path_buf(), status: Mutex::new(status) }
+        Self { state_dir: state_dir.to_path_buf(), status: Mutex::new((status, false)) }
     }
 
-    /// Changes the status with `change`, then publishes it.
+    /// Changes the status with `change`, then publishes it (if it changed: an idle daemon
+    /// looking at its journal every few minutes writes nothing).
     pub fn update(&self, change: impl FnOnce(&mut DaemonStatus)) {
-        let mut status = self.status.lock().expect("status lock");
-        change(&mut status);
+        let mut guard = self.status.lock().expect("status lock");
+        let (status, published) = &mut *guard;
+        let before = status.clone();
+        change(status);
+        if *published && *status == before {
+            return;
+        }
+        *published = true;
         notify(&[NotifyState::Status(&status.activity)]);
         let bytes = serde_json::to_vec_pretty(&*status).expect("the status serializes");
         if let Err(e) = journal::replace_file(&self.state_dir.join(STATUS_FILE), &bytes, 0o644) {

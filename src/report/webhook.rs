@@ -64,8 +64,11 @@ pub struct Webhook {
 impl Webhook {
     /// Posts to `url`, each post bounded by `timeout`. The URL is a secret (it carries the
     /// webhook's token): it never appears in a message.
-    pub fn new(url: &str, timeout: Duration) -> Self {
-        Self { url: url.to_string(), timeout, client: reqwest::Client::new(), sending: Mutex::new(JoinSet::new()) }
+    pub fn new(url: &str, timeout: Duration) -> crate::error::Result<Self> {
+        let client = crate::http::client_builder().build().map_err(|e| {
+            crate::error::Error::Host(format!("cannot set up the webhook's HTTP client: {}", e.without_url()))
+        })?;
+        Ok(Self { url: url.to_string(), timeout, client, sending: Mutex::new(JoinSet::new()) })
     }
 
     /// Waits for the posts still in flight (each bounded by the timeout), before the
