@@ -8,8 +8,9 @@
 # the daemon has settled, it is idle as in production (between two checks, or outside its
 # window). Over MINUTES minutes (default 5):
 #   - RSS: VmRSS (and its anonymous and file parts) of /proc/PID/status, at the end;
-#   - wake-ups: the context switches (voluntary + involuntary) of all its threads, from
-#     /proc/PID/task/*/status: a sleeping thread switches at least once each time it wakes;
+#   - wake-ups: the voluntary context switches of all its threads, from
+#     /proc/PID/task/*/status: a thread that wakes goes back to sleep with one (involuntary
+#     switches, preemptions while running, are shown beside them);
 #   - AWS calls: the stand-ins' ECS call counter, before and after (must not move).
 # As under the unit's WatchdogSec=10min, the daemon pings a watchdog every 5 minutes (a
 # notify socket read by this script stands in for systemd).
@@ -43,8 +44,8 @@ check_interval = "20s"
 windows = [{ days = ["$day"], start = "$start", length = "2m" }]
 CONF
 
-ctx() { # context switches of every thread of $1
-  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'
+ctx() { # context switches of every thread of $1 of kind $2 (voluntary, nonvoluntary)
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk -v kind="^$2_ctxt_switches" '$1 ~ kind { n += $2 } END { print n + 0 }'
 }
 ecs_calls() {
   .venv/bin/python - "$work/standin.json" <<'PY'
@@ -72,16 +73,16 @@ echo "daemon pid $daemon: checking inside a window open until two minutes past $
 sleep 150
 if ! kill -0 "$daemon" 2>/dev/null; then cat "$work/daemon.log" >&2; exit 1; fi
 checks=$(grep -c "no update is pending\|nothing to do" "$work/daemon.log" || true)
-before=$(ctx "$daemon") calls_before=$(ecs_calls)
+before=$(ctx "$daemon" voluntary) preempted_before=$(ctx "$daemon" nonvoluntary) calls_before=$(ecs_calls)
 echo "measuring the idle daemon for $minutes minute(s) (it made $checks check(s) while the window was open)" >&2
 sleep $((minutes * 60))
-after=$(ctx "$daemon") calls_after=$(ecs_calls)
+after=$(ctx "$daemon" voluntary) preempted_after=$(ctx "$daemon" nonvoluntary) calls_after=$(ecs_calls)
 status=/proc/$daemon/status
 rss=$(awk '/^VmRSS/ { print $2 }' "$status") anon=$(awk '/^RssAnon/ { print $2 }' "$status") file=$(awk '/^RssFile/ { print $2 }' "$status")
 threads=$(awk '/^Threads/ { print $2 }' "$status")
 size=$(stat -c %s "$bin")
 echo "idle RSS:            $(awk -v k="$rss" 'BEGIN { printf "%.1f MiB", k / 1024 }') (anonymous $(awk -v k="$anon" 'BEGIN { printf "%.1f", k / 1024 }') MiB, file-backed $(awk -v k="$file" 'BEGIN { printf "%.1f", k / 1024 }') MiB), $threads threads"
-echo "wake-ups:            $((after - before)) context switches in $minutes min = $(awk -v n=$((after - before)) -v m="$minutes" 'BEGIN { printf "%.2f", n / m }') per minute"
+echo "wake-ups:            $((after - before)) in $minutes min = $(awk -v n=$((after - before)) -v m="$minutes" 'BEGIN { printf "%.2f", n / m }') per minute ($((preempted_after - preempted_before)) involuntary switches besides)"
 echo "AWS calls while idle: $((calls_after - calls_before))"
 echo "release binary:      $(awk -v b="$size" 'BEGIN { printf "%.1f MiB", b / 1048576 }') stripped ($size bytes)"
 echo "daemon status:       $("$bin" status --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["activity"])')"

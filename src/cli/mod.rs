@@ -181,8 +181,9 @@ pub fn main() -> ExitCode {
 fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> {
     let source = config.map_or_else(Source::default, Source::Explicit);
     let settings = config::load(&source)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the work is waiting (on AWS, the agent, the package manager), and an idle
+    // daemon then wakes one thread per timer, not a pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Host(format!("cannot start the async runtime: {e}")))?;
