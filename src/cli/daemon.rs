@@ -2,7 +2,8 @@
 //! updates on a jittered interval and starts a cycle inside the maintenance windows. Idle,
 //! it sleeps until the next check, the next window, or its next look at the journal (a file
 //! read, every few minutes, so that a cycle a `run` left half-done is finished): no AWS call
-//! in between. Under systemd's watchdog it also pings every `WatchdogSec`/2.
+//! and no AWS client (whose connection pools keep timers) in between. Under systemd's
+//! watchdog it also pings every `WatchdogSec`/2.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use ecs_patchd::report::metrics;
 use ecs_patchd::report::systemd::{self, StatusLine};
 use ecs_patchd::window::Openness;
 
-use super::{Next, Reporting, agent, drive, ports, resolve, schedule, stop_safely, this_instance};
+use super::{Next, Reporting, agent, aws_config, drive, ports, resolve, schedule, stop_safely, this_instance};
 
 /// How long the daemon waits before trying again when it cannot learn who it is (IMDS,
 /// credentials or the agent not answering yet, right after boot).
@@ -76,7 +77,9 @@ struct Daemon {
 impl Daemon {
     async fn serve(&mut self) -> Result<ExitCode> {
         // Who we are, before READY: systemd's "started" then means "knows its instance".
-        let (imds, instance, aws) = loop {
+        // The AWS configuration and IMDS client are made afresh for each attempt and dropped
+        // after it: their connection pools keep timers running while they live.
+        let (_, instance, _) = loop {
             match this_instance().await {
                 Ok(found) => break found,
                 Err(e @ Error::Config(_)) => return Err(e),
@@ -129,6 +132,8 @@ impl Daemon {
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
                 let settings = &self.settings;
                 let attempt = async {
+                    let imds = aws_config::imds::Client::builder().build();
+                    let aws = aws_config(&instance.region).await;
                     let agent = agent(settings)?;
                     let next = match journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) {
                         Some(cycle) => Next::Resume(Box::new(cycle)),
@@ -138,7 +143,7 @@ impl Daemon {
                         Next::Resume(cycle) => cycle.cluster.clone(),
                         Next::Start(identity) => identity.cluster.clone(),
                     };
-                    let lifecycle = Ec2Lifecycle::new(&aws, imds.clone(), &instance_id);
+                    let lifecycle = Ec2Lifecycle::new(&aws, imds, &instance_id);
                     let ports = ports(settings, &aws, &cluster, agent, lifecycle, &reporting, false)?;
                     let machine = Machine::new(&ports, settings, &journal).within(schedule.clone());
                     let result = drive(&machine, next).await;
