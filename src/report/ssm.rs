@@ -1,9 +1,11 @@
 //! Systems Manager compliance and inventory: after every check and cycle the host sends the
 //! whole picture again (both APIs replace what was there).
 //!
-//! AWS (PutComplianceItems): "UploadType ... COMPLETE: the system overwrites all existing
-//! compliance information for the resource"; severities are CRITICAL, HIGH, MEDIUM, LOW,
-//! INFORMATIONAL and UNSPECIFIED. (PutInventory): custom type names start with "Custom:",
+//! AWS (PutComplianceItems): "This call overwrites existing compliance information on the
+//! resource, so you must provide a full list of compliance items each time that you send
+//! the request"; UploadType "is only valid for association compliance" ("By default, all
+//! requests use COMPLETE mode"), so it is not sent; severities are CRITICAL, HIGH, MEDIUM,
+//! LOW, INFORMATIONAL and UNSPECIFIED. (PutInventory): custom type names start with "Custom:",
 //! CaptureTime is "yyyy-MM-dd'T'HH:mm:ss'Z'", each value at most 4,096 characters.
 
 use std::collections::HashMap;
@@ -11,8 +13,7 @@ use std::time::SystemTime;
 
 use aws_sdk_ssm::primitives::DateTime;
 use aws_sdk_ssm::types::{
-    ComplianceExecutionSummary, ComplianceItemEntry, ComplianceSeverity, ComplianceStatus, ComplianceUploadType,
-    InventoryItem,
+    ComplianceExecutionSummary, ComplianceItemEntry, ComplianceSeverity, ComplianceStatus, InventoryItem,
 };
 
 use super::record::Record;
@@ -55,7 +56,6 @@ impl SsmReport {
             .compliance_type(TYPE_NAME)
             .execution_summary(summary)
             .set_items(Some(items))
-            .upload_type(ComplianceUploadType::Complete)
             .send()
             .await
             .map_err(|e| failed("PutComplianceItems", aws_sdk_ssm::error::DisplayErrorContext(e).to_string()))?;

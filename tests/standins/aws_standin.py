@@ -420,6 +420,8 @@ def ssm_recorder(world, operation, body, start_response):
             return invalid("ResourceType/ResourceId")
         if "ExecutionTime" not in body.get("ExecutionSummary", {}):
             return invalid("ExecutionSummary.ExecutionTime")
+        if "UploadType" in body and body["ComplianceType"] != "Association":
+            return invalid("UploadType is only valid for association compliance")
         items = body.get("Items", [])
         if len(items) > 10000:
             return invalid("Items")
