@@ -39,8 +39,11 @@ impl SystemHost {
         Self { settings, boot_id_path, hand_off_reboot: false }
     }
 
-    /// The same host, leaving the reboot to the process that ran ecs-patchd: the SSM agent
-    /// reboots when a Run Command step exits 194, then runs the step again.
+    /// The same host, leaving the reboot to the process that ran ecs-patchd. AWS ("Handling
+    /// reboots when running commands"): "For Linux and macOS managed nodes, you specify exit
+    /// 194. The exit code instructs AWS Systems Manager Agent (SSM Agent) to reboot the
+    /// managed node, and then restart the script after the reboot completed"; "make scripts
+    /// idempotent": the re-run resumes the cycle from its journal.
     pub fn handing_off_reboot(mut self) -> Self {
         self.hand_off_reboot = true;
         self
