@@ -6,19 +6,19 @@
 # agent) and a real dnf root with no update pending, under a maintenance window that is
 # open for its first checks (every 20 s) and then closes for a week. Once it has closed and
 # the daemon has settled, it is idle as in production (between two checks, or outside its
-# window). Over MINUTES minutes (default 5):
+# window). Over MINUTES minutes (default 10: one period of its two timers):
 #   - RSS: VmRSS (and its anonymous and file parts) of /proc/PID/status, at the end;
 #   - wake-ups: the voluntary context switches of all its threads, from
 #     /proc/PID/task/*/status: a thread that wakes goes back to sleep with one (involuntary
 #     switches, preemptions while running, are shown beside them);
 #   - AWS calls: the stand-ins' ECS call counter, before and after (must not move).
-# As under the unit's WatchdogSec=10min, the daemon pings a watchdog every 5 minutes (a
+# As under the unit's WatchdogSec=20min, the daemon pings a watchdog every 10 minutes (a
 # notify socket read by this script stands in for systemd).
 #
 # usage: scripts/bench-daemon.sh [MINUTES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-minutes=${1:-5}
+minutes=${1:-10}
 scripts/setup.sh
 cargo build --release --quiet
 bin=$PWD/target/release/ecs-patchd
@@ -64,7 +64,7 @@ while True:
 reader=$!
 sleep 0.5
 (
-  export NOTIFY_SOCKET=$work/notify.sock WATCHDOG_USEC=600000000 WATCHDOG_PID=$BASHPID
+  export NOTIFY_SOCKET=$work/notify.sock WATCHDOG_USEC=1200000000 WATCHDOG_PID=$BASHPID
   exec "$bin" daemon
 ) > "$work/daemon.log" 2>&1 &
 daemon=$!

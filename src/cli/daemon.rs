@@ -38,7 +38,9 @@ const RETRY_FIRST: Duration = Duration::from_secs(60);
 /// The longest wait between two failed attempts.
 const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 /// How often the idle daemon reads the journal, to finish a cycle a `run` left half-done.
-const JOURNAL_LOOK: Duration = Duration::from_secs(5 * 60);
+/// As long as the watchdog's ping interval (`WatchdogSec=20min` / 2): tokio's timer wheel
+/// wakes a few times on the way to a long deadline, so fewer, longer timers wake less.
+const JOURNAL_LOOK: Duration = Duration::from_secs(10 * 60);
 
 /// What ended a wait.
 enum Woken {
