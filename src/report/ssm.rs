@@ -58,7 +58,7 @@ impl SsmReport {
             .set_items(Some(items))
             .send()
             .await
-            .map_err(|e| failed("PutComplianceItems", aws_sdk_ssm::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| sdk_error("PutComplianceItems", &e))?;
         let item = InventoryItem::builder()
             .type_name(TYPE_NAME)
             .schema_version("1.0")
@@ -72,9 +72,21 @@ impl SsmReport {
             .items(item)
             .send()
             .await
-            .map_err(|e| failed("PutInventory", aws_sdk_ssm::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| sdk_error("PutInventory", &e))?;
         Ok(())
     }
+}
+
+/// An SSM call's failure, read as every AWS adapter reads one ([`crate::aws::error`]: codes
+/// and messages, never the raw response).
+fn sdk_error<E, R>(operation: &str, err: &aws_sdk_ssm::error::SdkError<E, R>) -> Error
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    crate::aws::error(&format!("SSM {operation}"), err, |failure| {
+        Error::Host(format!("SSM {operation}: {}", failure.reason))
+    })
 }
 
 /// One NON_COMPLIANT item per pending update and one for a failed last cycle; a single
