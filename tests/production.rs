@@ -411,14 +411,22 @@ fn the_daemon_notifies_systemd_patches_reports_and_resumes_after_the_reboot() {
     notify.wait_for("STOPPING=1", Duration::from_secs(5));
 }
 
-#[test]
-fn run_follows_the_daemons_cycle_and_ends_with_it() {
+/// A host whose daemon (configured with `config`) is installing, slowly, and a `run` with
+/// `args` started then: the host, the daemon, the follower and the cycle's id.
+fn follower_of_a_daemon_cycle(config: &str, args: &[&str]) -> (TestHost, Child, Child, String) {
     let host = TestHost::start(Options { scenario: "slow", ..Options::default() });
-    host.merge_config("[schedule]\ncheck_interval = \"1s\"\n");
-    let mut daemon = host.spawn(&["daemon"], &[], "daemon");
+    host.merge_config(config);
+    let daemon = host.spawn(&["daemon"], &[], "daemon");
     host.wait_for_step("installing");
     let cycle = host.status()["cycle"]["id"].as_str().unwrap().to_string();
-    let mut follower = host.spawn(&["run"], &[], "follower");
+    let follower = host.spawn(args, &[], "follower");
+    (host, daemon, follower, cycle)
+}
+
+#[test]
+fn run_follows_the_daemons_cycle_and_ends_with_it() {
+    let (host, mut daemon, mut follower, cycle) =
+        follower_of_a_daemon_cycle("[schedule]\ncheck_interval = \"1s\"\n", &["run"]);
     // The daemon reboots the host (and is stopped); the follower takes the journal over and
     // finishes the cycle it followed.
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(120), &host.path("daemon.stderr")), 0);
@@ -433,14 +441,12 @@ fn run_follows_the_daemons_cycle_and_ends_with_it() {
 
 #[test]
 fn run_reports_the_daemons_cycle_when_the_daemon_finishes_it() {
-    let host = TestHost::start(Options { scenario: "slow", ..Options::default() });
     // The daemon's next check comes at least 4.5 s after the cycle: the follower, looking
     // every half second, sees the cycle end before another takes its place.
-    host.merge_config("[schedule]\ncheck_interval = \"5s\"\n[packages]\nreboot = \"never\"\n");
-    let mut daemon = host.spawn(&["daemon"], &[], "daemon");
-    host.wait_for_step("installing");
-    let cycle = host.status()["cycle"]["id"].as_str().unwrap().to_string();
-    let mut follower = host.spawn(&["run", "--now"], &[], "follower");
+    let (host, mut daemon, mut follower, cycle) = follower_of_a_daemon_cycle(
+        "[schedule]\ncheck_interval = \"5s\"\n[packages]\nreboot = \"never\"\n",
+        &["run", "--now"],
+    );
     let code = wait_exit(&mut follower, Duration::from_secs(120), &host.path("follower.stderr"));
     let stderr = std::fs::read_to_string(host.path("follower.stderr")).unwrap();
     assert_eq!(code, 0, "{stderr}");
