@@ -31,6 +31,17 @@ pub enum Event {
 }
 
 impl Event {
+    /// Its name in payloads, kebab-case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::DrainStarted => "drain-started",
+            Event::Rebooting => "rebooting",
+            Event::BackInService => "back-in-service",
+            Event::Failed => "failed",
+            Event::Paused => "paused",
+        }
+    }
+
     /// A short phrase for messages.
     pub fn describe(self) -> &'static str {
         match self {

@@ -30,13 +30,6 @@ pub struct Payload {
 impl Payload {
     /// The payload for `event` of `cycle`.
     pub fn new(cycle: &Cycle, event: super::Event, detail: &str) -> Self {
-        let name = format!("{event:?}").chars().fold(String::new(), |mut name, c| {
-            if c.is_uppercase() && !name.is_empty() {
-                name.push('-');
-            }
-            name.push(c.to_ascii_lowercase());
-            name
-        });
         Self {
             text: format!(
                 "ecs-patchd: {} on {} (cluster {}): {detail}",
@@ -44,7 +37,7 @@ impl Payload {
                 cycle.instance_id,
                 cycle.cluster
             ),
-            event: name,
+            event: event.name().to_string(),
             cluster: cycle.cluster.clone(),
             instance_id: cycle.instance_id.clone(),
             cycle: cycle.id.clone(),
