@@ -589,9 +589,17 @@ pub struct CoordinationSettings {
     /// A slot's lease lasts this long without renewal (renewed every third of it).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// After the host is ACTIVE and its agent reconnected, the slot is kept this long.
+    /// After the host is ACTIVE and its agent reconnected, the slot is kept at least this
+    /// long (the services' recovery, below, is what paces the roll; this adds a fixed wait).
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// After the host is back, the slot is kept until every service that had tasks on it
+    /// runs its desired count with one deployment; past this, the roll pauses, naming the
+    /// services (`0s`: not waited for).
+    #[serde(with = "humantime_serde")]
+    pub recovery_timeout: Duration,
+    /// CloudWatch alarms (names, at most 100): no slot is granted while any is in ALARM.
+    pub alarms: Vec<String>,
     /// Typical delay between two looks at the lease store while waiting (jittered).
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
@@ -619,7 +627,9 @@ impl Default for CoordinationSettings {
             min_healthy_percent: 0,
             one_az_at_a_time: false,
             lease_ttl: Duration::from_secs(15 * 60),
-            settle: Duration::from_secs(60),
+            settle: Duration::ZERO,
+            recovery_timeout: Duration::from_secs(15 * 60),
+            alarms: Vec::new(),
             poll: Duration::from_secs(30),
             wait_timeout: Duration::from_secs(6 * 3600),
             on_stale_lease: StalePolicy::Pause,
@@ -958,6 +968,13 @@ fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
             "coordination.fleetlock_url",
             "must be the FleetLock server's http:// or https:// URL when backend is \"fleetlock\"",
         );
+    }
+    // DescribeAlarms: "AlarmNames ... Array Members: Maximum number of 100 items."
+    if c.alarms.len() > 100 {
+        return fail("coordination.alarms", "names at most 100 alarms (what one DescribeAlarms call can ask)");
+    }
+    if let Some(bad) = c.alarms.iter().find(|a| a.trim().is_empty() || a.len() > 255) {
+        return fail("coordination.alarms", &format!("\"{bad}\" is not an alarm name (1 to 255 characters)"));
     }
     if c.backend == Backend::Dynamodb && c.dynamodb_table.is_empty() {
         return fail("coordination.dynamodb_table", "must name the lease table when backend is \"dynamodb\"");

@@ -27,8 +27,9 @@
 //! 9. Give back the scale-in protection, set the instance ACTIVE
 //!    again (unless it is being terminated), deregister a stale
 //!    record.                                                       [`State::Reactivating`]
-//! 10. Let it settle, pause the roll if the cycle failed, release
-//!     the slot.                                                    [`State::Releasing`]
+//! 10. Wait until the services it displaced run their desired
+//!     count again (past `recovery_timeout`, pause the roll, naming
+//!     them), pause the roll if the cycle failed, release the slot. [`State::Releasing`]
 //! 11. Done, with the outcome.                                      [`State::Done`]
 //!
 //! Each step entered, each wait and each event an operator cares about goes to the
@@ -52,7 +53,7 @@ use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, RuntimePolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
-use crate::ecs::{Capacity, ContainerInstance, Ecs, Task};
+use crate::ecs::{Capacity, ContainerInstance, Ecs, Service, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
 use crate::hooks::{HookContext, HookPoint, Hooks};
@@ -148,8 +149,9 @@ pub enum State {
         /// The container instance to drain.
         arn: String,
         /// What stays on the host through the drain (daemon tasks): peers need no room.
+        /// Looked at when the host's turn is near (`None` until then).
         #[serde(default)]
-        stays: Capacity,
+        stays: Option<Capacity>,
     },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
@@ -417,6 +419,9 @@ impl Cycle {
 
 /// How many times a step that failed on a transient ECS error is tried again.
 const TRANSIENT_RETRIES: u32 = 6;
+/// How many times a host that gives up waiting tries to leave the queue.
+const WITHDRAW_ATTEMPTS: u32 = 3;
+
 /// How many times the lease is renewed on resuming before it is taken as lapsed.
 const RENEW_ATTEMPTS: u32 = 3;
 
@@ -428,7 +433,27 @@ pub struct Machine<'a> {
     heartbeat: Mutex<Option<Heartbeat>>,
     /// The maintenance windows; `None`: patching may start at any time.
     schedule: Option<Schedule>,
+    /// When this process last found that the host's services can move their tasks.
+    services_checked: Mutex<Option<SystemTime>>,
+    /// The container instance as this process last read it from ECS, and when.
+    seen: Mutex<Option<(SystemTime, ContainerInstance)>>,
 }
+
+/// A read of the container instance this recent stands for the next step (it saves a read
+/// per cycle, which a fleet of thousands feels).
+const SEEN_STANDS: Duration = Duration::from_secs(5);
+
+/// What a drain moves: the services whose tasks it stops, and what stays on the host.
+#[derive(Debug, Default)]
+struct Moving {
+    /// Daemon tasks: they stop last and start again here; no peer needs room for them.
+    stays: Capacity,
+    /// The services with tasks on the host.
+    services: Vec<String>,
+}
+
+/// A services check this recent stands at the drain (it was made while the slot was taken).
+const SERVICES_CHECK_STANDS: Duration = Duration::from_secs(120);
 
 /// Renews the slot's lease in the background while the cycle holds it.
 struct Heartbeat {
@@ -447,7 +472,15 @@ impl Drop for Heartbeat {
 impl<'a> Machine<'a> {
     /// A machine over the given side effects, settings and (locked) journal.
     pub fn new(ports: &'a Ports, settings: &'a Settings, journal: &'a Journal) -> Self {
-        Self { ports, settings, journal, heartbeat: Mutex::new(None), schedule: None }
+        Self {
+            ports,
+            settings,
+            journal,
+            heartbeat: Mutex::new(None),
+            schedule: None,
+            services_checked: Mutex::new(None),
+            seen: Mutex::new(None),
+        }
     }
 
     /// The same machine, starting nothing new (no cycle, no drain, no in-place install)
@@ -764,9 +797,9 @@ impl<'a> Machine<'a> {
             return Ok(State::InstallingInPlace { plan, agent_version });
         }
         // Whether someone else drained the instance is checked right before the drain;
-        // whether its services can move their tasks, now and again then.
-        let stays = self.services_can_move(&arn).await?;
-        Ok(State::WaitingForSlot { plan, arn, stays })
+        // whether its services can move their tasks, when its turn is near (a fleet that
+        // starts together would otherwise read every host's tasks from ECS at once).
+        Ok(State::WaitingForSlot { plan, arn, stays: None })
     }
 
     // ---- 3. in-place update -----------------------------------------------------------
@@ -828,12 +861,14 @@ impl<'a> Machine<'a> {
     // ---- 4. slot ------------------------------------------------------------------------
 
     /// Looks once at the host's Auto Scaling group, then asks the coordinator until it
-    /// grants a slot, making no ECS call of its own meanwhile.
-    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String, stays: Capacity) -> Result<State> {
+    /// grants a slot, making no ECS call of its own meanwhile but the check of its services
+    /// when its turn is near.
+    async fn wait_for_slot(&self, cycle: &Cycle, plan: Plan, arn: String, stays: Option<Capacity>) -> Result<State> {
         // Read before the slot is taken: a grant must never be followed by a failure that
         // forgets it. Group membership does not change while the host waits.
         let scale_in = lifecycle::scale_in_or_warn(self.ports.lifecycle.as_ref()).await;
-        let request = SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
+        let mut request =
+            SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
         // Resumed outside the window: no slot is taken (a peer's turn would be held for nothing).
         self.inside_window("no slot is asked for")?;
         let coordination = &self.settings.coordination;
@@ -845,24 +880,38 @@ impl<'a> Machine<'a> {
         };
         let deadline = timeout.min(closes);
         let mut said = String::new();
-        let mut next_in_line = false;
+        let mut pace = 1.0;
+        let mut services = Vec::new();
         loop {
             match self.ports.coordinator.acquire(&request, self.ports.ecs.as_ref()).await {
-                Ok(Decision::Granted(lease)) => {
+                Ok(Decision::Granted(mut lease)) => {
                     info!(token = lease.token, "slot granted");
+                    lease.services = services;
                     return Ok(State::Draining { plan, arn, lease, scale_in });
                 }
                 Ok(Decision::Paused(why)) => {
                     self.withdraw(&request).await;
                     return Err(Error::Paused(format!("the roll is paused: {why}")));
                 }
-                Ok(Decision::Wait { reason, soon }) => {
+                Ok(Decision::Check) => match self.services_can_move(&arn).await {
+                    Ok(moving) => {
+                        request.stays = Some(moving.stays);
+                        services = moving.services;
+                        continue;
+                    }
+                    Err(e @ (Error::Deferred(_) | Error::Credentials(_))) => {
+                        self.withdraw(&request).await;
+                        return Err(e);
+                    }
+                    Err(e) => warn!("cannot check the host's services (will try again): {e}"),
+                },
+                Ok(Decision::Wait { reason, pace: advised }) => {
                     if reason != said {
                         info!("waiting for a slot: {reason}");
                         self.ports.reporter.waiting(cycle, &reason);
                         said = reason;
                     }
-                    next_in_line = soon;
+                    pace = advised;
                 }
                 Err(e @ Error::Credentials(_)) => return Err(e),
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
@@ -880,17 +929,25 @@ impl<'a> Machine<'a> {
                     fmt(coordination.wait_timeout)
                 )));
             }
-            // Next in line looks four times as often: a slot may free up at any moment.
-            let every = if next_in_line { coordination.poll / 4 } else { coordination.poll };
-            let wait = self.ports.clock.jitter(every);
+            // As often as the coordinator advises: next in line looks four times as often as
+            // the poll interval, the back of a long queue seldom.
+            let wait = self.ports.clock.jitter(coordination.poll.mul_f64(pace));
             self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
         }
     }
 
-    /// Leaves the queue after giving up (best effort: a stale entry expires by itself).
+    /// Leaves the queue after giving up, trying a few times (a place left behind holds the
+    /// hosts after it until it expires, a lease TTL after its last ask).
     async fn withdraw(&self, request: &SlotRequest) {
-        if let Err(e) = self.ports.coordinator.withdraw(request).await {
-            warn!("cannot leave the slot queue (the entry will expire): {e}");
+        for attempt in 1..=WITHDRAW_ATTEMPTS {
+            match self.ports.coordinator.withdraw(request).await {
+                Ok(()) => return,
+                Err(e) if attempt < WITHDRAW_ATTEMPTS => {
+                    warn!("cannot leave the slot queue (will try again): {e}");
+                    self.ports.clock.sleep(self.ports.clock.jitter(Duration::from_secs(2))).await;
+                }
+                Err(e) => warn!("cannot leave the slot queue (the place expires a lease TTL after its last ask): {e}"),
+            }
         }
     }
 
@@ -901,7 +958,7 @@ impl<'a> Machine<'a> {
         cycle: &Cycle,
         plan: Plan,
         arn: String,
-        lease: Grant,
+        mut lease: Grant,
         scale_in: Option<ScaleIn>,
     ) -> Result<State> {
         let instance = self.registered(&arn).await?;
@@ -911,7 +968,11 @@ impl<'a> Machine<'a> {
             if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
                 return Err(Error::Deferred(format!("{}: the instance is not drained", leaving.reason)));
             }
-            self.services_can_move(&arn).await?;
+            let checked = *self.services_checked.lock().expect("services check");
+            let stands = checked.is_some_and(|at| at + SERVICES_CHECK_STANDS >= self.ports.clock.now());
+            if !stands {
+                lease.services = self.services_can_move(&arn).await?.services;
+            }
             self.inside_window("the drain does not start")?;
             // A hook that says no (or fails) stops the cycle before anything changed.
             self.run_hooks(HookPoint::PreDrain, cycle, &arn)
@@ -937,21 +998,67 @@ impl<'a> Machine<'a> {
 
     /// Fails (deferred: nothing is changed) when a service with tasks on this host cannot
     /// move them; otherwise answers what stays on the host through a drain (daemon tasks),
-    /// which peers need no room for.
-    async fn services_can_move(&self, arn: &str) -> Result<Capacity> {
-        let tasks = self.ports.ecs.tasks_on(arn).await?;
+    /// which peers need no room for, and the services whose tasks the drain stops.
+    ///
+    /// The tasks are those the host's agent runs, described by ECS (one call; their service
+    /// is their group); without the agent, ECS lists them (three calls). A task placed a
+    /// moment ago and not yet known to the agent is not checked here: if its service cannot
+    /// move it, the drain times out and the roll pauses.
+    async fn services_can_move(&self, arn: &str) -> Result<Moving> {
+        let tasks = match self.running_locally().await {
+            Ok(local) if local.is_empty() => Vec::new(),
+            Ok(local) => self.ports.ecs.tasks(&local).await?,
+            Err(e) => {
+                info!("listing the host's tasks from ECS: the agent cannot ({e})");
+                self.ports.ecs.tasks_on(arn).await?
+            }
+        };
         let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
         names.sort();
         names.dedup();
         if names.is_empty() {
-            return Ok(Capacity::default());
+            return Ok(Moving::default());
         }
         let services = self.ports.ecs.services(&names).await?;
         if let Some(why) = services.iter().find_map(|s| s.cannot_move()) {
             return Err(Error::Deferred(why));
         }
+        *self.services_checked.lock().expect("services check") = Some(self.ports.clock.now());
         let daemon = |t: &&Task| t.service().is_some_and(|name| services.iter().any(|s| s.name == name && s.daemon));
-        Ok(tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)))
+        Ok(Moving {
+            stays: tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)),
+            services: names,
+        })
+    }
+
+    /// Waits until every service in `names` runs its desired count with one deployment, for
+    /// at most `coordination.recovery_timeout`; answers which have not, if any.
+    async fn await_recovery(&self, cycle: &Cycle, names: &[String]) -> Result<Option<String>> {
+        let timeout = self.settings.coordination.recovery_timeout;
+        let deadline = self.ports.clock.now() + timeout;
+        let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
+        let mut said = String::new();
+        loop {
+            let lagging = match self.ports.ecs.services(names).await {
+                // A service deleted meanwhile has nothing left to recover.
+                Ok(services) => services.iter().filter_map(Service::unsteady).collect::<Vec<_>>().join("; "),
+                Err(e @ Error::Credentials(_)) => return Err(e),
+                Err(e) => format!("cannot read the services ({e})"),
+            };
+            if lagging.is_empty() {
+                return Ok(None);
+            }
+            if lagging != said {
+                self.ports.reporter.waiting(cycle, &format!("waiting for the services to recover: {lagging}"));
+                said = lagging;
+            }
+            let now = self.ports.clock.now();
+            if now >= deadline {
+                return Ok(Some(format!("the services did not recover within {}: {said}", fmt(timeout))));
+            }
+            let wait = self.ports.clock.jitter(delays.next().unwrap_or(self.settings.drain.poll_max));
+            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+        }
     }
 
     async fn wait_until_drained(&self, cycle: &Cycle, arn: &str) -> Result<()> {
@@ -1023,11 +1130,13 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// What still runs on `arn`. While ECS counts tasks whose desired status is RUNNING,
-    /// one describe per poll (and the task list, when standalone tasks must be told
-    /// apart). Once it counts none, the stopped tasks may still be shutting down: the agent
-    /// is asked (no API call) until it has seen every container stop, then ECS confirms
-    /// that every task on the instance is STOPPED.
+    /// What still runs on `arn`. While the host's own agent still runs a task, the drain is
+    /// not over and ECS is not asked (no API call: a fleet draining a hundred hosts at once
+    /// would otherwise read ECS a few times a second), unless standalone tasks must be told
+    /// apart. Once the agent runs none: while ECS counts tasks whose desired status is
+    /// RUNNING, one describe per poll (tasks placed but not yet started by the agent). Once
+    /// it counts none, the agent is asked again, then ECS confirms that every task on the
+    /// instance is STOPPED.
     ///
     /// AWS: "A container instance has completed draining when all tasks running on the
     /// instance transition to a STOPPED state" (Draining Amazon ECS container instances);
@@ -1037,22 +1146,34 @@ impl<'a> Machine<'a> {
     /// tasks placed but not yet started by the agent; the agent's `KnownStatus` is the
     /// host's own truth about its containers, which ECS learns a moment later.
     async fn tasks_left(&self, arn: &str, classify: bool) -> Result<TasksLeft> {
+        // The agent unreachable here is no answer: ECS is asked as before.
+        if !classify
+            && let Ok(local) = self.running_locally().await
+            && !local.is_empty()
+        {
+            return Ok(TasksLeft { local, ..TasksLeft::default() });
+        }
         let instance = self.registered(arn).await?;
         let counted = instance.running_tasks + instance.pending_tasks;
         if counted > 0 && !classify {
             return Ok(TasksLeft { counted, ..TasksLeft::default() });
         }
         if counted == 0 {
-            let on_host = self.ports.agent.tasks().await.map_err(|e| {
+            let local = self.running_locally().await.map_err(|e| {
                 Error::Host(format!("the ECS agent cannot say whether every task on the host has stopped: {e}"))
             })?;
-            let local: Vec<String> = on_host.into_iter().filter(|t| !t.is_stopped()).map(|t| t.arn).collect();
             if !local.is_empty() {
                 return Ok(TasksLeft { local, ..TasksLeft::default() });
             }
         }
         let tasks = self.ports.ecs.tasks_on(arn).await?;
         Ok(TasksLeft { tasks, counted, ..TasksLeft::default() })
+    }
+
+    /// The tasks the host's agent has not seen stop.
+    async fn running_locally(&self) -> Result<Vec<String>> {
+        let on_host = self.ports.agent.tasks().await?;
+        Ok(on_host.into_iter().filter(|t| !t.is_stopped()).map(|t| t.arn).collect())
     }
 
     // ---- 6. install -------------------------------------------------------------------
@@ -1249,7 +1370,12 @@ impl<'a> Machine<'a> {
             lifecycle::protect_or_warn(self.ports.lifecycle.as_ref(), &group.group, false).await;
         }
         let leaving = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await.filter(|l| l.for_good);
-        match self.ports.ecs.describe(&arn).await?.filter(|i| i.status != "INACTIVE") {
+        let seen = self.seen.lock().expect("seen").take();
+        let instance = match seen.filter(|(at, i)| i.arn == arn && *at + SEEN_STANDS >= self.ports.clock.now()) {
+            Some((_, i)) => Some(i),
+            None => self.ports.ecs.describe(&arn).await?,
+        };
+        match instance.filter(|i| i.status != "INACTIVE") {
             Some(i) if i.drained_by.as_deref() == Some(cycle.id.as_str()) => match &leaving {
                 Some(gone) => warn!("{}: {arn} is left as it is and its slot given back", gone.reason),
                 None => {
@@ -1291,10 +1417,22 @@ impl<'a> Machine<'a> {
             self.ports.clock.sleep(left).await;
         }
         let coordinator = &self.ports.coordinator;
-        if let Outcome::Failed { step, kind, reason } = &outcome
-            && kind.halts_roll()
-        {
-            let why = format!("{} failed at {step}: {reason}", cycle.instance_id);
+        let mut halt = match &outcome {
+            Outcome::Failed { step, kind, reason } if kind.halts_roll() => {
+                Some(format!("{} failed at {step}: {reason}", cycle.instance_id))
+            }
+            _ => None,
+        };
+        // Paced by the services' health, not a fixed wait: the next host may go once the
+        // services this drain displaced run their desired count again.
+        let recovery = !self.settings.coordination.recovery_timeout.is_zero();
+        if matches!(outcome, Outcome::Patched { .. }) && recovery && !lease.services.is_empty() {
+            halt = self
+                .await_recovery(cycle, &lease.services)
+                .await?
+                .map(|why| format!("{} was patched, but {why}", cycle.instance_id));
+        }
+        if let Some(why) = halt {
             match coordinator.pause(&why, &cycle.instance_id).await? {
                 Halt::Paused => {
                     warn!("the roll is paused until an operator resumes it");
@@ -1396,7 +1534,11 @@ impl<'a> Machine<'a> {
         if !accept(&meta) {
             return Ok(None);
         }
-        Ok(self.ports.ecs.describe(&arn).await?.filter(|i| i.agent_connected).map(|i| (meta, i)))
+        let instance = self.ports.ecs.describe(&arn).await?;
+        if let Some(i) = &instance {
+            *self.seen.lock().expect("seen") = Some((self.ports.clock.now(), i.clone()));
+        }
+        Ok(instance.filter(|i| i.agent_connected).map(|i| (meta, i)))
     }
 
     /// Fails if any planned update is still pending at the planned version.

@@ -127,9 +127,28 @@ pub struct Service {
     pub minimum_healthy_percent: i32,
     /// `deploymentConfiguration.maximumPercent`.
     pub maximum_percent: i32,
+    /// `desiredCount`.
+    pub desired_count: i32,
+    /// `runningCount`.
+    pub running_count: i32,
+    /// Deployments under way or finished but not yet cleaned up (`deployments`): one when
+    /// the service is steady.
+    pub deployments: usize,
 }
 
 impl Service {
+    /// Why the service is not steady yet, if it is not: the AWS CLI's `services-stable`
+    /// waiter waits for "length(deployments) == 1 && runningCount == desiredCount".
+    pub fn unsteady(&self) -> Option<String> {
+        if self.running_count < self.desired_count {
+            Some(format!("{} runs {} of {} tasks", self.name, self.running_count, self.desired_count))
+        } else if self.deployments > 1 {
+            Some(format!("{} has {} deployments in progress", self.name, self.deployments))
+        } else {
+            None
+        }
+    }
+
     /// Why a drain cannot move this service's tasks, if it cannot.
     ///
     /// AWS (Draining Amazon ECS container instances): "If the minimum is 100%, the service
@@ -155,8 +174,9 @@ pub trait Ecs: Send + Sync {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>>;
     /// Every container instance registered from EC2 instance `ec2_instance_id`.
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>>;
-    /// Every ACTIVE or DRAINING container instance of the cluster.
-    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>>;
+    /// Every ACTIVE or DRAINING container instance of the cluster, with at least `spacing`
+    /// between two calls (a large cluster takes two calls per 100 instances).
+    async fn cluster_instances(&self, spacing: Duration) -> Result<Vec<ContainerInstance>>;
     /// Marks the instance as drained by `cycle_id` (before it is set DRAINING).
     async fn mark(&self, arn: &str, cycle_id: &str) -> Result<()>;
     /// Removes the "drained by" mark (once it is ACTIVE again).
@@ -167,6 +187,8 @@ pub trait Ecs: Send + Sync {
     async fn set_active(&self, arn: &str) -> Result<()>;
     /// Every task on the instance that has not yet STOPPED, whatever its desired status.
     async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>>;
+    /// The tasks named that have not yet STOPPED (one DescribeTasks per 100).
+    async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>>;
     /// The services named (unknown names are left out).
     async fn services(&self, names: &[String]) -> Result<Vec<Service>>;
     /// Stops one task, giving `reason`.
@@ -187,9 +209,12 @@ impl AwsEcs {
         Self { client: aws_sdk_ecs::Client::new(config), cluster: cluster.to_string() }
     }
 
-    async fn describe_many(&self, arns: &[String]) -> Result<Vec<ContainerInstance>> {
+    async fn describe_many(&self, arns: &[String], spacing: Duration) -> Result<Vec<ContainerInstance>> {
         let mut found = Vec::new();
-        for batch in arns.chunks(DESCRIBE_BATCH) {
+        for (n, batch) in arns.chunks(DESCRIBE_BATCH).enumerate() {
+            if n > 0 {
+                tokio::time::sleep(spacing).await;
+            }
             let out = self
                 .client
                 .describe_container_instances()
@@ -204,13 +229,16 @@ impl AwsEcs {
         Ok(found)
     }
 
-    async fn list(&self, filter: Option<String>) -> Result<Vec<String>> {
+    async fn list(&self, filter: Option<String>, spacing: Duration) -> Result<Vec<String>> {
         let mut arns = Vec::new();
         let mut pages =
             self.client.list_container_instances().cluster(&self.cluster).set_filter(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk_error("ListContainerInstances", e))?;
             arns.extend(page.container_instance_arns().iter().cloned());
+            if page.next_token().is_some() {
+                tokio::time::sleep(spacing).await;
+            }
         }
         Ok(arns)
     }
@@ -241,18 +269,24 @@ impl AwsEcs {
 #[async_trait::async_trait]
 impl Ecs for AwsEcs {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>> {
-        Ok(self.describe_many(&[arn.to_string()]).await?.into_iter().find(|i| i.arn == arn))
+        Ok(self.describe_many(&[arn.to_string()], Duration::ZERO).await?.into_iter().find(|i| i.arn == arn))
     }
 
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
-        let arns = self.list(Some(format!("ec2InstanceId == {ec2_instance_id}"))).await?;
+        let arns = self.list(Some(format!("ec2InstanceId == {ec2_instance_id}")), Duration::ZERO).await?;
         // The filter is applied here as well: not every endpoint honours it.
-        Ok(self.describe_many(&arns).await?.into_iter().filter(|i| i.ec2_instance_id == ec2_instance_id).collect())
+        Ok(self
+            .describe_many(&arns, Duration::ZERO)
+            .await?
+            .into_iter()
+            .filter(|i| i.ec2_instance_id == ec2_instance_id)
+            .collect())
     }
 
-    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>> {
-        let arns = self.list(None).await?;
-        self.describe_many(&arns).await
+    async fn cluster_instances(&self, spacing: Duration) -> Result<Vec<ContainerInstance>> {
+        let arns = self.list(None, spacing).await?;
+        tokio::time::sleep(spacing).await;
+        self.describe_many(&arns, spacing).await
     }
 
     async fn mark(&self, arn: &str, cycle_id: &str) -> Result<()> {
@@ -316,6 +350,10 @@ impl Ecs for AwsEcs {
                 task_arns.extend(page.task_arns().iter().cloned());
             }
         }
+        self.tasks(&task_arns).await
+    }
+
+    async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>> {
         let mut tasks = Vec::new();
         for batch in task_arns.chunks(DESCRIBE_BATCH) {
             let out = self
@@ -350,6 +388,9 @@ impl Ecs for AwsEcs {
                     // The API's defaults when a service sets none: 100 and 200.
                     minimum_healthy_percent: deployment.and_then(|d| d.minimum_healthy_percent()).unwrap_or(100),
                     maximum_percent: deployment.and_then(|d| d.maximum_percent()).unwrap_or(200),
+                    desired_count: s.desired_count(),
+                    running_count: s.running_count(),
+                    deployments: s.deployments().len(),
                 }
             }));
         }

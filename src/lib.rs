@@ -6,6 +6,7 @@
 //! small trait in its own module. Nothing here prints to the terminal: that is the CLI's.
 
 pub mod agent;
+pub mod alarms;
 pub mod aws;
 pub mod check;
 pub mod clock;

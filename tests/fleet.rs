@@ -42,7 +42,7 @@ fn four_hosts_roll_at_most_two_at_a_time_through_dynamodb() {
         assert_eq!(host.installed("demo-app"), "2.0");
         assert_eq!(host.record()["status"], "ACTIVE");
     }
-    // Counted by the stand-in on every change of an instance or of the lease item.
+    // Counted by the stand-in on every change of an instance or of the lease items.
     let peaks = &fleet.hosts[0].ecs()["peaks"];
     assert_eq!(peaks["out"], 2, "two hosts out at once, never three: {peaks}");
     assert_eq!(peaks["holders"], 2, "two slots held at once, never three: {peaks}");
@@ -112,8 +112,8 @@ fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
     let status = operator.run(&["fleet", "status", "--json"]);
     assert_eq!(status.code, 0, "{status:?}");
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
-    assert_eq!(status["group"]["record"]["paused"]["reason"], paused.as_str());
-    let step = status["group"]["record"]["holders"][0]["step"].as_str().unwrap();
+    assert_eq!(status["group"]["control"]["paused"]["reason"], paused.as_str());
+    let step = status["group"]["holders"][0]["step"].as_str().unwrap();
     assert!(["draining", "installing"].contains(&step), "the step at its last renewal: {step}");
     assert_eq!(status["instances"].as_array().unwrap().len(), 5, "{status}");
     assert_eq!(status["window"]["open"], true, "no windows configured: {status}");

@@ -49,16 +49,23 @@ fn options(seed: u64) -> Options {
             failed_install: rate(&mut rng),
             slow_drain: rate(&mut rng),
             never_returns: rate(&mut rng),
+            // DynamoDB throttling, which every lease operation must take as transient.
+            throttling: if rng.random_bool(0.2) { rng.random_range(0.01..0.2) } else { 0.0 },
+            slow_recovery: rate(&mut rng),
         },
         weeks: 1,
         kernel_every: 1,
+        alarm: rng.random_bool(0.2).then(|| {
+            let from = Duration::from_secs(rng.random_range(1..1800));
+            (from, from + Duration::from_secs(rng.random_range(60..900)))
+        }),
     }
 }
 
 fn replay(o: &Options) -> String {
     format!(
         "ecs-patchd simulate --hosts {} --tasks {} --zones {} --max-unavailable {} --min-healthy-percent {}{} \
-         --on-stale-lease {} --seed {} --start-within {} --crash {} --failed-install {} --slow-drain {} --never-returns {}",
+         --on-stale-lease {} --seed {} --start-within {} --crash {} --failed-install {} --slow-drain {} --never-returns {} --throttling {} --slow-recovery {}{}",
         o.hosts,
         o.tasks_per_host,
         o.zones,
@@ -71,7 +78,14 @@ fn replay(o: &Options) -> String {
         o.faults.crash,
         o.faults.failed_install,
         o.faults.slow_drain,
-        o.faults.never_returns
+        o.faults.never_returns,
+        o.faults.throttling,
+        o.faults.slow_recovery,
+        o.alarm.map_or(String::new(), |(from, to)| format!(
+            " --alarm-at {} --alarm-for {}",
+            from.as_secs(),
+            (to - from).as_secs()
+        ))
     )
 }
 
@@ -119,6 +133,9 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     if o.on_stale_lease == StalePolicy::Pause && r.ecs_reads_behind_queue_head > 0 {
         return Err(format!("hosts that were only waiting made {} ECS read(s)", r.ecs_reads_behind_queue_head));
     }
+    if r.grants_during_alarm > 0 {
+        return Err(format!("{} drain(s) began while the alarm was firing", r.grants_during_alarm));
+    }
     if r.grants_after_pause > 0 {
         return Err(format!("{} slot(s) granted after the roll was paused", r.grants_after_pause));
     }
@@ -132,7 +149,11 @@ fn check(o: &Options, r: &Report) -> Result<(), String> {
     // daemon task stays).
     let per_host = service_tasks_per_host();
     let absorbable = o.hosts * (per_host - o.tasks_per_host.min(per_host)) >= per_host;
-    let faultless = o.faults.failed_install == 0.0 && o.faults.never_returns == 0.0;
+    let recovery_pause = r.paused.as_deref().is_some_and(|p| p.contains("did not recover"));
+    if recovery_pause && o.faults.slow_recovery == 0.0 {
+        return Err(format!("the roll paused for services that recover at once: {:?}", r.paused));
+    }
+    let faultless = o.faults.failed_install == 0.0 && o.faults.never_returns == 0.0 && o.faults.slow_recovery == 0.0;
     if faultless && absorbable && (r.patched_in_service != o.hosts || r.paused.is_some()) {
         return Err(format!("without faults only {} of {} hosts were patched: {r:?}", r.patched_in_service, o.hosts));
     }

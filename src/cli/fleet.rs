@@ -62,11 +62,12 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
             "coordination.backend is \"none\": hosts do not share slots, so there is no fleet to show or steer".into(),
         )),
         Backend::Fleetlock => {
-            let lock = FleetLock::new(&c.fleetlock_url, &c.group, c.policy(), clock, Duration::from_secs(10))?;
+            let local = ecs_patchd::coordination::Local::new(c.policy(), clock, None);
+            let lock = FleetLock::new(&c.fleetlock_url, &c.group, local, Duration::from_secs(10))?;
             match command {
                 FleetCommand::Release { instance, yes } => {
                     confirm(&format!("Release the FleetLock slot of {instance} in group {}?", c.group), *yes)?;
-                    lock.release(&Grant { group: c.group.clone(), token: 0 }, instance).await?;
+                    lock.release(&Grant { group: c.group.clone(), token: 0, slot: None, services: Vec::new() }, instance).await?;
                     println!("released the slot of {instance}");
                     Ok(ExitCode::SUCCESS)
                 }
@@ -92,7 +93,7 @@ async fn store_command(
     match command {
         FleetCommand::Status { json } => {
             let view = store.view().await?;
-            let instances = ecs.cluster_instances().await?;
+            let instances = ecs.cluster_instances(std::time::Duration::ZERO).await?;
             if *json {
                 let status =
                     Status { group: &view, window, instances: instances.iter().map(InstanceLine::from).collect() };
@@ -111,7 +112,7 @@ async fn store_command(
         }
         FleetCommand::Release { instance, yes } => {
             let view = store.view().await?;
-            let Some(holder) = view.record.holders.iter().find(|h| &h.id == instance) else {
+            let Some(holder) = view.holders.iter().find(|h| &h.id == instance) else {
                 println!("{instance} holds no slot");
                 return Ok(ExitCode::SUCCESS);
             };
@@ -197,11 +198,10 @@ fn ago(now: SystemTime, unix_ms: u64) -> String {
 }
 
 fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInstance], now: SystemTime) -> String {
-    let r = &view.record;
     let mut s = String::new();
     let _ = writeln!(s, "group      {}", view.key);
     let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
-    match &r.paused {
+    match &view.control.paused {
         Some(p) => {
             let _ = writeln!(s, "paused     YES, by {} {}: {}", p.by, ago(now, p.at), p.reason);
         }
@@ -209,8 +209,8 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
             let _ = writeln!(s, "paused     no");
         }
     }
-    let _ = writeln!(s, "holders    {}", r.holders.len());
-    for h in &r.holders {
+    let _ = writeln!(s, "holders    {}", view.holders.len());
+    for h in &view.holders {
         let _ = writeln!(
             s,
             "  {}  step {:<16} took the slot {}, lease expires {}, token {}",
@@ -221,9 +221,12 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
             h.token
         );
     }
-    let _ = writeln!(s, "waiting    {}", r.queue.len());
-    for (n, w) in r.queue.iter().enumerate() {
-        let _ = writeln!(s, "  {:>3}. {}  last asked {}", n + 1, w.id, ago(now, w.since));
+    let _ = writeln!(s, "waiting    {} ticket(s) not yet served", view.waiting);
+    for (n, w) in view.next_in_line.iter().enumerate() {
+        let _ = writeln!(s, "  {:>3}. {}  last asked {}", n + 1, w.id, ago(now, w.asked_at));
+    }
+    if let Some((taken_at, instances)) = view.snapshot {
+        let _ = writeln!(s, "snapshot   {instances} instances, taken {}", ago(now, taken_at));
     }
     let _ = writeln!(s, "instances  {}", instances.len());
     for i in instances {

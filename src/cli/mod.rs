@@ -150,6 +150,13 @@ struct SimulateArgs {
     /// Probability, per host, that it reboots and never comes back.
     #[arg(long, default_value_t = 0.0)]
     never_returns: f64,
+    /// Probability that DynamoDB throttles a lease-store request (on top of its per-key limits).
+    #[arg(long, default_value_t = 0.0)]
+    throttling: f64,
+    /// Probability, per host, that its service is slow to recover once it is back (a task
+    /// short for 20 minutes, past the 10-minute recovery timeout).
+    #[arg(long, default_value_t = 0.0)]
+    slow_recovery: f64,
     /// Weekly rolls to run one after the other.
     #[arg(long, default_value_t = 1)]
     weeks: usize,
@@ -157,6 +164,12 @@ struct SimulateArgs {
     /// update, installed in place.
     #[arg(long, default_value_t = 1)]
     kernel_every: usize,
+    /// A watched CloudWatch alarm fires this many seconds after the start (0: never)...
+    #[arg(long, default_value_t = 0)]
+    alarm_at: u64,
+    /// ...for this many seconds.
+    #[arg(long, default_value_t = 600)]
+    alarm_for: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -473,7 +486,8 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
         "reclaim" => StalePolicy::Reclaim,
         _ => return Err(bad("--on-stale-lease is pause or reclaim")),
     };
-    let rates = [args.crash, args.failed_install, args.slow_drain, args.never_returns];
+    let rates =
+        [args.crash, args.failed_install, args.slow_drain, args.never_returns, args.throttling, args.slow_recovery];
     if rates.iter().any(|r| !(0.0..=1.0).contains(r)) {
         return Err(bad("fault rates are probabilities between 0 and 1"));
     }
@@ -498,9 +512,15 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             failed_install: args.failed_install,
             slow_drain: args.slow_drain,
             never_returns: args.never_returns,
+            throttling: args.throttling,
+            slow_recovery: args.slow_recovery,
         },
         weeks: args.weeks,
         kernel_every: args.kernel_every,
+        alarm: (args.alarm_at > 0).then(|| {
+            let from = std::time::Duration::from_secs(args.alarm_at);
+            (from, from + std::time::Duration::from_secs(args.alarm_for))
+        }),
     };
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json;
     let started = std::time::Instant::now();

@@ -244,15 +244,40 @@ pub fn sim_report(r: &Report, wall: Duration) -> String {
         "ECS read rate  peak {} in one second, {:.2}/s over 10 s, {:.2}/s over 60 s",
         r.peak_ecs_reads_1s, r.peak_ecs_reads_10s, r.peak_ecs_reads_60s
     );
+    let u = &r.store;
     let _ = writeln!(
         s,
-        "while waiting  {} ECS read(s) by the head of the queue (snapshot refreshes), {} by hosts behind it",
-        r.ecs_reads_by_queue_head, r.ecs_reads_behind_queue_head
+        "DynamoDB       peak {:.1} RCU/s on one key ({}), {:.1} WCU/s on one key ({}); largest item {:.1} KB ({}); \
+         {} throttled, {} refused as too large; {:.0} RRU + {:.0} WRU = ${:.4} on demand",
+        u.peak_read_units_per_key.0,
+        u.peak_read_units_per_key.1,
+        u.peak_write_units_per_key.0,
+        u.peak_write_units_per_key.1,
+        u.largest_item.0 as f64 / 1024.0,
+        u.largest_item.1,
+        u.throttled,
+        u.too_large,
+        u.read_units,
+        u.write_units,
+        r.store_dollars
+    );
+    if r.failed_runs > 0 {
+        let _ = writeln!(
+            s,
+            "failed runs    {} (stopped on an error, resumed a minute later as the daemon does)",
+            r.failed_runs
+        );
+    }
+    let _ = writeln!(
+        s,
+        "while waiting  {} ECS read(s) by the first two of the queue (snapshots, services checks), {} by hosts behind them; {} snapshot reads in all",
+        r.ecs_reads_by_queue_head, r.ecs_reads_behind_queue_head, r.snapshot_reads
     );
     let _ = writeln!(
         s,
-        "invariants     unplaceable tasks {}, installs beside live tasks {}, slots granted after the pause {}, live hosts left DRAINING {}",
-        r.unplaceable_tasks, r.installs_beside_live_tasks, r.grants_after_pause, r.left_draining
+        "invariants     unplaceable tasks {}, installs beside live tasks {}, slots granted after the pause {}, \
+         during the alarm {}, live hosts left DRAINING {}",
+        r.unplaceable_tasks, r.installs_beside_live_tasks, r.grants_after_pause, r.grants_during_alarm, r.left_draining
     );
     s
 }

@@ -5,14 +5,11 @@
 //! cycle fails keeps its slot and the semaphore halts the roll once full (`fleet release`
 //! frees it). The capacity guard is applied locally before asking, as with `none`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policy::Policy;
 use super::{Coordinator, Decision, Grant, Halt, Local, SlotRequest};
-use crate::clock::Clock;
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
 
@@ -35,7 +32,7 @@ struct Refusal {
 
 impl FleetLock {
     /// A client of the server at `base` for `group` (`^[a-zA-Z0-9.-]+$`).
-    pub fn new(base: &str, group: &str, policy: Policy, clock: Arc<dyn Clock>, timeout: Duration) -> Result<Self> {
+    pub fn new(base: &str, group: &str, local: Local, timeout: Duration) -> Result<Self> {
         let http = crate::http::client_builder()
             .timeout(timeout)
             .build()
@@ -45,7 +42,7 @@ impl FleetLock {
             shown: crate::config::redact_url(base.trim_end_matches('/')),
             group: group.to_string(),
             http,
-            local: Local::new(policy, clock),
+            local,
         })
     }
 
@@ -78,16 +75,22 @@ impl FleetLock {
 #[async_trait::async_trait]
 impl Coordinator for FleetLock {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
+        // The host's services are checked before it takes the semaphore, not while holding it.
+        if request.stays.is_none() {
+            return Ok(Decision::Check);
+        }
         // The semaphore first, so that only hosts holding it look at the cluster.
         match self.call("pre-reboot", &request.id).await? {
             None => {}
             Some(r) if r.kind == "failed_lock" => {
-                return Ok(Decision::Wait { reason: format!("FleetLock: {}", r.value), soon: false });
+                return Ok(Decision::Wait { reason: format!("FleetLock: {}", r.value), pace: 1.0 });
             }
             Some(r) => return Err(Error::Lease(format!("FleetLock refused the slot: {}: {}", r.kind, r.value))),
         }
         match self.local.acquire(request, ecs).await? {
-            Decision::Granted(_) => Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0 })),
+            Decision::Granted(_) => {
+                Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0, slot: None, services: Vec::new() }))
+            }
             other => {
                 self.call("steady-state", &request.id).await?;
                 Ok(other)

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarms::{Alarms, CloudWatchAlarms};
 use crate::clock::Clock;
 use crate::ecs::{Capacity, Ecs};
 use crate::error::Result;
@@ -28,6 +29,13 @@ pub struct Grant {
     pub group: String,
     /// The fencing token of this grant.
     pub token: u64,
+    /// The slot item it fills, where the store has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+    /// The ECS services whose tasks the drain moves: the slot is given back once they
+    /// have recovered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// The host asking for a slot.
@@ -40,23 +48,28 @@ pub struct SlotRequest {
     /// The cycle asking.
     pub cycle: String,
     /// What stays on the host through a drain (daemon tasks): no peer needs room for it.
-    pub stays: Capacity,
+    /// `None` until the host's services were checked ([`Decision::Check`]).
+    pub stays: Option<Capacity>,
 }
 
 /// The answer to a slot request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The slot is ours.
     Granted(Grant),
-    /// Not yet: why, and whether this host is next in line (it should look again soon).
+    /// Not yet: why, and when to ask again.
     Wait {
         /// Why not yet.
         reason: String,
-        /// Next in line: a slot may free up for it at any moment.
-        soon: bool,
+        /// Ask again after this many poll intervals (`coordination.poll`): a quarter for the
+        /// host next in line (a slot may free up at any moment), more the further back it is.
+        pace: f64,
     },
     /// The group is paused: why. Nothing new starts until an operator resumes.
     Paused(String),
+    /// The host's turn is near: check that its services can move their tasks (and what
+    /// stays on it), then ask again at once with the answer in [`SlotRequest::stays`].
+    Check,
 }
 
 /// How a backend halts the roll after a failure.
@@ -99,9 +112,14 @@ pub fn millis(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Reads the whole cluster into a [`Snapshot`] (one list and one describe per 100 instances).
-pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime) -> Result<Snapshot> {
-    let instances = ecs.cluster_instances().await?;
+/// Between two ECS calls of a cluster snapshot: a cluster of 5,000 instances takes 100
+/// calls, which must not crowd out the fleet's other reads (one read a second at most).
+pub const SNAPSHOT_CALL_SPACING: Duration = Duration::from_secs(1);
+
+/// Reads the whole cluster into a [`Snapshot`] (one list and one describe per 100 instances,
+/// `spacing` apart), as of `now`.
+pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime, spacing: Duration) -> Result<Snapshot> {
+    let instances = ecs.cluster_instances(spacing).await?;
     Ok(Snapshot { taken_at: millis(now), instances: instances.iter().map(Into::into).collect() })
 }
 
@@ -110,22 +128,29 @@ pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime) -> Result<Snapshot> {
 pub struct Local {
     policy: Policy,
     clock: Arc<dyn Clock>,
+    alarms: Option<Arc<dyn Alarms>>,
 }
 
 impl Local {
-    /// A local coordinator applying `policy`.
-    pub fn new(policy: Policy, clock: Arc<dyn Clock>) -> Self {
-        Self { policy, clock }
+    /// A local coordinator applying `policy`, and no slot while one of `alarms` fires.
+    pub fn new(policy: Policy, clock: Arc<dyn Clock>, alarms: Option<Arc<dyn Alarms>>) -> Self {
+        Self { policy, clock, alarms }
     }
 }
 
 #[async_trait::async_trait]
 impl Coordinator for Local {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
-        let snapshot = snapshot(ecs, self.clock.now()).await?;
+        if request.stays.is_none() {
+            return Ok(Decision::Check);
+        }
+        if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
+            return Ok(Decision::Wait { reason, pace: 1.0 });
+        }
+        let snapshot = snapshot(ecs, self.clock.now(), Duration::ZERO).await?;
         Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, request) {
-            Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0 }),
-            Err(reason) => Decision::Wait { reason, soon: false },
+            Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0, slot: None, services: Vec::new() }),
+            Err(reason) => Decision::Wait { reason, pace: 1.0 },
         })
     }
 
@@ -162,17 +187,22 @@ pub fn from_settings(
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Coordinator>> {
     use crate::config::Backend;
+    let alarms = alarms(settings, aws);
     Ok(match settings.backend {
-        Backend::None => Arc::new(Local::new(settings.policy(), clock)),
-        Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock)),
+        Backend::None => Arc::new(Local::new(settings.policy(), clock, alarms)),
+        Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock).with_alarms(alarms)),
         Backend::Fleetlock => Arc::new(fleetlock::FleetLock::new(
             &settings.fleetlock_url,
             &settings.group,
-            settings.policy(),
-            clock,
+            Local::new(settings.policy(), clock, alarms),
             Duration::from_secs(10),
         )?),
     })
+}
+
+/// The CloudWatch alarms the settings watch, if any.
+fn alarms(settings: &crate::config::CoordinationSettings, aws: &aws_config::SdkConfig) -> Option<Arc<dyn Alarms>> {
+    (!settings.alarms.is_empty()).then(|| Arc::new(CloudWatchAlarms::new(aws, &settings.alarms)) as Arc<dyn Alarms>)
 }
 
 /// The DynamoDB-backed coordinator of `cluster` (also used by `fleet` commands).
@@ -195,5 +225,6 @@ pub fn store_settings(settings: &crate::config::CoordinationSettings, cluster: &
         ttl: settings.lease_ttl,
         snapshot_max_age: settings.snapshot_max_age,
         on_stale: settings.on_stale_lease,
+        poll: settings.poll,
     }
 }

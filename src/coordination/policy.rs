@@ -1,6 +1,8 @@
 //! The rolling policy, as pure functions over a group record and a cluster snapshot:
 //! how many hosts may be out, which host is next, and whether the cluster can absorb it.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use super::SlotRequest;
@@ -82,16 +84,6 @@ pub struct Holder {
     pub expires_at: u64,
 }
 
-/// A host waiting for a slot (first come, first served).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Waiter {
-    /// EC2 instance id.
-    pub id: String,
-    /// When it last asked (unix milliseconds); an entry not refreshed within the lease TTL
-    /// is dropped.
-    pub since: u64,
-}
-
 /// Why the group is paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
@@ -103,28 +95,15 @@ pub struct Pause {
     pub at: u64,
 }
 
-/// Everything the lease store keeps for one (cluster, group).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The slots of one (cluster, group) as the policy sees them: who holds one, and who gave
+/// one back recently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GroupRecord {
     /// Hosts holding a slot.
     pub holders: Vec<Holder>,
-    /// Hosts waiting, oldest first.
-    pub queue: Vec<Waiter>,
-    /// Set while the roll is halted.
-    pub paused: Option<Pause>,
-    /// The next fencing token.
-    pub next_token: u64,
     /// Hosts that gave their slot back recently (id, unix ms): back in service even where
     /// an older snapshot still shows them DRAINING.
-    #[serde(default)]
     pub released: Vec<(String, u64)>,
-    /// Registered instances at the last grant, so waiters know the budget without a snapshot.
-    #[serde(default)]
-    pub cluster_size: usize,
-    /// Snapshots taken before this (unix ms) no longer count: a slot was reclaimed and the
-    /// cluster must be looked at again.
-    #[serde(default)]
-    pub snapshot_not_before: u64,
 }
 
 /// What the policy needs of one container instance.
@@ -185,11 +164,12 @@ pub struct Snapshot {
 /// Hosts out of service or about to be: slot holders, and any instance not ACTIVE
 /// (DRAINING for any reason, including scale-in) other than `candidate`.
 pub fn unavailable(record: &GroupRecord, snapshot: &Snapshot, candidate: &str) -> usize {
-    let mut out: Vec<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
-    let back_since_snapshot = |id: &str| record.released.iter().any(|(r, at)| r == id && *at >= snapshot.taken_at);
+    let mut out: HashSet<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
+    let back_since_snapshot: HashSet<&str> =
+        record.released.iter().filter(|(_, at)| *at >= snapshot.taken_at).map(|(id, _)| id.as_str()).collect();
     for i in &snapshot.instances {
-        if i.taken_out() && i.id != candidate && !out.contains(&i.id.as_str()) && !back_since_snapshot(&i.id) {
-            out.push(&i.id);
+        if i.taken_out() && i.id != candidate && !back_since_snapshot.contains(i.id.as_str()) {
+            out.insert(&i.id);
         }
     }
     out.len()
@@ -214,7 +194,8 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
     if out >= budget {
         return Err(format!("{out} host(s) out of service, max_unavailable allows {budget}"));
     }
-    let holding = |id: &str| record.holders.iter().any(|h| h.id == id);
+    let holders: HashSet<&str> = record.holders.iter().map(|h| h.id.as_str()).collect();
+    let holding = |id: &str| holders.contains(id);
     let healthy_after =
         snapshot.instances.iter().filter(|i| i.in_service() && i.id != candidate && !holding(&i.id)).count();
     if healthy_after * 100 < policy.min_healthy_percent as usize * registered {
@@ -243,13 +224,15 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
         .fold(Capacity::default(), |sum, i| sum.plus(i.remaining));
     // Daemon tasks are never moved (one per instance): what stays is nobody's to absorb
     // (and once they have stopped too, nothing is left to subtract).
-    let load = |id: &str, declared: Capacity, stays: Capacity| match snapshot.instances.iter().find(|i| i.id == id) {
+    let seen: HashMap<&str, &InstanceView> =
+        snapshot.instances.iter().filter(|i| holders.contains(i.id.as_str())).map(|i| (i.id.as_str(), i)).collect();
+    let load = |id: &str, declared: Capacity, stays: Capacity| match seen.get(id) {
         Some(seen) => seen.registered.minus(seen.remaining).minus(stays),
         None => declared.minus(stays),
     };
     let still_to_move =
         record.holders.iter().fold(Capacity::default(), |sum, h| sum.plus(load(&h.id, h.allocated, h.stays)));
-    let need = me.registered.minus(me.remaining).minus(request.stays).plus(still_to_move);
+    let need = me.registered.minus(me.remaining).minus(request.stays.unwrap_or_default()).plus(still_to_move);
     if !free.covers(need) {
         return Err(format!(
             "capacity: the in-service peers have {} CPU units and {} MiB free, {} and {} are needed",
@@ -299,7 +282,7 @@ mod tests {
     }
 
     fn ask(id: &str) -> SlotRequest {
-        SlotRequest { id: id.into(), arn: format!("arn/{id}"), cycle: "c".into(), stays: Capacity::default() }
+        SlotRequest { id: id.into(), arn: format!("arn/{id}"), cycle: "c".into(), stays: Some(Capacity::default()) }
     }
 
     fn policy(budget: Budget) -> Policy {
@@ -388,7 +371,7 @@ mod tests {
         let snapshot = snap(0, &[("a", "ACTIVE", 424), ("b", "ACTIVE", 300)]);
         let record = GroupRecord::default();
         assert!(admit(&record, &snapshot, &policy(Budget::Count(1)), &ask("a")).unwrap_err().starts_with("capacity"));
-        let daemon = SlotRequest { stays: Capacity { cpu: 400, memory: 400 }, ..ask("a") };
+        let daemon = SlotRequest { stays: Some(Capacity { cpu: 400, memory: 400 }), ..ask("a") };
         assert!(admit(&record, &snapshot, &policy(Budget::Count(1)), &daemon).is_ok(), "only 200 units move");
         // The same for a holder: what stays on it is not still to move.
         let both = snap(0, &[("a", "ACTIVE", 824), ("h", "ACTIVE", 624), ("b", "ACTIVE", 300)]);

@@ -1,21 +1,36 @@
-//! Slots kept in a versioned key-value store with conditional writes (compare-and-set).
+//! Slots kept in a key-value store with conditional writes, in small items that do not grow
+//! with the fleet: a cluster of 5,000 hosts costs what one of 50 does, per item.
 //!
-//! One item per (cluster, group) holds the [`GroupRecord`]: holders, the first-come queue,
-//! the pause. Every change is a conditional write on the version read, with a strongly
-//! consistent read before it, so two hosts can never both take the last slot. A second
-//! item holds the latest cluster [`Snapshot`], shared so that only the host at the head
-//! of the queue, at most once per `snapshot_max_age`, reads ECS; hosts that are only
-//! waiting make no ECS call.
+//! The items of one (cluster, group), under the key `CLUSTER/GROUP`:
+//!
+//! | key                    | holds                                                        |
+//! |------------------------|--------------------------------------------------------------|
+//! | `CLUSTER/GROUP`        | the [`Control`] item: the pause, the last ticket served, the next fencing token |
+//! | `…/tickets`            | a counter, raised atomically by each host that joins the queue |
+//! | `…/ticket/T`           | the [`Ticket`] of waiter T: who, which cycle, when it last asked |
+//! | `…/queued/ID`          | the ticket host ID waits with, found again after a restart   |
+//! | `…/slot/N`             | a [`Slot`]: its holder, and who gave it back recently        |
+//! | `…/snapshot/head`, `…/snapshot/P` | the shared cluster snapshot, in parts of [`PART_SIZE`] instances |
+//!
+//! Hosts are served in ticket order (first come, first served). Only the head of the queue
+//! (ticket = served + 1) may take a slot: with strongly consistent reads of the control item
+//! and the slots, one transaction advances `served`, issues the fencing token and fills a
+//! free slot, so two hosts can never take the same slot or exceed the budget. Hosts behind
+//! the head read the control item eventually consistently, less often the further back they
+//! are, and make no ECS call; a head that stopped asking is skipped by the host behind it.
+//! Only the head looks at the cluster, and then only when the shared snapshot is too old.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::policy::{self, GroupRecord, Holder, Pause, Policy, Snapshot, Waiter};
+use super::policy::{self, GroupRecord, Holder, InstanceView, Pause, Policy, Snapshot};
 use super::{Coordinator, Decision, Grant, Halt, SlotRequest, millis, snapshot};
+use crate::alarms::Alarms;
 use crate::clock::Clock;
-use crate::ecs::Ecs;
+use crate::ecs::{Capacity, Ecs};
 use crate::error::{Error, Result};
 
 /// A stored value and the version it was written as.
@@ -27,14 +42,51 @@ pub struct Versioned {
     pub body: String,
 }
 
-/// A key-value store with compare-and-set writes and strongly consistent reads.
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Every write acknowledged before the read (DynamoDB: twice the read cost).
+    Strong,
+    /// Possibly a moment old.
+    Eventual,
+}
+
+/// What a write expects of the item before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// It does not exist.
+    Absent,
+    /// It is at this version.
+    Version(u64),
+    /// Anything: an unconditional write.
+    Any,
+}
+
+/// One write: `body` as the next version of `key`, or the item deleted (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The item's key.
+    pub key: String,
+    /// The new value, or `None` to delete the item.
+    pub body: Option<String>,
+    /// The condition.
+    pub expect: Expect,
+}
+
+/// A key-value store with conditional writes, transactions and an atomic counter.
 #[async_trait::async_trait]
 pub trait LeaseStore: Send + Sync {
     /// The current value of `key`, if any.
-    async fn load(&self, key: &str) -> Result<Option<Versioned>>;
-    /// Writes `body` as version `expected + 1` (or 1) if the stored version is still
-    /// `expected` (`None`: absent). `Ok(false)` when another writer got there first.
-    async fn save(&self, key: &str, body: &str, expected: Option<u64>) -> Result<bool>;
+    async fn load(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>>;
+    /// The values of `keys`, in their order.
+    async fn load_many(&self, keys: &[String], consistency: Consistency) -> Result<Vec<Option<Versioned>>>;
+    /// Applies `write` if its condition holds; `Ok(false)` when it does not (another writer
+    /// got there first). The next version is the stored one plus one (1 for a new item).
+    async fn save(&self, write: &Write) -> Result<bool>;
+    /// Applies every write or none: `Ok(false)` when a condition does not hold.
+    async fn commit(&self, writes: &[Write]) -> Result<bool>;
+    /// Raises the counter `key` by one and answers the new value (1 for the first).
+    async fn increment(&self, key: &str) -> Result<u64>;
 }
 
 /// What to do with a holder whose lease expired without finishing.
@@ -47,13 +99,131 @@ pub enum StalePolicy {
     Reclaim,
 }
 
-/// The key of the group record of `group` in `cluster`.
+/// The key of the control item of `group` in `cluster` (the prefix of all its items).
 pub fn record_key(cluster: &str, group: &str) -> String {
     format!("{cluster}/{group}")
 }
 
+/// The format of the items this version writes; version 1 kept everything in one item.
+const FORMAT: u32 = 2;
+/// Instances per stored snapshot part: about 150 bytes each, so a part stays near 30 KB
+/// (8 read units), far below DynamoDB's 400 KB item limit, at any cluster size.
+pub const PART_SIZE: usize = 200;
+/// Recent releases kept per slot (for the snapshot correction; fewer only means a wait for
+/// the next snapshot).
+const RELEASES_KEPT: usize = 4;
 /// How many times a write lost to another writer is retried at once.
-const CONFLICT_RETRIES: usize = 50;
+const CONFLICT_RETRIES: usize = 8;
+/// The furthest apart a waiter's looks are, in poll intervals.
+const SLOWEST_PACE: f64 = 20.0;
+/// The least time between two grants. A cycle costs about a dozen ECS reads, five of them
+/// right at the grant (the services check, the instance before its drain): one grant every
+/// three seconds keeps a fleet's reads under 5 a second, well inside ECS's per-account
+/// budget, and still serves a hundred slots of seven minutes each (0.24 grants a second).
+pub const GRANT_SPACING: Duration = Duration::from_secs(3);
+
+/// The group's control item: small and fixed in size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    /// The item format ([`FORMAT`]).
+    pub format: u32,
+    /// Set while the roll is halted.
+    pub paused: Option<Pause>,
+    /// Every ticket up to this one has been served (granted, withdrawn or skipped).
+    pub served: u64,
+    /// The next fencing token.
+    pub next_token: u64,
+    /// Slot items in use: `slot/0` to `slot/{slots - 1}`.
+    pub slots: usize,
+    /// Registered instances at the last grant, so waiters know the budget without a snapshot.
+    pub cluster_size: usize,
+    /// Snapshots taken before this (unix ms) no longer count: a slot was reclaimed and the
+    /// cluster must be looked at again.
+    pub snapshot_not_before: u64,
+    /// When the last slot was granted (unix ms).
+    #[serde(default)]
+    pub last_grant_at: u64,
+}
+
+/// One slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Its holder, if any.
+    pub holder: Option<Holder>,
+    /// Hosts that gave it back recently (id, unix ms), newest last.
+    #[serde(default)]
+    pub released: Vec<(String, u64)>,
+}
+
+/// A waiting host's place in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// EC2 instance id.
+    pub id: String,
+    /// The cycle waiting.
+    pub cycle: String,
+    /// When it last asked (unix ms): a ticket not refreshed within the lease TTL is skipped.
+    pub asked_at: u64,
+}
+
+/// Which ticket a host waits with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Queued {
+    ticket: u64,
+    cycle: String,
+}
+
+/// The head of the stored snapshot: its parts are valid only with its `taken_at`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SnapshotHead {
+    taken_at: u64,
+    parts: usize,
+    instances: usize,
+    /// A waiter is refreshing it until then (unix ms).
+    #[serde(default)]
+    refreshing_until: u64,
+}
+
+/// One instance in a stored snapshot part: id, status, connected, zone, registered
+/// (cpu, memory), remaining (cpu, memory).
+type PackedView = (String, String, bool, Option<String>, [i64; 2], [i64; 2]);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotPart {
+    taken_at: u64,
+    instances: Vec<PackedView>,
+}
+
+fn pack(i: &InstanceView) -> PackedView {
+    (
+        i.id.clone(),
+        i.status.clone(),
+        i.connected,
+        i.availability_zone.clone(),
+        [i.registered.cpu, i.registered.memory],
+        [i.remaining.cpu, i.remaining.memory],
+    )
+}
+
+fn unpack((id, status, connected, availability_zone, registered, remaining): PackedView) -> InstanceView {
+    InstanceView {
+        id,
+        status,
+        connected,
+        availability_zone,
+        registered: Capacity { cpu: registered[0], memory: registered[1] },
+        remaining: Capacity { cpu: remaining[0], memory: remaining[1] },
+    }
+}
+
+/// The single-item record of version 1, read only to convert or refuse it.
+#[derive(Deserialize)]
+struct LegacyRecord {
+    holders: Vec<Holder>,
+    queue: Vec<serde_json::Value>,
+    paused: Option<Pause>,
+    next_token: u64,
+}
 
 /// [`Coordinator`] over a [`LeaseStore`].
 pub struct StoreCoordinator {
@@ -65,6 +235,20 @@ pub struct StoreCoordinator {
     ttl: Duration,
     snapshot_max_age: Duration,
     on_stale: StalePolicy,
+    poll: Duration,
+    alarms: Option<Arc<dyn Alarms>>,
+    memory: Mutex<Memory>,
+}
+
+/// What this process remembers between calls (all of it can be found again in the store).
+#[derive(Default)]
+struct Memory {
+    /// The store's items were checked to be of this format.
+    format_checked: bool,
+    /// Our ticket by cycle, and when we last refreshed it (unix ms).
+    tickets: HashMap<String, (u64, u64)>,
+    /// The last snapshot read or taken.
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 /// Settings of a [`StoreCoordinator`].
@@ -82,17 +266,31 @@ pub struct StoreSettings {
     pub snapshot_max_age: Duration,
     /// What to do with stale leases.
     pub on_stale: StalePolicy,
+    /// How often a waiting host asks, before the pace of the queue.
+    pub poll: Duration,
 }
 
 /// What `fleet status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupView {
-    /// The record's key.
+    /// The control item's key.
     pub key: String,
-    /// The record (empty when none exists yet).
-    pub record: GroupRecord,
-    /// The last shared snapshot.
-    pub snapshot: Option<Snapshot>,
+    /// The control item (empty when none exists yet).
+    pub control: Control,
+    /// Hosts holding a slot.
+    pub holders: Vec<Holder>,
+    /// Tickets taken and not yet served: the hosts waiting, and any that stopped asking and
+    /// are not skipped yet.
+    pub waiting: u64,
+    /// The first of them, in order.
+    pub next_in_line: Vec<Ticket>,
+    /// When the shared snapshot was taken (unix ms) and how many instances it shows.
+    pub snapshot: Option<(u64, usize)>,
+}
+
+/// Unix ms of a duration.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl StoreCoordinator {
@@ -107,130 +305,469 @@ impl StoreCoordinator {
             ttl: settings.ttl,
             snapshot_max_age: settings.snapshot_max_age,
             on_stale: settings.on_stale,
+            poll: settings.poll,
+            alarms: None,
+            memory: Mutex::new(Memory::default()),
         }
     }
 
-    fn snapshot_key(&self) -> String {
-        format!("{}/snapshot", self.key)
+    /// The same coordinator, granting no slot while one of `alarms` fires.
+    pub fn with_alarms(mut self, alarms: Option<Arc<dyn Alarms>>) -> Self {
+        self.alarms = alarms;
+        self
     }
 
-    async fn read<T: DeserializeOwned + Default>(&self, key: &str) -> Result<(T, Option<u64>)> {
-        match self.store.load(key).await? {
-            None => Ok((T::default(), None)),
-            Some(v) => serde_json::from_str(&v.body)
-                .map(|value| (value, Some(v.version)))
-                .map_err(|e| Error::Lease(format!("the lease item {key} is not understood: {e}"))),
+    fn now(&self) -> u64 {
+        millis(self.clock.now())
+    }
+
+    fn tickets_key(&self) -> String {
+        format!("{}/tickets", self.key)
+    }
+
+    fn ticket_key(&self, ticket: u64) -> String {
+        format!("{}/ticket/{ticket}", self.key)
+    }
+
+    fn queued_key(&self, id: &str) -> String {
+        format!("{}/queued/{id}", self.key)
+    }
+
+    fn slot_key(&self, n: usize) -> String {
+        format!("{}/slot/{n}", self.key)
+    }
+
+    fn snapshot_key(&self, part: Option<usize>) -> String {
+        match part {
+            None => format!("{}/snapshot/head", self.key),
+            Some(p) => format!("{}/snapshot/{p}", self.key),
         }
     }
 
-    async fn write<T: Serialize>(&self, key: &str, value: &T, expected: Option<u64>) -> Result<bool> {
-        let body = serde_json::to_string(value).expect("records serialize");
-        self.store.save(key, &body, expected).await
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().expect("coordinator memory")
     }
 
-    /// Applies `change` to the record until the write wins; `change` returns false to
-    /// leave the record as it is.
-    async fn update(&self, mut change: impl FnMut(&mut GroupRecord) -> Result<bool>) -> Result<GroupRecord> {
+    fn parse<T: DeserializeOwned>(&self, key: &str, body: &str) -> Result<T> {
+        serde_json::from_str(body).map_err(|e| Error::Lease(format!("the lease item {key} is not understood: {e}")))
+    }
+
+    async fn read<T: DeserializeOwned>(&self, key: &str, consistency: Consistency) -> Result<Option<(T, u64)>> {
+        match self.store.load(key, consistency).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((self.parse(key, &v.body)?, v.version))),
+        }
+    }
+
+    fn put<T: Serialize>(key: String, value: &T, expect: Expect) -> Write {
+        Write { key, body: Some(serde_json::to_string(value).expect("lease items serialize")), expect }
+    }
+
+    fn delete(key: String) -> Write {
+        Write { key, body: None, expect: Expect::Any }
+    }
+
+    /// Converts a version-1 record, or refuses it while it has holders; done once per process.
+    async fn ensure_format(&self) -> Result<()> {
+        if self.memory().format_checked {
+            return Ok(());
+        }
         for _ in 0..CONFLICT_RETRIES {
-            let (mut record, version) = self.read::<GroupRecord>(&self.key).await?;
-            if !change(&mut record)? {
-                return Ok(record);
-            }
-            if self.write(&self.key, &record, version).await? {
-                return Ok(record);
+            let stored = self.store.load(&self.key, Consistency::Strong).await?;
+            let write = match &stored {
+                None => Self::put(self.key.clone(), &Control { format: FORMAT, ..Control::default() }, Expect::Absent),
+                Some(v) => {
+                    let value: serde_json::Value = self.parse(&self.key, &v.body)?;
+                    if value.get("format").and_then(serde_json::Value::as_u64) == Some(u64::from(FORMAT)) {
+                        self.memory().format_checked = true;
+                        return Ok(());
+                    }
+                    let legacy: LegacyRecord = serde_json::from_value(value).map_err(|e| {
+                        Error::Lease(format!(
+                            "the lease item {} is neither this version's format nor the single-item format of \
+                             earlier versions: {e}",
+                            self.key
+                        ))
+                    })?;
+                    if !legacy.holders.is_empty() {
+                        let ids: Vec<&str> = legacy.holders.iter().map(|h| h.id.as_str()).collect();
+                        return Err(Error::Lease(format!(
+                            "the lease item {} is in the single-item format of ecs-patchd before 0.2 and {} host(s) \
+                             hold a slot in it ({}); let them finish with the version they run (or free them with \
+                             its `ecs-patchd fleet release`), then start this version, which converts the empty \
+                             record",
+                            self.key,
+                            ids.len(),
+                            ids.join(", ")
+                        )));
+                    }
+                    tracing::info!(
+                        key = %self.key,
+                        dropped_waiters = legacy.queue.len(),
+                        "converting the lease item from the single-item format; waiting hosts queue again"
+                    );
+                    let control = Control {
+                        format: FORMAT,
+                        paused: legacy.paused,
+                        next_token: legacy.next_token,
+                        ..Control::default()
+                    };
+                    Self::put(self.key.clone(), &control, Expect::Version(v.version))
+                }
+            };
+            if self.store.save(&write).await? {
+                // The version-1 snapshot item is dead weight now.
+                self.store.save(&Self::delete(format!("{}/snapshot", self.key))).await?;
+                self.memory().format_checked = true;
+                return Ok(());
             }
         }
         Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
     }
 
-    /// The stored snapshot, if it is younger than `snapshot_max_age` and not older than
-    /// `not_before`.
-    async fn stored_snapshot(&self, not_before: u64) -> Result<Option<Snapshot>> {
-        let (stored, version) = self.read::<Snapshot>(&self.snapshot_key()).await?;
-        let max_age = u64::try_from(self.snapshot_max_age.as_millis()).unwrap_or(u64::MAX);
-        let young = stored.taken_at.saturating_add(max_age) >= millis(self.clock.now());
-        Ok((version.is_some() && young && stored.taken_at >= not_before).then_some(stored))
+    async fn control(&self, consistency: Consistency) -> Result<(Control, Option<u64>)> {
+        self.ensure_format().await?;
+        Ok(match self.read::<Control>(&self.key, consistency).await? {
+            Some((control, version)) => (control, Some(version)),
+            None => (Control { format: FORMAT, ..Control::default() }, None),
+        })
     }
 
-    /// The shared snapshot, refreshed from ECS when it is too old.
-    async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Snapshot> {
-        if let Some(stored) = self.stored_snapshot(not_before).await? {
+    /// Applies `change` to the control item until the write wins; `change` returns false to
+    /// leave it as it is.
+    async fn update_control(&self, mut change: impl FnMut(&mut Control) -> bool) -> Result<Control> {
+        for _ in 0..CONFLICT_RETRIES {
+            let (mut control, version) = self.control(Consistency::Strong).await?;
+            if !change(&mut control) {
+                return Ok(control);
+            }
+            let expect = version.map_or(Expect::Absent, Expect::Version);
+            if self.store.save(&Self::put(self.key.clone(), &control, expect)).await? {
+                return Ok(control);
+            }
+            self.back_off().await;
+        }
+        Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
+    }
+
+    /// A short random pause after losing a conditional write, so that writers who collided
+    /// do not collide again.
+    async fn back_off(&self) {
+        self.clock.sleep(self.clock.jitter(Duration::from_millis(200))).await;
+    }
+
+    /// Every slot item with its version (`None`: never written).
+    async fn slots(&self, count: usize) -> Result<Vec<(Slot, Option<u64>)>> {
+        let keys: Vec<String> = (0..count).map(|n| self.slot_key(n)).collect();
+        let mut slots = Vec::with_capacity(count);
+        for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Strong).await?) {
+            slots.push(match stored {
+                None => (Slot::default(), None),
+                Some(v) => (self.parse(key, &v.body)?, Some(v.version)),
+            });
+        }
+        Ok(slots)
+    }
+
+    /// The policy's view of the slots.
+    fn record(slots: &[(Slot, Option<u64>)]) -> GroupRecord {
+        GroupRecord {
+            holders: slots.iter().filter_map(|(s, _)| s.holder.clone()).collect(),
+            released: slots.iter().flat_map(|(s, _)| s.released.iter().cloned()).collect(),
+        }
+    }
+
+    /// Changes slot `n` with `change` until the write wins; `change` returns false to leave
+    /// it. Answers whether it changed it.
+    async fn update_slot(&self, n: usize, mut change: impl FnMut(&mut Slot) -> bool) -> Result<bool> {
+        let key = self.slot_key(n);
+        for _ in 0..CONFLICT_RETRIES {
+            let (mut slot, expect) = match self.read::<Slot>(&key, Consistency::Strong).await? {
+                Some((slot, version)) => (slot, Expect::Version(version)),
+                None => (Slot::default(), Expect::Absent),
+            };
+            if !change(&mut slot) {
+                return Ok(false);
+            }
+            if self.store.save(&Self::put(key.clone(), &slot, expect)).await? {
+                return Ok(true);
+            }
+            self.back_off().await;
+        }
+        Err(Error::Lease(format!("too many concurrent writers on {key}")))
+    }
+
+    /// The slot a grant fills (looked up by token for grants that did not record it).
+    async fn slot_of(&self, grant: &Grant) -> Result<Option<usize>> {
+        if grant.slot.is_some() {
+            return Ok(grant.slot);
+        }
+        let (control, _) = self.control(Consistency::Strong).await?;
+        let slots = self.slots(control.slots).await?;
+        Ok(slots.iter().position(|(s, _)| s.holder.as_ref().is_some_and(|h| h.token == grant.token)))
+    }
+
+    /// The snapshot to decide with: ours if young enough, else the shared one, else a fresh
+    /// look at the cluster (shared for the hosts after us).
+    async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Arc<Snapshot>> {
+        let now = self.now();
+        let usable = |s: &Snapshot| {
+            s.taken_at >= not_before && s.taken_at.saturating_add(self.max_age(s.instances.len())) >= now
+        };
+        if let Some(s) = self.memory().snapshot.clone().filter(|s| usable(s)) {
+            return Ok(s);
+        }
+        if let Some(stored) = self.stored_snapshot().await?.filter(|s| usable(s)) {
+            let stored = Arc::new(stored);
+            self.memory().snapshot = Some(Arc::clone(&stored));
             return Ok(stored);
         }
-        let key = self.snapshot_key();
-        let version = self.store.load(&key).await?.map(|v| v.version);
-        let fresh = snapshot(ecs, self.clock.now()).await?;
-        // The stored copy is a cache: losing a race, or failing to store it (an item over
-        // DynamoDB's 400 KB, about 2,500 instances), only costs other hosts a refresh.
-        if let Err(e) = self.write(&key, &fresh, version).await {
+        let fresh = Arc::new(snapshot(ecs, self.clock.now(), super::SNAPSHOT_CALL_SPACING).await?);
+        // The stored copy is a cache: failing to store it only costs the next head a look.
+        if let Err(e) = self.store_snapshot(&fresh).await {
             tracing::warn!("cannot store the cluster snapshot: {e}");
         }
+        self.memory().snapshot = Some(Arc::clone(&fresh));
         Ok(fresh)
     }
 
-    /// Deals with holders whose lease expired; true when the record changed.
-    async fn handle_stale(&self, record: &mut GroupRecord, seen_by: &str, ecs: &dyn Ecs) -> Result<bool> {
-        let now = millis(self.clock.now());
-        let by = format!("{seen_by}, which found the stale lease");
-        let stale: Vec<Holder> = record.holders.iter().filter(|h| h.expires_at < now).cloned().collect();
-        if stale.is_empty() {
-            return Ok(false);
-        }
-        for holder in stale {
-            let dead = match self.on_stale {
-                StalePolicy::Pause => None,
-                StalePolicy::Reclaim => Some(match ecs.describe(&holder.arn).await? {
-                    None => "no longer registered".to_string(),
-                    Some(i) if i.status == "INACTIVE" => "INACTIVE".to_string(),
-                    Some(i) if !i.agent_connected => "disconnected".to_string(),
-                    Some(_) => {
-                        record.paused.get_or_insert(Pause {
-                            reason: format!(
-                                "{}'s lease expired at step {} but its instance is still connected; check it, then resume",
-                                holder.id, holder.step
-                            ),
-                            by: by.clone(),
-                            at: now,
-                        });
-                        continue;
-                    }
-                }),
-            };
-            match dead {
-                Some(why) => {
-                    tracing::warn!(holder = %holder.id, "reclaiming a stale slot: its instance is {why}");
-                    record.holders.retain(|h| h.token != holder.token);
-                    record.snapshot_not_before = now;
-                }
-                None => {
-                    record.paused.get_or_insert(Pause {
-                        reason: format!(
-                            "{}'s lease expired at step {} without finishing (it never came back?)",
-                            holder.id, holder.step
-                        ),
-                        by: by.clone(),
-                        at: now,
-                    });
-                }
-            }
-        }
-        Ok(true)
+    /// How old a snapshot of `instances` instances may be when the head decides with it
+    /// (ms): `snapshot_max_age`, or twice the refresh interval of a large cluster.
+    fn max_age(&self, instances: usize) -> u64 {
+        ms(self.snapshot_max_age).max(2 * Self::refresh_interval(instances))
     }
 
-    /// The record and snapshot, for `fleet status`.
+    /// How often a snapshot of `instances` instances is refreshed ahead of the head (ms).
+    /// A look costs two ECS calls per 100 instances, [`super::SNAPSHOT_CALL_SPACING`] apart:
+    /// four spacings per call between looks keep looks to a quarter of the time and a
+    /// quarter of a read a second.
+    fn refresh_interval(instances: usize) -> u64 {
+        2 * instances.div_ceil(100) as u64 * 4 * ms(super::SNAPSHOT_CALL_SPACING)
+    }
+
+    /// Refreshes the shared snapshot before it is too old, so that the head of the queue
+    /// finds it fresh and never stops to look at a large cluster itself. Done by a waiter
+    /// far enough back not to become the head meanwhile; one at a time (a claim on the
+    /// snapshot's head item).
+    async fn refresh_ahead(&self, ecs: &dyn Ecs) -> Result<()> {
+        let key = self.snapshot_key(None);
+        let Some((head, version)) = self.read::<SnapshotHead>(&key, Consistency::Eventual).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let every = Self::refresh_interval(head.instances).max(ms(self.snapshot_max_age) / 2);
+        if head.taken_at.saturating_add(every) > now || head.refreshing_until > now {
+            return Ok(());
+        }
+        let claim = SnapshotHead { refreshing_until: now.saturating_add(every), ..head };
+        if !self.store.save(&Self::put(key, &claim, Expect::Version(version))).await? {
+            return Ok(());
+        }
+        let fresh = snapshot(ecs, self.clock.now(), super::SNAPSHOT_CALL_SPACING).await?;
+        self.store_snapshot(&fresh).await?;
+        self.memory().snapshot = Some(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// The shared snapshot, if every part of it is there.
+    async fn stored_snapshot(&self) -> Result<Option<Snapshot>> {
+        let Some((head, _)) = self.read::<SnapshotHead>(&self.snapshot_key(None), Consistency::Eventual).await? else {
+            return Ok(None);
+        };
+        let keys: Vec<String> = (0..head.parts).map(|p| self.snapshot_key(Some(p))).collect();
+        let mut instances = Vec::with_capacity(head.instances);
+        for (key, part) in keys.iter().zip(self.store.load_many(&keys, Consistency::Eventual).await?) {
+            // A part missing, or of another look (being rewritten): no shared snapshot now.
+            let Some(part) = part else { return Ok(None) };
+            let part: SnapshotPart = self.parse(key, &part.body)?;
+            if part.taken_at != head.taken_at {
+                return Ok(None);
+            }
+            instances.extend(part.instances.into_iter().map(unpack));
+        }
+        Ok(Some(Snapshot { taken_at: head.taken_at, instances }))
+    }
+
+    /// Stores `snapshot`: the parts first, then the head that makes them valid.
+    async fn store_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let chunks: Vec<&[InstanceView]> = snapshot.instances.chunks(PART_SIZE).collect();
+        for (p, chunk) in chunks.iter().enumerate() {
+            let part = SnapshotPart { taken_at: snapshot.taken_at, instances: chunk.iter().map(pack).collect() };
+            self.store.save(&Self::put(self.snapshot_key(Some(p)), &part, Expect::Any)).await?;
+        }
+        let head = SnapshotHead {
+            taken_at: snapshot.taken_at,
+            parts: chunks.len(),
+            instances: snapshot.instances.len(),
+            refreshing_until: 0,
+        };
+        self.store.save(&Self::put(self.snapshot_key(None), &head, Expect::Any)).await?;
+        Ok(())
+    }
+
+    /// Our ticket for `request`'s cycle: remembered, found again, or newly taken.
+    async fn ticket(&self, request: &SlotRequest) -> Result<u64> {
+        if let Some((ticket, _)) = self.memory().tickets.get(&request.cycle) {
+            return Ok(*ticket);
+        }
+        let queued = self.read::<Queued>(&self.queued_key(&request.id), Consistency::Strong).await?;
+        if let Some((q, _)) = queued.filter(|(q, _)| q.cycle == request.cycle) {
+            // Asked before a restart: refresh the ticket on this call.
+            self.memory().tickets.insert(request.cycle.clone(), (q.ticket, 0));
+            return Ok(q.ticket);
+        }
+        let ticket = self.store.increment(&self.tickets_key()).await?;
+        let now = self.now();
+        let waiter = Ticket { id: request.id.clone(), cycle: request.cycle.clone(), asked_at: now };
+        let queued = Queued { ticket, cycle: request.cycle.clone() };
+        // Written together, so that a ticket is either findable by its host or absent
+        // (and then skipped at once).
+        let written = self
+            .store
+            .commit(&[
+                Self::put(self.ticket_key(ticket), &waiter, Expect::Absent),
+                Self::put(self.queued_key(&request.id), &queued, Expect::Any),
+            ])
+            .await?;
+        if !written {
+            return Err(Error::Lease(format!("ticket {ticket} of {} was already written", self.key)));
+        }
+        self.memory().tickets.insert(request.cycle.clone(), (ticket, now));
+        Ok(ticket)
+    }
+
+    /// Keeps our ticket alive: refreshed at most every third of the lease TTL.
+    async fn refresh_ticket(&self, request: &SlotRequest, ticket: u64) -> Result<()> {
+        let now = self.now();
+        let due =
+            self.memory().tickets.get(&request.cycle).is_some_and(|(_, at)| at.saturating_add(ms(self.ttl) / 3) <= now);
+        if due {
+            let waiter = Ticket { id: request.id.clone(), cycle: request.cycle.clone(), asked_at: now };
+            self.store.save(&Self::put(self.ticket_key(ticket), &waiter, Expect::Any)).await?;
+            self.memory().tickets.insert(request.cycle.clone(), (ticket, now));
+        }
+        Ok(())
+    }
+
+    /// Forgets our ticket (it was served, skipped or withdrawn).
+    fn forget_ticket(&self, cycle: &str) {
+        self.memory().tickets.remove(cycle);
+    }
+
+    /// Moves the queue past ticket `head` if its host stopped asking: true if it did.
+    async fn skip_if_gone(&self, head: u64) -> Result<bool> {
+        let key = self.ticket_key(head);
+        let gone = match self.read::<Ticket>(&key, Consistency::Strong).await? {
+            None => true,
+            Some((t, _)) => t.asked_at.saturating_add(ms(self.ttl)) < self.now(),
+        };
+        if !gone {
+            return Ok(false);
+        }
+        let mut skipped = false;
+        self.update_control(|c| {
+            skipped = c.served + 1 == head;
+            if skipped {
+                c.served = head;
+            }
+            skipped
+        })
+        .await?;
+        if skipped {
+            tracing::info!(ticket = head, "skipped a waiter that stopped asking for a slot");
+            self.store.save(&Self::delete(key)).await?;
+        }
+        Ok(skipped)
+    }
+
+    /// Deals with holders whose lease expired; true when anything changed.
+    async fn handle_stale(&self, slots: &[(Slot, Option<u64>)], seen_by: &str, ecs: &dyn Ecs) -> Result<bool> {
+        let now = self.now();
+        let by = format!("{seen_by}, which found the stale lease");
+        let mut changed = false;
+        for (n, (slot, _)) in slots.iter().enumerate() {
+            let Some(holder) = slot.holder.as_ref().filter(|h| h.expires_at < now) else { continue };
+            let dead = match self.on_stale {
+                StalePolicy::Pause => None,
+                StalePolicy::Reclaim => match ecs.describe(&holder.arn).await? {
+                    None => Some("no longer registered"),
+                    Some(i) if i.status == "INACTIVE" => Some("INACTIVE"),
+                    Some(i) if !i.agent_connected => Some("disconnected"),
+                    Some(_) => None,
+                },
+            };
+            let reason = match (dead, self.on_stale) {
+                (Some(why), _) => {
+                    tracing::warn!(holder = %holder.id, "reclaiming a stale slot: its instance is {why}");
+                    let token = holder.token;
+                    self.update_slot(n, |s| {
+                        let ours = s.holder.as_ref().is_some_and(|h| h.token == token);
+                        if ours {
+                            s.holder = None;
+                        }
+                        ours
+                    })
+                    .await?;
+                    self.update_control(|c| {
+                        c.snapshot_not_before = now;
+                        true
+                    })
+                    .await?;
+                    changed = true;
+                    continue;
+                }
+                (None, StalePolicy::Reclaim) => format!(
+                    "{}'s lease expired at step {} but its instance is still connected; check it, then resume",
+                    holder.id, holder.step
+                ),
+                (None, StalePolicy::Pause) => {
+                    format!(
+                        "{}'s lease expired at step {} without finishing (it never came back?)",
+                        holder.id, holder.step
+                    )
+                }
+            };
+            self.update_control(|c| {
+                let first = c.paused.is_none();
+                c.paused.get_or_insert(Pause { reason: reason.clone(), by: by.clone(), at: now });
+                first
+            })
+            .await?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The control item, the slots and the queue, for `fleet status`.
     pub async fn view(&self) -> Result<GroupView> {
-        let (record, _) = self.read::<GroupRecord>(&self.key).await?;
-        let (snapshot, version) = self.read::<Snapshot>(&self.snapshot_key()).await?;
-        Ok(GroupView { key: self.key.clone(), record, snapshot: version.map(|_| snapshot) })
+        let (control, _) = self.control(Consistency::Strong).await?;
+        let slots = self.slots(control.slots).await?;
+        let taken = self.store.load(&self.tickets_key(), Consistency::Strong).await?.map_or(0, |v| v.version);
+        let waiting = taken.saturating_sub(control.served);
+        let keys: Vec<String> = (1..=waiting.min(10)).map(|d| self.ticket_key(control.served + d)).collect();
+        let mut next_in_line = Vec::new();
+        for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Eventual).await?) {
+            if let Some(v) = stored {
+                next_in_line.push(self.parse(key, &v.body)?);
+            }
+        }
+        let head = self.read::<SnapshotHead>(&self.snapshot_key(None), Consistency::Eventual).await?;
+        Ok(GroupView {
+            key: self.key.clone(),
+            holders: slots.into_iter().filter_map(|(s, _)| s.holder).collect(),
+            control,
+            waiting,
+            next_in_line,
+            snapshot: head.map(|(h, _)| (h.taken_at, h.instances)),
+        })
     }
 
     /// Lifts a pause (`fleet resume`); false when the group was not paused.
     pub async fn resume(&self) -> Result<bool> {
         let mut was = false;
-        self.update(|r| {
-            was = r.paused.is_some();
-            r.paused = None;
-            Ok(was)
+        self.update_control(|c| {
+            was = c.paused.take().is_some();
+            was
         })
         .await?;
         Ok(was)
@@ -238,181 +775,295 @@ impl StoreCoordinator {
 
     /// Frees the slot of `id` whatever its token (`fleet release`); false when it held none.
     pub async fn release_holder(&self, id: &str) -> Result<bool> {
+        let (control, _) = self.control(Consistency::Strong).await?;
+        let slots = self.slots(control.slots).await?;
         let mut held = false;
-        self.update(|r| {
-            held = r.holders.iter().any(|h| h.id == id);
-            r.holders.retain(|h| h.id != id);
-            Ok(held)
-        })
-        .await?;
+        for n in
+            slots.iter().enumerate().filter(|(_, (s, _))| s.holder.as_ref().is_some_and(|h| h.id == id)).map(|(n, _)| n)
+        {
+            held |= self
+                .update_slot(n, |s| {
+                    let ours = s.holder.as_ref().is_some_and(|h| h.id == id);
+                    if ours {
+                        s.holder = None;
+                    }
+                    ours
+                })
+                .await?;
+        }
         Ok(held)
+    }
+
+    /// Asks for a slot as the head of the queue (ticket `ticket`); `None`: something moved
+    /// meanwhile, look again at once.
+    async fn take_slot(&self, request: &SlotRequest, ticket: u64, ecs: &dyn Ecs) -> Result<Option<Decision>> {
+        let (control, version) = self.control(Consistency::Strong).await?;
+        if let Some(pause) = &control.paused {
+            return Ok(Some(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by))));
+        }
+        if control.served + 1 != ticket {
+            return Ok(None);
+        }
+        let spaced = control.last_grant_at.saturating_add(ms(GRANT_SPACING));
+        if spaced > self.now() {
+            // At most a few seconds: wait here, then read again.
+            self.clock.sleep(Duration::from_millis(spaced - self.now())).await;
+            return Ok(None);
+        }
+        let slots = self.slots(control.slots).await?;
+        if self.handle_stale(&slots, &request.id, ecs).await? {
+            return Ok(None);
+        }
+        let record = Self::record(&slots);
+        // Only a host within reach of a free slot looks at the cluster.
+        let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
+        if record.holders.len() >= budget && control.cluster_size > 0 {
+            return Ok(Some(Decision::Wait {
+                reason: format!("first in the queue, all {budget} slot(s) held"),
+                pace: self.near_pace(),
+            }));
+        }
+        // Only the head asks CloudWatch, and only when a slot is free.
+        if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
+            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
+        }
+        let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before).await?;
+        if policy::free_slots(&record, &snapshot, &self.policy, &request.id) == 0 {
+            return Ok(Some(Decision::Wait {
+                reason: "first in the queue, no slot free".into(),
+                pace: self.near_pace(),
+            }));
+        }
+        if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, request) {
+            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
+        }
+        let me = snapshot.instances.iter().find(|i| i.id == request.id).expect("admit() found it");
+        let budget = self.policy.max_unavailable.resolve(snapshot.instances.len().max(1));
+        let Some(n) = slots.iter().position(|(s, _)| s.holder.is_none()).filter(|n| *n < budget).or_else(|| {
+            // Every slot item in use is held: a new one, within the budget.
+            (control.slots < budget).then_some(control.slots)
+        }) else {
+            return Ok(Some(Decision::Wait {
+                reason: "first in the queue, no slot item free".into(),
+                pace: self.near_pace(),
+            }));
+        };
+        let now = self.now();
+        let token = control.next_token.max(1);
+        let (mut slot, slot_version) = slots.get(n).cloned().unwrap_or_default();
+        let keep = ms(self.snapshot_max_age).saturating_mul(2);
+        slot.released.retain(|(_, at)| at.saturating_add(keep) >= now);
+        slot.holder = Some(Holder {
+            id: request.id.clone(),
+            arn: request.arn.clone(),
+            token,
+            cycle: request.cycle.clone(),
+            step: "waiting-for-slot".into(),
+            availability_zone: me.availability_zone.clone(),
+            allocated: me.registered.minus(me.remaining),
+            stays: request.stays.unwrap_or_default(),
+            acquired_at: now,
+            renewed_at: now,
+            expires_at: now.saturating_add(ms(self.ttl)),
+        });
+        let next = Control {
+            last_grant_at: now,
+            served: ticket,
+            next_token: token + 1,
+            slots: control.slots.max(n + 1),
+            cluster_size: snapshot.instances.len(),
+            ..control
+        };
+        let granted = self
+            .store
+            .commit(&[
+                Self::put(self.key.clone(), &next, version.map_or(Expect::Absent, Expect::Version)),
+                Self::put(self.slot_key(n), &slot, slot_version.map_or(Expect::Absent, Expect::Version)),
+                Self::delete(self.ticket_key(ticket)),
+                Self::delete(self.queued_key(&request.id)),
+            ])
+            .await?;
+        if !granted {
+            self.back_off().await;
+            return Ok(None);
+        }
+        self.forget_ticket(&request.cycle);
+        Ok(Some(Decision::Granted(Grant { group: self.group.clone(), token, slot: Some(n), services: Vec::new() })))
+    }
+
+    /// How soon the first two of the queue look again, in poll intervals: as often as slots
+    /// may be granted.
+    fn near_pace(&self) -> f64 {
+        (GRANT_SPACING.as_secs_f64() / self.poll.as_secs_f64().max(0.001)).min(0.25)
+    }
+
+    /// A slot held by `request`'s cycle (a grant whose answer was lost).
+    async fn held_by(&self, request: &SlotRequest, control: &Control) -> Result<Option<Grant>> {
+        let slots = self.slots(control.slots).await?;
+        Ok(slots.iter().enumerate().find_map(|(n, (s, _))| {
+            s.holder.as_ref().filter(|h| h.id == request.id && h.cycle == request.cycle).map(|h| Grant {
+                group: self.group.clone(),
+                token: h.token,
+                slot: Some(n),
+                services: Vec::new(),
+            })
+        }))
     }
 }
 
 #[async_trait::async_trait]
 impl Coordinator for StoreCoordinator {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
-        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         for _ in 0..CONFLICT_RETRIES {
-            let (mut record, version) = self.read::<GroupRecord>(&self.key).await?;
-            let now = millis(self.clock.now());
-            // A grant whose answer was lost is still ours, paused or not.
-            if let Some(h) = record.holders.iter().find(|h| h.id == request.id && h.cycle == request.cycle) {
-                return Ok(Decision::Granted(Grant { group: self.group.clone(), token: h.token }));
+            let known = self.memory().tickets.contains_key(&request.cycle);
+            let ticket = self.ticket(request).await?;
+            let (control, _) = self.control(Consistency::Eventual).await?;
+            if ticket <= control.served || !known {
+                // Served before we heard the answer (or before a restart)? Then the slot is ours.
+                let (control, _) = self.control(Consistency::Strong).await?;
+                if let Some(grant) = self.held_by(request, &control).await? {
+                    self.forget_ticket(&request.cycle);
+                    return Ok(Decision::Granted(grant));
+                }
+                if ticket <= control.served {
+                    // Skipped (we stopped asking for longer than the lease TTL): queue again.
+                    self.forget_ticket(&request.cycle);
+                    self.store.save(&Self::delete(self.queued_key(&request.id))).await?;
+                    continue;
+                }
             }
-            if let Some(pause) = &record.paused {
+            if let Some(pause) = &control.paused {
                 return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
             }
-            let mut changed = self.handle_stale(&mut record, &request.id, ecs).await?;
-            // Waiters that stopped asking (terminated while queued) lose their place.
-            let before = record.queue.len();
-            record.queue.retain(|w| w.id == request.id || w.since.saturating_add(ttl) >= now);
-            changed |= record.queue.len() != before;
-            let position = match record.queue.iter().position(|w| w.id == request.id) {
-                Some(p) if record.queue[p].since.saturating_add(ttl / 3) < now => {
-                    record.queue[p].since = now;
-                    changed = true;
-                    p
+            self.refresh_ticket(request, ticket).await?;
+            let ahead = ticket - control.served - 1;
+            // Next in line or at the head: the host checks its services now, while the
+            // head (or it) takes its turn, and not before (that costs ECS reads).
+            if ahead <= 1 && request.stays.is_none() {
+                return Ok(Decision::Check);
+            }
+            if ahead == 0 {
+                match self.take_slot(request, ticket, ecs).await? {
+                    None => continue,
+                    Some(decision) => return Ok(decision),
                 }
-                Some(p) => p,
-                None => {
-                    record.queue.push(Waiter { id: request.id.clone(), since: now });
-                    changed = true;
-                    record.queue.len() - 1
-                }
-            };
-            if changed {
-                self.write(&self.key, &record, version).await?;
+            }
+            // Right behind the head: a head that stopped asking is skipped.
+            if ahead == 1 && self.skip_if_gone(control.served + 1).await? {
                 continue;
             }
-            // Only a host within reach of a free slot looks at the cluster; the others know
-            // the budget from the record alone, and only the head of the queue refreshes the
-            // shared snapshot, so waiting hosts make no ECS call.
-            let budget = self.policy.max_unavailable.resolve(record.cluster_size.max(1));
-            let reachable = budget.saturating_sub(record.holders.len());
-            if position >= reachable {
-                return Ok(Decision::Wait {
-                    reason: format!(
-                        "position {} in the queue, {} of {budget} slot(s) held",
-                        position + 1,
-                        record.holders.len()
-                    ),
-                    soon: position < budget,
-                });
+            let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1)) as f64;
+            // A budget back or more, the host has time to refresh the snapshot before its
+            // turn (a budget's worth of grants takes a slot time).
+            if ahead >= 2
+                && ahead as f64 >= budget
+                && (ahead as f64) < 2.0 * budget
+                && let Err(e) = self.refresh_ahead(ecs).await
+            {
+                tracing::warn!("cannot refresh the shared cluster snapshot: {e}");
             }
-            let snapshot = if position == 0 {
-                self.fresh_snapshot(ecs, record.snapshot_not_before).await?
+            // Never so slow that the ticket goes stale (it is refreshed when asking).
+            let slowest = SLOWEST_PACE.min(self.ttl.as_secs_f64() / 3.0 / self.poll.as_secs_f64().max(1.0)).max(1.0);
+            let pace = if ahead <= 1 {
+                self.near_pace()
             } else {
-                // Behind the head, only a snapshot the head keeps fresh will do.
-                match self.stored_snapshot(record.snapshot_not_before).await? {
-                    Some(snapshot) => snapshot,
-                    None => {
-                        return Ok(Decision::Wait {
-                            reason: "waiting for the head of the queue to look at the cluster".into(),
-                            soon: true,
-                        });
-                    }
-                }
+                // A budget's worth of hosts goes per slot time: look again in proportion.
+                (ahead as f64 / budget).clamp(0.25, slowest)
             };
-            if position >= policy::free_slots(&record, &snapshot, &self.policy, &request.id) {
-                return Ok(Decision::Wait {
-                    reason: format!("position {} in the queue, no slot free", position + 1),
-                    soon: true,
-                });
-            }
-            if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, request) {
-                return Ok(Decision::Wait { reason, soon: true });
-            }
-            let me = snapshot.instances.iter().find(|i| i.id == request.id).expect("admit() found it").clone();
-            record.cluster_size = snapshot.instances.len();
-            let token = record.next_token.max(1);
-            record.next_token = token + 1;
-            record.queue.remove(position);
-            record.holders.push(Holder {
-                id: request.id.clone(),
-                arn: request.arn.clone(),
-                token,
-                cycle: request.cycle.clone(),
-                step: "waiting-for-slot".into(),
-                availability_zone: me.availability_zone.clone(),
-                allocated: me.registered.minus(me.remaining),
-                stays: request.stays,
-                acquired_at: now,
-                renewed_at: now,
-                expires_at: now.saturating_add(ttl),
-            });
-            if self.write(&self.key, &record, version).await? {
-                return Ok(Decision::Granted(Grant { group: self.group.clone(), token }));
-            }
+            return Ok(Decision::Wait { reason: format!("{ahead} host(s) ahead in the queue"), pace });
         }
-        Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
+        Ok(Decision::Wait { reason: "the queue is busy; looking again".into(), pace: 0.25 })
     }
 
     async fn renew(&self, grant: &Grant, id: &str, step: &str, hold: Duration) -> Result<bool> {
-        let now = millis(self.clock.now());
-        let hold = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        let Some(n) = self.slot_of(grant).await? else { return Ok(false) };
+        let now = self.now();
+        let hold = ms(hold);
         let mut held = false;
-        self.update(|r| {
+        self.update_slot(n, |s| {
             held = false;
-            if let Some(h) = r.holders.iter_mut().find(|h| h.id == id && h.token == grant.token) {
+            if let Some(h) = s.holder.as_mut().filter(|h| h.id == id && h.token == grant.token) {
                 h.renewed_at = now;
                 // Never shorter: a renewal before a reboot may have held it for longer.
                 h.expires_at = h.expires_at.max(now.saturating_add(hold));
                 h.step = step.to_string();
                 held = true;
             }
-            Ok(held)
+            held
         })
         .await?;
         Ok(held)
     }
 
     async fn release(&self, grant: &Grant, id: &str) -> Result<()> {
-        let now = millis(self.clock.now());
-        let keep = u64::try_from(self.snapshot_max_age.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
-        self.update(|r| {
-            let before = r.holders.len() + r.queue.len();
-            r.holders.retain(|h| !(h.id == id && h.token == grant.token));
-            r.queue.retain(|w| w.id != id);
-            if r.holders.len() + r.queue.len() == before {
-                return Ok(false);
+        let Some(n) = self.slot_of(grant).await? else { return Ok(()) };
+        let now = self.now();
+        let keep = ms(self.snapshot_max_age).saturating_mul(2);
+        self.update_slot(n, |s| {
+            if !s.holder.as_ref().is_some_and(|h| h.id == id && h.token == grant.token) {
+                return false;
             }
+            s.holder = None;
             // Back in service now, even where an older snapshot still shows it DRAINING.
-            r.released.retain(|(other, at)| other != id && at.saturating_add(keep) >= now);
-            r.released.push((id.to_string(), now));
-            Ok(true)
+            s.released.retain(|(other, at)| other != id && at.saturating_add(keep) >= now);
+            s.released.push((id.to_string(), now));
+            let excess = s.released.len().saturating_sub(RELEASES_KEPT);
+            s.released.drain(..excess);
+            true
         })
         .await
         .map(drop)
     }
 
     async fn withdraw(&self, request: &SlotRequest) -> Result<()> {
-        self.update(|r| {
-            let before = r.holders.len() + r.queue.len();
-            r.holders.retain(|h| !(h.id == request.id && h.cycle == request.cycle));
-            r.queue.retain(|w| w.id != request.id);
-            Ok(r.holders.len() + r.queue.len() != before)
-        })
-        .await
-        .map(drop)
+        let remembered = self.memory().tickets.get(&request.cycle).map(|(t, _)| *t);
+        let ticket = match remembered {
+            Some(t) => Some(t),
+            None => self
+                .read::<Queued>(&self.queued_key(&request.id), Consistency::Strong)
+                .await?
+                .filter(|(q, _)| q.cycle == request.cycle)
+                .map(|(q, _)| q.ticket),
+        };
+        let (control, _) = self.control(Consistency::Strong).await?;
+        // A grant whose answer was lost is given back.
+        if let Some(grant) = self.held_by(request, &control).await? {
+            self.release(&grant, &request.id).await?;
+        }
+        if let Some(ticket) = ticket {
+            self.store
+                .commit(&[Self::delete(self.ticket_key(ticket)), Self::delete(self.queued_key(&request.id))])
+                .await?;
+            // At the head: let the next host go at once.
+            self.update_control(|c| {
+                let head = c.served + 1 == ticket;
+                if head {
+                    c.served = ticket;
+                }
+                head
+            })
+            .await?;
+        }
+        self.forget_ticket(&request.cycle);
+        Ok(())
     }
 
     async fn pause(&self, reason: &str, by: &str) -> Result<Halt> {
-        let at = millis(self.clock.now());
-        self.update(|r| {
-            if r.paused.is_some() {
-                return Ok(false);
+        let at = self.now();
+        self.update_control(|c| {
+            if c.paused.is_some() {
+                return false;
             }
-            r.paused = Some(Pause { reason: reason.to_string(), by: by.to_string(), at });
-            Ok(true)
+            c.paused = Some(Pause { reason: reason.to_string(), by: by.to_string(), at });
+            true
         })
         .await
         .map(|_| Halt::Paused)
     }
 
     async fn paused(&self) -> Result<Option<String>> {
-        let (record, _) = self.read::<GroupRecord>(&self.key).await?;
-        Ok(record.paused.map(|p| format!("{} (paused by {})", p.reason, p.by)))
+        let (control, _) = self.control(Consistency::Strong).await?;
+        Ok(control.paused.map(|p| format!("{} (paused by {})", p.reason, p.by)))
     }
 
     fn ttl(&self) -> Duration {
@@ -424,67 +1075,151 @@ impl Coordinator for StoreCoordinator {
 mod tests {
     use super::*;
     use crate::coordination::policy::Budget;
-    use crate::sim::ports::{MemoryStore, SimClock, SimEcs};
+    use crate::sim::ports::{SimClock, SimEcs};
+    use crate::sim::store::MemoryStore;
     use crate::sim::world::WorldState;
-    use std::sync::Mutex;
 
-    /// A store whose reads yield, so that two hosts' read-modify-write cycles interleave.
-    struct Interleaving(MemoryStore);
+    /// A store whose reads yield, so that hosts' read-modify-write cycles interleave.
+    struct Interleaving(Arc<MemoryStore>);
 
     #[async_trait::async_trait]
     impl LeaseStore for Interleaving {
-        async fn load(&self, key: &str) -> Result<Option<Versioned>> {
-            let value = self.0.load(key).await;
+        async fn load(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>> {
+            let value = self.0.load(key, consistency).await;
             tokio::task::yield_now().await;
             value
         }
 
-        async fn save(&self, key: &str, body: &str, expected: Option<u64>) -> Result<bool> {
-            self.0.save(key, body, expected).await
+        async fn load_many(&self, keys: &[String], consistency: Consistency) -> Result<Vec<Option<Versioned>>> {
+            let value = self.0.load_many(keys, consistency).await;
+            tokio::task::yield_now().await;
+            value
+        }
+
+        async fn save(&self, write: &Write) -> Result<bool> {
+            self.0.save(write).await
+        }
+
+        async fn commit(&self, writes: &[Write]) -> Result<bool> {
+            self.0.commit(writes).await
+        }
+
+        async fn increment(&self, key: &str) -> Result<u64> {
+            self.0.increment(key).await
         }
     }
 
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn two_hosts_can_never_both_take_the_last_slot() {
-        let world = Arc::new(Mutex::new(WorldState::new(4, 1, 1)));
-        let clock = Arc::new(SimClock::new(1));
-        let memory = Arc::new(MemoryStore::new(Arc::clone(&world)));
-        let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(MemoryStore::new(Arc::clone(&world))));
-        let settings = StoreSettings {
-            cluster: "sim".into(),
-            group: "default".into(),
-            policy: Policy { max_unavailable: Budget::Count(1), min_healthy_percent: 0, one_az_at_a_time: false },
-            ttl: Duration::from_secs(60),
-            snapshot_max_age: Duration::from_secs(60),
-            on_stale: StalePolicy::Pause,
-        };
-        let coordinator = StoreCoordinator::new(store, clock.clone(), settings);
-        let ecs = |host: usize| SimEcs {
-            world: Arc::clone(&world),
-            host,
-            clock: Arc::clone(&clock),
-            store: Arc::clone(&memory),
-        };
-        let (ecs0, ecs1) = (ecs(0), ecs(1));
-        let request = |host: usize| {
-            let w = world.lock().unwrap();
+    struct Bench {
+        world: crate::sim::world::World,
+        clock: Arc<SimClock>,
+        memory: Arc<MemoryStore>,
+    }
+
+    impl Bench {
+        fn new(hosts: usize) -> Self {
+            let world = Arc::new(Mutex::new(WorldState::new(hosts, 1, 1)));
+            let clock = Arc::new(SimClock::new(1));
+            let memory = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), Default::default()));
+            Self { world, clock, memory }
+        }
+
+        fn coordinator(&self, budget: u32) -> StoreCoordinator {
+            let settings = StoreSettings {
+                cluster: "sim".into(),
+                group: "default".into(),
+                policy: Policy {
+                    max_unavailable: Budget::Count(budget),
+                    min_healthy_percent: 0,
+                    one_az_at_a_time: false,
+                },
+                ttl: Duration::from_secs(60),
+                snapshot_max_age: Duration::from_secs(60),
+                on_stale: StalePolicy::Pause,
+                poll: Duration::from_secs(10),
+            };
+            let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(Arc::clone(&self.memory)));
+            StoreCoordinator::new(store, self.clock.clone(), settings)
+        }
+
+        fn ecs(&self, host: usize) -> SimEcs {
+            SimEcs {
+                world: Arc::clone(&self.world),
+                host,
+                clock: Arc::clone(&self.clock),
+                store: Arc::clone(&self.memory),
+            }
+        }
+
+        fn request(&self, host: usize) -> SlotRequest {
+            let w = self.world.lock().unwrap();
             SlotRequest {
                 id: w.instances[host].id.clone(),
                 arn: w.instances[host].arn.clone(),
                 cycle: format!("c{host}"),
-                stays: Default::default(),
+                stays: Some(Default::default()),
             }
-        };
-        let (r0, r1) = (request(0), request(1));
-        // Both queue, then both ask at once, many times over: never two grants.
-        for _ in 0..20 {
-            let (a, b) = tokio::join!(coordinator.acquire(&r0, &ecs0), coordinator.acquire(&r1, &ecs1));
-            let granted = [a.unwrap(), b.unwrap()].iter().filter(|d| matches!(d, Decision::Granted(_))).count();
-            let (record, _) = coordinator.read::<GroupRecord>(&coordinator.key).await.unwrap();
-            assert!(record.holders.len() <= 1, "{record:?}");
-            assert!(granted <= 1);
         }
-        let (record, _) = coordinator.read::<GroupRecord>(&coordinator.key).await.unwrap();
-        assert_eq!(record.holders.len(), 1, "one of them got it: {record:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn hosts_can_never_take_more_slots_than_the_budget() {
+        let bench = Bench::new(6);
+        // Each host its own process (its own memory), all asking at once, many times over.
+        let coordinators: Vec<StoreCoordinator> = (0..4).map(|_| bench.coordinator(2)).collect();
+        let ecs: Vec<SimEcs> = (0..4).map(|h| bench.ecs(h)).collect();
+        let requests: Vec<SlotRequest> = (0..4).map(|h| bench.request(h)).collect();
+        let mut granted = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
+            let (a, b, c, d) = tokio::join!(ask(0), ask(1), ask(2), ask(3));
+            for (h, decision) in [a, b, c, d].into_iter().enumerate() {
+                if let Decision::Granted(g) = decision.unwrap() {
+                    granted.insert((h, g.token));
+                }
+            }
+            let view = coordinators[0].view().await.unwrap();
+            assert!(view.holders.len() <= 2, "{view:?}");
+        }
+        let view = coordinators[0].view().await.unwrap();
+        assert_eq!(view.holders.len(), 2, "two of them got one: {view:?}");
+        let hosts: std::collections::BTreeSet<usize> = granted.iter().map(|(h, _)| *h).collect();
+        assert_eq!(hosts.len(), 2, "{granted:?}");
+        assert_eq!(granted.len(), 2, "a holder asking again gets its own grant back: {granted:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_version_1_record_is_converted_when_empty_and_refused_while_held() {
+        let bench = Bench::new(2);
+        let legacy = |holders: &str| {
+            format!(r#"{{"holders":{holders},"queue":[{{"id":"i-1","since":1}}],"paused":null,"next_token":7}}"#)
+        };
+        let write = |body: String| Write { key: "sim/default".into(), body: Some(body), expect: Expect::Any };
+        let holder = r#"[{"id":"i-00001","arn":"a","token":6,"cycle":"c","step":"draining","availability_zone":null,
+            "allocated":{"cpu":0,"memory":0},"acquired_at":0,"renewed_at":0,"expires_at":0}]"#;
+        assert!(bench.memory.save(&write(legacy(holder))).await.unwrap());
+        let coordinator = bench.coordinator(1);
+        let err = coordinator.acquire(&bench.request(0), &bench.ecs(0)).await.unwrap_err().to_string();
+        assert!(err.contains("single-item format") && err.contains("i-00001"), "{err}");
+        assert!(bench.memory.save(&write(legacy("[]"))).await.unwrap());
+        let decision = coordinator.acquire(&bench.request(0), &bench.ecs(0)).await.unwrap();
+        assert!(
+            matches!(decision, Decision::Granted(Grant { token: 7, .. })),
+            "the token sequence goes on: {decision:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_head_that_stopped_asking_is_skipped() {
+        let bench = Bench::new(3);
+        let coordinator = bench.coordinator(1);
+        let [a, b, c] = [0, 1, 2].map(|h| bench.request(h));
+        assert!(matches!(coordinator.acquire(&a, &bench.ecs(0)).await.unwrap(), Decision::Granted(_)));
+        // b queues, then goes silent; c queues behind it.
+        assert!(matches!(coordinator.acquire(&b, &bench.ecs(1)).await.unwrap(), Decision::Wait { .. }));
+        assert!(matches!(coordinator.acquire(&c, &bench.ecs(2)).await.unwrap(), Decision::Wait { .. }));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        coordinator.release_holder(&a.id).await.unwrap();
+        let decision = coordinator.acquire(&c, &bench.ecs(2)).await.unwrap();
+        assert!(matches!(decision, Decision::Granted(_)), "b was skipped: {decision:?}");
     }
 }

@@ -5,6 +5,7 @@
 //! daemon does; a reboot or a crash drops the running cycle, which resumes from the journal.
 
 pub mod ports;
+pub mod store;
 pub mod world;
 
 use std::path::PathBuf;
@@ -17,14 +18,15 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::config::MaxUnavailable;
 use crate::config::Settings;
-use crate::coordination::policy::{Budget, GroupRecord};
-use crate::coordination::store::{StalePolicy, StoreCoordinator, record_key};
+use crate::coordination::policy::{Budget, Pause};
+use crate::coordination::store::{Control, Slot, StalePolicy, StoreCoordinator, record_key};
 use crate::coordination::{self};
 use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
-use ports::{MemoryStore, Power, SimAgent, SimClock, SimEcs, SimHooks, SimHost, SimLifecycle, SimPackages, Timings};
+use ports::{Power, SimAgent, SimClock, SimEcs, SimHooks, SimHost, SimLifecycle, SimPackages, Timings};
+use store::{Limits, MemoryStore, Usage};
 use world::{Dice, InQueue, World, WorldState};
 
 /// Probabilities, per host, of each fault.
@@ -38,6 +40,10 @@ pub struct Faults {
     pub slow_drain: f64,
     /// The host reboots and never comes back.
     pub never_returns: f64,
+    /// Share of lease-store requests DynamoDB throttles (fleet-wide, not per host).
+    pub throttling: f64,
+    /// When the host comes back, its service is slow to recover (a task short for 20 minutes).
+    pub slow_recovery: f64,
 }
 
 /// What to simulate.
@@ -69,7 +75,19 @@ pub struct Options {
     /// One week in this many carries a kernel (the first does); the others carry a
     /// userland update, installed in place without a drain.
     pub kernel_every: usize,
+    /// A watched CloudWatch alarm fires during this window (from, to) of the first week.
+    #[serde(serialize_with = "window_secs")]
+    pub alarm: Option<(Duration, Duration)>,
 }
+
+fn window_secs<S: serde::Serializer>(w: &Option<(Duration, Duration)>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(w.iter().flat_map(|(a, b)| [a.as_secs(), b.as_secs()]))
+}
+
+/// After a failed run, the daemon tries again this long after (its first retry).
+const RUN_RETRY: Duration = Duration::from_secs(60);
+/// Failed runs per host before the simulation gives up (a bug, not bad luck).
+const MAX_FAILED_RUNS: usize = 20;
 
 /// The time between two weekly rolls.
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -129,13 +147,19 @@ pub struct Report {
     pub peak_ecs_reads_60s: f64,
     /// The reads of that busiest 10-second window, by call.
     pub peak_window_calls: std::collections::BTreeMap<String, usize>,
+    /// Every read, by call, per host.
+    pub reads_per_host_by_call: std::collections::BTreeMap<String, f64>,
     /// When that window began (seconds of virtual time).
     pub peak_window_at_s: u64,
-    /// ECS reads made by the host at the head of the slot queue (cluster snapshot refreshes).
+    /// ECS reads made by the first two hosts of the slot queue (cluster snapshot refreshes,
+    /// the check of their services).
     pub ecs_reads_by_queue_head: usize,
-    /// ECS reads made by hosts behind the head of the queue, which are only waiting (0
-    /// unless a stale lease under `reclaim` made one describe the dead holder).
+    /// ECS reads made by hosts further back in the queue, which are only waiting, other than
+    /// their share of the snapshot refreshes (0 unless a stale lease under `reclaim` made one
+    /// describe the dead holder).
     pub ecs_reads_behind_queue_head: usize,
+    /// ECS reads taking the cluster snapshots (by the head, or a host half a budget back).
+    pub snapshot_reads: usize,
     /// Hosts whose journal says patched.
     pub patched: usize,
     /// Hosts the simulated world shows patched, ACTIVE and connected at the end.
@@ -168,6 +192,8 @@ pub struct Report {
     pub installs_beside_live_tasks: u64,
     /// Slots granted after the pause (must be 0).
     pub grants_after_pause: usize,
+    /// Drains begun while the watched alarm was firing (must be 0).
+    pub grants_during_alarm: usize,
     /// Live hosts left DRAINING by ecs-patchd (must be 0).
     pub left_draining: usize,
     /// Cycles that patched a host, over every week.
@@ -176,6 +202,36 @@ pub struct Report {
     pub drains: usize,
     /// Of those, the cycles that installed in place, without a drain.
     pub drains_avoided: usize,
+    /// Runs that stopped on an error and were tried again later, as the daemon does.
+    pub failed_runs: usize,
+    /// What the lease store (DynamoDB, simulated) was asked and charged.
+    pub store: Usage,
+    /// The on-demand cost of that, in dollars.
+    pub store_dollars: f64,
+}
+
+/// The lease as the simulation left it, read without charge.
+struct LeaseEnd {
+    paused: Option<Pause>,
+    holders: Vec<String>,
+    waiting: u64,
+}
+
+impl LeaseEnd {
+    fn read(store: &MemoryStore) -> Self {
+        let key = lease_key();
+        let control: Control = store.get(&key).and_then(|v| serde_json::from_str(&v.body).ok()).unwrap_or_default();
+        let holders = (0..control.slots)
+            .filter_map(|n| store.get(&format!("{key}/slot/{n}")))
+            .filter_map(|v| serde_json::from_str::<Slot>(&v.body).ok())
+            .filter_map(|s| s.holder.map(|h| h.id))
+            .collect();
+        let taken = store.get(&format!("{key}/tickets")).map_or(0, |v| v.version);
+        // Tickets whose host still waits (a withdrawn one is gone, though not yet served).
+        let waiting =
+            (control.served + 1..=taken).filter(|t| store.get(&format!("{key}/ticket/{t}")).is_some()).count();
+        Self { paused: control.paused, holders, waiting: waiting as u64 }
+    }
 }
 
 struct HostOutcome {
@@ -213,10 +269,11 @@ fn settings() -> Settings {
     let mut s = Settings::default();
     s.host.reboot_timeout = Duration::from_secs(600);
     s.host.agent_reconnect_timeout = Duration::from_secs(600);
-    s.coordination.settle = Duration::from_secs(30);
+    s.coordination.recovery_timeout = Duration::from_secs(10 * 60);
     s.coordination.poll = Duration::from_secs(10);
     s.coordination.lease_ttl = Duration::from_secs(15 * 60);
-    s.coordination.wait_timeout = Duration::from_secs(3 * 3600);
+    // The largest rolls (5,000 hosts, 100 at a time) take about six hours.
+    s.coordination.wait_timeout = Duration::from_secs(24 * 3600);
     s
 }
 
@@ -225,23 +282,31 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let mut dice = Dice::new(options.seed);
     let world: World = Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones)));
     let clock = Arc::new(SimClock::new(dice.seed()));
-    let store = Arc::new(MemoryStore::new(Arc::clone(&world)));
+    let limits = Limits { random_throttling: options.faults.throttling, ..Limits::default() };
+    let store = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), limits));
     let mut settings = settings();
     let c = &mut settings.coordination;
     c.max_unavailable = MaxUnavailable::Text(options.max_unavailable.to_string());
     c.min_healthy_percent = options.min_healthy_percent;
     c.one_az_at_a_time = options.one_az_at_a_time;
     c.on_stale_lease = options.on_stale_lease;
-    let coordinator = Arc::new(StoreCoordinator::new(
-        Arc::clone(&store) as Arc<dyn crate::coordination::store::LeaseStore>,
-        Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
-        coordination::store_settings(&settings.coordination, CLUSTER),
-    ));
+    let alarms = options.alarm.map(|(from, to)| {
+        Arc::new(ports::SimAlarms { clock: Arc::clone(&clock), from, to }) as Arc<dyn crate::alarms::Alarms>
+    });
+    let coordinator = Arc::new(
+        StoreCoordinator::new(
+            Arc::clone(&store) as Arc<dyn crate::coordination::store::LeaseStore>,
+            Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
+            coordination::store_settings(&settings.coordination, CLUSTER),
+        )
+        .with_alarms(alarms),
+    );
     let state_root = tempfile::Builder::new()
         .prefix("ecs-patchd-sim.")
         .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
         .map_err(|e| Error::Host(format!("cannot create the simulation's state directory: {e}")))?;
     let finished = Arc::new(Mutex::new(0usize));
+    let failed_runs = Arc::new(Mutex::new(0usize));
     let started = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for host in 0..options.hosts {
@@ -254,6 +319,9 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         if dice.chance(options.faults.slow_drain) {
             world.lock().expect("world").instances[host].slow_factor = 10;
         }
+        if dice.chance(options.faults.slow_recovery) {
+            world.lock().expect("world").instances[host].slow_recovery = true;
+        }
         let context = HostContext {
             host,
             store: Arc::clone(&store),
@@ -265,6 +333,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
             timings,
             faults,
             finished: Arc::clone(&finished),
+            failed_runs: Arc::clone(&failed_runs),
             started,
             weeks: options.weeks,
             kernel_every: options.kernel_every,
@@ -285,7 +354,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         let w = world.lock().expect("world");
         progress(&Progress {
             elapsed: Duration::from_millis(clock.elapsed_ms()),
-            waiting: queued(&store),
+            waiting: usize::try_from(LeaseEnd::read(&store).waiting).unwrap_or(usize::MAX),
             out: w.instances.iter().filter(|i| i.status != "ACTIVE" || !i.agent_up).count(),
             finished: *finished.lock().expect("count"),
             hosts: options.hosts,
@@ -296,14 +365,12 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     for handle in handles {
         outcomes.push(handle.await.map_err(|e| Error::Host(format!("a simulated host panicked: {e}")))??);
     }
-    let record: GroupRecord =
-        store.get(&lease_key()).map(|v| serde_json::from_str(&v.body).expect("record")).unwrap_or_default();
-    Ok(report(options, &world.lock().expect("world"), &outcomes, &record, &clock))
-}
-
-/// Hosts in the lease's queue now.
-fn queued(store: &MemoryStore) -> usize {
-    store.get(&lease_key()).and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok()).map_or(0, |r| r.queue.len())
+    let lease = LeaseEnd::read(&store);
+    let mut report = report(options, &world.lock().expect("world"), &outcomes, &lease, &clock);
+    report.store = store.usage();
+    report.failed_runs = *failed_runs.lock().expect("count");
+    report.store_dollars = report.store.dollars(&store.limits());
+    Ok(report)
 }
 
 struct HostFaults {
@@ -324,6 +391,8 @@ struct HostContext {
     timings: Timings,
     faults: HostFaults,
     finished: Arc<Mutex<usize>>,
+    /// Runs that stopped on an error, fleet-wide.
+    failed_runs: Arc<Mutex<usize>>,
     /// When the simulation began (virtual), and how many weeks it runs.
     started: tokio::time::Instant,
     weeks: usize,
@@ -365,6 +434,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
         }
     };
     let mut boots = 0u32;
+    let mut failed_runs = 0;
     let mut cycles = Vec::new();
     let began = ctx.clock.now();
     for week in 0..ctx.weeks.max(1) {
@@ -418,10 +488,24 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
                 }
             };
             let event = tokio::select! {
-                result = run => {
-                    cycles.push(result?);
-                    break;
-                }
+                result = run => match result {
+                    Ok(cycle) => {
+                        cycles.push(cycle);
+                        break;
+                    }
+                    // A run that stopped on an error (the lease store throttled beyond the
+                    // SDK's retries, say): the daemon tries again later, from the journal.
+                    Err(e) if failed_runs < MAX_FAILED_RUNS => {
+                        tracing::warn!(host = ctx.host, "the run failed, trying again later: {e}");
+                        failed_runs += 1;
+                        *ctx.failed_runs.lock().expect("count") += 1;
+                        drop(machine);
+                        drop(journal);
+                        tokio::time::sleep(RUN_RETRY).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
                 event = power.recv() => event,
             };
             drop(machine);
@@ -444,13 +528,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
     Ok(HostOutcome { cycles, dead: false })
 }
 
-fn report(
-    options: &Options,
-    w: &WorldState,
-    outcomes: &[HostOutcome],
-    record: &GroupRecord,
-    clock: &SimClock,
-) -> Report {
+fn report(options: &Options, w: &WorldState, outcomes: &[HostOutcome], lease: &LeaseEnd, clock: &SimClock) -> Report {
     let budget = options.max_unavailable.resolve(options.hosts);
     let cycles: Vec<&Cycle> = outcomes.iter().filter_map(HostOutcome::cycle).collect();
     let every_week: Vec<&Cycle> = outcomes.iter().flat_map(|o| &o.cycles).collect();
@@ -490,6 +568,10 @@ fn report(
     };
     let (peak_start, peak_10s) = busiest(10);
     let peak_60s = busiest(60).1;
+    let mut reads_per_host_by_call = std::collections::BTreeMap::<String, f64>::new();
+    for (.., operation) in &w.reads {
+        *reads_per_host_by_call.entry(operation.to_string()).or_default() += 1.0 / options.hosts as f64;
+    }
     let mut peak_window_calls = std::collections::BTreeMap::new();
     for (ms, _, _, operation) in &w.reads {
         if (peak_start..peak_start + 10).contains(&(ms / 1000)) {
@@ -499,12 +581,20 @@ fn report(
     let count = |f: &dyn Fn(&Outcome) -> bool| {
         cycles.iter().filter(|c| matches!(&c.state, State::Done { outcome } if f(outcome))).count()
     };
-    let paused_at = record.paused.as_ref().map(|p| p.at);
+    let paused_at = lease.paused.as_ref().map(|p| p.at);
     let grants_after_pause = paused_at.map_or(0, |at| {
         cycles
             .iter()
             .filter_map(|c| c.history.iter().find(|m| m.step == "draining"))
             .filter(|m| crate::coordination::millis(m.at) > at)
+            .count()
+    });
+    let began = clock.now() - Duration::from_millis(clock.elapsed_ms());
+    let grants_during_alarm = options.alarm.map_or(0, |(from, to)| {
+        every_week
+            .iter()
+            .filter_map(|c| c.history.iter().find(|m| m.step == "draining"))
+            .filter(|m| m.at > began + from && m.at < began + to)
             .count()
     });
     let hosts = options.hosts as f64;
@@ -525,9 +615,15 @@ fn report(
         peak_ecs_reads_10s: peak_10s,
         peak_ecs_reads_60s: peak_60s,
         peak_window_calls,
+        reads_per_host_by_call,
         peak_window_at_s: peak_start,
-        ecs_reads_by_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Head).count(),
-        ecs_reads_behind_queue_head: w.reads.iter().filter(|r| r.2 == InQueue::Behind).count(),
+        ecs_reads_by_queue_head: w.reads.iter().filter(|r| matches!(r.2, InQueue::Head | InQueue::Next)).count(),
+        ecs_reads_behind_queue_head: w
+            .reads
+            .iter()
+            .filter(|r| r.2 == InQueue::Behind && r.3 != ports::SNAPSHOT_READ)
+            .count(),
+        snapshot_reads: w.reads.iter().filter(|r| r.3 == ports::SNAPSHOT_READ).count(),
         patched: count(&|o| matches!(o, Outcome::Patched { .. })),
         patched_in_service: w.instances.iter().filter(|i| i.patched && i.status == "ACTIVE" && i.agent_up).count(),
         patched_claims_untrue: outcomes
@@ -540,8 +636,8 @@ fn report(
             .count(),
         lowest_in_service: w.lowest_in_service,
         most_zones_out: w.most_zones_out,
-        lease_holders_at_end: record.holders.iter().map(|h| h.id.clone()).collect(),
-        lease_queue_at_end: record.queue.len(),
+        lease_holders_at_end: lease.holders.clone(),
+        lease_queue_at_end: usize::try_from(lease.waiting).unwrap_or(usize::MAX),
         dead_hosts: w.instances.iter().filter(|i| i.dead).map(|i| i.id.clone()).collect(),
         failed: count(
             &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step != "waiting-for-slot"),
@@ -551,10 +647,11 @@ fn report(
         ),
         stopped_by_pause: count(&|o| matches!(o, Outcome::Failed { kind: crate::error::Kind::Paused, .. })),
         dead: outcomes.iter().filter(|o| o.dead).count(),
-        paused: record.paused.as_ref().map(|p| p.reason.clone()),
+        paused: lease.paused.as_ref().map(|p| p.reason.clone()),
         unplaceable_tasks: w.unplaceable,
         installs_beside_live_tasks: w.installs_beside_live_tasks,
         grants_after_pause,
+        grants_during_alarm,
         left_draining: w
             .instances
             .iter()
@@ -563,5 +660,8 @@ fn report(
         cycles_patched: patched_cycles.len(),
         drains,
         drains_avoided: patched_cycles.len() - drains,
+        failed_runs: 0,
+        store: Usage::default(),
+        store_dollars: 0.0,
     }
 }

@@ -1,6 +1,5 @@
 //! The simulator's implementations of the cycle's side effects, over the shared world.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -8,11 +7,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
+use super::store::MemoryStore;
 use super::world::{HOST_CAPACITY, InQueue, World, WorldState};
 use crate::agent::{Agent, AgentMetadata, AgentTask};
 use crate::clock::Clock;
-use crate::coordination::policy::GroupRecord;
-use crate::coordination::store::{LeaseStore, Versioned};
+use crate::coordination::store::Control;
 use crate::ecs::{ContainerInstance, Ecs, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -104,27 +103,37 @@ pub struct SimEcs {
 }
 
 impl SimEcs {
-    fn read(&self, w: &mut WorldState, operation: &'static str, calls: usize) {
-        let id = &w.instances[self.host].id;
-        let position = self
-            .store
-            .get(&super::lease_key())
-            .and_then(|v| serde_json::from_str::<GroupRecord>(&v.body).ok())
-            .and_then(|r| r.queue.iter().position(|q| &q.id == id));
-        let queued = match position {
-            None => InQueue::No,
-            Some(0) => InQueue::Head,
-            Some(_) => InQueue::Behind,
+    /// Where this host stands in the slot queue (read without charge from the store).
+    fn in_queue(&self) -> InQueue {
+        let prefix = super::lease_key();
+        let id = self.world.lock().expect("world").instances[self.host].id.clone();
+        let Some(queued) = self.store.get(&format!("{prefix}/queued/{id}")) else {
+            return InQueue::No;
         };
+        let ticket = serde_json::from_str::<serde_json::Value>(&queued.body).ok().and_then(|v| v["ticket"].as_u64());
+        let served =
+            self.store.get(&prefix).and_then(|c| serde_json::from_str::<Control>(&c.body).ok()).map_or(0, |c| c.served);
+        match ticket.map(|t| t.saturating_sub(served)) {
+            Some(1) => InQueue::Head,
+            Some(2) => InQueue::Next,
+            _ => InQueue::Behind,
+        }
+    }
+
+    /// Locks the world, counting `calls` reads of `operation`.
+    fn read(&self, operation: &'static str, calls: usize) -> std::sync::MutexGuard<'_, WorldState> {
+        let queued = self.in_queue();
+        let mut w = self.world.lock().expect("world");
         for _ in 0..calls {
             w.reads.push((self.clock.elapsed_ms(), self.host, queued, operation));
         }
+        w
     }
 
     fn view(w: &WorldState, index: usize) -> ContainerInstance {
         let i = &w.instances[index];
         // Counted by desired status, as ECS counts them: a stopping task is not.
-        let running = w.tasks.iter().filter(|t| t.host == index && t.stopping_until.is_none()).count();
+        let running = w.tasks[index].iter().filter(|t| t.stopping_until.is_none()).count();
         ContainerInstance {
             arn: i.arn.clone(),
             ec2_instance_id: i.id.clone(),
@@ -141,6 +150,18 @@ impl SimEcs {
         }
     }
 
+    /// A task as ECS describes it.
+    fn task(t: &super::world::SimTask) -> Task {
+        Task {
+            arn: t.arn.clone(),
+            started_by: t.service.then(|| "ecs-svc/sim".to_string()),
+            group: t.service.then(|| format!("service:{}", if t.daemon { DAEMON_SERVICE } else { SERVICE })),
+            last_status: t.last_status().into(),
+            desired_status: if t.stopping_until.is_some() { "STOPPED" } else { "RUNNING" }.into(),
+            reserved: t.size(),
+        }
+    }
+
     /// Changes instance `arn` with `change`, counting one ECS write.
     fn write(&self, arn: &str, change: impl FnOnce(&mut WorldState, usize, u64)) -> Result<()> {
         let now = self.clock.elapsed_ms();
@@ -148,10 +169,16 @@ impl SimEcs {
         w.writes[self.host] += 1;
         let index = w.index(arn).ok_or_else(|| missing(arn))?;
         change(&mut w, index, now);
-        w.availability_changed(now);
+        w.availability_changed(index, now);
         Ok(())
     }
 }
+
+/// A service slow to recover runs a task short this long after its host comes back.
+const SLOW_RECOVERY_MS: u64 = 20 * 60 * 1000;
+
+/// The operation name of the calls that take a cluster snapshot.
+pub const SNAPSHOT_READ: &str = "cluster snapshot (List+Describe)";
 
 /// The replica service whose tasks every simulated host runs.
 const SERVICE: &str = "sim";
@@ -165,22 +192,26 @@ fn missing(arn: &str) -> Error {
 #[async_trait::async_trait]
 impl Ecs for SimEcs {
     async fn describe(&self, arn: &str) -> Result<Option<ContainerInstance>> {
-        let mut w = self.world.lock().expect("world");
-        self.read(&mut w, "DescribeContainerInstances", 1);
+        let w = self.read("DescribeContainerInstances", 1);
         Ok(w.index(arn).map(|i| Self::view(&w, i)))
     }
 
     async fn instances_on(&self, ec2_instance_id: &str) -> Result<Vec<ContainerInstance>> {
-        let mut w = self.world.lock().expect("world");
-        self.read(&mut w, "ListContainerInstances+Describe", 2);
+        let w = self.read("ListContainerInstances+Describe", 2);
         Ok(w.index(ec2_instance_id).map(|i| Self::view(&w, i)).into_iter().collect())
     }
 
-    async fn cluster_instances(&self) -> Result<Vec<ContainerInstance>> {
-        let mut w = self.world.lock().expect("world");
-        // One list page and one describe call per 100 instances, as with the real API.
-        let calls = 2 * w.instances.len().div_ceil(100);
-        self.read(&mut w, "cluster snapshot (List+Describe)", calls);
+    async fn cluster_instances(&self, spacing: Duration) -> Result<Vec<ContainerInstance>> {
+        // One list page and one describe call per 100 instances, as with the real API,
+        // `spacing` apart.
+        let calls = 2 * self.world.lock().expect("world").instances.len().div_ceil(100);
+        for call in 0..calls {
+            if call > 0 {
+                tokio::time::sleep(spacing).await;
+            }
+            drop(self.read(SNAPSHOT_READ, 1));
+        }
+        let w = self.world.lock().expect("world");
         // Like ListContainerInstances without a status filter: ACTIVE and DRAINING only.
         Ok((0..w.instances.len()).filter(|&i| w.instances[i].status != "INACTIVE").map(|i| Self::view(&w, i)).collect())
     }
@@ -201,44 +232,66 @@ impl Ecs for SimEcs {
     }
 
     async fn set_active(&self, arn: &str) -> Result<()> {
-        self.write(arn, |w, i, _| {
+        self.write(arn, |w, i, now| {
             w.instances[i].status = "ACTIVE".into();
             w.start_daemon(i);
+            if w.instances[i].slow_recovery {
+                w.recovering_until = now + SLOW_RECOVERY_MS;
+            }
         })
     }
 
     async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
-        let mut w = self.world.lock().expect("world");
-        let index = w.index(arn).ok_or_else(|| missing(arn))?;
-        let tasks: Vec<Task> = w
-            .tasks
-            .iter()
-            .filter(|t| t.host == index)
-            .map(|t| Task {
-                arn: t.arn.clone(),
-                started_by: t.service.then(|| "ecs-svc/sim".to_string()),
-                group: t.service.then(|| format!("service:{}", if t.daemon { DAEMON_SERVICE } else { SERVICE })),
-                last_status: t.last_status().into(),
-                desired_status: if t.stopping_until.is_some() { "STOPPED" } else { "RUNNING" }.into(),
-                reserved: t.size(),
-            })
-            .collect();
+        let tasks: Vec<Task> = {
+            let w = self.world.lock().expect("world");
+            let index = w.index(arn).ok_or_else(|| missing(arn))?;
+            w.tasks[index].iter().map(Self::task).collect()
+        };
         // Two ListTasks calls (both desired statuses) and a DescribeTasks when there are tasks.
-        self.read(&mut w, "ListTasks+DescribeTasks", if tasks.is_empty() { 2 } else { 3 });
+        drop(self.read("ListTasks+DescribeTasks", if tasks.is_empty() { 2 } else { 3 }));
+        Ok(tasks)
+    }
+
+    async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>> {
+        let tasks = {
+            let w = self.world.lock().expect("world");
+            w.tasks[self.host].iter().filter(|t| task_arns.contains(&t.arn)).map(Self::task).collect()
+        };
+        drop(self.read("DescribeTasks", task_arns.len().div_ceil(100)));
         Ok(tasks)
     }
 
     async fn services(&self, names: &[String]) -> Result<Vec<Service>> {
-        let mut w = self.world.lock().expect("world");
-        self.read(&mut w, "DescribeServices", names.len().div_ceil(10));
+        let now = self.clock.elapsed_ms();
+        let w = self.read("DescribeServices", names.len().div_ceil(10));
+        let running = |daemon: bool| {
+            w.tasks.iter().flatten().filter(|t| t.service && t.daemon == daemon && t.stopping_until.is_none()).count()
+        };
+        // Replicas: a service slow to recover runs one task short for a while after a host
+        // comes back. Daemon: one task wanted on every ACTIVE instance.
+        let short = usize::from(w.recovering_until > now);
+        let counts = |daemon: bool| {
+            if daemon {
+                (w.instances.iter().filter(|i| i.status == "ACTIVE" && i.agent_up && !i.dead).count(), running(true))
+            } else {
+                (w.service_desired, running(false).saturating_sub(short))
+            }
+        };
         Ok(names
             .iter()
             .filter(|n| *n == SERVICE || *n == DAEMON_SERVICE)
-            .map(|n| Service {
-                name: n.clone(),
-                daemon: n == DAEMON_SERVICE,
-                minimum_healthy_percent: if n == DAEMON_SERVICE { 0 } else { 50 },
-                maximum_percent: if n == DAEMON_SERVICE { 100 } else { 200 },
+            .map(|n| {
+                let daemon = n == DAEMON_SERVICE;
+                let (desired, running) = counts(daemon);
+                Service {
+                    name: n.clone(),
+                    daemon,
+                    minimum_healthy_percent: if daemon { 0 } else { 50 },
+                    maximum_percent: if daemon { 100 } else { 200 },
+                    desired_count: i32::try_from(desired).unwrap_or(i32::MAX),
+                    running_count: i32::try_from(running).unwrap_or(i32::MAX),
+                    deployments: 1,
+                }
             })
             .collect())
     }
@@ -247,7 +300,7 @@ impl Ecs for SimEcs {
         let now = self.clock.elapsed_ms();
         let mut w = self.world.lock().expect("world");
         w.writes[self.host] += 1;
-        for t in w.tasks.iter_mut().filter(|t| t.arn == task_arn) {
+        for t in w.tasks.iter_mut().flatten().filter(|t| t.arn == task_arn) {
             t.stopping_until.get_or_insert(now);
         }
         Ok(())
@@ -275,9 +328,8 @@ impl Agent for SimAgent {
             return Err(Error::Host("the simulated ECS agent is not running".into()));
         }
         // Removed from the world once STOPPED: every task still there has live containers.
-        Ok(w.tasks
+        Ok(w.tasks[self.host]
             .iter()
-            .filter(|t| t.host == self.host)
             .map(|t| AgentTask { arn: t.arn.clone(), known_status: "RUNNING".into() })
             .collect())
     }
@@ -293,6 +345,24 @@ impl Agent for SimAgent {
             container_instance_arn: Some(i.arn.clone()),
             version: i.agent_version.clone(),
         })
+    }
+}
+
+/// A watched CloudWatch alarm that fires from `from` to `to` (virtual time since the start).
+pub struct SimAlarms {
+    /// The clock.
+    pub clock: std::sync::Arc<SimClock>,
+    /// When it starts firing.
+    pub from: Duration,
+    /// When it stops.
+    pub to: Duration,
+}
+
+#[async_trait::async_trait]
+impl crate::alarms::Alarms for SimAlarms {
+    async fn firing(&self) -> Result<Vec<String>> {
+        let now = Duration::from_millis(self.clock.elapsed_ms());
+        Ok(if (self.from..self.to).contains(&now) { vec!["sim-5xx-rate".into()] } else { Vec::new() })
     }
 }
 
@@ -359,7 +429,7 @@ impl SimHost {
         if instance.patched {
             instance.agent_version = "1.1.0".into();
         }
-        w.availability_changed(now);
+        w.availability_changed(self.host, now);
     }
 }
 
@@ -374,7 +444,7 @@ impl Host for SimHost {
         {
             let mut w = self.world.lock().expect("world");
             w.instances[self.host].agent_up = false;
-            w.availability_changed(now);
+            w.availability_changed(self.host, now);
         }
         let _ = self.power.send(Power::Reboot);
         Ok(())
@@ -456,7 +526,7 @@ impl PackageManager for SimPackages {
         let in_place = !target.updates.iter().any(|u| u.name == "kernel");
         {
             let mut w = self.world.lock().expect("world");
-            if !in_place && w.tasks.iter().any(|t| t.host == self.host) {
+            if !in_place && !w.tasks[self.host].is_empty() {
                 w.installs_beside_live_tasks += 1;
             }
         }
@@ -482,42 +552,5 @@ impl PackageManager for SimPackages {
 
     async fn services_to_restart(&self) -> Vec<String> {
         Vec::new()
-    }
-}
-
-/// A lease store in memory, with DynamoDB's conditional-write semantics.
-pub struct MemoryStore {
-    items: Mutex<HashMap<String, Versioned>>,
-    world: World,
-}
-
-impl MemoryStore {
-    /// An empty store counting its operations in `world`.
-    pub fn new(world: World) -> Self {
-        Self { items: Mutex::new(HashMap::new()), world }
-    }
-
-    /// The raw value of `key`.
-    pub fn get(&self, key: &str) -> Option<Versioned> {
-        self.items.lock().expect("store").get(key).cloned()
-    }
-}
-
-#[async_trait::async_trait]
-impl LeaseStore for MemoryStore {
-    async fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        self.world.lock().expect("world").store_ops += 1;
-        Ok(self.get(key))
-    }
-
-    async fn save(&self, key: &str, body: &str, expected: Option<u64>) -> Result<bool> {
-        self.world.lock().expect("world").store_ops += 1;
-        let mut items = self.items.lock().expect("store");
-        let current = items.get(key).map(|v| v.version);
-        if current != expected {
-            return Ok(false);
-        }
-        items.insert(key.to_string(), Versioned { version: expected.map_or(1, |v| v + 1), body: body.to_string() });
-        Ok(true)
     }
 }

@@ -1,6 +1,7 @@
 //! The simulated cluster: instances, tasks, a scheduler that moves service tasks off
 //! DRAINING instances, and the measurements the simulation reports.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct SimInstance {
     pub kernel_week: bool,
     /// It rebooted and never came back.
     pub dead: bool,
+    /// When it comes back, the replica service is slow to recover.
+    pub slow_recovery: bool,
 }
 
 /// A simulated task.
@@ -57,8 +60,6 @@ pub struct SimInstance {
 pub struct SimTask {
     /// Its ARN.
     pub arn: String,
-    /// Index of the host it runs on.
-    pub host: usize,
     /// Started by a service (moved by the scheduler) or standalone.
     pub service: bool,
     /// A daemon-service task: one per instance, never moved, stopped last on a drain.
@@ -85,8 +86,8 @@ impl SimTask {
 pub struct WorldState {
     /// The hosts' instances, by index.
     pub instances: Vec<SimInstance>,
-    /// Every running task.
-    pub tasks: Vec<SimTask>,
+    /// The tasks on each host (running, or stopped and still shutting down), by host index.
+    pub tasks: Vec<Vec<SimTask>>,
     /// ECS reads: (virtual ms, host index, where the host stood in the slot queue, operation).
     pub reads: Vec<(u64, usize, InQueue, &'static str)>,
     /// ECS writes per host.
@@ -101,12 +102,27 @@ pub struct WorldState {
     pub most_zones_out: usize,
     /// Tasks the scheduler could not place anywhere (the capacity guard failed).
     pub unplaceable: u64,
+    /// Tasks the replica service wants (all of them, wherever they run).
+    pub service_desired: usize,
+    /// Until then (virtual ms), the replica service runs one task short.
+    pub recovering_until: u64,
     /// Installs begun while a task was still on the host (running, deactivating or
     /// stopping): the drain ended too early.
     pub installs_beside_live_tasks: u64,
     /// Per host: (drained at, active again at) in virtual ms.
     pub out_of_service: Vec<Vec<(u64, Option<u64>)>>,
     next_task: u64,
+    /// Host index by EC2 id and by ARN.
+    by_key: HashMap<String, usize>,
+    /// Hosts out of service now (not INACTIVE), and how many per zone.
+    out_now: usize,
+    zones_out: HashMap<String, usize>,
+    /// Hosts in service now.
+    in_service_now: usize,
+    /// Per host: counted in `out_now`.
+    counted_out: Vec<bool>,
+    /// Where the scheduler last placed a task (it looks for room from there on).
+    placed_at: usize,
 }
 
 /// Where a host stood in the slot queue when it called ECS.
@@ -116,6 +132,8 @@ pub enum InQueue {
     No,
     /// First in the queue: it keeps the shared cluster snapshot fresh.
     Head,
+    /// Second: it checks that its services can move their tasks while the head takes its turn.
+    Next,
     /// Behind the head: only waiting.
     Behind,
 }
@@ -126,7 +144,7 @@ pub type World = Arc<Mutex<WorldState>>;
 impl WorldState {
     /// A cluster of `hosts` hosts in `zones` zones, `tasks` service tasks each.
     pub fn new(hosts: usize, tasks: usize, zones: usize) -> Self {
-        let instances = (0..hosts)
+        let instances: Vec<SimInstance> = (0..hosts)
             .map(|i| SimInstance {
                 id: format!("i-{i:05}"),
                 arn: format!("arn:aws:ecs:sim:000000000000:container-instance/sim/{i:05}"),
@@ -140,11 +158,13 @@ impl WorldState {
                 patched: false,
                 kernel_week: true,
                 dead: false,
+                slow_recovery: false,
             })
             .collect();
+        let by_key = instances.iter().enumerate().flat_map(|(n, i)| [(i.id.clone(), n), (i.arn.clone(), n)]).collect();
         let mut world = Self {
             instances,
-            tasks: Vec::new(),
+            tasks: vec![Vec::new(); hosts],
             reads: Vec::new(),
             writes: vec![0; hosts],
             store_ops: 0,
@@ -152,9 +172,17 @@ impl WorldState {
             lowest_in_service: hosts,
             most_zones_out: 0,
             unplaceable: 0,
+            service_desired: hosts * tasks,
+            recovering_until: 0,
             installs_beside_live_tasks: 0,
             out_of_service: vec![Vec::new(); hosts],
             next_task: 0,
+            by_key,
+            out_now: 0,
+            zones_out: HashMap::new(),
+            in_service_now: hosts,
+            counted_out: vec![false; hosts],
+            placed_at: 0,
         };
         for host in 0..hosts {
             for _ in 0..tasks {
@@ -173,106 +201,118 @@ impl WorldState {
     /// Starts a task on `host`.
     pub fn start_task(&mut self, host: usize, service: bool) {
         let arn = self.next_arn();
-        self.tasks.push(SimTask { arn, host, service, daemon: false, stopping_until: None });
+        self.tasks[host].push(SimTask { arn, service, daemon: false, stopping_until: None });
     }
 
     /// Starts the daemon service's task on `host` unless it runs one (the daemon scheduler
     /// places one on every ACTIVE instance).
     pub fn start_daemon(&mut self, host: usize) {
-        if !self.tasks.iter().any(|t| t.host == host && t.daemon && t.stopping_until.is_none()) {
+        if !self.tasks[host].iter().any(|t| t.daemon && t.stopping_until.is_none()) {
             let arn = self.next_arn();
-            self.tasks.push(SimTask { arn, host, service: true, daemon: true, stopping_until: None });
+            self.tasks[host].push(SimTask { arn, service: true, daemon: true, stopping_until: None });
         }
     }
 
     /// Resources used on `host`, by running tasks and by stopped ones still shutting down.
     pub fn allocated(&self, host: usize) -> Capacity {
-        self.tasks.iter().filter(|t| t.host == host).fold(Capacity::default(), |sum, t| sum.plus(t.size()))
+        self.tasks[host].iter().fold(Capacity::default(), |sum, t| sum.plus(t.size()))
     }
 
     /// Index of the host with EC2 id or ARN `key`.
     pub fn index(&self, key: &str) -> Option<usize> {
-        self.instances.iter().position(|i| i.id == key || i.arn == key)
+        self.by_key.get(key).copied()
     }
 
-    /// Records a change of availability: updates the peak and the out-of-service periods.
-    /// INACTIVE instances (terminated) have left the cluster and do not count.
-    pub fn availability_changed(&mut self, now: u64) {
-        let out: Vec<&SimInstance> =
-            self.instances.iter().filter(|i| i.status != "INACTIVE" && (i.status != "ACTIVE" || !i.agent_up)).collect();
-        let mut zones: Vec<&str> = out.iter().map(|i| i.availability_zone.as_str()).collect();
-        zones.sort_unstable();
-        zones.dedup();
-        let in_service = self.instances.iter().filter(|i| i.status == "ACTIVE" && i.agent_up).count();
-        self.peak_out = self.peak_out.max(out.len());
-        self.most_zones_out = self.most_zones_out.max(zones.len());
-        self.lowest_in_service = self.lowest_in_service.min(in_service);
-        for (host, instance) in self.instances.iter().enumerate() {
-            let periods = &mut self.out_of_service[host];
-            let open = periods.last().is_some_and(|p| p.1.is_none());
-            let in_service = instance.status == "ACTIVE" && instance.agent_up;
-            if !in_service && !open {
-                periods.push((now, None));
-            } else if in_service && open {
-                periods.last_mut().expect("open period").1 = Some(now);
+    /// Records a change of availability of `host`: updates the peaks and its out-of-service
+    /// periods. INACTIVE instances (terminated) have left the cluster and do not count.
+    pub fn availability_changed(&mut self, host: usize, now: u64) {
+        let instance = &self.instances[host];
+        let in_service = instance.status == "ACTIVE" && instance.agent_up;
+        let out = instance.status != "INACTIVE" && !in_service;
+        if out != self.counted_out[host] {
+            self.counted_out[host] = out;
+            let zone = self.zones_out.entry(instance.availability_zone.clone()).or_default();
+            if out {
+                self.out_now += 1;
+                *zone += 1;
+            } else {
+                self.out_now -= 1;
+                *zone -= 1;
             }
         }
+        let periods = &mut self.out_of_service[host];
+        let open = periods.last().is_some_and(|p| p.1.is_none());
+        if !in_service && !open {
+            periods.push((now, None));
+            self.in_service_now -= 1;
+        } else if in_service && open {
+            periods.last_mut().expect("open period").1 = Some(now);
+            self.in_service_now += 1;
+        }
+        self.peak_out = self.peak_out.max(self.out_now);
+        self.most_zones_out = self.most_zones_out.max(self.zones_out.values().filter(|n| **n > 0).count());
+        self.lowest_in_service = self.lowest_in_service.min(self.in_service_now);
     }
 
     /// One round of the service scheduler: replica tasks on a DRAINING instance are
-    /// replaced `move_after` (times the host's slow factor) after the drain began, on the
-    /// first ACTIVE host with room, and the old task lingers `deactivation` (the target
-    /// group's deregistration delay) before it is gone; a task with nowhere to go stays and
-    /// is counted. Daemon tasks stop last, once nothing else runs on the instance.
+    /// replaced `move_after` (times the host's slow factor) after the drain began, on an
+    /// ACTIVE host with room (looking on from the last placement), and the old task lingers
+    /// `deactivation` (the target group's deregistration delay) before it is gone; a task
+    /// with nowhere to go stays and is counted. Daemon tasks stop last, once nothing else
+    /// runs on the instance.
     pub fn schedule(&mut self, now: u64, move_after: Duration, deactivation: Duration) {
         let move_ms = u64::try_from(move_after.as_millis()).unwrap_or(u64::MAX);
         let linger_ms = u64::try_from(deactivation.as_millis()).unwrap_or(u64::MAX);
-        self.tasks.retain(|t| t.stopping_until.is_none_or(|until| until > now));
+        let hosts = self.instances.len();
+        for tasks in &mut self.tasks {
+            tasks.retain(|t| t.stopping_until.is_none_or(|until| until > now));
+        }
         // A host that never came back fails its EC2 status checks; its Auto Scaling group
         // terminates it and ECS marks its container instance INACTIVE.
-        let mut terminated = false;
-        for i in &mut self.instances {
+        for host in 0..hosts {
+            let i = &self.instances[host];
             if i.dead && i.status != "INACTIVE" && now >= i.draining_since + TERMINATED_AFTER_MS {
-                i.status = "INACTIVE".into();
-                terminated = true;
+                self.terminate(host, now);
             }
         }
-        if terminated {
-            self.availability_changed(now);
-        }
-        for t in 0..self.tasks.len() {
-            let task = &self.tasks[t];
-            let host = task.host;
+        for host in 0..hosts {
             let home = &self.instances[host];
-            if !task.service || task.daemon || task.stopping_until.is_some() || home.status != "DRAINING" {
+            if home.status != "DRAINING" || now < home.draining_since + move_ms * u64::from(home.slow_factor) {
                 continue;
             }
-            if now < home.draining_since + move_ms * u64::from(home.slow_factor) {
-                continue;
-            }
-            let target = (0..self.instances.len()).find(|&h| {
-                let i = &self.instances[h];
-                h != host
-                    && i.status == "ACTIVE"
-                    && i.agent_up
-                    && HOST_CAPACITY.minus(self.allocated(h)).covers(TASK_SIZE)
-            });
-            match target {
-                Some(h) => {
-                    self.tasks[t].stopping_until = Some(now + linger_ms);
-                    self.start_task(h, true);
+            for t in 0..self.tasks[host].len() {
+                let task = &self.tasks[host][t];
+                if !task.service || task.daemon || task.stopping_until.is_some() {
+                    continue;
                 }
-                None => self.unplaceable += 1,
+                let has_room = |w: &Self, h: usize| {
+                    let i = &w.instances[h];
+                    h != host
+                        && i.status == "ACTIVE"
+                        && i.agent_up
+                        && HOST_CAPACITY.minus(w.allocated(h)).covers(TASK_SIZE)
+                };
+                match (0..hosts).map(|k| (self.placed_at + k) % hosts).find(|&h| has_room(self, h)) {
+                    Some(h) => {
+                        self.tasks[host][t].stopping_until = Some(now + linger_ms);
+                        self.start_task(h, true);
+                        self.placed_at = h;
+                    }
+                    None => self.unplaceable += 1,
+                }
             }
-        }
-        for host in 0..self.instances.len() {
-            let only_daemon_left = self.tasks.iter().filter(|t| t.host == host).all(|t| t.daemon);
-            if self.instances[host].status == "DRAINING" && only_daemon_left {
-                for t in self.tasks.iter_mut().filter(|t| t.host == host && t.stopping_until.is_none()) {
+            if self.tasks[host].iter().all(|t| t.daemon) {
+                for t in self.tasks[host].iter_mut().filter(|t| t.stopping_until.is_none()) {
                     t.stopping_until = Some(now + u64::try_from(STOP_TIMEOUT.as_millis()).unwrap_or(u64::MAX));
                 }
             }
         }
+    }
+
+    /// Marks `host` INACTIVE (terminated): it leaves the count of hosts out.
+    fn terminate(&mut self, host: usize, now: u64) {
+        self.instances[host].status = "INACTIVE".into();
+        self.availability_changed(host, now);
     }
 }
 

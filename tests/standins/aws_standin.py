@@ -58,6 +58,7 @@ class World:
         self.cluster = args.cluster
         self.fleetlock = {"holders": [], "calls": []}
         self.lingering = {}  # task arn -> time it reaches STOPPED
+        self.service_deficit = {}  # service name -> tasks it runs short of what it counts
         self.stopped_at = {}  # task arn -> time it reached STOPPED
         self.inject = {}  # ECS operation -> {"code", "status", "times"}
         self.ssm = []  # PutComplianceItems and PutInventory requests, in order: {"operation", "body"}
@@ -93,7 +94,7 @@ class World:
         self.peaks["out"] = max(self.peaks["out"], len(out))
         self.peaks["zones_out"] = max(self.peaks["zones_out"], len(zones))
         if self.args.lease_table:
-            holders = max((len(item.get("holders", [])) for item in self.lease_items().values()), default=0)
+            holders = max((len(g["holders"]) for g in self.lease_groups().values()), default=0)
             self.peaks["holders"] = max(self.peaks["holders"], holders)
 
     def agent_stop(self, h):
@@ -208,8 +209,25 @@ class World:
         items = {}
         for item in table.all_items():
             doc = item.to_json()["Attributes"]
-            items[doc["id"]["S"]] = json.loads(doc["body"]["S"])
+            body = doc.get("body", {}).get("S", "")
+            # A counter (the ticket counter) has an empty body: its value is the version.
+            items[doc["id"]["S"]] = json.loads(body) if body else {"counter": int(doc["version"]["N"])}
         return items
+
+    def lease_groups(self):
+        """Each group's slots as one view: its pause, its holders and the hosts queued."""
+        items = self.lease_items()
+        groups = {}
+        for key, control in items.items():
+            if control.get("format") != 2:
+                continue
+            slots = [items.get(f"{key}/slot/{n}", {}) for n in range(control.get("slots", 0))]
+            taken = items.get(f"{key}/tickets", {}).get("counter", 0)
+            queue = [items[f"{key}/ticket/{t}"] for t in range(control.get("served", 0) + 1, taken + 1)
+                     if f"{key}/ticket/{t}" in items]
+            groups[key] = {"control": control, "paused": control.get("paused"),
+                           "holders": [s["holder"] for s in slots if s.get("holder")], "queue": queue}
+        return groups
 
     # ---- the ECS service scheduler -----------------------------------------------------
     def schedule_forever(self):
@@ -280,6 +298,25 @@ def patch_moto(world):
                 value = instance.attributes.get(name)
         return delete_attribute(backend, cluster_name, name, value, target_id, target_type)
 
+    describe_services = EC2ContainerServiceBackend.describe_services
+
+    def counted_describe_services(backend, cluster_str, names):
+        # AWS: "runningCount: The number of tasks in the cluster that are in the RUNNING
+        # state"; moto keeps what the service was created with. The CLI's services-stable
+        # waiter reads it against desiredCount and the deployments.
+        services, failures = describe_services(backend, cluster_str, names)
+        tasks = list(backend.tasks.get(cluster_str.split("/")[-1], {}).values())
+        for service in services:
+            running = sum(1 for t in tasks if t.group == f"service:{service.name}"
+                          and t.desired_status == "RUNNING" and t.last_status == "RUNNING")
+            running = max(0, running - world.service_deficit.get(service.name, 0))
+            service.running_count = running
+            service.pending_count = max(0, service.desired_count - running)
+            for deployment in service.deployments:
+                deployment.update(runningCount=running, desiredCount=service.desired_count)
+        return services, failures
+
+    EC2ContainerServiceBackend.describe_services = counted_describe_services
     EC2ContainerServiceBackend.stop_task = lingering_stop_task
     EC2ContainerServiceBackend._delete_attribute = delete_attribute_by_name
 
@@ -303,7 +340,7 @@ def moto_app(world):
         if path == "/_standin/state":
             result = world.describe()
         elif path == "/_standin/lease":
-            result = world.lease_items()
+            result = {**world.lease_items(), **world.lease_groups()}
         elif path == "/_standin/fleetlock":
             result = world.fleetlock
         elif path == "/_standin/fleetlock/hold":
@@ -314,6 +351,9 @@ def moto_app(world):
             world.agent_start(host, body.get("version"), body.get("restart", False)); result = {}
         elif path == "/_standin/reboot":
             world.reboot(host, body.get("lose_agent_state")); result = {}
+        elif path == "/_standin/service-deficit":
+            # {"web": 1}: the service reports that many tasks fewer running (slow to recover)
+            world.service_deficit.update(body); result = {}
         elif path == "/_standin/drain-by-other":
             world.drain_by_other(host); result = {}
         elif path == "/_standin/imds":
@@ -649,6 +689,10 @@ def setup(world, moto_url, args):
         if args.standalone_tasks:
             ecs.start_task(cluster=args.cluster, taskDefinition="web",
                            containerInstances=[h["arn"]] * args.standalone_tasks)
+    # Each service wants the tasks it was given.
+    for service in ecs_backends[ACCOUNT][REGION].services.values():
+        service.desired_count = sum(1 for t in ecs_backends[ACCOUNT][REGION].tasks.get(args.cluster, {}).values()
+                                    if t.group == f"service:{service.name}")
     if args.asg:
         autoscaling = session.client("autoscaling", endpoint_url=moto_url)
         autoscaling.create_launch_configuration(LaunchConfigurationName=args.asg, ImageId=image,
