@@ -23,5 +23,5 @@ fi
 if ! .venv/bin/python -c "import moto.server, boto3" 2>/dev/null; then
   echo "setup: installing moto into .venv" >&2
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check "moto[server]>=5,<6"
+  .venv/bin/pip install -q --disable-pip-version-check "moto[server]>=5,<6" "cbor2>=5,<6"
 fi

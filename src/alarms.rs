@@ -57,8 +57,12 @@ impl Alarms for CloudWatchAlarms {
                     Error::Lease(format!("CloudWatch DescribeAlarms failed: {}", failure.reason))
                 })
             })?;
-        let metric = out.metric_alarms().iter().filter_map(|a| a.alarm_name());
-        let composite = out.composite_alarms().iter().filter_map(|a| a.alarm_name());
+        // Each state is checked again here: moto, for one, ignores StateValue when names
+        // are given.
+        let firing = |state: Option<&StateValue>| state == Some(&StateValue::Alarm);
+        let metric = out.metric_alarms().iter().filter(|a| firing(a.state_value())).filter_map(|a| a.alarm_name());
+        let composite =
+            out.composite_alarms().iter().filter(|a| firing(a.state_value())).filter_map(|a| a.alarm_name());
         Ok(metric.chain(composite).map(str::to_string).collect())
     }
 }

@@ -913,7 +913,9 @@ impl<'a> Machine<'a> {
                     }
                     pace = advised;
                 }
-                Err(e @ Error::Credentials(_)) => return Err(e),
+                // Waiting cannot mend credentials or a lease table in a format this version
+                // refuses (then no place was taken in the queue).
+                Err(e @ (Error::Credentials(_) | Error::Config(_))) => return Err(e),
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
             }
             let now = self.ports.clock.now();

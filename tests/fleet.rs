@@ -210,3 +210,60 @@ fn a_host_whose_slot_was_taken_away_starts_no_new_destructive_step() {
     let paused = fleet.lease()[LEASE_KEY]["paused"]["reason"].as_str().unwrap().to_string();
     assert!(paused.contains("lease lapsed"), "{paused}");
 }
+
+/// One host on DynamoDB with `extra` coordination settings.
+fn one_host(extra: &str) -> Fleet {
+    fleet(1, &format!("{}{extra}", dynamodb_config(1, "pause", "30s")))
+}
+
+#[test]
+fn no_slot_is_granted_while_a_watched_alarm_fires() {
+    let fleet = one_host("alarms = [\"api-5xx\"]\nwait_timeout = \"3s\"\n");
+    fleet.control("alarm", r#"{"name": "api-5xx", "state": "ALARM"}"#);
+    let host = &fleet.hosts[0];
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "no slot within the wait (a timeout): {run:?}");
+    assert!(run.stdout.contains("api-5xx are in ALARM"), "{}", run.stdout);
+    assert_eq!(host.record()["status"], "ACTIVE");
+    assert_eq!(host.installed("demo-app"), "1.0", "nothing was changed");
+    fleet.control("alarm", r#"{"name": "api-5xx", "state": "OK"}"#);
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!(host.installed("demo-app"), "2.0");
+}
+
+#[test]
+fn services_slow_to_recover_keep_the_slot_then_pause_the_roll_by_name() {
+    let fleet = one_host("recovery_timeout = \"2s\"\n");
+    fleet.control("service-deficit", r#"{"web": 1}"#);
+    let host = &fleet.hosts[0];
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "the host itself is patched: {runs:#?}");
+    assert_eq!(host.installed("demo-app"), "2.0");
+    assert_eq!(host.record()["status"], "ACTIVE");
+    let lease = &fleet.lease()[LEASE_KEY];
+    let paused = lease["paused"]["reason"].as_str().unwrap_or_default();
+    assert!(paused.contains("did not recover") && paused.contains("web runs"), "{lease}");
+    assert_eq!(lease["holders"], serde_json::json!([]), "the slot is given back: {lease}");
+}
+
+#[test]
+fn a_lease_record_of_the_old_format_is_refused_while_held_and_converted_when_empty() {
+    let fleet = one_host("");
+    let host = &fleet.hosts[0];
+    let holder = r#"{"id":"i-0old","arn":"a","token":41,"cycle":"c","step":"installing","availability_zone":null,
+        "allocated":{"cpu":0,"memory":0},"acquired_at":0,"renewed_at":0,"expires_at":0}"#;
+    let old = |holders: &str| {
+        let body = format!(r#"{{"holders":[{holders}],"queue":[],"paused":null,"next_token":42}}"#);
+        serde_json::json!({ "key": LEASE_KEY, "body": body }).to_string()
+    };
+    fleet.control("lease/put", &old(holder));
+    let refused = host.run(&["run"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("single-item format") && refused.stderr.contains("i-0old"), "{refused:?}");
+    assert_eq!(host.record()["status"], "ACTIVE", "nothing was changed");
+    fleet.control("lease/put", &old(""));
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_eq!(fleet.lease()[LEASE_KEY]["control"]["next_token"], 43, "the fencing tokens go on");
+}

@@ -383,7 +383,7 @@ impl StoreCoordinator {
                         return Ok(());
                     }
                     let legacy: LegacyRecord = serde_json::from_value(value).map_err(|e| {
-                        Error::Lease(format!(
+                        Error::Config(format!(
                             "the lease item {} is neither this version's format nor the single-item format of \
                              earlier versions: {e}",
                             self.key
@@ -391,7 +391,8 @@ impl StoreCoordinator {
                     })?;
                     if !legacy.holders.is_empty() {
                         let ids: Vec<&str> = legacy.holders.iter().map(|h| h.id.as_str()).collect();
-                        return Err(Error::Lease(format!(
+                        // Not a passing trouble: waiting would not help, an operator must act.
+                        return Err(Error::Config(format!(
                             "the lease item {} is in the single-item format of ecs-patchd before 0.2 and {} host(s) \
                              hold a slot in it ({}); let them finish with the version they run (or free them with \
                              its `ecs-patchd fleet release`), then start this version, which converts the empty \

@@ -351,6 +351,23 @@ def moto_app(world):
             world.agent_start(host, body.get("version"), body.get("restart", False)); result = {}
         elif path == "/_standin/reboot":
             world.reboot(host, body.get("lose_agent_state")); result = {}
+        elif path == "/_standin/lease/put":
+            # {"key": ..., "body": ...}: writes a raw item (an old-format record, say)
+            from moto.dynamodb.models import dynamodb_backends
+            dynamodb_backends[ACCOUNT][REGION].put_item(world.args.lease_table, {
+                "id": {"S": body["key"]}, "version": {"N": "1"}, "body": {"S": body["body"]}})
+            result = {}
+        elif path == "/_standin/alarm":
+            # {"name": ..., "state": "ALARM" | "OK"}: a CloudWatch alarm, created on first use
+            from moto.cloudwatch.models import cloudwatch_backends
+            cloudwatch = cloudwatch_backends[ACCOUNT][REGION]
+            if body["name"] not in cloudwatch.alarms:
+                cloudwatch.put_metric_alarm(
+                    name=body["name"], namespace="AWS/ApplicationELB", metric_name="HTTPCode_Target_5XX_Count",
+                    comparison_operator="GreaterThanThreshold", evaluation_periods=1, period=60, threshold=10.0,
+                    statistic="Sum", description="", dimensions=[], alarm_actions=[])
+            cloudwatch.set_alarm_state(body["name"], "set by the test", None, body["state"])
+            result = {}
         elif path == "/_standin/service-deficit":
             # {"web": 1}: the service reports that many tasks fewer running (slow to recover)
             world.service_deficit.update(body); result = {}
@@ -388,6 +405,8 @@ def moto_app(world):
     def app(environ, start_response):
         if environ["PATH_INFO"].startswith("/_standin/"):
             return control(environ, start_response)
+        if environ.get("HTTP_SMITHY_PROTOCOL") == "rpc-v2-cbor":
+            return cbor_bridge(world, environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith(ECS_TARGET):
             operation = target[len(ECS_TARGET):]
@@ -419,7 +438,7 @@ def moto_app(world):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             return ssm_recorder(world, target[len(SSM_TARGET):], json.loads(environ["wsgi.input"].read(length)),
                                 start_response)
-        if target.startswith("DynamoDB_20120810.PutItem"):
+        if target.split(".")[-1] in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"):
             with world.lock:
                 response = inner(environ, start_response)
                 world.track()
@@ -438,6 +457,31 @@ def moto_app(world):
         return inner(environ, start_response)
 
     return app
+
+
+def cbor_bridge(world, environ, start_response):
+    """The CloudWatch SDK speaks Smithy RPC v2 CBOR, which moto does not: DescribeAlarms is
+    answered here from moto's CloudWatch backend, filtering by names and state together as
+    AWS does (moto ignores StateValue when AlarmNames is given)."""
+    import cbor2
+    from moto.cloudwatch.models import cloudwatch_backends
+    operation = environ["PATH_INFO"].rsplit("/", 1)[-1]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    request = cbor2.loads(environ["wsgi.input"].read(length)) if length else {}
+    headers = [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")]
+    world.count(operation)
+    if operation != "DescribeAlarms":
+        start_response("400 Bad Request", headers)
+        return [cbor2.dumps({"__type": "UnknownOperationException", "message": f"{operation}: not in the stand-in"})]
+    names, state = request.get("AlarmNames"), request.get("StateValue")
+    with world.lock:
+        found = [a for a in cloudwatch_backends[ACCOUNT][REGION].alarms.values()
+                 if (not names or a.name in names) and (not state or a.state_value == state)]
+    shown = lambda a: {"AlarmName": a.name, "StateValue": a.state_value}
+    body = {"MetricAlarms": [shown(a) for a in found if a.rule is None],
+            "CompositeAlarms": [shown(a) for a in found if a.rule is not None]}
+    start_response("200 OK", headers)
+    return [cbor2.dumps(body)]
 
 
 def ssm_recorder(world, operation, body, start_response):
