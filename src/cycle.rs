@@ -53,7 +53,7 @@ use crate::agent::{Agent, AgentMetadata};
 use crate::clock::Clock;
 use crate::config::{RebootPolicy, RuntimePolicy, Settings, StandalonePolicy};
 use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
-use crate::ecs::{Capacity, ContainerInstance, Ecs, Service, Task};
+use crate::ecs::{Capacity, ContainerInstance, Ecs, Listed, Service, Task};
 use crate::error::{Error, Kind, Result};
 use crate::fault;
 use crate::hooks::{HookContext, HookPoint, Hooks};
@@ -1012,7 +1012,7 @@ impl<'a> Machine<'a> {
             Ok(local) => self.ports.ecs.tasks(&local).await?,
             Err(e) => {
                 info!("listing the host's tasks from ECS: the agent cannot ({e})");
-                self.ports.ecs.tasks_on(arn).await?
+                self.ports.ecs.tasks_on(arn, Listed::Every).await?
             }
         };
         let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
@@ -1168,7 +1168,9 @@ impl<'a> Machine<'a> {
                 return Ok(TasksLeft { local, ..TasksLeft::default() });
             }
         }
-        let tasks = self.ports.ecs.tasks_on(arn).await?;
+        // With none desired RUNNING (counted), only the stopped ones can still be shutting down.
+        let listed = if counted == 0 { Listed::Stopping } else { Listed::Every };
+        let tasks = self.ports.ecs.tasks_on(arn, listed).await?;
         Ok(TasksLeft { tasks, counted, ..TasksLeft::default() })
     }
 

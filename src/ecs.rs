@@ -185,8 +185,9 @@ pub trait Ecs: Send + Sync {
     async fn set_draining(&self, arn: &str) -> Result<()>;
     /// Sets the instance ACTIVE.
     async fn set_active(&self, arn: &str) -> Result<()>;
-    /// Every task on the instance that has not yet STOPPED, whatever its desired status.
-    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>>;
+    /// The tasks on the instance that have not yet STOPPED, of either desired status or
+    /// only of desired status STOPPED.
+    async fn tasks_on(&self, arn: &str, listed: Listed) -> Result<Vec<Task>>;
     /// The tasks named that have not yet STOPPED (one DescribeTasks per 100).
     async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>>;
     /// The services named (unknown names are left out).
@@ -195,6 +196,15 @@ pub trait Ecs: Send + Sync {
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
     /// Deregisters a container instance record (a stale one left by a lost agent state).
     async fn deregister(&self, arn: &str) -> Result<()>;
+}
+
+/// Which tasks of an instance [`Ecs::tasks_on`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Desired RUNNING or STOPPED.
+    Every,
+    /// Desired STOPPED only (once ECS counts no task desired RUNNING: one ListTasks fewer).
+    Stopping,
 }
 
 /// [`Ecs`] through the official SDK.
@@ -328,15 +338,19 @@ impl Ecs for AwsEcs {
         self.set_status(arn, ContainerInstanceStatus::Active).await
     }
 
-    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
+    async fn tasks_on(&self, arn: &str, listed: Listed) -> Result<Vec<Task>> {
         // AWS: "runningTasksCount: The number of tasks on the container instance that have a
         // desired status (desiredStatus) of RUNNING", and ListTasks filters by desired status
         // too. A task being stopped leaves both at once, while it still spends the load
         // balancer's deregistration delay in DEACTIVATING and up to its stop timeout in
         // STOPPING, serving. So both desired statuses are listed and each task's lastStatus
         // decides: draining is complete when every task on the instance is STOPPED.
+        let desired_statuses = match listed {
+            Listed::Every => &[DesiredStatus::Running, DesiredStatus::Stopped][..],
+            Listed::Stopping => &[DesiredStatus::Stopped][..],
+        };
         let mut task_arns = Vec::new();
-        for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
+        for desired in desired_statuses.iter().cloned() {
             let mut pages = self
                 .client
                 .list_tasks()

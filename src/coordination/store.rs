@@ -109,9 +109,12 @@ const FORMAT: u32 = 2;
 /// Instances per stored snapshot part: about 150 bytes each, so a part stays near 30 KB
 /// (8 read units), far below DynamoDB's 400 KB item limit, at any cluster size.
 pub const PART_SIZE: usize = 200;
-/// Recent releases kept per slot (for the snapshot correction; fewer only means a wait for
-/// the next snapshot).
-const RELEASES_KEPT: usize = 4;
+/// Recent releases kept per slot: a host given back after the snapshot was taken is in
+/// service, though the snapshot shows it DRAINING. Fewer, or shorter, only means a wait for
+/// the next snapshot; the head accepts snapshots up to 2,000 s old (5,000 instances).
+const RELEASES_KEPT: usize = 8;
+/// How long a release is kept (longer than any snapshot the head accepts).
+const RELEASES_KEPT_FOR: Duration = Duration::from_secs(3600);
 /// How many times a write lost to another writer is retried at once.
 const CONFLICT_RETRIES: usize = 8;
 /// The furthest apart a waiter's looks are, in poll intervals.
@@ -121,6 +124,9 @@ const SLOWEST_PACE: f64 = 20.0;
 /// three seconds keeps a fleet's reads under 5 a second, well inside ECS's per-account
 /// budget, and still serves a hundred slots of seven minutes each (0.24 grants a second).
 pub const GRANT_SPACING: Duration = Duration::from_secs(3);
+/// How often the first two of the queue look at the control item (and the head at the
+/// slots): about a read unit a second per slot item for the head.
+const NEAR_LOOK: Duration = Duration::from_secs(1);
 
 /// The group's control item: small and fixed in size.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -540,8 +546,8 @@ impl StoreCoordinator {
 
     /// How often a snapshot of `instances` instances is refreshed ahead of the head (ms).
     /// A look costs two ECS calls per 100 instances, [`super::SNAPSHOT_CALL_SPACING`] apart:
-    /// four spacings per call between looks keep looks to a quarter of the time and a
-    /// quarter of a read a second.
+    /// four spacings per call between looks keep looks to a quarter of the time and a sixth
+    /// of a read a second.
     fn refresh_interval(instances: usize) -> u64 {
         2 * instances.div_ceil(100) as u64 * 4 * ms(super::SNAPSHOT_CALL_SPACING)
     }
@@ -852,8 +858,7 @@ impl StoreCoordinator {
         let now = self.now();
         let token = control.next_token.max(1);
         let (mut slot, slot_version) = slots.get(n).cloned().unwrap_or_default();
-        let keep = ms(self.snapshot_max_age).saturating_mul(2);
-        slot.released.retain(|(_, at)| at.saturating_add(keep) >= now);
+        slot.released.retain(|(_, at)| at.saturating_add(ms(RELEASES_KEPT_FOR)) >= now);
         slot.holder = Some(Holder {
             id: request.id.clone(),
             arn: request.arn.clone(),
@@ -892,10 +897,11 @@ impl StoreCoordinator {
         Ok(Some(Decision::Granted(Grant { group: self.group.clone(), token, slot: Some(n), services: Vec::new() })))
     }
 
-    /// How soon the first two of the queue look again, in poll intervals: as often as slots
-    /// may be granted.
+    /// How soon the first two of the queue look again, in poll intervals: every
+    /// [`NEAR_LOOK`], so that a slot given back is taken within a second or so and grants
+    /// can follow each other every [`GRANT_SPACING`].
     fn near_pace(&self) -> f64 {
-        (GRANT_SPACING.as_secs_f64() / self.poll.as_secs_f64().max(0.001)).min(0.25)
+        (NEAR_LOOK.as_secs_f64() / self.poll.as_secs_f64().max(0.001)).min(0.25)
     }
 
     /// A slot held by `request`'s cycle (a grant whose answer was lost).
@@ -955,10 +961,12 @@ impl Coordinator for StoreCoordinator {
             }
             let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1)) as f64;
             // A budget back or more, the host has time to refresh the snapshot before its
-            // turn (a budget's worth of grants takes a slot time).
+            // turn (a budget's worth of grants takes a slot time). In the last budget of the
+            // queue nobody refreshes: the head accepts twice the refresh interval, which
+            // covers it.
             if ahead >= 2
                 && ahead as f64 >= budget
-                && (ahead as f64) < 2.0 * budget
+                && (ahead as f64) < 3.0 * budget
                 && let Err(e) = self.refresh_ahead(ecs).await
             {
                 tracing::warn!("cannot refresh the shared cluster snapshot: {e}");
@@ -999,7 +1007,7 @@ impl Coordinator for StoreCoordinator {
     async fn release(&self, grant: &Grant, id: &str) -> Result<()> {
         let Some(n) = self.slot_of(grant).await? else { return Ok(()) };
         let now = self.now();
-        let keep = ms(self.snapshot_max_age).saturating_mul(2);
+        let keep = ms(RELEASES_KEPT_FOR).max(ms(self.snapshot_max_age).saturating_mul(2));
         self.update_slot(n, |s| {
             if !s.holder.as_ref().is_some_and(|h| h.id == id && h.token == grant.token) {
                 return false;

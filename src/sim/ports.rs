@@ -12,7 +12,7 @@ use super::world::{HOST_CAPACITY, InQueue, World, WorldState};
 use crate::agent::{Agent, AgentMetadata, AgentTask};
 use crate::clock::Clock;
 use crate::coordination::store::Control;
-use crate::ecs::{ContainerInstance, Ecs, Service, Task};
+use crate::ecs::{ContainerInstance, Ecs, Listed, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lifecycle::{Leaving, Lifecycle, ScaleIn};
@@ -241,14 +241,16 @@ impl Ecs for SimEcs {
         })
     }
 
-    async fn tasks_on(&self, arn: &str) -> Result<Vec<Task>> {
+    async fn tasks_on(&self, arn: &str, listed: Listed) -> Result<Vec<Task>> {
         let tasks: Vec<Task> = {
             let w = self.world.lock().expect("world");
             let index = w.index(arn).ok_or_else(|| missing(arn))?;
-            w.tasks[index].iter().map(Self::task).collect()
+            let shown = |t: &&super::world::SimTask| listed == Listed::Every || t.stopping_until.is_some();
+            w.tasks[index].iter().filter(shown).map(Self::task).collect()
         };
-        // Two ListTasks calls (both desired statuses) and a DescribeTasks when there are tasks.
-        drop(self.read("ListTasks+DescribeTasks", if tasks.is_empty() { 2 } else { 3 }));
+        // A ListTasks call per desired status, and a DescribeTasks when there are tasks.
+        let lists = if listed == Listed::Every { 2 } else { 1 };
+        drop(self.read("ListTasks+DescribeTasks", lists + usize::from(!tasks.is_empty())));
         Ok(tasks)
     }
 
