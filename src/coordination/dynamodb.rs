@@ -189,51 +189,44 @@ impl LeaseStore for DynamoStore {
 
     async fn save(&self, write: &Write) -> Result<bool> {
         let condition = Self::condition(write.expect);
-        let sent = match &write.body {
-            Some(body) if write.expect == Expect::Any => self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(&write.key)))
-                .update_expression(Self::OVERWRITE)
-                .set_expression_attribute_values(Some(Self::overwrite_values(body)))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| Some(dynamo_error(&self.table, "UpdateItem", e))),
-            Some(body) => self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(Self::item(&write.key, body, write.expect)))
-                .set_condition_expression(condition.as_ref().map(|(c, _)| (*c).to_string()))
-                .set_expression_attribute_values(condition.and_then(|(_, v)| v))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| match e {
-                    SdkError::ServiceError(e) if e.err().is_conditional_check_failed_exception() => None,
-                    e => Some(dynamo_error(&self.table, "PutItem", e)),
-                }),
-            None => self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(&write.key)))
-                .set_condition_expression(condition.as_ref().map(|(c, _)| (*c).to_string()))
-                .set_expression_attribute_values(condition.and_then(|(_, v)| v))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| match e {
-                    SdkError::ServiceError(e) if e.err().is_conditional_check_failed_exception() => None,
-                    e => Some(dynamo_error(&self.table, "DeleteItem", e)),
-                }),
-        };
-        match sent {
-            Ok(()) => Ok(true),
-            Err(None) => Ok(false),
-            Err(Some(e)) => Err(e),
+        let (expression, values) = (condition.as_ref().map(|(c, _)| (*c).to_string()), condition.and_then(|(_, v)| v));
+        match &write.body {
+            Some(body) if write.expect == Expect::Any => {
+                let sent = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(&write.key)))
+                    .update_expression(Self::OVERWRITE)
+                    .set_expression_attribute_values(Some(Self::overwrite_values(body)))
+                    .send()
+                    .await;
+                written(&self.table, "UpdateItem", sent)
+            }
+            Some(body) => {
+                let sent = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(Self::item(&write.key, body, write.expect)))
+                    .set_condition_expression(expression)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await;
+                written(&self.table, "PutItem", sent)
+            }
+            None => {
+                let sent = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(&write.key)))
+                    .set_condition_expression(expression)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await;
+                written(&self.table, "DeleteItem", sent)
+            }
         }
     }
 
@@ -276,6 +269,20 @@ impl LeaseStore for DynamoStore {
             .ok_or_else(|| {
                 Error::Lease(format!("DynamoDB UpdateItem on {key} in table {} returned no counter", self.table))
             })
+    }
+}
+
+/// `Ok(true)` when the write was made, `Ok(false)` when its condition did not hold
+/// (ConditionalCheckFailedException).
+fn written<O, E, R>(table: &str, operation: &str, sent: std::result::Result<O, SdkError<E, R>>) -> Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match sent {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(dynamo_error(table, operation, e)),
     }
 }
 
