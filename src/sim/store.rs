@@ -331,3 +331,55 @@ impl LeaseStore for MemoryStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::world::WorldState;
+
+    fn store(limits: Limits) -> MemoryStore {
+        let world = Arc::new(std::sync::Mutex::new(WorldState::new(1, 1, 1)));
+        MemoryStore::new(world, Arc::new(SimClock::new(1)), limits)
+    }
+
+    fn put(key: &str, bytes: usize, expect: Expect) -> Write {
+        Write { key: key.into(), body: Some("x".repeat(bytes)), expect }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn capacity_is_counted_as_dynamodb_counts_it() {
+        let s = store(Limits::default());
+        // 1,500 bytes of body and ~70 of names and values: 2 write units.
+        assert!(s.save(&put("a", 1500, Expect::Absent)).await.unwrap());
+        assert_eq!(s.usage().write_units, 2.0);
+        // A failed conditional write is charged all the same.
+        assert!(!s.save(&put("a", 1500, Expect::Absent)).await.unwrap());
+        assert_eq!(s.usage().write_units, 4.0);
+        // A transaction costs twice; reads round up to 4 KB, halved when eventually consistent.
+        assert!(s.commit(&[put("b", 100, Expect::Absent)]).await.unwrap());
+        assert_eq!(s.usage().write_units, 6.0);
+        s.load("a", Consistency::Strong).await.unwrap();
+        s.load("a", Consistency::Eventual).await.unwrap();
+        s.load_many(&["a".into(), "b".into()], Consistency::Strong).await.unwrap();
+        assert_eq!(s.usage().read_units, 1.0 + 0.5 + 2.0);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn items_over_400_kb_and_keys_over_their_partition_rate_are_refused() {
+        let s = store(Limits::default());
+        let err = s.save(&put("big", 400 * 1024, Expect::Any)).await.unwrap_err().to_string();
+        assert!(err.contains("400 KB"), "{err}");
+        assert_eq!(s.usage().too_large, 1);
+        assert!(s.get("big").is_none());
+        // 100 writes of 10 units each fill the key's 1,000 for this second; the next is
+        // throttled (after the SDK's retries, which run into the next second only by luck:
+        // the clock stands still here but for the backoff).
+        for _ in 0..100 {
+            s.save(&put("hot", 9 * 1024, Expect::Any)).await.unwrap();
+        }
+        assert_eq!(s.usage().peak_write_units_per_key, (1000.0, "hot".to_string()));
+        let before = s.usage().throttled;
+        let _ = s.save(&put("hot", 9 * 1024, Expect::Any)).await;
+        assert!(s.usage().throttled > before, "the 101st write in one second is throttled");
+    }
+}
