@@ -87,7 +87,7 @@ fn a_run_killed_mid_transaction_is_resumed_by_installing_again_after_the_lock() 
         assert_patched(&host);
         let lease = &host.control("lease", "{}")["demo/default"];
         assert_eq!(lease["holders"], serde_json::json!([]), "{manager}: {lease}");
-        assert_eq!(lease["next_token"], 2, "{manager}: one grant, kept across the kill: {lease}");
+        assert_eq!(lease["control"]["next_token"], 2, "{manager}: one grant, kept across the kill: {lease}");
     }
 }
 
@@ -299,17 +299,19 @@ fn missing_credentials_fail_at_once_naming_the_chain() {
 #[test]
 fn expired_credentials_fail_at_once_without_retries() {
     let host = TestHost::start(Options::default());
-    host.control("inject", r#"{"operation": "ListTasks", "code": "ExpiredTokenException", "times": 100}"#);
+    // The first ECS call of the cycle: describing the host's tasks for the services check.
+    host.control("inject", r#"{"operation": "DescribeTasks", "code": "ExpiredTokenException", "times": 100}"#);
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("no valid AWS credentials (ExpiredTokenException"), "{}", run.stdout);
-    assert_eq!(host.calls("ListTasks"), 1, "tried once, not retried as if ECS were throttling");
+    assert_eq!(host.calls("DescribeTasks"), 1, "tried once, not retried as if ECS were throttling");
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
 }
 
 #[test]
 fn credentials_expiring_during_the_drain_end_the_run_at_once() {
-    let host = TestHost::start(Options { standalone_tasks: 1, ..Options::default() });
+    // The drain asks ECS once the host's own agent runs no task: the service tasks move away.
+    let host = TestHost::start(Options::default());
     let mut run = host.spawn_run();
     wait_until_draining(&host);
     host.control(
