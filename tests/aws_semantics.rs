@@ -335,7 +335,8 @@ fn throttling_and_server_errors_are_ridden_out() {
     // Three of each: the SDK's standard retry mode makes three attempts itself, so only
     // the third failure in a row reaches ecs-patchd's own retry of the step.
     let host = TestHost::start(Options::default());
-    host.control("inject", r#"{"operation": "ListTasks", "code": "ThrottlingException", "times": 3}"#);
+    // PutAttributes: the mark set at the drain's start, a step that fails and is retried.
+    host.control("inject", r#"{"operation": "PutAttributes", "code": "ThrottlingException", "times": 3}"#);
     host.control(
         "inject",
         r#"{"operation": "DescribeContainerInstances", "code": "ServerException", "status": 500, "times": 3}"#,
