@@ -931,8 +931,8 @@ impl<'a> Machine<'a> {
                     fmt(coordination.wait_timeout)
                 )));
             }
-            // As often as the coordinator advises: next in line looks four times as often as
-            // the poll interval, the back of a long queue seldom.
+            // As often as the coordinator advises: the first in line every second or so, the
+            // back of a long queue seldom.
             let wait = self.ports.clock.jitter(coordination.poll.mul_f64(pace));
             self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
         }

@@ -281,7 +281,14 @@ where
 {
     match sent {
         Ok(_) => Ok(true),
-        Err(SdkError::ServiceError(e)) if e.err().code() == Some("ConditionalCheckFailedException") => Ok(false),
+        // A write meeting a transaction under way on the item fails with
+        // TransactionConflictException, which the SDK does not retry: read again, as for a
+        // condition that did not hold.
+        Err(SdkError::ServiceError(e))
+            if matches!(e.err().code(), Some("ConditionalCheckFailedException" | "TransactionConflictException")) =>
+        {
+            Ok(false)
+        }
         Err(e) => Err(dynamo_error(table, operation, e)),
     }
 }

@@ -61,8 +61,8 @@ pub enum Decision {
     Wait {
         /// Why not yet.
         reason: String,
-        /// Ask again after this many poll intervals (`coordination.poll`): a quarter for the
-        /// host next in line (a slot may free up at any moment), more the further back it is.
+        /// Ask again after this many poll intervals (`coordination.poll`): little for the
+        /// first in line (a slot may free up at any moment), more the further back it is.
         pace: f64,
     },
     /// The group is paused: why. Nothing new starts until an operator resumes.

@@ -17,8 +17,9 @@
 //! and the slots, one transaction advances `served`, issues the fencing token and fills a
 //! free slot, so two hosts can never take the same slot or exceed the budget. Hosts behind
 //! the head read the control item eventually consistently, less often the further back they
-//! are, and make no ECS call; a head that stopped asking is skipped by the host behind it.
-//! Only the head looks at the cluster, and then only when the shared snapshot is too old.
+//! are; waiters in front that stopped asking are skipped. The next in line checks its
+//! services (ECS) while the head takes its turn; the head decides with the shared snapshot,
+//! which a waiter one to three budgets back refreshes before it is too old.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,17 +107,21 @@ pub fn record_key(cluster: &str, group: &str) -> String {
 
 /// The format of the items this version writes; version 1 kept everything in one item.
 const FORMAT: u32 = 2;
-/// Instances per stored snapshot part: about 150 bytes each, so a part stays near 30 KB
-/// (8 read units), far below DynamoDB's 400 KB item limit, at any cluster size.
+/// Instances per stored snapshot part: about 60 bytes each packed, so a part stays near
+/// 12 KB (3 read units), far below DynamoDB's 400 KB item limit, at any cluster size.
 pub const PART_SIZE: usize = 200;
 /// Recent releases kept per slot: a host given back after the snapshot was taken is in
 /// service, though the snapshot shows it DRAINING. Fewer, or shorter, only means a wait for
-/// the next snapshot; the head accepts snapshots up to 2,000 s old (5,000 instances).
+/// the next snapshot; the head accepts snapshots up to 1,200 s old (5,000 instances).
 const RELEASES_KEPT: usize = 8;
 /// How long a release is kept (longer than any snapshot the head accepts).
 const RELEASES_KEPT_FOR: Duration = Duration::from_secs(3600);
 /// How many times a write lost to another writer is retried at once.
 const CONFLICT_RETRIES: usize = 8;
+/// Tickets at the queue's front a waiter looks at when the queue has not moved.
+const SKIP_SCAN: u64 = 100;
+/// A queue front unmoved this long is looked at for waiters that stopped asking.
+const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// The furthest apart a waiter's looks are, in poll intervals.
 const SLOWEST_PACE: f64 = 20.0;
 /// The least time between two grants. A cycle costs about a dozen ECS reads, five of them
@@ -255,6 +260,8 @@ struct Memory {
     tickets: HashMap<String, (u64, u64)>,
     /// The last snapshot read or taken.
     snapshot: Option<Arc<Snapshot>>,
+    /// The queue's front (`served`) as last seen, and since when (unix ms).
+    front: Option<(u64, u64)>,
 }
 
 /// Settings of a [`StoreCoordinator`].
@@ -661,30 +668,63 @@ impl StoreCoordinator {
         self.memory().tickets.remove(cycle);
     }
 
-    /// Moves the queue past ticket `head` if its host stopped asking: true if it did.
-    async fn skip_if_gone(&self, head: u64) -> Result<bool> {
-        let key = self.ticket_key(head);
-        let gone = match self.read::<Ticket>(&key, Consistency::Strong).await? {
-            None => true,
-            Some((t, _)) => t.asked_at.saturating_add(ms(self.ttl)) < self.now(),
-        };
-        if !gone {
+    /// Moves the queue past the tickets at its front whose hosts stopped asking (withdrawn,
+    /// never written, or not refreshed within the lease TTL), looking at most
+    /// [`SKIP_SCAN`] of them before `ticket`: true if it moved. Hosts that leave the queue
+    /// out of order (a pause, a window closing) leave such runs behind.
+    async fn skip_gone(&self, served: u64, ticket: u64) -> Result<bool> {
+        let last = ticket.saturating_sub(1).min(served + SKIP_SCAN);
+        let keys: Vec<String> = (served + 1..=last).map(|t| self.ticket_key(t)).collect();
+        let now = self.now();
+        let mut run = 0;
+        for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Strong).await?) {
+            let gone = match stored {
+                None => true,
+                Some(v) => self.parse::<Ticket>(key, &v.body)?.asked_at.saturating_add(ms(self.ttl)) < now,
+            };
+            if !gone {
+                break;
+            }
+            run += 1;
+        }
+        if run == 0 {
             return Ok(false);
         }
         let mut skipped = false;
         self.update_control(|c| {
-            skipped = c.served + 1 == head;
+            skipped = c.served == served;
             if skipped {
-                c.served = head;
+                c.served = served + run;
             }
             skipped
         })
         .await?;
         if skipped {
-            tracing::info!(ticket = head, "skipped a waiter that stopped asking for a slot");
-            self.store.save(&Self::delete(key)).await?;
+            tracing::info!(tickets = run, "skipped waiters that stopped asking for a slot");
+            for key in &keys[..usize::try_from(run).unwrap_or(usize::MAX)] {
+                self.store.save(&Self::delete(key.clone())).await?;
+            }
         }
         Ok(skipped)
+    }
+
+    /// Whether the queue's front has not moved for [`STUCK_AFTER`], as this host saw it.
+    fn stuck(&self, served: u64) -> bool {
+        let now = self.now();
+        let mut memory = self.memory();
+        match memory.front {
+            Some((seen, since)) if seen == served => {
+                let stuck = since.saturating_add(ms(STUCK_AFTER)) <= now;
+                if stuck {
+                    memory.front = Some((served, now));
+                }
+                stuck
+            }
+            _ => {
+                memory.front = Some((served, now));
+                false
+            }
+        }
     }
 
     /// Deals with holders whose lease expired; true when anything changed.
@@ -811,10 +851,10 @@ impl StoreCoordinator {
         if control.served + 1 != ticket {
             return Ok(None);
         }
-        let spaced = control.last_grant_at.saturating_add(ms(GRANT_SPACING));
-        if spaced > self.now() {
-            // At most a few seconds: wait here, then read again.
-            self.clock.sleep(Duration::from_millis(spaced - self.now())).await;
+        // At most the spacing (another host's clock may run ahead): wait here, read again.
+        let wait = control.last_grant_at.saturating_add(ms(GRANT_SPACING)).saturating_sub(self.now());
+        if wait > 0 {
+            self.clock.sleep(Duration::from_millis(wait.min(ms(GRANT_SPACING)))).await;
             return Ok(None);
         }
         let slots = self.slots(control.slots).await?;
@@ -829,10 +869,6 @@ impl StoreCoordinator {
                 reason: format!("first in the queue, all {budget} slot(s) held"),
                 pace: self.near_pace(),
             }));
-        }
-        // Only the head asks CloudWatch, and only when a slot is free.
-        if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
-            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
         }
         let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before).await?;
         if policy::free_slots(&record, &snapshot, &self.policy, &request.id) == 0 {
@@ -855,6 +891,11 @@ impl StoreCoordinator {
                 pace: self.near_pace(),
             }));
         };
+        // Only the head asks CloudWatch, only when a slot is free, and last, right before
+        // the grant.
+        if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
+            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
+        }
         let now = self.now();
         let token = control.next_token.max(1);
         let (mut slot, slot_version) = slots.get(n).cloned().unwrap_or_default();
@@ -922,25 +963,30 @@ impl StoreCoordinator {
 impl Coordinator for StoreCoordinator {
     async fn acquire(&self, request: &SlotRequest, ecs: &dyn Ecs) -> Result<Decision> {
         for _ in 0..CONFLICT_RETRIES {
-            let known = self.memory().tickets.contains_key(&request.cycle);
-            let ticket = self.ticket(request).await?;
+            let known = self.memory().tickets.get(&request.cycle).map(|(t, _)| *t);
             let (control, _) = self.control(Consistency::Eventual).await?;
-            if ticket <= control.served || !known {
-                // Served before we heard the answer (or before a restart)? Then the slot is ours.
+            if known.is_none_or(|t| t <= control.served) {
+                // First ask of this process, or served meanwhile: a grant whose answer was
+                // lost (or held before a restart) is still ours, paused or not.
                 let (control, _) = self.control(Consistency::Strong).await?;
                 if let Some(grant) = self.held_by(request, &control).await? {
                     self.forget_ticket(&request.cycle);
                     return Ok(Decision::Granted(grant));
                 }
-                if ticket <= control.served {
+                if known.is_some() {
                     // Skipped (we stopped asking for longer than the lease TTL): queue again.
                     self.forget_ticket(&request.cycle);
                     self.store.save(&Self::delete(self.queued_key(&request.id))).await?;
                     continue;
                 }
             }
+            // No new place in the queue while the roll is paused.
             if let Some(pause) = &control.paused {
                 return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
+            }
+            let ticket = self.ticket(request).await?;
+            if ticket <= control.served {
+                continue;
             }
             self.refresh_ticket(request, ticket).await?;
             let ahead = ticket - control.served - 1;
@@ -955,8 +1001,11 @@ impl Coordinator for StoreCoordinator {
                     Some(decision) => return Ok(decision),
                 }
             }
-            // Right behind the head: a head that stopped asking is skipped.
-            if ahead == 1 && self.skip_if_gone(control.served + 1).await? {
+            // Right behind the head, or the front not moving for a while: waiters in front
+            // that stopped asking are skipped.
+            if (ahead == 1 || (ahead <= SKIP_SCAN && self.stuck(control.served)))
+                && self.skip_gone(control.served, ticket).await?
+            {
                 continue;
             }
             let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1)) as f64;
@@ -1230,5 +1279,33 @@ mod tests {
         coordinator.release_holder(&a.id).await.unwrap();
         let decision = coordinator.acquire(&c, &bench.ecs(2)).await.unwrap();
         assert!(matches!(decision, Decision::Granted(_)), "b was skipped: {decision:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn waiters_that_left_out_of_order_do_not_stall_the_queue() {
+        let bench = Bench::new(5);
+        let coordinators: Vec<StoreCoordinator> = (0..5).map(|_| bench.coordinator(1)).collect();
+        let requests: Vec<SlotRequest> = (0..5).map(|h| bench.request(h)).collect();
+        let ecs: Vec<SimEcs> = (0..5).map(|h| bench.ecs(h)).collect();
+        let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
+        assert!(matches!(ask(0).await.unwrap(), Decision::Granted(_)));
+        for h in 1..5 {
+            assert!(matches!(ask(h).await.unwrap(), Decision::Wait { .. }));
+        }
+        // Hosts 2 and 3 give up, then host 1 at the head: two gone tickets at the front,
+        // and host 4 two places back, where no host is right behind the head.
+        for h in [2, 3, 1] {
+            coordinators[h].withdraw(&requests[h]).await.unwrap();
+        }
+        coordinators[0].release_holder(&requests[0].id).await.unwrap();
+        let mut granted = false;
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(31)).await;
+            if matches!(ask(4).await.unwrap(), Decision::Granted(_)) {
+                granted = true;
+                break;
+            }
+        }
+        assert!(granted, "the queue moved past the tickets left behind: {:?}", coordinators[0].view().await.unwrap());
     }
 }

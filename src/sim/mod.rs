@@ -158,7 +158,7 @@ pub struct Report {
     /// their share of the snapshot refreshes (0 unless a stale lease under `reclaim` made one
     /// describe the dead holder).
     pub ecs_reads_behind_queue_head: usize,
-    /// ECS reads taking the cluster snapshots (by the head, or a host half a budget back).
+    /// ECS reads taking the cluster snapshots (by the head, or a host one to three budgets back).
     pub snapshot_reads: usize,
     /// Hosts whose journal says patched.
     pub patched: usize,
