@@ -985,6 +985,9 @@ impl Coordinator for StoreCoordinator {
                 return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
             }
             let ticket = self.ticket(request).await?;
+            // A ticket just taken may have been skipped before it was written (its place
+            // looked empty to the host behind): look at the queue again before using it.
+            let control = if known.is_none() { self.control(Consistency::Eventual).await?.0 } else { control };
             if ticket <= control.served {
                 continue;
             }
