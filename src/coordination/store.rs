@@ -1211,6 +1211,16 @@ mod tests {
             }
         }
 
+        /// `n` hosts, each its own process (its own coordinator's memory): their coordinators,
+        /// requests and views of ECS.
+        fn hosts(&self, n: usize, budget: u32) -> (Vec<StoreCoordinator>, Vec<SlotRequest>, Vec<SimEcs>) {
+            (
+                (0..n).map(|_| self.coordinator(budget)).collect(),
+                (0..n).map(|h| self.request(h)).collect(),
+                (0..n).map(|h| self.ecs(h)).collect(),
+            )
+        }
+
         fn request(&self, host: usize) -> SlotRequest {
             let w = self.world.lock().unwrap();
             SlotRequest {
@@ -1225,10 +1235,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn hosts_can_never_take_more_slots_than_the_budget() {
         let bench = Bench::new(6);
-        // Each host its own process (its own memory), all asking at once, many times over.
-        let coordinators: Vec<StoreCoordinator> = (0..4).map(|_| bench.coordinator(2)).collect();
-        let ecs: Vec<SimEcs> = (0..4).map(|h| bench.ecs(h)).collect();
-        let requests: Vec<SlotRequest> = (0..4).map(|h| bench.request(h)).collect();
+        // Each host its own process, all asking at once, many times over.
+        let (coordinators, requests, ecs) = bench.hosts(4, 2);
         let mut granted = std::collections::BTreeSet::new();
         for _ in 0..20 {
             let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
@@ -1287,9 +1295,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn waiters_that_left_out_of_order_do_not_stall_the_queue() {
         let bench = Bench::new(5);
-        let coordinators: Vec<StoreCoordinator> = (0..5).map(|_| bench.coordinator(1)).collect();
-        let requests: Vec<SlotRequest> = (0..5).map(|h| bench.request(h)).collect();
-        let ecs: Vec<SimEcs> = (0..5).map(|h| bench.ecs(h)).collect();
+        let (coordinators, requests, ecs) = bench.hosts(5, 1);
         let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
         assert!(matches!(ask(0).await.unwrap(), Decision::Granted(_)));
         for h in 1..5 {
