@@ -7,6 +7,37 @@ use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
+/// The HTTP client of every AWS call and of IMDS: hyper over rustls with ring, trusting the
+/// system's root certificates (the SDK's default client would bring aws-lc-rs, a second
+/// crypto library beside the one reqwest uses).
+fn http_client() -> aws_sdk_ecs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https()
+}
+
+/// The SDK's configuration loader (credentials chain, region chain, endpoint variables)
+/// with ecs-patchd's HTTP client and timeouts.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).timeout_config(timeouts())
+}
+
+/// An IMDSv2 client (the SDK's: session tokens, retries, AWS_EC2_METADATA_SERVICE_ENDPOINT).
+pub fn imds() -> aws_config::imds::Client {
+    let provider = aws_config::provider_config::ProviderConfig::default().with_http_client(http_client());
+    aws_config::imds::Client::builder().configure(&provider).build()
+}
+
+/// No AWS call may hang a step past its own deadline.
+fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(20))
+        .operation_timeout(std::time::Duration::from_secs(60))
+        .build()
+}
+
 /// Where the SDK's default chain looks for credentials, in order (aws-config's
 /// `DefaultCredentialsChain`), for messages that must say what was tried.
 const CREDENTIAL_CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), \

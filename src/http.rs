@@ -1,16 +1,16 @@
 //! HTTP clients for what the AWS SDK does not cover (the ECS agent's API, FleetLock, the
-//! webhook): reqwest over rustls, with the crypto provider the AWS SDK already carries
-//! (aws-lc-rs, so the binary holds one crypto library) and the system's trusted roots.
+//! webhook): reqwest over rustls, with the crypto provider the AWS SDK's client uses too
+//! (ring, so the binary holds one crypto library) and the system's trusted roots.
 
 use std::sync::Once;
 
 static PROVIDER: Once = Once::new();
 
-/// A client builder whose https uses aws-lc-rs and the system's root certificates.
+/// A client builder whose https uses ring and the system's root certificates.
 pub fn client_builder() -> reqwest::ClientBuilder {
     PROVIDER.call_once(|| {
         // Err: the process already has a default provider, which then serves.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
     });
     reqwest::Client::builder()
 }

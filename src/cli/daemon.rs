@@ -134,7 +134,7 @@ impl Daemon {
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
                 let settings = &self.settings;
                 let attempt = async {
-                    let imds = aws_config::imds::Client::builder().build();
+                    let imds = ecs_patchd::aws::imds();
                     let aws = aws_config(&instance.region).await;
                     let agent = agent(settings)?;
                     let next = match journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) {

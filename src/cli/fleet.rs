@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_config::BehaviorVersion;
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -54,7 +53,7 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
         None => identity::cluster_from_ecs_config(&settings.paths.ecs_config)
             .map_err(|e| Error::Config(format!("name the cluster with --cluster or identity.cluster ({e})")))?,
     };
-    let aws = aws_config::defaults(BehaviorVersion::latest()).timeout_config(super::aws_timeouts()).load().await;
+    let aws = ecs_patchd::aws::config_loader().load().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = &settings.coordination;
     match c.backend {

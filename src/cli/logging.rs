@@ -6,30 +6,41 @@ use std::time::Instant;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Variable that overrides the log filter (tracing's `EnvFilter` syntax).
+/// Variable that overrides the log filter: comma-separated `level` or `target=level`
+/// directives (tracing-subscriber's `Targets`, e.g. `warn,ecs_patchd=debug`).
 const FILTER_VARIABLE: &str = "ECS_PATCHD_LOG";
 
 /// Sets up logging to stderr, or to the journal when stderr is connected to it.
 /// `verbose` shows each step (for `run`); otherwise only warnings and errors.
 pub fn init(verbose: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let default = if verbose { "warn,ecs_patchd=info" } else { "warn" };
-    let filter = EnvFilter::try_from_env(FILTER_VARIABLE).unwrap_or_else(|_| EnvFilter::new(default));
+    let chosen = std::env::var(FILTER_VARIABLE).ok();
+    let filter: Targets = match chosen.as_deref().map(str::parse) {
+        Some(Ok(filter)) => filter,
+        Some(Err(e)) => {
+            eprintln!("ecs-patchd: {FILTER_VARIABLE}: {e}; logging with the default filter ({default})");
+            default.parse()?
+        }
+        None => default.parse()?,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
     if stderr_is_journal() {
-        let journald = tracing_journald::layer()?.with_syslog_identifier("ecs-patchd".into());
-        tracing_subscriber::registry().with(filter).with(journald).try_init()?;
+        // Fields under their own names (STEP=, CYCLE=, ...), as `journalctl CYCLE=...` expects,
+        // not tracing-journald's default F_ prefix.
+        let journald = tracing_journald::layer()?.with_syslog_identifier("ecs-patchd".into()).with_field_prefix(None);
+        registry.with(journald).try_init()?;
     } else {
-        tracing_subscriber::fmt()
+        let terminal = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .event_format(StepLines { start: Instant::now() })
-            .try_init()?;
+            .event_format(StepLines { start: Instant::now() });
+        registry.with(terminal).try_init()?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command line: parses arguments, wires the real side effects, prints results.
 //! The only place that writes to the terminal.
 
+mod assets;
 mod daemon;
 mod fleet;
 mod logging;
@@ -10,8 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use ecs_patchd::agent::{Agent, IntrospectionClient};
 use ecs_patchd::clock::{Clock, SystemClock};
@@ -88,6 +88,12 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the man pages and shell completions under DIR (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Where to write man/ and completions/.
+        dir: PathBuf,
     },
 }
 
@@ -185,6 +191,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         // The simulator reads no configuration and runs its own virtual-time runtime.
         Command::Simulate(args) => simulate(args),
+        Command::Assets { dir } => assets::write(Cli::command(), dir).map(|()| ExitCode::SUCCESS),
         command => on_this_host(command, cli.config.clone()),
     };
     result.unwrap_or_else(|e| fail(&e))
@@ -208,7 +215,7 @@ fn on_this_host(command: &Command, config: Option<PathBuf>) -> Result<ExitCode> 
             Command::Config => show_config(&settings),
             Command::Status { json } => status(&settings, *json),
             Command::Fleet { cluster, command } => fleet::run(&settings, cluster.clone(), command).await,
-            Command::Simulate(args) => simulate(args),
+            Command::Simulate(_) | Command::Assets { .. } => unreachable!("main runs these without a configuration"),
         }
     })
 }
@@ -608,7 +615,7 @@ async fn stop_safely(name: &'static str) -> &'static str {
 /// IMDS, this instance's identity document, and the AWS configuration for its region, whose
 /// credentials are checked once, before any step.
 async fn this_instance() -> Result<(aws_config::imds::Client, InstanceDocument, aws_config::SdkConfig)> {
-    let imds = aws_config::imds::Client::builder().build();
+    let imds = ecs_patchd::aws::imds();
     let instance = identity::instance_document(&imds).await?;
     let aws = aws_config(&instance.region).await;
     ecs_patchd::aws::check_credentials(&aws).await?;
@@ -616,20 +623,7 @@ async fn this_instance() -> Result<(aws_config::imds::Client, InstanceDocument, 
 }
 
 async fn aws_config(region: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()))
-        .timeout_config(aws_timeouts())
-        .load()
-        .await
-}
-
-/// No AWS call may hang a step past its own deadline.
-fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .operation_attempt_timeout(std::time::Duration::from_secs(20))
-        .operation_timeout(std::time::Duration::from_secs(60))
-        .build()
+    ecs_patchd::aws::config_loader().region(aws_config::Region::new(region.to_string())).load().await
 }
 
 fn agent(settings: &Settings) -> Result<Box<dyn Agent>> {
