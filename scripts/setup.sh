@@ -3,11 +3,19 @@
 # sudo available): dnf, rpm and createrepo_c for the dnf root, apt-utils for the apt
 # repository, busybox-static for a shell inside the throwaway roots, systemd for
 # systemd-analyze verify of the unit, and moto in .venv.
+# `scripts/setup.sh packaging` installs what scripts/package and scripts/check-packages need
+# instead: zig and cargo-zigbuild (glibc 2.26 builds), cfn-lint, cargo-deb and
+# cargo-generate-rpm, the aarch64 Rust target, and qemu-user with arm64's glibc to run the
+# aarch64 binary.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Versions the packages were last built and checked with.
+ZIGLANG=0.17.1 CARGO_ZIGBUILD=0.24.1 CFN_LINT=1.58.0 CARGO_DEB=3.8.0 CARGO_GENERATE_RPM=0.21.1
+
 packages=(dnf dnf-plugins-core rpm createrepo-c apt-utils busybox-static python3-venv systemd)
+[[ ${1:-} == packaging ]] && packages=(rpm dnf busybox-static python3-venv systemd binutils qemu-user libc6-arm64-cross)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,8 +28,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+[[ -x .venv/bin/pip ]] || python3 -m venv .venv
+pip=(.venv/bin/pip install -q --disable-pip-version-check)
+
+if [[ ${1:-} == packaging ]]; then
+  # pip and cargo skip what is already installed at these versions.
+  "${pip[@]}" "ziglang==$ZIGLANG" "cargo-zigbuild==$CARGO_ZIGBUILD" "cfn-lint==$CFN_LINT"
+  cargo install --quiet --locked "cargo-deb@$CARGO_DEB" "cargo-generate-rpm@$CARGO_GENERATE_RPM"
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+  exit 0
+fi
+
 if ! .venv/bin/python -c "import moto.server, boto3" 2>/dev/null; then
   echo "setup: installing moto into .venv" >&2
-  python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check "moto[server]>=5,<6" "cbor2>=5,<6"
+  "${pip[@]}" "moto[server]>=5,<6" "cbor2>=5,<6"
 fi
