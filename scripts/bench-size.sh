@@ -8,7 +8,7 @@
 # The goal (issue 10): <= 10 MB stripped with every feature, the simulator no more than 10 %
 # slower than with the old profile ("o3": fat LTO, one codegen unit, opt-level 3, unwinding
 # panics). The release profile in Cargo.toml is the "s+abort" row; the packages are built
-# with packaging/size.toml on top, the "s+abort+sdk-z" row.
+# with packaging/size.toml on top, the "s+abort+cold-z" row.
 # usage: scripts/bench-size.sh [variant...]   (default: all; 5 to 8 minutes a build on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +21,9 @@ declare -A variants=(
   [z+abort]='profile.release.opt-level="z" profile.release.panic="abort"'
   [deps-z,own-o3]='profile.release.opt-level=3 profile.release.panic="abort" profile.release.package."*".opt-level="z"'
   [deps-z,own-s]='profile.release.opt-level="s" profile.release.panic="abort" profile.release.package."*".opt-level="z"'
-  [s+abort+sdk-z]='profile.release.opt-level="s" profile.release.panic="abort" packaging/size.toml'
+  [s+abort+cold-z]='profile.release.opt-level="s" profile.release.panic="abort" packaging/size.toml'
 )
-order=(o3 o3+abort s s+abort z+abort deps-z,own-o3 deps-z,own-s s+abort+sdk-z)
+order=(o3 o3+abort s s+abort z+abort deps-z,own-o3 deps-z,own-s s+abort+cold-z)
 (($#)) && order=("$@")
 
 best_of() { # best_of N command... : the least wall time in seconds of N runs
