@@ -2,9 +2,8 @@
 # Binary size against simulator speed, one release-profile option at a time.
 # Each variant builds the x86_64 release binary in its own target directory (so variants do
 # not rebuild each other) with profile options given as `cargo --config`, then, once all are
-# built (so the timings share the machine's conditions), prints the stripped size, the build
-# time, the best of three wall times of a 1,000-host simulation and the best of two of a
-# 5,000-host one.
+# built, prints the stripped size, the build time, and the median wall times of a 1,000-host
+# and a 5,000-host simulation, run interleaved across the variants.
 # The goal (issue 10): <= 10 MB stripped with every feature, the simulator no more than 10 %
 # slower than with the old profile ("o3": fat LTO, one codegen unit, opt-level 3, unwinding
 # panics). The release profile in Cargo.toml is the "s+abort" row; the packages are built
@@ -26,19 +25,6 @@ declare -A variants=(
 order=(o3 o3+abort s s+abort z+abort deps-z,own-o3 deps-z,own-s s+abort+cold-z)
 (($#)) && order=("$@")
 
-best_of() { # best_of N command... : the least wall time in seconds of N runs
-  python3 - "$@" <<'PY'
-import subprocess, sys, time
-n, cmd = int(sys.argv[1]), sys.argv[2:]
-best = None
-for _ in range(n):
-    start = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    best = min(best or 1e9, time.monotonic() - start)
-print(f"{best:.2f}")
-PY
-}
-
 declare -A built
 for name in "${order[@]}"; do
   [[ -n ${variants[$name]:-} ]] || { echo "unknown variant $name (one of: ${!variants[*]})" >&2; exit 2; }
@@ -49,11 +35,26 @@ for name in "${order[@]}"; do
   built[$name]=$(($(date +%s) - start))
 done
 
-printf '%-16s %8s %9s %10s %10s\n' variant "MiB" "build s" "sim 1000" "sim 5000"
-for name in "${order[@]}"; do
-  bin=target/size-probe/$name/release/ecs-patchd
-  mib=$(python3 -c "import os; print(f'{os.path.getsize(\"$bin\") / 1048576:.2f}')")
-  sim1000=$(best_of 3 "$bin" simulate --hosts 1000 --max-unavailable 50 --seed 1 --json)
-  sim5000=$(best_of 2 "$bin" simulate --hosts 5000 --max-unavailable 100 --seed 1 --json)
-  printf '%-16s %8s %9s %10s %10s\n' "$name" "$mib" "${built[$name]}" "$sim1000" "$sim5000"
-done
+# The simulations run interleaved, three rounds of every variant (1,000 hosts twice, 5,000
+# once a round), so that what else the machine does weighs on every variant alike; the
+# medians are printed.
+bins=()
+for name in "${order[@]}"; do bins+=("$name=target/size-probe/$name/release/ecs-patchd" "${built[$name]}"); done
+python3 - "${bins[@]}" <<'PY'
+import os, statistics, subprocess, sys, time
+args = sys.argv[1:]
+variants = [(args[i].split("=", 1)[0], args[i].split("=", 1)[1], args[i + 1]) for i in range(0, len(args), 2)]
+times = {name: {1000: [], 5000: []} for name, _, _ in variants}
+for _ in range(3):
+    for name, binary, _ in variants:
+        for hosts, k, runs in ((1000, 50, 2), (5000, 100, 1)):
+            for _ in range(runs):
+                start = time.monotonic()
+                subprocess.run([binary, "simulate", "--hosts", str(hosts), "--max-unavailable", str(k), "--seed", "1", "--json"],
+                               check=True, stdout=subprocess.DEVNULL)
+                times[name][hosts].append(time.monotonic() - start)
+print(f"{'variant':16} {'MiB':>8} {'build s':>9} {'sim 1000':>10} {'sim 5000':>10}")
+for name, binary, built in variants:
+    mib = os.path.getsize(binary) / 1048576
+    print(f"{name:16} {mib:8.2f} {built:>9} {statistics.median(times[name][1000]):10.2f} {statistics.median(times[name][5000]):10.2f}")
+PY
