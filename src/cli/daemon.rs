@@ -163,10 +163,8 @@ impl Daemon {
                 drop(journal);
                 next_check = SystemTime::now() + jitter_around(self.settings.schedule.check_interval);
                 match result {
-                    Ok(cycle) => {
-                        info!(cycle = %cycle.id, "{}", cycle.state.summary());
-                        retry = RETRY_FIRST;
-                    }
+                    // The cycle logged its outcome as it reached it.
+                    Ok(_) => retry = RETRY_FIRST,
                     Err(e) => {
                         // Even a configuration error (one that appears only now, such as an
                         // updater set to reboot by itself) must not stop the daemon: a cycle
