@@ -2,7 +2,7 @@
 # The whole test suite: installs its dependencies, checks formatting and lints, runs unit
 # and integration tests (the real binary against moto, real dnf and apt in throwaway roots),
 # and builds the packages (scripts/package), then installs and checks them in throwaway
-# roots (scripts/check-packages).
+# roots (scripts/check-packages) and boots the .deb in a virtual machine (scripts/vm-test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Files the tests create must not be group- or world-writable: ecs-patchd refuses such config.
@@ -36,3 +36,5 @@ fi
 trap - EXIT
 cat target/package.log
 scripts/check-packages
+# The .deb under real systemd, through a real reboot, in a virtual machine.
+scripts/vm-test

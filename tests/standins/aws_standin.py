@@ -19,8 +19,8 @@
 - hosts spread over --zones availability zones;
 - the peaks of hosts out of service, zones out and lease holders, counted on every change;
 - DeleteAttributes by name and target, as the API documents it (moto needs the value);
-- IMDS spot interruption notices and Auto Scaling target lifecycle states, set through the
-  control API; an Auto Scaling group holding the hosts (--asg);
+- IMDS spot interruption notices and Auto Scaling target lifecycle states, and an IMDS that
+  refuses tokens, set through the control API; an Auto Scaling group holding the hosts (--asg);
 - error injection: chosen ECS operations answer a chosen error code a given number of times;
 - a control API under `/_standin/` on the moto port, used by the test scripts;
 - with --hosts N, N such hosts (each with its own IMDS and agent); with --lease-table, the
@@ -374,8 +374,9 @@ def moto_app(world):
         elif path == "/_standin/drain-by-other":
             world.drain_by_other(host); result = {}
         elif path == "/_standin/imds":
-            # {"spot": {...} or null, "lifecycle": "Terminated" or null}
-            host["imds"].update({k: body[k] for k in ("spot", "lifecycle") if k in body}); result = {}
+            # {"spot": {...} or null, "lifecycle": "Terminated" or null, "refuse_token": bool}
+            host["imds"].update({k: body[k] for k in ("spot", "lifecycle", "refuse_token") if k in body})
+            result = {}
         elif path == "/_standin/agent/cluster":
             host["agent_cluster"] = body["cluster"]; result = {}
         elif path == "/_standin/peer/disconnect":
@@ -570,7 +571,7 @@ def imds_handler(world, h):
             ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
             if self.path != "/latest/api/token" or not ttl:
                 return self.reply(400)
-            if world.args.imds_refuse_token:
+            if world.args.imds_refuse_token or h["imds"].get("refuse_token"):
                 return self.reply(403, b"Forbidden")
             token = uuid.uuid4().hex
             tokens.add(token)
