@@ -3,8 +3,13 @@
 //! it sleeps until the next check, the next window, or its next look at the journal (a file
 //! read, every few minutes, so that a cycle a `run` left half-done is finished): no AWS call
 //! and no AWS client (whose connection pools keep timers) in between. Under systemd's
-//! watchdog it also pings every `WatchdogSec`/2.
+//! watchdog it also pings every `WatchdogSec`/2. When its own cycle upgraded ecs-patchd, it
+//! runs the new binary in its place before going on.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -78,6 +83,7 @@ struct Daemon {
 
 impl Daemon {
     async fn serve(&mut self) -> Result<ExitCode> {
+        let own_binary = OwnBinary::at_start();
         // Who we are, before READY: systemd's "started" then means "knows its instance".
         // The AWS configuration and IMDS client are made afresh for each attempt and dropped
         // after it: their connection pools keep timers running while they live.
@@ -161,6 +167,11 @@ impl Daemon {
                     }
                 };
                 drop(journal);
+                if own_binary.replaced() {
+                    info!("ecs-patchd was upgraded: running the new binary in this one's place");
+                    let e = own_binary.exec();
+                    warn!("cannot run the new binary (this one runs on until the next start): {e}");
+                }
                 next_check = SystemTime::now() + jitter_around(self.settings.schedule.check_interval);
                 match result {
                     // The cycle logged its outcome as it reached it.
@@ -284,6 +295,46 @@ async fn stopped(
     stop_safely(name).await
 }
 
+/// The file the daemon was started from. When a package transaction of the daemon's own
+/// cycle replaces it (ecs-patchd upgraded through its own cycle), the package's scripts
+/// cannot restart the daemon, which waits for that very transaction: the daemon runs the new
+/// binary itself, between two attempts.
+struct OwnBinary(Option<PathBuf>);
+
+impl OwnBinary {
+    fn at_start() -> Self {
+        Self(std::env::current_exe().ok())
+    }
+
+    /// Whether the file now holds another binary than the one this process runs.
+    fn replaced(&self) -> bool {
+        self.0.as_deref().is_some_and(|path| other_file(path, Path::new("/proc/self/exe")))
+    }
+
+    /// Replaces this process with the file's binary, with the same arguments and environment
+    /// (NOTIFY_SOCKET, WATCHDOG_USEC): the pid stays, so systemd sees no stop. The journal's
+    /// lock and every other descriptor close on exec. Returns only on failure.
+    fn exec(&self) -> Error {
+        let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|e| Error::Host(format!("{e}")));
+        let run = || -> Result<std::convert::Infallible> {
+            let path = self.0.as_deref().ok_or_else(|| Error::Host("the daemon's own path is unknown".into()))?;
+            let args = std::env::args_os().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>>>()?;
+            nix::unistd::execv(&cstring(path.as_os_str().as_bytes())?, &args)
+                .map_err(|e| Error::Host(format!("cannot execute {}: {e}", path.display())))
+        };
+        let Err(e) = run();
+        e
+    }
+}
+
+/// Whether `a` and `b` are different files (device and inode); false when either cannot be read.
+fn other_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Starts the metrics server when `report.metrics_listen` is set. It is bound once, at
 /// start: a reload does not move it.
 fn serve_metrics(settings: &Settings) {
@@ -306,4 +357,29 @@ fn jitter(up_to: Duration) -> Duration {
 /// `every`, give or take a tenth, so that a fleet started together drifts apart.
 fn jitter_around(every: Duration) -> Duration {
     every.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_replaced_as_packages_replace_files_is_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let installed = dir.path().join("ecs-patchd");
+        let running = dir.path().join("running"); // as /proc/self/exe: the inode that runs
+        std::fs::write(&installed, "old").unwrap();
+        std::fs::hard_link(&installed, &running).unwrap();
+        assert!(!other_file(&installed, &running));
+        // dpkg and rpm write the new file beside the old one and rename it over.
+        std::fs::write(dir.path().join("ecs-patchd.new"), "new").unwrap();
+        std::fs::rename(dir.path().join("ecs-patchd.new"), &installed).unwrap();
+        assert!(other_file(&installed, &running));
+        assert!(!other_file(&dir.path().join("gone"), &running), "an unreadable file is no upgrade");
+    }
+
+    #[test]
+    fn the_running_binary_is_not_replaced() {
+        assert!(!OwnBinary::at_start().replaced());
+    }
 }

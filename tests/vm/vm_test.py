@@ -19,9 +19,10 @@ the qemu guest agent on a virtio-serial port):
    reboot, a userland package, the agent), a real reboot, resume, ACTIVE, slot released;
 2. a `systemctl stop` during a slow package transaction: the transaction finishes, a removal of
    the package is refused while the cycle is unfinished, and the next start converges;
-3. an in-place upgrade of the package under live systemd: daemon-reload, try-restart;
-4. readiness (Type=notify): while IMDS refuses tokens the unit stays "activating";
-5. the watchdog: a live daemon's pings keep it, a stopped (SIGSTOP) one is restarted.
+3. ecs-patchd upgraded by its own cycle: the daemon runs the new binary in its place;
+4. an administrator's reinstall under live systemd: daemon-reload, try-restart;
+5. readiness (Type=notify): while IMDS refuses tokens the unit stays "activating";
+6. the watchdog: a live daemon's pings keep it, a stopped (SIGSTOP) one is restarted.
 
 Everything it saw stays in the transcript folder (serial console, timeline, journal); the
 image and the stand-ins are removed at the end. Prints `vm: N passed, M failed` last.
@@ -122,6 +123,22 @@ SLOW_SCRIPTS = {"preinst": f"mkdir -p /var/lib/demo-app\ntouch /var/lib/demo-app
                 "postinst": "touch /var/lib/demo-app/slow-finished"}
 
 
+def rebuilt(deb, build, suffix):
+    """`deb` with `suffix` added to its version: an upgrade with the same contents."""
+    unpacked = build / "rebuilt"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    run(["dpkg-deb", "-R", str(deb), str(unpacked)])
+    control = unpacked / "DEBIAN/control"
+    fields = control.read_text().splitlines()
+    version = next(line.split(": ", 1)[1] for line in fields if line.startswith("Version: ")) + suffix
+    control.write_text("\n".join(f"Version: {version}" if line.startswith("Version: ") else line
+                                  for line in fields) + "\n")
+    out = build / f"ecs-patchd_{version}_amd64.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", str(unpacked), str(out)], quiet=True)
+    shutil.rmtree(unpacked)
+    return out
+
+
 def publish(repo, build, packages):
     """Adds `packages` (a list of .deb paths) to the flat apt repository `repo` and indexes it."""
     repo.mkdir(parents=True, exist_ok=True)
@@ -167,7 +184,6 @@ def build_image(work, tar, deb, standin, repo_url):
               for name, versions in PACKAGES.items()]
     for package in [*firsts, deb]:
         shutil.copy(package, root / "root")
-    shutil.copy(deb, root / "root/ecs-patchd.deb")
     names = [f"/root/{p.name}" for p in firsts]
     run(["chroot", str(root), "dpkg", "-i", *names, f"/root/{deb.name}"], quiet=True)
 
@@ -596,17 +612,36 @@ def scenario(deb, work, transcript, cache, checks, cleanup):
     checks.check("the next start resumed the cycle and converged",
                  "resum" in journal.lower() and cycle_finished(guest) and len(watch.boots()) == 2)
 
-    # ---- 3. an upgrade of the package under live systemd -----------------------------------
+    # ---- 3. ecs-patchd upgraded by its own cycle ------------------------------------------
+    # The postinst runs in the daemon's cgroup and leaves the restart to the daemon, which runs
+    # the new binary in its own place once the cycle is done.
+    newer = rebuilt(deb, work / "build-updates", "+vmtest1")
+    publish(repo, updates, [newer])
+    watch.note(f"published {newer.name}")
+    before = unit(guest_ok, "MainPID")["MainPID"]
+    watch.wait("ecs-patchd upgraded by its own cycle",
+               lambda: (guest.try_sh("dpkg-query -W -f='${Version} ${db:Status-Status}' ecs-patchd", 15)
+                        or (1, ""))[1] == newer.name.split("_")[1] + " installed", 120)
+    watch.wait("the daemon running the new binary",
+               lambda: "running the new binary" in guest_ok("journalctl -u ecs-patchd -b --no-pager -o cat")[1], 60)
+    _, exe, _ = guest_ok(f"readlink /proc/{before}/exe; systemctl is-active ecs-patchd")
+    after = unit(guest_ok, "MainPID", "NRestarts")["MainPID"]
+    checks.check("upgraded by its own cycle, the daemon runs the new binary (same pid, no stop)",
+                 exe.split() == ["/usr/bin/ecs-patchd", "active"] and after == before,
+                 f"MainPID {before} -> {after}; /proc/{before}/exe: {' '.join(exe.split())}")
+    watch.wait("the cycle finished", lambda: cycle_finished(guest), 60)
+
+    # ---- 4. an administrator's reinstall under live systemd ---------------------------------
     _, before, _ = guest_ok("systemctl show -p MainPID --value ecs-patchd")
-    code, out, err = guest_ok("dpkg -i /root/ecs-patchd.deb")
+    code, out, err = guest_ok("DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ecs-patchd", 120)
     _, after, _ = guest_ok("systemctl show -p MainPID --value ecs-patchd; systemctl is-active ecs-patchd; "
                            "systemctl is-enabled ecs-patchd")
     lines = after.split()
-    checks.check("dpkg -i over a running daemon restarts it (try-restart), enabled and active",
+    checks.check("apt-get install --reinstall over a running daemon restarts it (try-restart)",
                  code == 0 and lines[1:] == ["active", "enabled"] and lines[0] not in ("0", before.strip()),
                  f"MainPID {before.strip()} -> {lines[0] if lines else '?'}; {' '.join(lines[1:])}")
 
-    # ---- 4. readiness: READY=1 only once the daemon knows which instance it is on ----------
+    # ---- 5. readiness: READY=1 only once the daemon knows which instance it is on ----------
     control_call(control, "imds", {"refuse_token": True})
     watch.note("IMDS refuses tokens")
     guest_ok("systemctl restart --no-block ecs-patchd")
@@ -620,7 +655,7 @@ def scenario(deb, work, transcript, cache, checks, cleanup):
     watch.wait("the unit active once IMDS answers", lambda: unit(guest_ok, "ActiveState")["ActiveState"] == "active",
                90)
 
-    # ---- 5. the watchdog: pings keep a live daemon, a wedged one is restarted -------------------
+    # ---- 6. the watchdog: pings keep a live daemon, a wedged one is restarted -------------------
     # A runtime drop-in shortens the shipped 20 minutes, and the abort and restart delays.
     guest_ok("mkdir -p /run/systemd/system/ecs-patchd.service.d && printf '[Service]\\nWatchdogSec=10s\\n"
              "TimeoutAbortSec=5s\\nRestartSec=1s\\n' > /run/systemd/system/ecs-patchd.service.d/50-watchdog.conf"
