@@ -7,8 +7,10 @@
 # instead: zig and cargo-zigbuild (glibc 2.26 builds), cfn-lint, cargo-deb and
 # cargo-generate-rpm, the aarch64 Rust target, and qemu-user with arm64's glibc to run the
 # aarch64 binary.
-# `scripts/setup.sh vm` installs what scripts/vm-test needs: qemu-system-x86 and mmdebstrap
-# (the guest), e2fsprogs (its image), apt-utils (its repository) and moto in .venv.
+# `scripts/setup.sh vm` installs what scripts/vm-test needs: qemu-system-x86, mmdebstrap and
+# Debian's archive keyring (the guest; the keyring for Ubuntu hosts), e2fsprogs (its image),
+# apt-utils (its repository), systemd (journalctl, to read its journal off the image) and
+# moto in .venv.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ ZIGLANG=0.17.1 CARGO_ZIGBUILD=0.24.1 CFN_LINT=1.58.0 CARGO_DEB=3.8.0 CARGO_GENER
 
 packages=(dnf dnf-plugins-core rpm createrepo-c apt-utils busybox-static python3-venv systemd)
 [[ ${1:-} == packaging ]] && packages=(rpm dnf busybox-static python3-venv systemd binutils qemu-user libc6-arm64-cross)
-[[ ${1:-} == vm ]] && packages=(qemu-system-x86 mmdebstrap e2fsprogs apt-utils python3-venv)
+[[ ${1:-} == vm ]] && packages=(qemu-system-x86 mmdebstrap debian-archive-keyring e2fsprogs apt-utils python3-venv systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

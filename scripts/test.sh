@@ -10,7 +10,7 @@ umask 022
 scripts/setup.sh
 export ECS_PATCHD_TEST_PYTHON="$PWD/.venv/bin/python"
 # 500 seeded simulations (the test's own default is 1,000): about 3 minutes less, which the
-# package build beside the tests needs to keep the whole run under 30 minutes.
+# package build beside the tests needs to keep the run before the VM test under 30 minutes.
 export ECS_PATCHD_SIM_SEEDS=${ECS_PATCHD_SIM_SEEDS:-500}
 cargo fmt --all -- --check
 
