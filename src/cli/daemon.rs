@@ -29,9 +29,12 @@ use ecs_patchd::window::Openness;
 
 use super::{Next, Reporting, agent, aws_config, drive, ports, resolve, schedule, stop_safely, this_instance};
 
-/// How long the daemon waits before trying again when it cannot learn who it is (IMDS,
-/// credentials or the agent not answering yet, right after boot).
-const IDENTITY_RETRY: Duration = Duration::from_secs(30);
+/// How long the daemon first waits before trying again when it cannot learn who it is (IMDS
+/// or credentials not answering yet, right after boot); the wait doubles up to
+/// [`IDENTITY_RETRY_MAX`]. Short, because a cycle to resume after a reboot waits on it.
+const IDENTITY_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait between two attempts to learn the instance's identity.
+const IDENTITY_RETRY_MAX: Duration = Duration::from_secs(30);
 /// The first check comes within this long of the start (spread over the fleet).
 const FIRST_CHECK_WITHIN: Duration = Duration::from_secs(10 * 60);
 /// A window's opening is spread over at most this long (and a quarter of the window), so
@@ -87,16 +90,19 @@ impl Daemon {
         // Who we are, before READY: systemd's "started" then means "knows its instance".
         // The AWS configuration and IMDS client are made afresh for each attempt and dropped
         // after it: their connection pools keep timers running while they live.
+        let mut identity_retry = IDENTITY_RETRY_FIRST;
         let (_, instance, _) = loop {
             match this_instance().await {
                 Ok(found) => break found,
                 Err(e @ Error::Config(_)) => return Err(e),
                 Err(e) => {
-                    warn!("cannot learn this instance's identity yet (will try again): {e}");
+                    let again = humantime::format_duration(identity_retry);
+                    warn!("cannot learn this instance's identity yet (trying again in {again}): {e}");
                     self.status.update(|s| s.activity = format!("waiting for the instance identity: {e}"));
-                    if let Woken::Stop(_) = self.wait(IDENTITY_RETRY).await {
+                    if let Woken::Stop(_) = self.wait(identity_retry).await {
                         return Ok(ExitCode::SUCCESS);
                     }
+                    identity_retry = (identity_retry * 2).min(IDENTITY_RETRY_MAX);
                 }
             }
         };

@@ -786,8 +786,12 @@ class Scenario:
                    state == {"ActiveState": "activating"}, str(state))
         control_call(self.control, "imds", {"refuse_token": False})
         watch.note("IMDS answers again")
+        answering = time.monotonic()
         watch.wait("the unit active once IMDS answers", lambda: guest.unit("ActiveState")["ActiveState"] == "active",
                    90)
+        took = time.monotonic() - answering
+        self.check("active within 10 s of IMDS answering (the daemon retries soon after boot)", took <= 10,
+                   f"{took:.1f} s")
 
     # ---- 6. the watchdog: pings keep a live daemon, a wedged one is restarted ------------
     def watchdog(self):
