@@ -322,6 +322,9 @@ impl OwnBinary {
     /// lock and every other descriptor close on exec. Returns only on failure.
     fn exec(&self) -> Error {
         let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|e| Error::Host(format!("{e}")));
+        // sd_watchdog_enabled(3): the manager expects keep-alives from this process "if the
+        // $WATCHDOG_USEC environment variable is set, and the $WATCHDOG_PID variable is unset
+        // or set to the PID of the current process": exec keeps both the pid and the variables.
         let run = || -> Result<std::convert::Infallible> {
             let path = self.0.as_deref().ok_or_else(|| Error::Host("the daemon's own path is unknown".into()))?;
             let args = std::env::args_os().map(|a| cstring(a.as_bytes())).collect::<Result<Vec<_>>>()?;
