@@ -9,6 +9,9 @@ use clap_complete::Shell;
 
 use ecs_patchd::error::{Error, Result};
 
+/// The version the man pages and completions name: the crate's, as `--version` prints it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Writes `DIR/man/*.8`, `DIR/completions/ecs-patchd.bash` and `DIR/completions/_ecs-patchd`.
 pub fn write(command: clap::Command, dir: &Path) -> Result<()> {
     let failed =
@@ -20,7 +23,7 @@ pub fn write(command: clap::Command, dir: &Path) -> Result<()> {
     }
     let mut command = command.disable_help_subcommand(true);
     command.build();
-    let source = format!("ecs-patchd {}", command.get_version().unwrap_or_default());
+    let source = format!("ecs-patchd {VERSION}");
     man_pages(command.clone(), &source, &man).map_err(|e| failed("man pages", e))?;
     let mut visible = visible_only(&command);
     for shell in [Shell::Bash, Shell::Zsh] {
@@ -34,7 +37,7 @@ pub fn write(command: clap::Command, dir: &Path) -> Result<()> {
 fn visible_only(command: &clap::Command) -> clap::Command {
     let arguments = command.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")).cloned();
     clap::Command::new("ecs-patchd")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(VERSION)
         .args(arguments)
         .subcommands(command.get_subcommands().filter(|s| !s.is_hide_set()).cloned())
 }
