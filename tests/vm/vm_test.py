@@ -48,7 +48,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 from datetime import datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +56,8 @@ from typing import NamedTuple
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent.parent
 STANDINS = PROJECT / "tests" / "standins"
+sys.path.insert(0, str(STANDINS))
+from standin_ctl import call as control_call  # noqa: E402 (found through the path above)
 
 SUITE = "bookworm"
 # ca-certificates: a dependency of the .deb, which dpkg -i does not fetch.
@@ -200,6 +201,7 @@ def build_image(scratch, tar, deb, standin, repo_url):
         (root / "etc/systemd/system" / timer).symlink_to("/dev/null")
     # The agent stand-in, as the ECS agent's unit.
     shutil.copy(HERE / "guest/ecs-agent-standin.py", root / "usr/local/lib/")
+    shutil.copy(STANDINS / "standin_ctl.py", root / "usr/local/lib/")
     shutil.copy(HERE / "guest/ecs.service", root / "etc/systemd/system/")
     enable(root, "ecs.service", "multi-user.target", unit_dir="/etc/systemd/system")
     (root / "etc/ecs").mkdir(exist_ok=True)
@@ -477,13 +479,6 @@ class Watch:
         for t in self.threads:
             t.join(timeout=20)
         self.timeline.close()
-
-
-def control_call(control, path, body=None):
-    request = urllib.request.Request(f"{control}/_standin/{path}", data=json.dumps(body or {}).encode(),
-                                     method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 class Checks:
@@ -767,11 +762,10 @@ class Scenario:
     def reinstall(self):
         pid = self.guest.unit("MainPID")["MainPID"]
         self.guest.must("DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall ecs-patchd", 120)
-        after = self.guest.must("systemctl show -p MainPID --value ecs-patchd; systemctl is-active ecs-patchd; "
-                                "systemctl is-enabled ecs-patchd").split()
+        after = self.guest.unit("MainPID", "ActiveState", "UnitFileState")
         self.check("apt-get install --reinstall over a running daemon restarts it (try-restart)",
-                   after[1:] == ["active", "enabled"] and after[0] not in ("0", pid),
-                   f"MainPID {pid} -> {' '.join(after)}")
+                   (after["ActiveState"], after["UnitFileState"]) == ("active", "enabled")
+                   and after["MainPID"] not in ("0", pid), f"MainPID {pid} -> {after}")
 
     # ---- 5. readiness: READY=1 only once the daemon knows which instance it is on --------
     def readiness(self):

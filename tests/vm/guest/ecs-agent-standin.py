@@ -13,7 +13,6 @@ process drives as a real agent would drive ECS:
 usage: ecs-agent-standin.py CONTROL_URL AGENT_URL   (the host's stand-in, as the guest reaches it)
 """
 
-import json
 import signal
 import socket
 import subprocess
@@ -21,12 +20,9 @@ import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from standin_ctl import call  # tests/standins/standin_ctl.py, installed beside this file
+
 CONTROL, AGENT = sys.argv[1], sys.argv[2]
-
-
-def control(path, body):
-    request = urllib.request.Request(f"{CONTROL}/_standin/{path}", data=json.dumps(body).encode(), method="POST")
-    urllib.request.urlopen(request, timeout=10).read()
 
 
 class Introspection(BaseHTTPRequestHandler):
@@ -56,12 +52,12 @@ def main():
     server.daemon_threads = True
 
     def stop(*_):
-        control("agent/stop", {})
+        call(CONTROL, "agent/stop")
         print("ecs agent stand-in: stopped", flush=True)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    control("agent/start", {"version": version})
+    call(CONTROL, "agent/start", {"version": version})
     print(f"ecs agent stand-in: agent {version} starting", flush=True)
     server.serve_forever()
 
