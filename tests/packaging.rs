@@ -40,9 +40,11 @@ fn operations(sdk_dir: &Path) -> BTreeMap<String, String> {
 
 /// Each `aws-sdk-*` crate in the dependency graph, by its Rust name (`aws_sdk_ecs`), with its
 /// source directory.
+/// Filtered to this host's platform: the whole graph names Windows-only crates that a Linux
+/// build never downloads, and `--offline` must find every crate it resolves in the registry.
 fn sdk_crates() -> BTreeMap<String, PathBuf> {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--locked", "--filter-platform", &host_triple()])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -58,6 +60,16 @@ fn sdk_crates() -> BTreeMap<String, PathBuf> {
             Some((format!("aws_sdk_{name}"), manifest.parent()?.to_path_buf()))
         })
         .collect()
+}
+
+/// The triple rustc builds for on this machine (`host:` in `rustc -vV`).
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(rustc).arg("-vV").output().unwrap();
+    assert!(out.status.success(), "rustc -vV: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let host = text.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc -vV names the host");
+    host.trim().to_string()
 }
 
 fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
