@@ -6,9 +6,9 @@
 #   build     the debug build of the binary and every test
 #   tests     unit and integration tests (the real binary against moto, real dnf and apt in
 #             throwaway roots), with nextest
-#   packages  the release packages (scripts/package, built in the background from the start
-#             at the lowest CPU priority, so that it takes the cores the tests leave idle),
-#             installed and checked in throwaway roots (scripts/check-packages)
+#   packages  the release packages (scripts/package, built in the background from the end of
+#             the setup, beside the other stages), installed and checked in throwaway roots
+#             (scripts/check-packages)
 #   vm        the .deb under real systemd, through a real reboot, in a virtual machine
 # A failed stage does not hide the others: every stage that does not depend on it still
 # runs, one that does is reported as not run, and the run ends with a table of the stages,
@@ -32,7 +32,7 @@ minutes() { # minutes SECONDS: "m min ss s"
 
 record() { # record STAGE RESULT SECONDS [NOTE]
   local line
-  line=$(printf '%-9s %-8s %s%s' "$1" "$2" "$(minutes "$3")" "${4:+  ($4)}")
+  line=$(printf '%-13s %-8s %s%s' "$1" "$2" "$(minutes "$3")" "${4:+  ($4)}")
   table+=("$line")
   echo "=== stage $line"
   case $2 in
@@ -80,13 +80,14 @@ if ! stage setup setup; then
   finish
 fi
 
-# The release packages build beside everything else, at the lowest priority, in a target
-# directory of their own (so that neither build waits on the other's lock): the lint and the
-# debug build take both cores first, then the package build takes what the tests (mostly
-# waiting on moto, dnf and apt) leave idle.
+# The release packages build beside everything else, in a target directory of their own (so
+# that neither build waits on the other's lock), in a session of their own (setsid), which
+# the kernel's autogroup scheduling gives the same CPU share as ours: the two builds share
+# the cores, and the package build takes what the tests (mostly waiting on moto, dnf and apt)
+# leave idle. From a fresh clone it was done before the tests were (scripts/fresh-ci).
 mkdir -p target
 packaging_started=$SECONDS
-CARGO_TARGET_DIR=target/package setsid -w nice -n 19 scripts/package >target/package.log 2>&1 &
+CARGO_TARGET_DIR=target/package setsid -w scripts/package >target/package.log 2>&1 &
 packaging=$!
 trap 'kill -- -"$packaging" 2>/dev/null || true' EXIT
 
