@@ -5,11 +5,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
-use crate::cycle::{Cycle, Ports};
+use crate::cycle::Cycle;
+use crate::cycle::machine::Ports;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle;
-use crate::packages::{RebootNeed, RebootProbe, RebootRule, RebootingUpdater};
+use crate::packages::reboot::RebootRule;
+use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater};
 use crate::plan::{self, Class, Held, Plan};
 use crate::window::{Openness, Schedule};
 
@@ -117,7 +119,7 @@ pub async fn preview(
         planning.plan.reboot_probe
     };
     let reboot_needed_now = match reboot_probe {
-        RebootProbe::Rule => crate::packages::by_rule(&RebootRule::new(packages), &[]).ok(),
+        RebootProbe::Rule => crate::packages::reboot::by_rule(&RebootRule::new(packages), &[]).ok(),
         _ => ports.packages.reboot_required().await.ok(),
     };
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");

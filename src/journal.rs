@@ -7,13 +7,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::atomic_file;
 use crate::error::{Error, Result};
 
 const RECORD_FILE: &str = "cycle.json";
@@ -30,7 +31,7 @@ impl Journal {
     ///
     /// Fails with [`Error::Busy`] naming the holder's pid when another process has it.
     pub fn open(dir: &Path) -> Result<Self> {
-        create_state_dir(dir).map_err(|e| journal_error("cannot create the state directory", dir, e))?;
+        atomic_file::create_private_dir(dir).map_err(|e| journal_error("cannot create the state directory", dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -82,32 +83,8 @@ impl Journal {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Journal(format!("cannot encode {}: {e}", path.display())))?;
         bytes.push(b'\n');
-        replace_file(&path, &bytes, 0o600).map_err(|e| journal_error("cannot replace", &path, e))
+        atomic_file::replace(&path, &bytes, 0o600).map_err(|e| journal_error("cannot replace", &path, e))
     }
-}
-
-/// Creates the state directory `dir` (mode 0700: the journal is root's alone) if it is missing.
-pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// Replaces `path` with `bytes`, atomically (a temporary file beside it, renamed over it:
-/// readers see the old content or the new, never a part) and durably, with `mode`.
-pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // A hidden name: node_exporter reads only `*.prom`, other readers only the final name.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".ecs-patchd-")
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
 }
 
 /// Reads the record of `dir` without taking the lock (for `status` and diagnostics).

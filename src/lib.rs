@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod alarms;
+pub mod atomic_file;
 pub mod aws;
 pub mod check;
 pub mod clock;
@@ -29,3 +30,4 @@ pub mod report;
 pub mod shutdown;
 pub mod sim;
 pub mod window;
+pub mod wiring;

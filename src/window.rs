@@ -17,8 +17,39 @@ use std::time::{Duration, SystemTime};
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{ScheduleSettings, WindowSettings};
+/// When the daemon checks for updates, and when patching may start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// How often the daemon checks for updates (each wait jittered by up to a tenth).
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// IANA time zone of the windows' days and start times.
+    pub time_zone: String,
+    /// Weekly maintenance windows; with none, patching may start at any time.
+    pub windows: Vec<WindowSettings>,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self { check_interval: Duration::from_secs(4 * 3600), time_zone: "UTC".into(), windows: Vec::new() }
+    }
+}
+
+/// One weekly maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Days it opens: "mon" .. "sun", or ranges such as "mon-fri" (may wrap: "fri-mon").
+    pub days: Vec<String>,
+    /// Local start time, "HH:MM".
+    pub start: String,
+    /// How long it stays open (elapsed time, at most a week).
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+}
 
 /// The longest window: a window of a whole week is always open.
 pub const MAX_LENGTH: Duration = Duration::from_secs(7 * 24 * 3600);

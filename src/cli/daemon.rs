@@ -19,15 +19,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use ecs_patchd::config::{self, Settings, Source};
-use ecs_patchd::cycle::{Cycle, Machine};
+use ecs_patchd::cycle::Cycle;
 use ecs_patchd::error::{Error, Result};
 use ecs_patchd::journal::{self, Journal};
-use ecs_patchd::lifecycle::Ec2Lifecycle;
 use ecs_patchd::report::metrics;
 use ecs_patchd::report::systemd::{self, StatusLine};
 use ecs_patchd::window::Openness;
 
-use super::{Next, Reporting, agent, aws_config, drive, ports, resolve, schedule, stop_safely, this_instance};
+use ecs_patchd::wiring::{self, Attempt, Reporting, ThisInstance};
+
+use super::run::stop_safely;
 
 /// How long the daemon first waits before trying again when it cannot learn who it is (IMDS
 /// or credentials not answering yet, right after boot); the wait doubles up to
@@ -91,9 +92,9 @@ impl Daemon {
         // The AWS configuration and IMDS client are made afresh for each attempt and dropped
         // after it: their connection pools keep timers running while they live.
         let mut identity_retry = IDENTITY_RETRY_FIRST;
-        let (_, instance, _) = loop {
-            match this_instance().await {
-                Ok(found) => break found,
+        let instance = loop {
+            match ThisInstance::find().await {
+                Ok(found) => break found.document,
                 Err(e @ Error::Config(_)) => return Err(e),
                 Err(e) => {
                     let again = humantime::format_duration(identity_retry);
@@ -125,7 +126,7 @@ impl Daemon {
         let mut next_check = SystemTime::now() + jitter(FIRST_CHECK_WITHIN.min(self.settings.schedule.check_interval));
         let mut retry = RETRY_FIRST;
         loop {
-            let schedule = schedule(&self.settings)?;
+            let schedule = wiring::schedule(&self.settings)?;
             let now = SystemTime::now();
             let window = schedule.at(now);
             // A look at the journal is a file read; its lock is taken only for work, and only
@@ -144,34 +145,20 @@ impl Daemon {
             };
             if let Some(journal) = journal {
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
-                let settings = &self.settings;
-                let attempt = async {
-                    let imds = ecs_patchd::aws::imds();
-                    let aws = aws_config(&instance.region).await;
-                    let agent = agent(settings)?;
-                    let next = match journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) {
-                        Some(cycle) => Next::Resume(Box::new(cycle)),
-                        None => Next::Start(resolve(settings, &aws, instance.clone(), agent.as_ref()).await?),
-                    };
-                    let cluster = match &next {
-                        Next::Resume(cycle) => cycle.cluster.clone(),
-                        Next::Start(identity) => identity.cluster.clone(),
-                    };
-                    let lifecycle = Ec2Lifecycle::new(&aws, imds, &instance_id);
-                    let ports = ports(settings, &aws, &cluster, agent, lifecycle, &reporting, false)?;
-                    let machine = Machine::new(&ports, settings, &journal).within(schedule.clone());
-                    let result = drive(&machine, next).await;
-                    reporting.after(settings, &aws, &instance_id, &ports).await;
-                    result
+                let this = ThisInstance::again(&instance).await;
+                let attempt = Attempt {
+                    settings: &self.settings,
+                    journal: &journal,
+                    instance: &this,
+                    schedule: Some(schedule.clone()),
+                    hand_off_reboot: false,
+                    reporting: &reporting,
                 };
-                let result = tokio::select! {
-                    result = attempt => result,
-                    signal = stopped(&mut self.signals.terminate, &mut self.signals.interrupt) => {
-                        info!("stopped by {signal} between two steps; the journal keeps the step, and the next start resumes");
-                        reporting.flush().await;
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                };
+                let result = attempt.run(stopped(&mut self.signals.terminate, &mut self.signals.interrupt)).await;
+                if let Err(Error::Stopped(why)) = &result {
+                    info!("{why}");
+                    return Ok(ExitCode::SUCCESS);
+                }
                 drop(journal);
                 if own_binary.replaced() {
                     info!("ecs-patchd was upgraded: running the new binary in this one's place");

@@ -13,7 +13,8 @@ use ecs_patchd::check::WindowView;
 use ecs_patchd::clock::{Clock, SystemClock};
 use ecs_patchd::config::{Backend, Settings};
 use ecs_patchd::coordination::fleetlock::FleetLock;
-use ecs_patchd::coordination::store::{GroupView, StoreCoordinator};
+use ecs_patchd::coordination::store::StoreCoordinator;
+use ecs_patchd::coordination::store::operator::GroupView;
 use ecs_patchd::coordination::{self, Coordinator, Grant};
 use ecs_patchd::ecs::{AwsEcs, ContainerInstance, Ecs};
 use ecs_patchd::error::{Error, Result};
@@ -76,8 +77,8 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
             }
         }
         Backend::Dynamodb => {
-            let store = coordination::store_coordinator(c, &aws, &cluster, clock);
-            let window = WindowView::new(&super::schedule(settings)?, SystemTime::now());
+            let store = coordination::backend::store_coordinator(c, &aws, &cluster, clock);
+            let window = WindowView::new(&ecs_patchd::wiring::schedule(settings)?, SystemTime::now());
             store_command(&store, &AwsEcs::new(&aws, &cluster), &window, command).await
         }
     }

@@ -4,10 +4,13 @@
 //! [`Coordinator`] is what the cycle sees. [`store::StoreCoordinator`] implements it over
 //! any [`store::LeaseStore`] with conditional writes (DynamoDB, or the simulator's);
 //! [`fleetlock::FleetLock`] speaks the FleetLock protocol; [`Local`] coordinates with no
-//! one but still applies the capacity guard.
+//! one but still applies the capacity guard. [`backend`] builds the one the settings choose. [`lease_keeper::LeaseKeeper`] renews a grant while
+//! a cycle holds it.
 
+pub mod backend;
 pub mod dynamodb;
 pub mod fleetlock;
+pub mod lease_keeper;
 pub mod policy;
 pub mod store;
 
@@ -16,10 +19,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarms::{Alarms, CloudWatchAlarms};
+use crate::alarms::Alarms;
 use crate::clock::Clock;
-use crate::ecs::{Capacity, Ecs};
+use crate::ecs::Ecs;
 use crate::error::Result;
+pub use policy::SlotRequest;
 use policy::{GroupRecord, Policy, Snapshot};
 
 /// Proof of a slot, kept in the journal across reboots.
@@ -36,20 +40,6 @@ pub struct Grant {
     /// have recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
-}
-
-/// The host asking for a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotRequest {
-    /// EC2 instance id.
-    pub id: String,
-    /// Container-instance ARN.
-    pub arn: String,
-    /// The cycle asking.
-    pub cycle: String,
-    /// What stays on the host through a drain (daemon tasks): no peer needs room for it.
-    /// `None` until the host's services were checked ([`Decision::Check`]).
-    pub stays: Option<Capacity>,
 }
 
 /// The answer to a slot request.
@@ -176,55 +166,5 @@ impl Coordinator for Local {
 
     fn ttl(&self) -> Duration {
         Duration::MAX
-    }
-}
-
-/// The coordinator the settings ask for, for `cluster`.
-pub fn from_settings(
-    settings: &crate::config::CoordinationSettings,
-    aws: &aws_config::SdkConfig,
-    cluster: &str,
-    clock: Arc<dyn Clock>,
-) -> Result<Arc<dyn Coordinator>> {
-    use crate::config::Backend;
-    let alarms = alarms(settings, aws);
-    Ok(match settings.backend {
-        Backend::None => Arc::new(Local::new(settings.policy(), clock, alarms)),
-        Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock).with_alarms(alarms)),
-        Backend::Fleetlock => Arc::new(fleetlock::FleetLock::new(
-            &settings.fleetlock_url,
-            &settings.group,
-            Local::new(settings.policy(), clock, alarms),
-            Duration::from_secs(10),
-        )?),
-    })
-}
-
-/// The CloudWatch alarms the settings watch, if any.
-fn alarms(settings: &crate::config::CoordinationSettings, aws: &aws_config::SdkConfig) -> Option<Arc<dyn Alarms>> {
-    (!settings.alarms.is_empty()).then(|| Arc::new(CloudWatchAlarms::new(aws, &settings.alarms)) as Arc<dyn Alarms>)
-}
-
-/// The DynamoDB-backed coordinator of `cluster` (also used by `fleet` commands).
-pub fn store_coordinator(
-    settings: &crate::config::CoordinationSettings,
-    aws: &aws_config::SdkConfig,
-    cluster: &str,
-    clock: Arc<dyn Clock>,
-) -> store::StoreCoordinator {
-    let table = Arc::new(dynamodb::DynamoStore::new(aws, &settings.dynamodb_table));
-    store::StoreCoordinator::new(table, clock, store_settings(settings, cluster))
-}
-
-/// The [`store::StoreSettings`] the configuration describes.
-pub fn store_settings(settings: &crate::config::CoordinationSettings, cluster: &str) -> store::StoreSettings {
-    store::StoreSettings {
-        cluster: cluster.to_string(),
-        group: settings.group.clone(),
-        policy: settings.policy(),
-        ttl: settings.lease_ttl,
-        snapshot_max_age: settings.snapshot_max_age,
-        on_stale: settings.on_stale_lease,
-        poll: settings.poll,
     }
 }

@@ -5,8 +5,21 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::SlotRequest;
 use crate::ecs::{Capacity, ContainerInstance};
+
+/// The host asking for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// EC2 instance id.
+    pub id: String,
+    /// Container-instance ARN.
+    pub arn: String,
+    /// The cycle asking.
+    pub cycle: String,
+    /// What stays on the host through a drain (daemon tasks): no peer needs room for it.
+    /// `None` until the host's services were checked ([`Decision::Check`]).
+    pub stays: Option<Capacity>,
+}
 
 /// How many hosts may be out of service at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

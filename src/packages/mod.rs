@@ -3,24 +3,19 @@
 //! Every backend plans from machine-readable output (`dnf repoquery --qf`, `apt-get -s`),
 //! and verifies with the same query it planned with.
 
-mod apt;
-mod reboot;
-mod rpm;
+pub mod apt;
+pub mod detect;
+pub mod reboot;
+pub mod rpm;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::command;
-use crate::config::{ManagerChoice, PackageSettings, ReleasePolicy};
 use crate::error::{Error, Result};
 use crate::shutdown;
 use tracing::error;
-
-pub use apt::Apt;
-pub use reboot::{RebootRule, by_package, by_rule};
-pub use rpm::{Rpm, RpmTool};
 
 /// One package that has a newer version available.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,59 +134,6 @@ pub trait PackageManager: Send + Sync {
     async fn services_to_restart(&self) -> Vec<String>;
 }
 
-/// Builds the package manager named in `settings`, or the one `/etc/os-release` implies.
-pub fn from_settings(settings: &PackageSettings, os_release: &Path) -> Result<Box<dyn PackageManager>> {
-    let choice = match settings.manager {
-        ManagerChoice::Auto => detect(os_release)?,
-        chosen => chosen,
-    };
-    if choice != ManagerChoice::Dnf && settings.release != ReleasePolicy::Locked {
-        return Err(Error::Config(format!(
-            "packages.release is \"{}\", but only dnf (Amazon Linux 2023) has versioned repositories; \
-             leave it \"locked\" with {choice:?}",
-            String::from(settings.release.clone())
-        )));
-    }
-    Ok(match choice {
-        ManagerChoice::Dnf => {
-            Box::new(Rpm::new(RpmTool::Dnf, &settings.dnf.args, Some(settings.dnf.automatic_config.clone()), settings))
-        }
-        ManagerChoice::Yum => Box::new(Rpm::new(RpmTool::Yum, &settings.yum.args, None, settings)),
-        ManagerChoice::Apt => Box::new(Apt::new(settings.apt.clone(), settings)),
-        ManagerChoice::Auto => unreachable!("detect() never answers auto"),
-    })
-}
-
-/// Picks the package manager from the `ID`, `ID_LIKE` and `VERSION_ID` of os-release.
-fn detect(os_release: &Path) -> Result<ManagerChoice> {
-    let text = std::fs::read_to_string(os_release).map_err(|e| {
-        Error::Config(format!(
-            "packages.manager is \"auto\" but {} cannot be read ({e}); set packages.manager to dnf, yum or apt",
-            os_release.display()
-        ))
-    })?;
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .unwrap_or_default()
-    };
-    let (id, like, version) = (field("ID"), field("ID_LIKE"), field("VERSION_ID"));
-    let family = format!("{id} {like}");
-    if id == "amzn" && version == "2" {
-        Ok(ManagerChoice::Yum)
-    } else if family.contains("debian") || family.contains("ubuntu") {
-        Ok(ManagerChoice::Apt)
-    } else if id == "amzn" || family.contains("fedora") || family.contains("rhel") {
-        Ok(ManagerChoice::Dnf)
-    } else {
-        Err(Error::Config(format!(
-            "packages.manager is \"auto\" but {} names an unsupported system (ID={id}); set packages.manager to dnf, yum or apt",
-            os_release.display()
-        )))
-    }
-}
-
 /// Runs one package-manager command in the C locale and UTC, as a transaction that a stop request
 /// waits for ([`shutdown::transaction`]); a failed start or a timeout is an error.
 async fn run(argv: &[String], env: &[(&str, &str)], limit: Duration) -> Result<command::Output> {
@@ -259,33 +201,4 @@ async fn optional(argv: &[String], limit: Duration) -> Option<String> {
 /// Fails with the command, exit code and last output lines unless it exited 0.
 fn expect_success(argv: &[String], output: command::Output) -> Result<command::Output> {
     if output.code == Some(0) { Ok(output) } else { Err(Error::Packages(command::failure(argv, &output))) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn detect_from(text: &str) -> Result<ManagerChoice> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("os-release");
-        std::fs::write(&path, text).unwrap();
-        detect(&path)
-    }
-
-    #[test]
-    fn detects_each_supported_system() {
-        assert_eq!(detect_from("ID=\"amzn\"\nVERSION_ID=\"2023\"\n").unwrap(), ManagerChoice::Dnf);
-        assert_eq!(
-            detect_from("ID=\"amzn\"\nVERSION_ID=\"2\"\nID_LIKE=\"centos rhel fedora\"\n").unwrap(),
-            ManagerChoice::Yum
-        );
-        assert_eq!(detect_from("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n").unwrap(), ManagerChoice::Apt);
-        assert_eq!(detect_from("ID=debian\nVERSION_ID=\"12\"\n").unwrap(), ManagerChoice::Apt);
-    }
-
-    #[test]
-    fn unsupported_system_says_what_to_set() {
-        let err = detect_from("ID=alpine\n").unwrap_err().to_string();
-        assert!(err.contains("ID=alpine") && err.contains("packages.manager"), "{err}");
-    }
 }

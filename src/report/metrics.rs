@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 use super::record::Record;
+use crate::atomic_file;
 use crate::cycle::Cycle;
 use crate::journal;
 
@@ -95,7 +96,7 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
 
 /// Rewrites the node_exporter textfile at `path` atomically; a failure is logged.
 pub fn write_textfile(path: &Path, record: &Record, cycle: Option<&Cycle>) {
-    if let Err(e) = journal::replace_file(path, render(record, cycle).as_bytes(), 0o644) {
+    if let Err(e) = atomic_file::replace(path, render(record, cycle).as_bytes(), 0o644) {
         warn!("cannot write the metrics textfile {}: {e}", path.display());
     }
 }

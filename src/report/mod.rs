@@ -2,11 +2,12 @@
 //!
 //! The cycle calls a [`Reporter`] as it enters each step, while it waits, and at the events
 //! an operator wants to hear of ([`Event`]). The real reporters keep the report record
-//! ([`record`]) and the Prometheus metrics drawn from it ([`metrics`]), post to a webhook
+//! ([`record`], through [`keeper`]) and the Prometheus metrics drawn from it ([`metrics`]), post to a webhook
 //! ([`webhook`]), and keep systemd's status line ([`systemd`]); the CLI also sends SSM
 //! compliance and inventory after every check and cycle ([`ssm`]). A reporter never fails
 //! or delays a cycle: it logs its own errors, and anything slow runs in the background.
 
+pub mod keeper;
 pub mod metrics;
 pub mod record;
 pub mod ssm;

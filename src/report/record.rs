@@ -3,13 +3,13 @@
 //! same thing whichever command ran last.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::atomic_file;
 use crate::cycle::{Cycle, Outcome, State};
 use crate::journal;
 use crate::packages::PackageUpdate;
@@ -75,8 +75,8 @@ impl Record {
     /// Writes the record to `state_dir` (atomically); a failure is logged.
     pub fn save(&self, state_dir: &Path) {
         let bytes = serde_json::to_vec_pretty(self).expect("the record serializes");
-        let written = journal::create_state_dir(state_dir)
-            .and_then(|()| journal::replace_file(&state_dir.join(RECORD_FILE), &bytes, 0o600));
+        let written = atomic_file::create_private_dir(state_dir)
+            .and_then(|()| atomic_file::replace(&state_dir.join(RECORD_FILE), &bytes, 0o600));
         if let Err(e) = written {
             warn!("cannot write the report record in {}: {e}", state_dir.display());
         }
@@ -129,40 +129,4 @@ fn step_duration(cycle: &Cycle, step: &str) -> Option<Duration> {
     let at = cycle.history.iter().position(|m| m.step == step)?;
     let next = cycle.history.get(at + 1)?;
     next.at.duration_since(cycle.history[at].at).ok()
-}
-
-/// A [`super::Reporter`] that keeps the record (and the metrics textfile) up to date as a
-/// cycle runs: its plan when it starts, its outcome when it ends.
-pub struct Keeper {
-    state_dir: PathBuf,
-    textfile: Option<PathBuf>,
-    lock: Mutex<()>,
-}
-
-impl Keeper {
-    /// Keeps the record of `state_dir`, and rewrites `textfile` (if any) at every step.
-    pub fn new(state_dir: &Path, textfile: Option<PathBuf>) -> Self {
-        Self { state_dir: state_dir.to_path_buf(), textfile, lock: Mutex::new(()) }
-    }
-}
-
-impl super::Reporter for Keeper {
-    fn entered(&self, cycle: &Cycle) {
-        let _one_at_a_time = self.lock.lock().expect("record lock");
-        let mut record = Record::load(&self.state_dir);
-        match &cycle.state {
-            State::Downloading { plan, .. } => {
-                record.checked(cycle.started_at, plan.updates.clone(), plan.needs_reboot());
-                if let Some(releases) = &cycle.releases {
-                    record.release = Some(releases.running.clone());
-                }
-            }
-            State::Done { .. } => record.ended(cycle),
-            _ => {}
-        }
-        record.save(&self.state_dir);
-        if let Some(path) = &self.textfile {
-            super::metrics::write_textfile(path, &record, Some(cycle));
-        }
-    }
 }

@@ -10,6 +10,7 @@ use sd_notify::NotifyState;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::atomic_file;
 use crate::cycle::Cycle;
 use crate::journal;
 
@@ -72,7 +73,7 @@ impl StatusLine {
         *published = true;
         notify(&[NotifyState::Status(&status.activity)]);
         let bytes = serde_json::to_vec_pretty(&*status).expect("the status serializes");
-        if let Err(e) = journal::replace_file(&self.state_dir.join(STATUS_FILE), &bytes, 0o644) {
+        if let Err(e) = atomic_file::replace(&self.state_dir.join(STATUS_FILE), &bytes, 0o644) {
             warn!("cannot write the daemon status in {}: {e}", self.state_dir.display());
         }
     }

@@ -4,6 +4,7 @@
 //! seconds. Each host runs [`crate::cycle::Machine`] with its own journal, exactly as the
 //! daemon does; a reboot or a crash drops the running cycle, which resumes from the journal.
 
+pub mod clock;
 pub mod ports;
 pub mod store;
 pub mod world;
@@ -19,13 +20,16 @@ use crate::clock::Clock;
 use crate::config::MaxUnavailable;
 use crate::config::Settings;
 use crate::coordination::policy::{Budget, Pause};
-use crate::coordination::store::{Control, Slot, StalePolicy, StoreCoordinator, record_key};
+use crate::coordination::store::items::{Control, Slot};
+use crate::coordination::store::{StalePolicy, StoreCoordinator};
 use crate::coordination::{self};
-use crate::cycle::{Cycle, Machine, Outcome, Ports, State};
+use crate::cycle::machine::{Machine, Ports};
+use crate::cycle::{Cycle, Outcome, State};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
-use ports::{Power, SimAgent, SimClock, SimEcs, SimHooks, SimHost, SimLifecycle, SimPackages, Timings};
+use clock::SimClock;
+use ports::{Power, SimAgent, SimEcs, SimHooks, SimHost, SimLifecycle, SimPackages, Timings};
 use store::{Limits, MemoryStore, Usage};
 use world::{Dice, InQueue, World, WorldState};
 
@@ -219,7 +223,7 @@ struct LeaseEnd {
 
 impl LeaseEnd {
     fn read(store: &MemoryStore) -> Self {
-        let key = lease_key();
+        let key = world::lease_key();
         let control: Control = store.get(&key).and_then(|v| serde_json::from_str(&v.body).ok()).unwrap_or_default();
         let holders = (0..control.slots)
             .filter_map(|n| store.get(&format!("{key}/slot/{n}")))
@@ -258,13 +262,6 @@ pub fn simulate(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Resul
 }
 
 /// The simulated cluster's name.
-const CLUSTER: &str = "sim";
-
-/// The key of the simulated group's record in the lease store.
-pub fn lease_key() -> String {
-    record_key(CLUSTER, &Settings::default().coordination.group)
-}
-
 fn settings() -> Settings {
     let mut s = Settings::default();
     s.host.reboot_timeout = Duration::from_secs(600);
@@ -297,7 +294,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         StoreCoordinator::new(
             Arc::clone(&store) as Arc<dyn crate::coordination::store::LeaseStore>,
             Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
-            coordination::store_settings(&settings.coordination, CLUSTER),
+            coordination::backend::store_settings(&settings.coordination, world::CLUSTER),
         )
         .with_alarms(alarms),
     );

@@ -1,17 +1,16 @@
 //! The simulator's implementations of the cycle's side effects, over the shared world.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
+use super::clock::SimClock;
 use super::store::MemoryStore;
-use super::world::{HOST_CAPACITY, InQueue, World, WorldState};
+use super::world::{HOST_CAPACITY, InQueue, World, WorldState, lease_key};
 use crate::agent::{Agent, AgentMetadata, AgentTask};
 use crate::clock::Clock;
-use crate::coordination::store::Control;
+use crate::coordination::store::items::Control;
 use crate::ecs::{ContainerInstance, Ecs, Listed, Service, Task};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -52,44 +51,6 @@ impl Default for Timings {
     }
 }
 
-/// Virtual time on tokio's paused clock, with seeded jitter.
-pub struct SimClock {
-    base: SystemTime,
-    start: tokio::time::Instant,
-    rng: Mutex<StdRng>,
-}
-
-impl SimClock {
-    /// A clock starting now, jittering from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-            start: tokio::time::Instant::now(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-        }
-    }
-
-    /// Virtual milliseconds since the start.
-    pub fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-#[async_trait::async_trait]
-impl Clock for SimClock {
-    fn now(&self) -> SystemTime {
-        self.base + self.start.elapsed()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
-    fn jitter(&self, base: Duration) -> Duration {
-        base.mul_f64(self.rng.lock().expect("rng").random_range(0.5..1.5))
-    }
-}
-
 /// ECS as seen by host `host`; counts every call.
 pub struct SimEcs {
     /// The world.
@@ -105,7 +66,7 @@ pub struct SimEcs {
 impl SimEcs {
     /// Where this host stands in the slot queue (read without charge from the store).
     fn in_queue(&self) -> InQueue {
-        let prefix = super::lease_key();
+        let prefix = lease_key();
         let id = self.world.lock().expect("world").instances[self.host].id.clone();
         let Some(queued) = self.store.get(&format!("{prefix}/queued/{id}")) else {
             return InQueue::No;

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::ports::SimClock;
+use super::clock::SimClock;
 use super::world::World;
 use crate::coordination::store::{Consistency, Expect, LeaseStore, Versioned, Write};
 use crate::error::{Error, Result};

@@ -8,7 +8,17 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::config::Settings;
+use crate::coordination::store::record_key;
 use crate::ecs::Capacity;
+
+/// The simulated cluster's name.
+pub const CLUSTER: &str = "sim";
+
+/// The key of the simulated group's record in the lease store.
+pub fn lease_key() -> String {
+    record_key(CLUSTER, &Settings::default().coordination.group)
+}
 
 /// Resources of one simulated host.
 pub const HOST_CAPACITY: Capacity = Capacity { cpu: 2048, memory: 8192 };

@@ -1,0 +1,239 @@
+//! The slots: who holds each, the head of the queue taking a free one in one transaction
+//! (fencing token, `served`, the slot), and slots whose holder went stale.
+
+use std::time::Duration;
+
+use super::items::{Control, Slot};
+use super::{
+    CONFLICT_RETRIES, Consistency, Expect, GRANT_SPACING, RELEASES_KEPT_FOR, StalePolicy, StoreCoordinator, ms,
+};
+use crate::coordination::policy::{self, GroupRecord, Holder, Pause};
+use crate::coordination::{Decision, Grant, SlotRequest};
+use crate::ecs::Ecs;
+use crate::error::{Error, Result};
+
+impl StoreCoordinator {
+    /// Every slot item with its version (`None`: never written).
+    pub(super) async fn slots(&self, count: usize) -> Result<Vec<(Slot, Option<u64>)>> {
+        let keys: Vec<String> = (0..count).map(|n| self.slot_key(n)).collect();
+        let mut slots = Vec::with_capacity(count);
+        for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Strong).await?) {
+            slots.push(match stored {
+                None => (Slot::default(), None),
+                Some(v) => (self.parse(key, &v.body)?, Some(v.version)),
+            });
+        }
+        Ok(slots)
+    }
+
+    /// The policy's view of the slots.
+    pub(super) fn record(slots: &[(Slot, Option<u64>)]) -> GroupRecord {
+        GroupRecord {
+            holders: slots.iter().filter_map(|(s, _)| s.holder.clone()).collect(),
+            released: slots.iter().flat_map(|(s, _)| s.released.iter().cloned()).collect(),
+        }
+    }
+
+    /// Changes slot `n` with `change` until the write wins; `change` returns false to leave
+    /// it. Answers whether it changed it.
+    pub(super) async fn update_slot(&self, n: usize, mut change: impl FnMut(&mut Slot) -> bool) -> Result<bool> {
+        let key = self.slot_key(n);
+        for _ in 0..CONFLICT_RETRIES {
+            let (mut slot, expect) = match self.read::<Slot>(&key, Consistency::Strong).await? {
+                Some((slot, version)) => (slot, Expect::Version(version)),
+                None => (Slot::default(), Expect::Absent),
+            };
+            if !change(&mut slot) {
+                return Ok(false);
+            }
+            if self.store.save(&Self::put(key.clone(), &slot, expect)).await? {
+                return Ok(true);
+            }
+            self.back_off().await;
+        }
+        Err(Error::Lease(format!("too many concurrent writers on {key}")))
+    }
+
+    /// The slot a grant fills (looked up by token for grants that did not record it).
+    pub(super) async fn slot_of(&self, grant: &Grant) -> Result<Option<usize>> {
+        if grant.slot.is_some() {
+            return Ok(grant.slot);
+        }
+        let (control, _) = self.control(Consistency::Strong).await?;
+        let slots = self.slots(control.slots).await?;
+        Ok(slots.iter().position(|(s, _)| s.holder.as_ref().is_some_and(|h| h.token == grant.token)))
+    }
+
+    /// Asks for a slot as the head of the queue (ticket `ticket`); `None`: something moved
+    /// meanwhile, look again at once.
+    pub(super) async fn take_slot(
+        &self,
+        request: &SlotRequest,
+        ticket: u64,
+        ecs: &dyn Ecs,
+    ) -> Result<Option<Decision>> {
+        let (control, version) = self.control(Consistency::Strong).await?;
+        if let Some(pause) = &control.paused {
+            return Ok(Some(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by))));
+        }
+        if control.served + 1 != ticket {
+            return Ok(None);
+        }
+        // At most the spacing (another host's clock may run ahead): wait here, read again.
+        let wait = control.last_grant_at.saturating_add(ms(GRANT_SPACING)).saturating_sub(self.now());
+        if wait > 0 {
+            self.clock.sleep(Duration::from_millis(wait.min(ms(GRANT_SPACING)))).await;
+            return Ok(None);
+        }
+        let slots = self.slots(control.slots).await?;
+        if self.handle_stale(&slots, &request.id, ecs).await? {
+            return Ok(None);
+        }
+        let record = Self::record(&slots);
+        // Only a host within reach of a free slot looks at the cluster.
+        let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
+        if record.holders.len() >= budget && control.cluster_size > 0 {
+            return Ok(Some(Decision::Wait {
+                reason: format!("first in the queue, all {budget} slot(s) held"),
+                pace: self.near_pace(),
+            }));
+        }
+        let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before).await?;
+        if policy::free_slots(&record, &snapshot, &self.policy, &request.id) == 0 {
+            return Ok(Some(Decision::Wait {
+                reason: "first in the queue, no slot free".into(),
+                pace: self.near_pace(),
+            }));
+        }
+        if let Err(reason) = policy::admit(&record, &snapshot, &self.policy, request) {
+            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
+        }
+        let me = snapshot.instances.iter().find(|i| i.id == request.id).expect("admit() found it");
+        let budget = self.policy.max_unavailable.resolve(snapshot.instances.len().max(1));
+        let Some(n) = slots.iter().position(|(s, _)| s.holder.is_none()).filter(|n| *n < budget).or_else(|| {
+            // Every slot item in use is held: a new one, within the budget.
+            (control.slots < budget).then_some(control.slots)
+        }) else {
+            return Ok(Some(Decision::Wait {
+                reason: "first in the queue, no slot item free".into(),
+                pace: self.near_pace(),
+            }));
+        };
+        // Only the head asks CloudWatch, only when a slot is free, and last, right before
+        // the grant.
+        if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
+            return Ok(Some(Decision::Wait { reason, pace: self.near_pace() }));
+        }
+        let now = self.now();
+        let token = control.next_token.max(1);
+        let (mut slot, slot_version) = slots.get(n).cloned().unwrap_or_default();
+        slot.released.retain(|(_, at)| at.saturating_add(ms(RELEASES_KEPT_FOR)) >= now);
+        slot.holder = Some(Holder {
+            id: request.id.clone(),
+            arn: request.arn.clone(),
+            token,
+            cycle: request.cycle.clone(),
+            step: "waiting-for-slot".into(),
+            availability_zone: me.availability_zone.clone(),
+            allocated: me.registered.minus(me.remaining),
+            stays: request.stays.unwrap_or_default(),
+            acquired_at: now,
+            renewed_at: now,
+            expires_at: now.saturating_add(ms(self.ttl)),
+        });
+        let next = Control {
+            last_grant_at: now,
+            served: ticket,
+            next_token: token + 1,
+            slots: control.slots.max(n + 1),
+            cluster_size: snapshot.instances.len(),
+            ..control
+        };
+        let granted = self
+            .store
+            .commit(&[
+                Self::put(self.key.clone(), &next, version.map_or(Expect::Absent, Expect::Version)),
+                Self::put(self.slot_key(n), &slot, slot_version.map_or(Expect::Absent, Expect::Version)),
+                Self::delete(self.ticket_key(ticket)),
+                Self::delete(self.queued_key(&request.id)),
+            ])
+            .await?;
+        if !granted {
+            self.back_off().await;
+            return Ok(None);
+        }
+        self.forget_ticket(&request.cycle);
+        Ok(Some(Decision::Granted(Grant { group: self.group.clone(), token, slot: Some(n), services: Vec::new() })))
+    }
+
+    /// Deals with holders whose lease expired; true when anything changed.
+    async fn handle_stale(&self, slots: &[(Slot, Option<u64>)], seen_by: &str, ecs: &dyn Ecs) -> Result<bool> {
+        let now = self.now();
+        let by = format!("{seen_by}, which found the stale lease");
+        let mut changed = false;
+        for (n, (slot, _)) in slots.iter().enumerate() {
+            let Some(holder) = slot.holder.as_ref().filter(|h| h.expires_at < now) else { continue };
+            let dead = match self.on_stale {
+                StalePolicy::Pause => None,
+                StalePolicy::Reclaim => match ecs.describe(&holder.arn).await? {
+                    None => Some("no longer registered"),
+                    Some(i) if i.status == "INACTIVE" => Some("INACTIVE"),
+                    Some(i) if !i.agent_connected => Some("disconnected"),
+                    Some(_) => None,
+                },
+            };
+            let reason = match (dead, self.on_stale) {
+                (Some(why), _) => {
+                    tracing::warn!(holder = %holder.id, "reclaiming a stale slot: its instance is {why}");
+                    let token = holder.token;
+                    self.update_slot(n, |s| {
+                        let ours = s.holder.as_ref().is_some_and(|h| h.token == token);
+                        if ours {
+                            s.holder = None;
+                        }
+                        ours
+                    })
+                    .await?;
+                    self.update_control(|c| {
+                        c.snapshot_not_before = now;
+                        true
+                    })
+                    .await?;
+                    changed = true;
+                    continue;
+                }
+                (None, StalePolicy::Reclaim) => format!(
+                    "{}'s lease expired at step {} but its instance is still connected; check it, then resume",
+                    holder.id, holder.step
+                ),
+                (None, StalePolicy::Pause) => {
+                    format!(
+                        "{}'s lease expired at step {} without finishing (it never came back?)",
+                        holder.id, holder.step
+                    )
+                }
+            };
+            self.update_control(|c| {
+                let first = c.paused.is_none();
+                c.paused.get_or_insert(Pause { reason: reason.clone(), by: by.clone(), at: now });
+                first
+            })
+            .await?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// A slot held by `request`'s cycle (a grant whose answer was lost).
+    pub(super) async fn held_by(&self, request: &SlotRequest, control: &Control) -> Result<Option<Grant>> {
+        let slots = self.slots(control.slots).await?;
+        Ok(slots.iter().enumerate().find_map(|(n, (s, _))| {
+            s.holder.as_ref().filter(|h| h.id == request.id && h.cycle == request.cycle).map(|h| Grant {
+                group: self.group.clone(),
+                token: h.token,
+                slot: Some(n),
+                services: Vec::new(),
+            })
+        }))
+    }
+}

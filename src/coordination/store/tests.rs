@@ -1,0 +1,175 @@
+//! The lease items under hosts whose reads and writes interleave.
+
+use super::*;
+use crate::coordination::policy::Budget;
+use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
+use crate::sim::clock::SimClock;
+use crate::sim::ports::SimEcs;
+use crate::sim::store::MemoryStore;
+use crate::sim::world::WorldState;
+
+/// A store whose reads yield, so that hosts' read-modify-write cycles interleave.
+struct Interleaving(Arc<MemoryStore>);
+
+#[async_trait::async_trait]
+impl LeaseStore for Interleaving {
+    async fn load(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>> {
+        let value = self.0.load(key, consistency).await;
+        tokio::task::yield_now().await;
+        value
+    }
+
+    async fn load_many(&self, keys: &[String], consistency: Consistency) -> Result<Vec<Option<Versioned>>> {
+        let value = self.0.load_many(keys, consistency).await;
+        tokio::task::yield_now().await;
+        value
+    }
+
+    async fn save(&self, write: &Write) -> Result<bool> {
+        self.0.save(write).await
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<bool> {
+        self.0.commit(writes).await
+    }
+
+    async fn increment(&self, key: &str) -> Result<u64> {
+        self.0.increment(key).await
+    }
+}
+
+struct Bench {
+    world: crate::sim::world::World,
+    clock: Arc<SimClock>,
+    memory: Arc<MemoryStore>,
+}
+
+impl Bench {
+    fn new(hosts: usize) -> Self {
+        let world = Arc::new(Mutex::new(WorldState::new(hosts, 1, 1)));
+        let clock = Arc::new(SimClock::new(1));
+        let memory = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), Default::default()));
+        Self { world, clock, memory }
+    }
+
+    fn coordinator(&self, budget: u32) -> StoreCoordinator {
+        let settings = StoreSettings {
+            cluster: "sim".into(),
+            group: "default".into(),
+            policy: Policy { max_unavailable: Budget::Count(budget), min_healthy_percent: 0, one_az_at_a_time: false },
+            ttl: Duration::from_secs(60),
+            snapshot_max_age: Duration::from_secs(60),
+            on_stale: StalePolicy::Pause,
+            poll: Duration::from_secs(10),
+        };
+        let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(Arc::clone(&self.memory)));
+        StoreCoordinator::new(store, self.clock.clone(), settings)
+    }
+
+    fn ecs(&self, host: usize) -> SimEcs {
+        SimEcs { world: Arc::clone(&self.world), host, clock: Arc::clone(&self.clock), store: Arc::clone(&self.memory) }
+    }
+
+    /// `n` hosts, each its own process (its own coordinator's memory): their coordinators,
+    /// requests and views of ECS.
+    fn hosts(&self, n: usize, budget: u32) -> (Vec<StoreCoordinator>, Vec<SlotRequest>, Vec<SimEcs>) {
+        (
+            (0..n).map(|_| self.coordinator(budget)).collect(),
+            (0..n).map(|h| self.request(h)).collect(),
+            (0..n).map(|h| self.ecs(h)).collect(),
+        )
+    }
+
+    fn request(&self, host: usize) -> SlotRequest {
+        let w = self.world.lock().unwrap();
+        SlotRequest {
+            id: w.instances[host].id.clone(),
+            arn: w.instances[host].arn.clone(),
+            cycle: format!("c{host}"),
+            stays: Some(Default::default()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hosts_can_never_take_more_slots_than_the_budget() {
+    let bench = Bench::new(6);
+    // Each host its own process, all asking at once, many times over.
+    let (coordinators, requests, ecs) = bench.hosts(4, 2);
+    let mut granted = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
+        let (a, b, c, d) = tokio::join!(ask(0), ask(1), ask(2), ask(3));
+        for (h, decision) in [a, b, c, d].into_iter().enumerate() {
+            if let Decision::Granted(g) = decision.unwrap() {
+                granted.insert((h, g.token));
+            }
+        }
+        let view = coordinators[0].view().await.unwrap();
+        assert!(view.holders.len() <= 2, "{view:?}");
+    }
+    let view = coordinators[0].view().await.unwrap();
+    assert_eq!(view.holders.len(), 2, "two of them got one: {view:?}");
+    let hosts: std::collections::BTreeSet<usize> = granted.iter().map(|(h, _)| *h).collect();
+    assert_eq!(hosts.len(), 2, "{granted:?}");
+    assert_eq!(granted.len(), 2, "a holder asking again gets its own grant back: {granted:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_version_1_record_is_converted_when_empty_and_refused_while_held() {
+    let bench = Bench::new(2);
+    let legacy = |holders: &str| {
+        format!(r#"{{"holders":{holders},"queue":[{{"id":"i-1","since":1}}],"paused":null,"next_token":7}}"#)
+    };
+    let write = |body: String| Write { key: "sim/default".into(), body: Some(body), expect: Expect::Any };
+    let holder = r#"[{"id":"i-00001","arn":"a","token":6,"cycle":"c","step":"draining","availability_zone":null,
+        "allocated":{"cpu":0,"memory":0},"acquired_at":0,"renewed_at":0,"expires_at":0}]"#;
+    assert!(bench.memory.save(&write(legacy(holder))).await.unwrap());
+    let coordinator = bench.coordinator(1);
+    let err = coordinator.acquire(&bench.request(0), &bench.ecs(0)).await.unwrap_err().to_string();
+    assert!(err.contains("single-item format") && err.contains("i-00001"), "{err}");
+    assert!(bench.memory.save(&write(legacy("[]"))).await.unwrap());
+    let decision = coordinator.acquire(&bench.request(0), &bench.ecs(0)).await.unwrap();
+    assert!(matches!(decision, Decision::Granted(Grant { token: 7, .. })), "the token sequence goes on: {decision:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_head_that_stopped_asking_is_skipped() {
+    let bench = Bench::new(3);
+    let coordinator = bench.coordinator(1);
+    let [a, b, c] = [0, 1, 2].map(|h| bench.request(h));
+    assert!(matches!(coordinator.acquire(&a, &bench.ecs(0)).await.unwrap(), Decision::Granted(_)));
+    // b queues, then goes silent; c queues behind it.
+    assert!(matches!(coordinator.acquire(&b, &bench.ecs(1)).await.unwrap(), Decision::Wait { .. }));
+    assert!(matches!(coordinator.acquire(&c, &bench.ecs(2)).await.unwrap(), Decision::Wait { .. }));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    coordinator.release_holder(&a.id).await.unwrap();
+    let decision = coordinator.acquire(&c, &bench.ecs(2)).await.unwrap();
+    assert!(matches!(decision, Decision::Granted(_)), "b was skipped: {decision:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn waiters_that_left_out_of_order_do_not_stall_the_queue() {
+    let bench = Bench::new(5);
+    let (coordinators, requests, ecs) = bench.hosts(5, 1);
+    let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
+    assert!(matches!(ask(0).await.unwrap(), Decision::Granted(_)));
+    for h in 1..5 {
+        assert!(matches!(ask(h).await.unwrap(), Decision::Wait { .. }));
+    }
+    // Hosts 2 and 3 give up, then host 1 at the head: two gone tickets at the front,
+    // and host 4 two places back, where no host is right behind the head.
+    for h in [2, 3, 1] {
+        coordinators[h].withdraw(&requests[h]).await.unwrap();
+    }
+    coordinators[0].release_holder(&requests[0].id).await.unwrap();
+    let mut granted = false;
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(31)).await;
+        if matches!(ask(4).await.unwrap(), Decision::Granted(_)) {
+            granted = true;
+            break;
+        }
+    }
+    assert!(granted, "the queue moved past the tickets left behind: {:?}", coordinators[0].view().await.unwrap());
+}

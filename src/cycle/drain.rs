@@ -1,0 +1,277 @@
+//! Step 5, [`State::Draining`]: still inside the window and with the pre-drain hooks
+//! agreeing, protects the instance from scale-in, marks it as drained by this cycle, sets it
+//! DRAINING, and waits until every task on it has STOPPED.
+//!
+//! Journal: entered with the slot held, before the mark; the mark (the "drained by"
+//! attribute) is written before DRAINING, so that a drain resumed after a crash knows the
+//! instance as its own and only waits.
+//!
+//! Failure: back through [`State::Reactivating`], which sets ACTIVE only what this cycle
+//! drained; an instance drained by someone else is not ours, and the slot is given back.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::checks::poll_delays;
+use super::machine::Machine;
+use super::messages::{fmt, not_ours};
+use super::{Cycle, State};
+use crate::config::StandalonePolicy;
+use crate::coordination::Grant;
+use crate::ecs::{Capacity, Listed, Task};
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::hooks::HookPoint;
+use crate::lifecycle::{self, ScaleIn};
+use crate::plan::Plan;
+use crate::report::Event;
+
+/// A services check this recent stands at the drain (it was made while the slot was taken).
+const SERVICES_CHECK_STANDS: Duration = Duration::from_secs(120);
+
+/// What a drain moves: the services whose tasks it stops, and what stays on the host.
+#[derive(Debug, Default)]
+pub(super) struct Moving {
+    /// Daemon tasks: they stop last and start again here; no peer needs room for them.
+    pub(super) stays: Capacity,
+    /// The services with tasks on the host.
+    pub(super) services: Vec<String>,
+}
+
+impl Machine<'_> {
+    /// Marks and drains the instance (or, resumed, finds it drained by this cycle) and waits
+    /// until its tasks have stopped.
+    pub(super) async fn drain(
+        &self,
+        cycle: &Cycle,
+        plan: Plan,
+        arn: String,
+        mut lease: Grant,
+        scale_in: Option<ScaleIn>,
+    ) -> Result<State> {
+        let instance = self.registered(&arn).await?;
+        if instance.is_drained_by(&cycle.id) {
+            info!("the instance is already DRAINING for this cycle; waiting");
+        } else if instance.status == "ACTIVE" {
+            if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{}: the instance is not drained", leaving.reason)));
+            }
+            let checked = *self.services_checked.lock().expect("services check");
+            let stands = checked.is_some_and(|at| at + SERVICES_CHECK_STANDS >= self.ports.clock.now());
+            if !stands {
+                lease.services = self.services_can_move(&arn).await?.services;
+            }
+            self.inside_window("the drain does not start")?;
+            // A hook that says no (or fails) stops the cycle before anything changed.
+            self.run_hooks(HookPoint::PreDrain, cycle, &arn)
+                .await
+                .map_err(|e| Error::Deferred(format!("the instance is not drained: {e}")))?;
+            // A drained, task-less instance is the first one Auto Scaling would pick to scale
+            // in: protect it until it is set ACTIVE again (Reactivating restores what was there).
+            if let Some(group) = scale_in.as_ref().filter(|s| !s.was_protected) {
+                lifecycle::protect_or_warn(self.ports.lifecycle.as_ref(), &group.group, true).await;
+            }
+            self.ensure_lease()?;
+            // The mark first: an instance DRAINING without it would be someone else's.
+            self.ports.ecs.mark(&arn, &cycle.id).await?;
+            fault::point("draining:marked");
+            self.ports.ecs.set_draining(&arn).await?;
+            self.ports.reporter.event(cycle, Event::DrainStarted, &plan.why);
+        } else {
+            return Err(not_ours(&instance));
+        }
+        self.wait_until_drained(cycle, &arn).await?;
+        Ok(State::Installing { plan, arn, lease, scale_in })
+    }
+
+    /// Fails (deferred: nothing is changed) when a service with tasks on this host cannot
+    /// move them; otherwise answers what stays on the host through a drain (daemon tasks),
+    /// which peers need no room for, and the services whose tasks the drain stops.
+    ///
+    /// The tasks are those the host's agent runs, described by ECS (one call; their service
+    /// is their group); without the agent, ECS lists them (three calls). A task placed a
+    /// moment ago and not yet known to the agent is not checked here: if its service cannot
+    /// move it, the drain times out and the roll pauses.
+    pub(super) async fn services_can_move(&self, arn: &str) -> Result<Moving> {
+        let tasks = match self.running_locally().await {
+            Ok(local) if local.is_empty() => Vec::new(),
+            Ok(local) => self.ports.ecs.tasks(&local).await?,
+            Err(e) => {
+                info!("listing the host's tasks from ECS: the agent cannot ({e})");
+                self.ports.ecs.tasks_on(arn, Listed::Every).await?
+            }
+        };
+        let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Moving::default());
+        }
+        let services = self.ports.ecs.services(&names).await?;
+        if let Some(why) = services.iter().find_map(|s| s.cannot_move()) {
+            return Err(Error::Deferred(why));
+        }
+        *self.services_checked.lock().expect("services check") = Some(self.ports.clock.now());
+        let daemon = |t: &&Task| t.service().is_some_and(|name| services.iter().any(|s| s.name == name && s.daemon));
+        Ok(Moving {
+            stays: tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)),
+            services: names,
+        })
+    }
+
+    /// Polls until nothing runs on `arn`, within `drain.timeout`, treating standalone tasks as
+    /// `drain.standalone_tasks` says.
+    async fn wait_until_drained(&self, cycle: &Cycle, arn: &str) -> Result<()> {
+        let since = cycle.entered_at;
+        let drain = &self.settings.drain;
+        let mut said = String::new();
+        let deadline = since + drain.timeout;
+        let grace_ends = since + drain.standalone_grace;
+        let mut delays = poll_delays(drain.poll_initial, drain.poll_max);
+        let mut stopped = BTreeSet::new();
+        loop {
+            let now = self.ports.clock.now();
+            let classify = now >= grace_ends && drain.standalone_tasks != StandalonePolicy::Wait;
+            // A spot notice gives two minutes: a host that is leaving stops draining at once
+            // and gives its slot back (Reactivating leaves it as it is).
+            if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
+                return Err(Error::Deferred(format!("{}: the drain is abandoned", leaving.reason)));
+            }
+            let left = match self.tasks_left(arn, classify).await {
+                Ok(left) if left.is_empty() => return Ok(()),
+                Ok(left) => left,
+                Err(e @ Error::Credentials(_)) => return Err(e),
+                Err(e) if now < deadline => {
+                    warn!("cannot read the drain's progress (will try again): {e}");
+                    TasksLeft::default()
+                }
+                Err(e) => {
+                    return Err(Error::Timeout(format!("the drain did not finish within {}: {e}", fmt(drain.timeout))));
+                }
+            };
+            let standalone: Vec<&Task> =
+                left.tasks.iter().filter(|t| !t.is_service_task() && t.desired_status == "RUNNING").collect();
+            if !standalone.is_empty() {
+                match drain.standalone_tasks {
+                    StandalonePolicy::Wait => {}
+                    StandalonePolicy::Stop => {
+                        for task in &standalone {
+                            if stopped.insert(task.arn.clone()) {
+                                info!(task = %task.arn, "stopping a standalone task after the grace period");
+                                self.ports.ecs.stop_task(&task.arn, "ecs-patchd: host is being patched").await?;
+                            }
+                        }
+                    }
+                    StandalonePolicy::Abort => {
+                        return Err(Error::Timeout(format!(
+                            "{} standalone task(s) still run after {} and drain.standalone_tasks is \"abort\": {}",
+                            standalone.len(),
+                            fmt(drain.standalone_grace),
+                            standalone.iter().map(|t| t.arn.as_str()).collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                }
+            }
+            let progress = left.describe();
+            if progress != said {
+                self.ports.reporter.waiting(cycle, &progress);
+                said = progress;
+            }
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the drain did not finish within {}: {}",
+                    fmt(drain.timeout),
+                    left.describe()
+                )));
+            }
+            let wait = self.ports.clock.jitter(delays.next().unwrap_or(drain.poll_max));
+            let until_deadline = deadline.duration_since(now).unwrap_or_default();
+            self.ports.clock.sleep(wait.min(until_deadline)).await;
+        }
+    }
+
+    /// What still runs on `arn`. While the host's own agent still runs a task, the drain is
+    /// not over and ECS is not asked (no API call: a fleet draining a hundred hosts at once
+    /// would otherwise read ECS a few times a second), unless standalone tasks must be told
+    /// apart. Once the agent runs none: while ECS counts tasks whose desired status is
+    /// RUNNING, one describe per poll (tasks placed but not yet started by the agent). Once
+    /// it counts none, the agent is asked again, then ECS confirms that every task on the
+    /// instance is STOPPED.
+    ///
+    /// AWS: "A container instance has completed draining when all tasks running on the
+    /// instance transition to a STOPPED state" (Draining Amazon ECS container instances);
+    /// "runningTasksCount: The number of tasks on the container instance that have a desired
+    /// status (desiredStatus) of RUNNING" (ContainerInstance). A task in DEACTIVATING (load
+    /// balancer deregistration) or STOPPING still serves. Both views are needed: ECS covers
+    /// tasks placed but not yet started by the agent; the agent's `KnownStatus` is the
+    /// host's own truth about its containers, which ECS learns a moment later.
+    async fn tasks_left(&self, arn: &str, classify: bool) -> Result<TasksLeft> {
+        // The agent unreachable here is no answer: ECS is asked as before.
+        if !classify
+            && let Ok(local) = self.running_locally().await
+            && !local.is_empty()
+        {
+            return Ok(TasksLeft { local, ..TasksLeft::default() });
+        }
+        let instance = self.registered(arn).await?;
+        let counted = instance.running_tasks + instance.pending_tasks;
+        if counted > 0 && !classify {
+            return Ok(TasksLeft { counted, ..TasksLeft::default() });
+        }
+        if counted == 0 {
+            let local = self.running_locally().await.map_err(|e| {
+                Error::Host(format!("the ECS agent cannot say whether every task on the host has stopped: {e}"))
+            })?;
+            if !local.is_empty() {
+                return Ok(TasksLeft { local, ..TasksLeft::default() });
+            }
+        }
+        // With none desired RUNNING (counted), only the stopped ones can still be shutting down.
+        let listed = if counted == 0 { Listed::Stopping } else { Listed::Every };
+        let tasks = self.ports.ecs.tasks_on(arn, listed).await?;
+        Ok(TasksLeft { tasks, counted, ..TasksLeft::default() })
+    }
+
+    /// The tasks the host's agent has not seen stop.
+    async fn running_locally(&self) -> Result<Vec<String>> {
+        let on_host = self.ports.agent.tasks().await?;
+        Ok(on_host.into_iter().filter(|t| !t.is_stopped()).map(|t| t.arn).collect())
+    }
+}
+
+/// What still runs on an instance being drained.
+#[derive(Debug, Default)]
+struct TasksLeft {
+    /// Tasks ECS shows not yet STOPPED.
+    tasks: Vec<Task>,
+    /// Tasks ECS counts with a desired status of RUNNING (or PENDING).
+    counted: i32,
+    /// Tasks whose containers the agent has not yet seen stop.
+    local: Vec<String>,
+}
+
+impl TasksLeft {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.counted == 0 && self.local.is_empty()
+    }
+
+    /// One line for a message: how many tasks, and in which states.
+    fn describe(&self) -> String {
+        if !self.local.is_empty() {
+            return format!("the ECS agent still runs {} task(s): {}", self.local.len(), self.local.join(", "));
+        }
+        let mut states: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for t in &self.tasks {
+            *states.entry(t.last_status.as_str()).or_default() += 1;
+        }
+        let count = self.tasks.len().max(usize::try_from(self.counted).unwrap_or(0));
+        let detail: Vec<String> = states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+        if detail.is_empty() {
+            format!("{count} task(s) still running or pending")
+        } else {
+            format!("{count} task(s) not yet stopped ({})", detail.join(", "))
+        }
+    }
+}
