@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod common;
+
 /// The longest a source file may be.
 const MAX_LINES: usize = 700;
 
@@ -20,17 +22,6 @@ struct Module {
     path: Vec<String>,
 }
 
-fn source_files(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            source_files(&path, into);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            into.push(path);
-        }
-    }
-}
-
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -39,7 +30,7 @@ fn src() -> PathBuf {
 /// `lib::cycle::drain`; the binary is `main.rs` and `cli/`).
 fn modules() -> Vec<Module> {
     let mut files = Vec::new();
-    source_files(&src(), &mut files);
+    common::rust_files(&src(), &mut files);
     files.sort();
     files
         .into_iter()

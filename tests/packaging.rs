@@ -72,17 +72,6 @@ fn host_triple() -> String {
     host.trim().to_string()
 }
 
-fn rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, into);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            into.push(path);
-        }
-    }
-}
-
 /// DynamoDB authorizes a transaction by the actions of its items, not by an action of its
 /// own. AWS: "Permissions for Put, Update, Delete, and Get actions are governed by the
 /// permissions used for the underlying PutItem, UpdateItem, DeleteItem, and GetItem
@@ -99,7 +88,7 @@ const TRANSACTION_ITEMS: [(&str, &str); 4] = [
 fn called_actions() -> BTreeMap<String, String> {
     let sdks = sdk_crates();
     let mut files = Vec::new();
-    rust_files(&common::repo_path("src"), &mut files);
+    common::rust_files(&common::repo_path("src"), &mut files);
     let mut actions = BTreeMap::new();
     for file in files {
         let text: String = std::fs::read_to_string(&file).unwrap().split_whitespace().collect();

@@ -139,6 +139,18 @@ pub fn repo_path(relative: &str) -> PathBuf {
     repo().join(relative)
 }
 
+/// Every `.rs` file under `dir`, recursively, appended to `into`.
+pub fn rust_files(dir: &std::path::Path, into: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+}
+
 /// The python that has moto.
 pub fn python() -> PathBuf {
     let path = std::env::var_os("ECS_PATCHD_TEST_PYTHON")
