@@ -129,7 +129,7 @@ impl Reporting {
     }
 
     /// Waits for the webhook's posts still in flight.
-    pub async fn flush(&self) {
+    async fn flush(&self) {
         if let Some(webhook) = &self.webhook {
             webhook.flush().await;
         }

@@ -28,7 +28,7 @@ use ecs_patchd::window::Openness;
 
 use ecs_patchd::wiring::{self, Attempt, Reporting, ThisInstance};
 
-use super::run::stop_safely;
+use super::stop::stop_safely;
 
 /// How long the daemon first waits before trying again when it cannot learn who it is (IMDS
 /// or credentials not answering yet, right after boot); the wait doubles up to

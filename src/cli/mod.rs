@@ -9,6 +9,7 @@ mod fleet;
 mod logging;
 mod output;
 mod run;
+mod stop;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
