@@ -4,14 +4,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
+use crate::config::{Backend, DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
 use crate::cycle::Cycle;
 use crate::cycle::machine::Ports;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::lifecycle;
-use crate::packages::reboot::RebootRule;
-use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater};
+use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater, Releases};
 use crate::plan::{self, Class, Held, Plan};
 use crate::window::{Openness, Schedule};
 
@@ -30,12 +29,18 @@ pub struct Preview {
     pub drained_by: Option<String>,
     /// Why the instance is leaving (spot notice, Auto Scaling lifecycle), if it is.
     pub leaving: Option<String>,
+    /// `coordination.backend` (`report-only` until one is chosen: nothing is installed).
+    pub coordination_backend: Backend,
     /// The package manager in use.
     pub package_manager: String,
     /// What the package settings select.
     pub filters: Filters,
     /// `packages.release` (the releases found are in the plan, on Amazon Linux 2023).
     pub release_policy: ReleasePolicy,
+    /// A newer release that is published and not applied: its fixes count as pending.
+    pub release_available: Option<String>,
+    /// Runtime packages an unattended updater replaced under running tasks since the boot.
+    pub runtime_updated_in_place: Vec<String>,
     /// What `run` would install, its class and why.
     pub plan: Plan,
     /// Updates held back by the filters.
@@ -111,30 +116,25 @@ pub async fn preview(
     let instance = ports.ecs.describe(&identity.container_instance_arn).await?;
     let now = ports.clock.now();
     let packages = &settings.packages;
-    let planning = plan::make(ports.packages.as_ref(), packages, now, &settings.paths.state_dir, None).await?;
-    // Asked once: the plan asked already when it has updates.
-    let reboot_probe = if planning.plan.updates.is_empty() {
-        ports.packages.reboot_probe().await?
-    } else {
-        planning.plan.reboot_probe
+    let boot_id = ports.host.boot_id().ok();
+    let place = plan::Place { state_dir: &settings.paths.state_dir, journal: None, boot_id: boot_id.as_deref() };
+    let planning = plan::make(ports.packages.as_ref(), packages, now, place).await?;
+    let reboot_probe = planning.plan.reboot_probe;
+    let reboot_needed_now = match &planning.plan.reboot_due {
+        Some(reason) => Some(RebootNeed { needed: true, reason: reason.clone() }),
+        None => plan::reboot_needed_now(ports.packages.as_ref(), packages, reboot_probe).await,
     };
-    let reboot_needed_now = match reboot_probe {
-        RebootProbe::Rule => crate::packages::reboot::by_rule(&RebootRule::new(packages), &[]).ok(),
-        _ => ports.packages.reboot_required().await.ok(),
-    };
+    let backend = settings.coordination.backend;
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
+    let runtime_updated_in_place = planning.runtime_updated_in_place;
     let plan = planning.plan;
     let window = WindowView::new(schedule, now);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
-    } else if !window.open && !plan.updates.is_empty() {
-        format!(
-            "nothing yet: {} update(s) pending, but the maintenance window is {}",
-            plan.updates.len(),
-            window.describe
-        )
+    } else if !window.open && !plan.is_empty() {
+        format!("nothing yet: {}, but the maintenance window is {}", plan.pending_summary(), window.describe)
     } else if let Some(why) = &leaving {
         format!("nothing: {why}")
     } else if let (Some(updater), false) = (planning.rebooting_updaters.first(), packages.allow_rebooting_updater) {
@@ -143,13 +143,32 @@ pub async fn preview(
              packages.allow_rebooting_updater = true",
             updater.name, updater.because
         )
-    } else if plan.updates.is_empty() {
-        "nothing: no update is pending".to_string()
+    } else if plan.is_empty() {
+        match plan.releases.as_ref().and_then(Releases::unapplied) {
+            Some(newer) => format!(
+                "nothing: no update is pending in the release the host runs, but release {newer} is published and \
+                 not applied (packages.release = \"{}\")",
+                String::from(packages.release.clone())
+            ),
+            None => "nothing: no update is pending".to_string(),
+        }
+    } else if backend == Backend::ReportOnly {
+        format!(
+            "nothing: {}, but coordination.backend is not chosen (report-only): choose \"dynamodb\" or \
+             \"fleetlock\" for a fleet, or \"none\" for a single host (operator guide, \"First install\")",
+            plan.pending_summary()
+        )
     } else if !plan.drain {
         let agent = if plan.updates_agent { ", restart the ECS agent and verify it reconnects" } else { "" };
         format!("install {} update(s) in place without draining ({}){agent}", plan.updates.len(), plan.why)
     } else if drained_by_other {
         "nothing: the instance is DRAINING but not by ecs-patchd, so it is left alone".to_string()
+    } else if let (Some(reason), true) = (&plan.reboot_due, plan.updates.is_empty()) {
+        format!(
+            "drain the instance ({} task(s) to move) because a reboot is due ({reason}), reboot, wait for the \
+             agent to reconnect, set the instance ACTIVE",
+            tasks.unwrap_or(0)
+        )
     } else {
         let after = match (plan.class, packages.reboot, packages.runtime) {
             (_, RebootPolicy::Always, _) => "reboot",
@@ -174,6 +193,7 @@ pub async fn preview(
         tasks,
         drained_by: instance.and_then(|i| i.drained_by),
         leaving,
+        coordination_backend: backend,
         package_manager: ports.packages.name().to_string(),
         filters: Filters {
             security_only: packages.security_only,
@@ -182,6 +202,8 @@ pub async fn preview(
             drain: packages.drain,
         },
         release_policy: packages.release.clone(),
+        release_available: plan.releases.as_ref().and_then(Releases::unapplied).map(str::to_string),
+        runtime_updated_in_place,
         plan,
         held: planning.held,
         rebooting_updaters: planning.rebooting_updaters,

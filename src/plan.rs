@@ -11,10 +11,13 @@ use tracing::warn;
 use crate::config::{DrainPolicy, PackageSettings, RebootPolicy, first_match};
 use crate::error::Result;
 use crate::journal::{self, Journal};
-use crate::packages::{PackageManager, PackageUpdate, RebootProbe, RebootingUpdater, Releases, Target};
+use crate::packages::reboot::{self, RebootRule};
+use crate::packages::{PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Target};
 
 /// The state-directory file recording when this host first saw each update.
 const FIRST_SEEN_FILE: &str = "first-seen.json";
+/// The state-directory file holding the boot id ecs-patchd's own last reboot started.
+pub const REBOOTED_INTO_FILE: &str = "rebooted-into.json";
 
 /// What an update asks of the host, from the package names alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,10 @@ pub struct Plan {
     pub reboot_probe: RebootProbe,
     /// Whether an ECS agent package is among the updates (the agent must restart).
     pub updates_agent: bool,
+    /// With no update to install: why a reboot is due all the same (a kernel or library
+    /// installed by someone else and not running yet). The cycle drains and reboots for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_due: Option<String>,
 }
 
 /// A plan as journals hold it, including those written before update classes, which had
@@ -72,6 +79,8 @@ struct PlanRecord {
     updates_agent: Option<bool>,
     #[serde(default)]
     agent_only: bool,
+    #[serde(default)]
+    reboot_due: Option<String>,
 }
 
 impl From<PlanRecord> for Plan {
@@ -85,6 +94,7 @@ impl From<PlanRecord> for Plan {
             drain: r.drain.unwrap_or(!r.agent_only),
             reboot_probe: r.reboot_probe,
             updates_agent: r.updates_agent.unwrap_or(r.agent_only),
+            reboot_due: r.reboot_due,
         }
     }
 }
@@ -109,12 +119,28 @@ pub struct Planning {
     pub held: Vec<Held>,
     /// Updaters that reboot the host by themselves.
     pub rebooting_updaters: Vec<RebootingUpdater>,
+    /// Runtime packages an unattended updater replaced under running tasks since the boot.
+    pub runtime_updated_in_place: Vec<String>,
 }
 
 impl Plan {
-    /// True when carrying the plan out needs a reboot (a pending update of the reboot class).
+    /// True when there is nothing to do: no update, and no reboot due.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.reboot_due.is_none()
+    }
+
+    /// True when carrying the plan out needs a reboot (a pending update of the reboot
+    /// class, or a reboot already due).
     pub fn needs_reboot(&self) -> bool {
-        self.class == Class::Reboot && !self.updates.is_empty()
+        self.class == Class::Reboot && !self.is_empty()
+    }
+
+    /// What is pending, in one phrase: the updates, or the reboot due.
+    pub fn pending_summary(&self) -> String {
+        match &self.reboot_due {
+            Some(reason) if self.updates.is_empty() => format!("a reboot is due ({reason})"),
+            _ => format!("{} update(s) pending: {}", self.updates.len(), self.names().join(", ")),
+        }
     }
 
     /// The package names, as given to the package manager.
@@ -133,22 +159,44 @@ impl Plan {
     }
 }
 
-/// Surveys the package manager and makes the plan. With a `journal` (a run, not `check`),
+/// Where a plan is made: the host's state directory, the journal (a run, not `check`) and
+/// the boot the host runs.
+pub struct Place<'a> {
+    /// The state directory.
+    pub state_dir: &'a std::path::Path,
+    /// The journal, locked (a run); `None` for `check`, which writes nothing.
+    pub journal: Option<&'a Journal>,
+    /// The current boot id, if it could be read.
+    pub boot_id: Option<&'a str>,
+}
+
+/// Surveys the package manager and makes the plan. With a journal (a run, not `check`),
 /// records when each update was first seen, for `packages.min_age` where the package
-/// manager gives no build time (apt).
+/// manager gives no build time (apt). With no update to install, a reboot already due
+/// makes a plan of its own.
 pub async fn make(
     packages: &dyn PackageManager,
     settings: &PackageSettings,
     now: SystemTime,
-    state_dir: &std::path::Path,
-    journal: Option<&Journal>,
+    place: Place<'_>,
 ) -> Result<Planning> {
     let rebooting_updaters = packages.rebooting_updaters().await?;
+    let runtime_updated_in_place = packages.runtime_updated_in_place().await;
+    for note in &runtime_updated_in_place {
+        warn!("{note}");
+    }
     let survey = packages.survey().await?;
-    let first_seen = first_seen(&survey.updates, now, state_dir, journal);
+    let first_seen = first_seen(&survey.updates, now, place.state_dir, place.journal);
     let (chosen, held) = select(survey.updates, settings, now, &first_seen);
-    let reboot_probe = if chosen.is_empty() { RebootProbe::default() } else { packages.reboot_probe().await? };
-    let (class, why) = classify(&chosen, settings);
+    let reboot_probe = packages.reboot_probe().await?;
+    let reboot_due = match chosen.is_empty() {
+        true => reboot_due(packages, settings, reboot_probe, &place).await,
+        false => None,
+    };
+    let (class, why) = match &reboot_due {
+        Some(reason) => (Class::Reboot, format!("a reboot is due: {reason}")),
+        None => classify(&chosen, settings),
+    };
     let updates_agent = chosen.iter().any(|u| is_agent(settings, &u.name));
     let agent_only = !chosen.is_empty() && chosen.iter().all(|u| is_agent(settings, &u.name));
     // `packages.reboot = "always"` reboots every cycle but an agent-only one, so it drains too.
@@ -157,8 +205,52 @@ pub async fn make(
         Class::Reboot | Class::Runtime => true,
         Class::Agent | Class::InPlace => drain_anyway && !agent_only,
     };
-    let plan = Plan { updates: chosen, releases: survey.releases, class, why, drain, reboot_probe, updates_agent };
-    Ok(Planning { plan, held, rebooting_updaters })
+    let plan =
+        Plan { updates: chosen, releases: survey.releases, class, why, drain, reboot_probe, updates_agent, reboot_due };
+    Ok(Planning { plan, held, rebooting_updaters, runtime_updated_in_place })
+}
+
+/// Whether what is installed needs a reboot now, by the host's probe (or the reboot rule
+/// where it has none); `None` when the probe cannot answer (logged).
+pub async fn reboot_needed_now(
+    packages: &dyn PackageManager,
+    settings: &PackageSettings,
+    probe: RebootProbe,
+) -> Option<RebootNeed> {
+    let need = match probe {
+        RebootProbe::Rule => reboot::by_rule(&RebootRule::new(settings), &[]),
+        _ => packages.reboot_required().await,
+    };
+    need.map_err(|e| warn!("cannot tell whether a reboot is due: {e}")).ok()
+}
+
+/// A reboot due with nothing to install, and why: unattended-upgrades installs kernels and
+/// libraries without rebooting (Ubuntu's /var/run/reboot-required), someone ran the package
+/// manager by hand, or the newest kernel installed is not the one running. Not acted on
+/// under `packages.reboot = "never"`, nor in the boot that ecs-patchd's own last reboot
+/// started (that reboot did not clear it, so another would not either: the boot loader's
+/// default is not the newest kernel, say); both are logged.
+async fn reboot_due(
+    packages: &dyn PackageManager,
+    settings: &PackageSettings,
+    probe: RebootProbe,
+    place: &Place<'_>,
+) -> Option<String> {
+    let need = reboot_needed_now(packages, settings, probe).await.filter(|n| n.needed)?;
+    if settings.reboot == RebootPolicy::Never {
+        warn!("a reboot is due ({}) but packages.reboot is \"never\"", need.reason);
+        return None;
+    }
+    let ours = journal::read_file::<String>(place.state_dir, REBOOTED_INTO_FILE).ok().flatten();
+    if place.boot_id.is_some_and(|b| ours.as_deref() == Some(b)) {
+        warn!(
+            "a reboot is due ({}) in the boot ecs-patchd's own last reboot started: another would not \
+             clear it; check which kernel the boot loader starts",
+            need.reason
+        );
+        return None;
+    }
+    Some(need.reason)
 }
 
 fn is_agent(settings: &PackageSettings, name: &str) -> bool {

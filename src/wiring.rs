@@ -162,7 +162,12 @@ impl Attempt<'_> {
         let in_progress = self.journal.load::<Cycle>()?.filter(|c| !c.state.is_done());
         let next = match in_progress {
             Some(cycle) => Next::Resume(Box::new(cycle)),
-            None => Next::Start(self.instance.resolve(settings, agent.as_ref()).await?),
+            None => {
+                if let Some(line) = settings.coordination.backend.announcement() {
+                    tracing::warn!("{line}");
+                }
+                Next::Start(self.instance.resolve(settings, agent.as_ref()).await?)
+            }
         };
         let (cluster, instance_id) = match &next {
             Next::Resume(cycle) => (cycle.cluster.clone(), cycle.instance_id.clone()),
@@ -222,8 +227,7 @@ pub async fn preview(settings: &Settings, schedule: &Schedule) -> Result<Preview
     let ports = ports(settings, &this.aws, &identity.cluster.clone(), agent, lifecycle, &reporting, false)?;
     let preview = check::preview(&ports, settings, identity, in_progress, schedule).await?;
     let mut record = Record::load(&settings.paths.state_dir);
-    record.checked(SystemTime::now(), preview.plan.updates.clone(), preview.plan.needs_reboot());
-    record.release = preview.plan.releases.as_ref().map(|r| r.running.clone()).or(record.release);
+    record.looked(SystemTime::now(), &preview.plan);
     record.save(&settings.paths.state_dir);
     reporting.after(settings, &this.aws, &instance_id, &ports).await;
     Ok(preview)

@@ -18,8 +18,12 @@ fn drains(host: &TestHost) -> u64 {
 
 #[test]
 fn amazon_linux_2023_releases_locked_latest_and_pinned() {
-    // Locked (the default): only what release 2023.1 carries; check names the newer one.
-    let host = TestHost::start(Options { scenario: "release", ..Options::default() });
+    // Locked: only what release 2023.1 carries; check names the newer one.
+    let host = TestHost::start(Options {
+        scenario: "release",
+        config: "[packages]\nrelease = \"locked\"\n",
+        ..Options::default()
+    });
     let check = host.check_json();
     assert_eq!(check["release_policy"], "locked");
     assert_eq!(check["plan"]["releases"]["running"], "2023.1");
@@ -28,14 +32,13 @@ fn amazon_linux_2023_releases_locked_latest_and_pinned() {
     assert_eq!(names(&check["plan"]), ["demo-app"]);
     assert_eq!(check["plan"]["updates"][0]["available"], "2.0-1");
 
-    // Latest: resolved once to 2023.2, used by the plan, the install and the verification.
-    for policy in ["latest", "2023.2"] {
-        let host = TestHost::start(Options {
-            scenario: "release",
-            config: &format!("[packages]\nrelease = \"{policy}\"\n"),
-            ..Options::default()
-        });
+    // Latest (the default, "" below): resolved once to 2023.2, used by the plan, the
+    // install and the verification; or the release pinned.
+    for policy in ["", "2023.2"] {
+        let config = if policy.is_empty() { String::new() } else { format!("[packages]\nrelease = \"{policy}\"\n") };
+        let host = TestHost::start(Options { scenario: "release", config: &config, ..Options::default() });
         let check = host.check_json();
+        assert_eq!(check["release_policy"], if policy.is_empty() { "latest" } else { policy });
         assert_eq!(check["plan"]["releases"]["target"], "2023.2", "{policy}: {check}");
         let mut planned = names(&check["plan"]);
         planned.sort();

@@ -34,11 +34,6 @@ fn ssm_script(host: &TestHost, parameters: &[(&str, &str)]) -> std::path::PathBu
 }
 
 /// What the SSM stand-in recorded for `operation`, last first.
-fn ssm_requests(host: &TestHost, operation: &str) -> Vec<Value> {
-    let all = host.control("ssm", "{}");
-    all.as_array().unwrap().iter().rev().filter(|r| r["operation"] == operation).map(|r| r["body"].clone()).collect()
-}
-
 #[test]
 fn ssm_run_command_reboots_through_exit_194_and_finishes_after_the_boot() {
     let host = TestHost::start(Options::default());
@@ -70,7 +65,7 @@ fn ssm_run_command_reboots_through_exit_194_and_finishes_after_the_boot() {
     assert!(third.stdout.contains("nothing to do"), "{}", third.stdout);
 
     // Compliance and inventory after the cycle: compliant, the patch recorded.
-    let compliance = &ssm_requests(&host, "PutComplianceItems")[0];
+    let compliance = &host.ssm_requests("PutComplianceItems")[0];
     assert_eq!(compliance["ComplianceType"], "Custom:EcsPatchd");
     assert_eq!(compliance["ResourceType"], "ManagedInstance");
     assert_eq!(compliance["ResourceId"], host.standin["instance_id"]);
@@ -78,7 +73,7 @@ fn ssm_run_command_reboots_through_exit_194_and_finishes_after_the_boot() {
     assert_eq!(compliance["Items"].as_array().unwrap().len(), 1, "{compliance}");
     assert_eq!(compliance["Items"][0]["Status"], "COMPLIANT");
     assert_eq!(compliance["Items"][0]["Id"], "ecs-patchd");
-    let inventory = &ssm_requests(&host, "PutInventory")[0];
+    let inventory = &host.ssm_requests("PutInventory")[0];
     assert_eq!(inventory["InstanceId"], host.standin["instance_id"]);
     let item = &inventory["Items"][0];
     assert_eq!(item["TypeName"], "Custom:EcsPatchd");
@@ -104,7 +99,7 @@ fn check_reports_each_pending_update_to_ssm_and_to_the_metrics_textfile() {
         check["plan"]["updates"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert!(!pending.is_empty(), "{check}");
 
-    let compliance = &ssm_requests(&host, "PutComplianceItems")[0];
+    let compliance = &host.ssm_requests("PutComplianceItems")[0];
     assert_eq!(compliance["ComplianceType"], "Custom:EcsPatchd");
     assert!(compliance["ExecutionSummary"]["ExecutionTime"].is_number(), "{compliance}");
     let items = compliance["Items"].as_array().unwrap();
@@ -128,7 +123,7 @@ fn check_reports_each_pending_update_to_ssm_and_to_the_metrics_textfile() {
         check["plan"]["updates"].as_array().unwrap().iter().any(|u| u["severity"] == "Important"),
         "the advisory's severity is read: {check}"
     );
-    let inventory = &ssm_requests(&host, "PutInventory")[0]["Items"][0]["Content"][0];
+    let inventory = &host.ssm_requests("PutInventory")[0]["Items"][0]["Content"][0];
     assert_eq!(inventory["UpdatesPending"], pending.len().to_string());
     assert_eq!(inventory["LastOutcome"], "none");
 

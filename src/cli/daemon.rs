@@ -110,7 +110,11 @@ impl Daemon {
         let instance_id = instance.instance_id.clone();
         self.status.update(|s| s.activity = format!("instance {instance_id}: starting"));
         systemd::ready(&format!("instance {instance_id}: starting"));
-        info!(instance = %instance_id, region = %instance.region, "ecs-patchd daemon started");
+        let backend = self.settings.coordination.backend;
+        info!(instance = %instance_id, region = %instance.region, backend = backend.name(), "ecs-patchd daemon started");
+        if let Some(line) = backend.announcement() {
+            warn!("{line}");
+        }
         if let Some(every) = systemd::watchdog_interval() {
             // The ping runs on the runtime that drives the cycle: a dead or wedged runtime
             // stops it. A step stuck in an external command is bounded by its own timeout.
@@ -166,13 +170,25 @@ impl Daemon {
                     warn!("cannot run the new binary (this one runs on until the next start): {e}");
                 }
                 next_check = SystemTime::now() + jitter_around(self.settings.schedule.check_interval);
+                let in_progress = journal::read::<Cycle>(dir).ok().flatten().is_some_and(|c| !c.state.is_done());
                 match result {
                     // The cycle logged its outcome as it reached it.
                     Ok(_) => retry = RETRY_FIRST,
+                    // Not now, nothing changed (report-only, leaving, a service that cannot
+                    // move its tasks): the next regular check looks again.
+                    Err(Error::Deferred(why)) => {
+                        info!("{why}");
+                        self.status.update(|s| s.activity = why.clone());
+                        retry = RETRY_FIRST;
+                    }
+                    // A mistake in the setup (configuration, a missing table or permission)
+                    // does not mend by waiting: with no cycle to finish, the daemon stops
+                    // (exit 78, which the unit does not restart) once it has reported it.
+                    Err(e @ Error::Config(_)) if !in_progress => return Err(e),
                     Err(e) => {
-                        // Even a configuration error (one that appears only now, such as an
-                        // updater set to reboot by itself) must not stop the daemon: a cycle
-                        // may be in progress, and a fixed configuration is picked up by SIGHUP.
+                        // A configuration error with a cycle in progress does not stop the
+                        // daemon: the cycle must be finished; a fixed configuration is picked
+                        // up by SIGHUP.
                         warn!("{e}; trying again in {}", humantime::format_duration(retry));
                         self.status.update(|s| {
                             s.activity = format!(

@@ -58,9 +58,10 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let c = &settings.coordination;
     match c.backend {
-        Backend::None => Err(Error::Config(
-            "coordination.backend is \"none\": hosts do not share slots, so there is no fleet to show or steer".into(),
-        )),
+        Backend::None | Backend::ReportOnly => Err(Error::Config(format!(
+            "coordination.backend is \"{}\": hosts do not share slots, so there is no fleet to show or steer",
+            c.backend.name()
+        ))),
         Backend::Fleetlock => {
             let local = ecs_patchd::coordination::Local::new(c.policy(), clock, None);
             let lock = FleetLock::new(&c.fleetlock_url, &c.group, local, Duration::from_secs(10))?;

@@ -64,6 +64,9 @@ pub fn preview(p: &Preview) -> String {
         kebab(&f.drain)
     );
     let _ = writeln!(s, "release    policy {}; {}", kebab(&p.release_policy), releases(p.plan.releases.as_ref()));
+    if let Some(newer) = &p.release_available {
+        let _ = writeln!(s, "pending    release {newer} is published and not applied: its fixes are pending");
+    }
     for u in &p.rebooting_updaters {
         let _ = writeln!(s, "conflict   {} reboots by itself ({}), bypassing the drain", u.name, u.because);
     }
@@ -91,6 +94,10 @@ pub fn preview(p: &Preview) -> String {
         kebab(&p.reboot_probe),
         kebab(&p.runtime_policy)
     );
+    for note in &p.runtime_updated_in_place {
+        let _ = writeln!(s, "warning    {note}");
+    }
+    let _ = writeln!(s, "coordinate {}", kebab(&p.coordination_backend));
     let _ = writeln!(s, "window     {}", p.window.describe);
     let _ = writeln!(s, "run would  {}", p.verdict);
     s

@@ -161,13 +161,19 @@ pub enum RebootPolicy {
 /// AWS: "Each new AL2023 AMI is locked to a particular version of AL2023 ... When you run
 /// the dnf upgrade command, the system checks for upgrades in the repository that the
 /// releasever variable specifies" (Deterministic upgrades through versioned repositories).
+/// A host left locked never sees a fix published after its AMI, so the default is
+/// `latest`. AWS also warns: "Running dnf --releasever=latest update is not best practice,
+/// and is likely to result in an OS update being first tested in production" (Updating
+/// AL2023): the roll is the staged deployment that answers it (one host first, a failure
+/// halts the rest); pin a tested release for stricter control. Whatever the policy, a
+/// newer release not applied is reported as pending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum ReleasePolicy {
     /// The release the host is locked to (`/etc/dnf/vars/releasever`, else the installed
-    /// `system-release`): dnf's own default.
+    /// `system-release`): dnf's own default; newer releases are reported, never applied.
     Locked,
-    /// The newest release, resolved to its version once per cycle so that the plan, the
+    /// The default: the newest release, resolved to its version once per cycle so that the plan, the
     /// download, the install and the verification all use the same one.
     Latest,
     /// This release, e.g. `2023.9.20251117` (what AWS recommends: a release you tested).
@@ -283,7 +289,7 @@ impl Default for PackageSettings {
             manager: ManagerChoice::Auto,
             agent_packages: strings(&["ecs-init", "amazon-ecs-init"]),
             reboot: RebootPolicy::IfNeeded,
-            release: ReleasePolicy::Locked,
+            release: ReleasePolicy::Latest,
             security_only: false,
             exclude: Vec::new(),
             min_age: Duration::ZERO,
@@ -405,6 +411,9 @@ pub struct AptSettings {
     /// The script that writes `reboot_required_file` (update-notifier-common); without it,
     /// the file means nothing and the reboot rule decides.
     pub reboot_notifier: PathBuf,
+    /// apt's history log, where unattended-upgrades' runtime updates under running tasks
+    /// are found.
+    pub history_log: PathBuf,
 }
 
 impl Default for AptSettings {
@@ -413,6 +422,7 @@ impl Default for AptSettings {
             args: Vec::new(),
             reboot_required_file: "/var/run/reboot-required".into(),
             reboot_notifier: "/usr/share/update-notifier/notify-reboot-required".into(),
+            history_log: "/var/log/apt/history.log".into(),
         }
     }
 }
@@ -507,12 +517,45 @@ impl Default for ReportSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// No peer coordination (single host, manual use); the capacity guard still applies.
+    /// The default until an operator chooses: updates are looked for and reported (`check`,
+    /// metrics, SSM compliance), and nothing is downloaded, installed, drained or rebooted.
+    /// No store means no lock: hosts baked from one image would drain together.
+    ReportOnly,
+    /// No peer coordination: for a single host, or hosts the operator schedules one at a
+    /// time. Two hosts that look at the cluster at once may both drain.
     None,
     /// A DynamoDB table with conditional writes.
     Dynamodb,
     /// A FleetLock server (airlock on etcd).
     Fleetlock,
+}
+
+impl Backend {
+    /// The name the configuration gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::ReportOnly => "report-only",
+            Backend::None => "none",
+            Backend::Dynamodb => "dynamodb",
+            Backend::Fleetlock => "fleetlock",
+        }
+    }
+
+    /// What it means for this host, in one sentence, said when a command starts.
+    pub fn announcement(self) -> Option<&'static str> {
+        match self {
+            Backend::ReportOnly => Some(
+                "coordination.backend is not chosen (report-only): updates are looked for and reported, \
+                 nothing is installed, drained or rebooted; choose \"dynamodb\" or \"fleetlock\" for a \
+                 fleet, or \"none\" for a single host (operator guide, \"First install\")",
+            ),
+            Backend::None => Some(
+                "coordination.backend is \"none\": no lock is shared with other hosts, so this is only safe \
+                 for a single host or for hosts the operator schedules one at a time",
+            ),
+            Backend::Dynamodb | Backend::Fleetlock => None,
+        }
+    }
 }
 
 /// `coordination.max_unavailable`: a count (`2`) or a percentage (`"10%"`).
@@ -539,7 +582,7 @@ impl MaxUnavailable {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinationSettings {
-    /// `none`, `dynamodb` or `fleetlock`.
+    /// `report-only` (the default), `none`, `dynamodb` or `fleetlock`.
     pub backend: Backend,
     /// Hosts of one group share the budget (letters, digits, `.` and `-`).
     pub group: String,
@@ -584,7 +627,7 @@ pub struct CoordinationSettings {
 impl Default for CoordinationSettings {
     fn default() -> Self {
         Self {
-            backend: Backend::None,
+            backend: Backend::ReportOnly,
             group: "default".into(),
             max_unavailable: MaxUnavailable::Count(1),
             min_healthy_percent: 0,

@@ -1,4 +1,4 @@
-//! The coordinator the configuration chooses (`coordination.backend`): none (local), a
+//! The coordinator the configuration chooses (`coordination.backend`): none or report-only (local), a
 //! lease in DynamoDB, or a FleetLock server; with the CloudWatch alarms it watches.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub fn from_settings(
 ) -> Result<Arc<dyn Coordinator>> {
     let alarms = alarms(settings, aws);
     Ok(match settings.backend {
-        Backend::None => Arc::new(Local::new(settings.policy(), clock, alarms)),
+        Backend::ReportOnly | Backend::None => Arc::new(Local::new(settings.policy(), clock, alarms)),
         Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock).with_alarms(alarms)),
         Backend::Fleetlock => Arc::new(FleetLock::new(
             &settings.fleetlock_url,

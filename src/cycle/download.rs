@@ -17,7 +17,11 @@ impl Machine<'_> {
     /// Downloads the plan; an in-place plan goes on to install (window open, roll not paused),
     /// a drain plan to wait for a slot.
     pub(super) async fn download(&self, plan: Plan, arn: String) -> Result<State> {
-        self.ports.packages.download(&plan.target()).await?;
+        // A plan for a reboot that is due has nothing to download (and a package manager
+        // given no package name would take every update).
+        if !plan.updates.is_empty() {
+            self.ports.packages.download(&plan.target()).await?;
+        }
         if !plan.drain {
             self.inside_window("the in-place install does not start")?;
             // No slot is taken for it, but a paused roll stops it too: the pause may be

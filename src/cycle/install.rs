@@ -33,7 +33,11 @@ impl Machine<'_> {
         scale_in: Option<ScaleIn>,
     ) -> Result<State> {
         self.ensure_lease()?;
-        self.ports.packages.install(&plan.target()).await?;
+        // A plan for a reboot that is due installs nothing (and a package manager given no
+        // package name would install every update): the reboot check below answers.
+        if !plan.updates.is_empty() {
+            self.ports.packages.install(&plan.target()).await?;
+        }
         // A package manager may skip an update it cannot install and still succeed (dnf
         // with best=False): find out now, before a reboot for nothing.
         self.verify_installed(&plan).await?;

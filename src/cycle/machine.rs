@@ -13,7 +13,7 @@ use super::messages::{fmt, round};
 use super::{Cycle, Milestone, Outcome, State, allowed};
 use crate::agent::Agent;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::coordination::Coordinator;
 use crate::coordination::lease_keeper::LeaseKeeper;
 use crate::ecs::{ContainerInstance, Ecs};
@@ -24,7 +24,7 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle};
-use crate::packages::PackageManager;
+use crate::packages::{PackageManager, Releases};
 use crate::plan::{self, Planning};
 use crate::report::{Event, Reporter};
 use crate::shutdown;
@@ -59,7 +59,7 @@ const TRANSIENT_RETRIES: u32 = 6;
 pub struct Machine<'a> {
     pub(super) ports: &'a Ports,
     pub(super) settings: &'a Settings,
-    journal: &'a Journal,
+    pub(super) journal: &'a Journal,
     /// Renews the slot held by the current step, if it holds one.
     lease: Mutex<Option<LeaseKeeper>>,
     /// The maintenance windows; `None`: patching may start at any time.
@@ -114,21 +114,30 @@ impl<'a> Machine<'a> {
             return Err(Error::Deferred(format!("{}: no cycle is started", leaving.reason)));
         }
         let now = self.ports.clock.now();
-        let planning = plan::make(
-            self.ports.packages.as_ref(),
-            &self.settings.packages,
-            now,
-            &self.settings.paths.state_dir,
-            Some(self.journal),
-        )
-        .await?;
+        let boot_id = self.ports.host.boot_id().ok();
+        let place = plan::Place {
+            state_dir: &self.settings.paths.state_dir,
+            journal: Some(self.journal),
+            boot_id: boot_id.as_deref(),
+        };
+        let planning = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?;
         refuse_beside_rebooting_updaters(&planning, self.settings)?;
         for held in &planning.held {
             info!(package = %held.name, version = %held.available, "held back: {}", held.why);
         }
         let plan = planning.plan;
+        if let Some(newer) = plan.releases.as_ref().and_then(Releases::unapplied) {
+            warn!(release = newer, "a newer release is published and not applied (packages.release)");
+        }
+        if !plan.is_empty() && self.settings.coordination.backend == Backend::ReportOnly {
+            self.ports.reporter.looked(&plan, now);
+            return Err(Error::Deferred(format!(
+                "{}; nothing is installed until coordination.backend is chosen (report-only)",
+                plan.pending_summary()
+            )));
+        }
         let releases = plan.releases.clone();
-        let state = if plan.updates.is_empty() {
+        let state = if plan.is_empty() {
             State::Done { outcome: Outcome::NothingToDo }
         } else {
             info!(class = ?plan.class, drain = plan.drain, "{}", plan.why);

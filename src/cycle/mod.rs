@@ -256,6 +256,9 @@ impl State {
     /// One human line about the step.
     pub fn summary(&self) -> String {
         match self {
+            State::Downloading { plan, .. } if plan.updates.is_empty() => {
+                format!("{}: nothing to download", plan.pending_summary())
+            }
             State::Downloading { plan, .. } => {
                 format!("downloading {} update(s): {}", plan.updates.len(), plan.names().join(", "))
             }

@@ -16,7 +16,7 @@ use crate::coordination::Grant;
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::lifecycle::ScaleIn;
-use crate::plan::Plan;
+use crate::plan::{self, Plan};
 use crate::report::Event;
 
 impl Machine<'_> {
@@ -33,8 +33,13 @@ impl Machine<'_> {
         lease: Grant,
         scale_in: Option<ScaleIn>,
     ) -> Result<State> {
-        if self.ports.host.boot_id()? != boot_id {
+        let now_booted = self.ports.host.boot_id()?;
+        if now_booted != boot_id {
             info!("the host has rebooted");
+            // The boot this reboot started: a reboot still due in it is not made again.
+            if let Err(e) = self.journal.save_file(plan::REBOOTED_INTO_FILE, &now_booted) {
+                warn!("cannot note the boot this reboot started: {e}");
+            }
             return Ok(State::Returning { plan, arn, stale_arn: None, rebooted: true, lease, scale_in });
         }
         let attempts = self.settings.host.reboot_attempts;
@@ -47,7 +52,11 @@ impl Machine<'_> {
         self.ensure_lease()?;
         self.run_hooks(HookPoint::PreReboot, cycle, &arn).await?;
         self.hold_through_reboot(cycle, &lease).await?;
-        self.ports.reporter.event(cycle, Event::Rebooting, &format!("installed {}", plan.names().join(", ")));
+        let why = match &plan.reboot_due {
+            Some(reason) if plan.updates.is_empty() => format!("a reboot was due: {reason}"),
+            _ => format!("installed {}", plan.names().join(", ")),
+        };
+        self.ports.reporter.event(cycle, Event::Rebooting, &why);
         self.ports.host.reboot().await?;
         self.ports.clock.sleep(self.settings.host.reboot_timeout).await;
         warn!("still running {} after the reboot request", fmt(self.settings.host.reboot_timeout));

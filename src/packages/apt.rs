@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::apt_history;
 use super::{
     PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target, expect_success, optional,
     run_until_unlocked,
@@ -25,12 +26,18 @@ pub struct Apt {
     settings: AptSettings,
     timeout: Duration,
     security_only: bool,
+    runtime_globs: Vec<String>,
 }
 
 impl Apt {
     /// An apt backend; `settings.args` are added to every `apt-get` command.
     pub fn new(settings: AptSettings, packages: &PackageSettings) -> Self {
-        Self { settings, timeout: packages.command_timeout, security_only: packages.security_only }
+        Self {
+            settings,
+            timeout: packages.command_timeout,
+            security_only: packages.security_only,
+            runtime_globs: packages.runtime_globs().cloned().collect(),
+        }
     }
 
     /// `apt-get` with the configured arguments; it waits for the dpkg lock (held right
@@ -122,6 +129,11 @@ impl PackageManager for Apt {
     }
 
     /// needrestart's batch mode: one `NEEDRESTART-SVC: NAME` line per service.
+    async fn runtime_updated_in_place(&self) -> Vec<String> {
+        let booted = apt_history::booted_at();
+        apt_history::runtime_updated_by_unattended(&self.settings.history_log, &self.runtime_globs, booted)
+    }
+
     async fn services_to_restart(&self) -> Vec<String> {
         let argv: Vec<String> = ["needrestart", "-b", "-r", "l"].map(String::from).to_vec();
         let listed = optional(&argv, self.timeout).await.unwrap_or_default();
@@ -219,7 +231,8 @@ Conf libc6 (2.36-9+deb12u8 Debian-Security:12/stable-security [amd64])\n";
         let flag = dir.path().join("reboot-required");
         let notifier = dir.path().join("notify-reboot-required");
         std::fs::write(&notifier, "#!/bin/sh\n").unwrap();
-        let settings = AptSettings { args: vec![], reboot_required_file: flag.clone(), reboot_notifier: notifier };
+        let settings =
+            AptSettings { reboot_required_file: flag.clone(), reboot_notifier: notifier, ..AptSettings::default() };
         let apt = Apt::new(settings, &PackageSettings::default());
         assert_eq!(apt.reboot_probe().await.unwrap(), RebootProbe::RebootRequiredFile);
         assert!(!apt.reboot_required().await.unwrap().needed);

@@ -16,11 +16,12 @@ pub fn from_settings(settings: &PackageSettings, os_release: &Path) -> Result<Bo
         ManagerChoice::Auto => detect(os_release)?,
         chosen => chosen,
     };
-    if choice != ManagerChoice::Dnf && settings.release != ReleasePolicy::Locked {
+    // Without versioned repositories, `locked` and `latest` (the default) mean the same:
+    // whatever the repositories offer. Only a pinned release cannot be had.
+    if let (false, ReleasePolicy::Pinned(version)) = (choice == ManagerChoice::Dnf, &settings.release) {
         return Err(Error::Config(format!(
-            "packages.release is \"{}\", but only dnf (Amazon Linux 2023) has versioned repositories; \
-             leave it \"locked\" with {choice:?}",
-            String::from(settings.release.clone())
+            "packages.release is \"{version}\", but only dnf (Amazon Linux 2023) has versioned repositories; \
+             write \"latest\" or \"locked\" with {choice:?}"
         )));
     }
     Ok(match choice {

@@ -4,6 +4,7 @@
 //! and verifies with the same query it planned with.
 
 pub mod apt;
+pub mod apt_history;
 pub mod detect;
 pub mod reboot;
 pub mod rpm;
@@ -49,6 +50,15 @@ pub struct Releases {
     pub newest: Option<String>,
     /// The release this plan installs from (`--releasever`), or none for the locked one.
     pub target: Option<String>,
+}
+
+impl Releases {
+    /// The newest release, when it is published and this plan does not move to it (locked,
+    /// or pinned to another): fixes only it carries are pending all the same.
+    pub fn unapplied(&self) -> Option<&str> {
+        let applied = self.target.as_ref().unwrap_or(&self.running);
+        self.newest.as_deref().filter(|newest| *newest != applied)
+    }
 }
 
 /// What a survey of the host's packages found.
@@ -129,6 +139,11 @@ pub trait PackageManager: Send + Sync {
     async fn reboot_required(&self) -> Result<RebootNeed>;
     /// Updaters configured to install and reboot on their own.
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>>;
+    /// Runtime packages an unattended updater replaced under running tasks since the boot,
+    /// one sentence each; empty where the backend keeps no such history.
+    async fn runtime_updated_in_place(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Services still running code that an update replaced (`needs-restarting -s`,
     /// `needrestart -b`), best effort: empty where no such tool answers.
     async fn services_to_restart(&self) -> Vec<String>;

@@ -225,14 +225,15 @@ impl Rpm {
     /// dnf's business; the plan only says when it overrides it.
     async fn releases(&self, installed: &[(String, String)]) -> Result<Option<Releases>> {
         let Some((_, evr)) = installed.iter().find(|(n, _)| n == RELEASE_PACKAGE) else {
-            if self.release != ReleasePolicy::Locked {
+            // Not a system with versioned repositories: `locked` and `latest` (the default)
+            // mean the same there; a pinned release cannot be had.
+            if let ReleasePolicy::Pinned(version) = &self.release {
                 return Err(Error::Config(format!(
-                    "packages.release is \"{}\", but no {RELEASE_PACKAGE} package is installed: only Amazon \
-                     Linux 2023 has versioned repositories; leave it \"locked\"",
-                    String::from(self.release.clone())
+                    "packages.release is \"{version}\", but no {RELEASE_PACKAGE} package is installed: only \
+                     Amazon Linux 2023 has versioned repositories; write \"latest\" or \"locked\""
                 )));
             }
-            return Ok(None); // not a system with versioned repositories
+            return Ok(None);
         };
         let running = version_of(evr);
         let newest = self
@@ -267,11 +268,6 @@ impl Rpm {
                 }
             },
         };
-        if let (ReleasePolicy::Locked, Some(v)) = (&self.release, &newest)
-            && *v != running
-        {
-            info!(running = %running, newest = %v, "a newer release is available; packages.release is \"locked\"");
-        }
         Ok(Some(Releases { running, newest, target }))
     }
 }

@@ -57,8 +57,18 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
     registry.register("security_updates_pending", "Security updates pending at the last check", gauge(security));
     registry.register(
         "reboot_needed",
-        "1 when installing the pending updates needs a reboot",
+        "1 when installing the pending updates needs a reboot, or a reboot is due already",
         gauge(i64::from(record.reboot_needed)),
+    );
+    registry.register(
+        "reboot_due",
+        "1 when a reboot is due with no update pending (a kernel or library installed, not yet running)",
+        gauge(i64::from(record.reboot_due.is_some())),
+    );
+    registry.register(
+        "release_pending",
+        "1 when a newer Amazon Linux release is published and not applied (packages.release)",
+        gauge(i64::from(record.release_available.is_some())),
     );
     let lease = in_progress.is_some_and(|c| c.state.lease().is_some());
     registry.register("lease_held", "1 while this host holds a slot of the fleet's roll", gauge(i64::from(lease)));
@@ -158,11 +168,10 @@ mod tests {
             security,
             severity: None,
         };
-        record.checked(
-            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100),
-            vec![update("a", true), update("b", false)],
-            true,
-        );
+        record.checked_at = Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100));
+        record.pending = vec![update("a", true), update("b", false)];
+        record.reboot_needed = true;
+        record.release_available = Some("2023.2".into());
         record.failures.insert("packages".into(), 2);
         let text = render(&record, None);
         for line in [
@@ -170,6 +179,8 @@ mod tests {
             "ecs_patchd_updates_pending 2",
             "ecs_patchd_security_updates_pending 1",
             "ecs_patchd_reboot_needed 1",
+            "ecs_patchd_reboot_due 0",
+            "ecs_patchd_release_pending 1",
             "ecs_patchd_lease_held 0",
             "ecs_patchd_last_check_timestamp_seconds 100.0",
             "ecs_patchd_failures_total{kind=\"packages\"} 2",

@@ -14,7 +14,10 @@ pub mod ssm;
 pub mod systemd;
 pub mod webhook;
 
+use std::time::SystemTime;
+
 use crate::cycle::Cycle;
+use crate::plan::Plan;
 
 /// Something an operator may want to be told of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,9 @@ pub trait Reporter: Send + Sync {
     fn waiting(&self, _cycle: &Cycle, _reason: &str) {}
     /// `event` happened; `detail` says why or what.
     fn event(&self, _cycle: &Cycle, _event: Event, _detail: &str) {}
+    /// Updates were looked for at `at` and `plan` found, but no cycle starts for it
+    /// (`coordination.backend` is report-only).
+    fn looked(&self, _plan: &Plan, _at: SystemTime) {}
 }
 
 /// Reports nothing (the simulator, tests, commands that report elsewhere).
@@ -85,6 +91,10 @@ impl Reporter for Fanout {
     fn event(&self, cycle: &Cycle, event: Event, detail: &str) {
         self.0.iter().for_each(|r| r.event(cycle, event, detail));
     }
+
+    fn looked(&self, plan: &Plan, at: SystemTime) {
+        self.0.iter().for_each(|r| r.looked(plan, at));
+    }
 }
 
 impl<T: Reporter + ?Sized> Reporter for std::sync::Arc<T> {
@@ -98,5 +108,9 @@ impl<T: Reporter + ?Sized> Reporter for std::sync::Arc<T> {
 
     fn event(&self, cycle: &Cycle, event: Event, detail: &str) {
         (**self).event(cycle, event, detail);
+    }
+
+    fn looked(&self, plan: &Plan, at: SystemTime) {
+        (**self).looked(plan, at);
     }
 }

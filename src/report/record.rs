@@ -12,7 +12,8 @@ use tracing::warn;
 use crate::atomic_file;
 use crate::cycle::{Cycle, Outcome, State};
 use crate::journal;
-use crate::packages::PackageUpdate;
+use crate::packages::{PackageUpdate, Releases};
+use crate::plan::Plan;
 
 /// The record's file name in the state directory.
 pub const RECORD_FILE: &str = "report.json";
@@ -26,10 +27,15 @@ pub struct Record {
     pub checked_at: Option<SystemTime>,
     /// The updates pending then (none once a cycle installed them).
     pub pending: Vec<PackageUpdate>,
-    /// Whether installing them needs a reboot.
+    /// Whether installing them needs a reboot (or a reboot is due already).
     pub reboot_needed: bool,
+    /// Why a reboot is due with no update pending, when one is.
+    pub reboot_due: Option<String>,
     /// The OS release the host runs (Amazon Linux 2023), when known.
     pub release: Option<String>,
+    /// A newer release that is published and not applied (`packages.release` locked or
+    /// pinned): its fixes are pending.
+    pub release_available: Option<String>,
     /// The ECS agent's version, when known.
     pub agent_version: Option<String>,
     /// How the last cycle that did something (installed, or failed) ended.
@@ -82,11 +88,25 @@ impl Record {
         }
     }
 
-    /// Notes what a check found.
-    pub fn checked(&mut self, at: SystemTime, pending: Vec<PackageUpdate>, reboot_needed: bool) {
+    /// Notes what a look for updates found at `at`: the plan.
+    pub fn looked(&mut self, at: SystemTime, plan: &Plan) {
+        self.checked(at, plan.updates.clone(), plan.needs_reboot());
+        self.reboot_due = plan.reboot_due.clone();
+        self.releases(plan.releases.as_ref());
+    }
+
+    fn checked(&mut self, at: SystemTime, pending: Vec<PackageUpdate>, reboot_needed: bool) {
         self.checked_at = Some(at);
         self.pending = pending;
         self.reboot_needed = reboot_needed;
+        self.reboot_due = None;
+    }
+
+    fn releases(&mut self, releases: Option<&Releases>) {
+        if let Some(releases) = releases {
+            self.release = Some(releases.running.clone());
+            self.release_available = releases.unapplied().map(str::to_string);
+        }
     }
 
     /// Notes how `cycle` (done) ended.
@@ -102,15 +122,14 @@ impl Record {
                 self.last_patched = Some(ended_at);
                 self.pending.clear();
                 self.reboot_needed = false;
+                self.reboot_due = None;
             }
             Outcome::NothingToDo => {
                 self.last_success = Some(ended_at);
                 self.checked(ended_at, Vec::new(), false);
             }
         }
-        if let Some(releases) = &cycle.releases {
-            self.release = Some(releases.running.clone());
-        }
+        self.releases(cycle.releases.as_ref());
         if *outcome == Outcome::NothingToDo {
             return; // the last patch's figures stay what the metrics and inventory show
         }

@@ -107,6 +107,29 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
                 .build()?,
         );
     }
+    if let Some(reason) = &record.reboot_due {
+        items.push(
+            ComplianceItemEntry::builder()
+                .id("reboot-due")
+                .title("a reboot is due: updates are installed but not running")
+                .severity(ComplianceSeverity::Medium)
+                .status(ComplianceStatus::NonCompliant)
+                .details("Reason", truncate(reason))
+                .build()?,
+        );
+    }
+    if let Some(newest) = &record.release_available {
+        items.push(
+            ComplianceItemEntry::builder()
+                .id("release")
+                .title(format!("release {newest} is available and not applied (packages.release)"))
+                .severity(ComplianceSeverity::Medium)
+                .status(ComplianceStatus::NonCompliant)
+                .details("InstalledVersion", record.release.clone().unwrap_or_default())
+                .details("AvailableVersion", newest)
+                .build()?,
+        );
+    }
     if let Some(last) = &record.last_cycle
         && let Outcome::Failed { step, kind, reason } = &last.outcome
         && kind.halts_roll()

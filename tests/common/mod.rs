@@ -268,6 +268,25 @@ impl TestHost {
         std::fs::write(self.config_path(), toml::to_string(&config).unwrap()).unwrap();
     }
 
+    /// Removes `key` from table `table` of the host's configuration: its default applies.
+    pub fn unset_config(&self, table: &str, key: &str) {
+        let mut config = self.config();
+        config.get_mut(table).and_then(toml::Value::as_table_mut).map(|t| t.remove(key));
+        std::fs::write(self.config_path(), toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// The requests the SSM stand-in received for `operation`, newest first.
+    pub fn ssm_requests(&self, operation: &str) -> Vec<Value> {
+        let all = self.control("ssm", "{}");
+        all.as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|r| r["operation"] == operation)
+            .map(|r| r["body"].clone())
+            .collect()
+    }
+
     /// Runs the binary once with `args` (the host's configuration comes from the environment).
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, &[])

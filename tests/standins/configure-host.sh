@@ -37,6 +37,8 @@ reboot_timeout = "30s"
 agent_reconnect_timeout = "30s"
 
 [coordination]
+# A test host is a host the test schedules itself (the packaged default is report-only).
+backend = "none"
 settle = "0s"
 poll = "200ms"
 
