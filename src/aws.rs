@@ -69,6 +69,29 @@ const TRANSIENT_CODES: [&str; 8] = [
     "ServiceUnavailableException",
 ];
 
+/// Error codes of a mistake in the setup: a resource the configuration names does not
+/// exist, or the role lacks a permission. Waiting cannot mend them; an operator must.
+/// DynamoDB: "ResourceNotFoundException: The operation tried to access a nonexistent table
+/// or index"; "AccessDeniedException: You do not have sufficient access to perform this
+/// action" (Error handling with DynamoDB). ECS: "ClusterNotFoundException: The specified
+/// cluster wasn't found". EC2: "UnauthorizedOperation: You are not authorized to perform
+/// this operation". DynamoDB's throttling and 5xx stay transient ([`TRANSIENT_CODES`]).
+const SETUP_CODES: [(&str, &str); 5] = [
+    (
+        "ResourceNotFoundException",
+        "the table (coordination.dynamodb_table) does not exist in this region: create it as the operator \
+         guide's \"First install\" says",
+    ),
+    ("ClusterNotFoundException", "the cluster does not exist in this region: check ECS_CLUSTER or identity.cluster"),
+    ("AccessDeniedException", SETUP_PERMISSION),
+    ("AccessDenied", SETUP_PERMISSION),
+    ("UnauthorizedOperation", SETUP_PERMISSION),
+];
+
+/// How to mend a missing permission.
+const SETUP_PERMISSION: &str = "the instance role lacks this action: attach the policy shipped in \
+    /usr/share/ecs-patchd/iam/ecs-patchd-policy.json (packaging/iam/), which lists every action ecs-patchd uses";
+
 /// How an AWS call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -78,6 +101,8 @@ pub struct Failure {
     pub transient: bool,
     /// The credentials are missing, invalid or expired.
     pub credentials: bool,
+    /// How to mend a mistake in the setup ([`SETUP_CODES`]), when it is one.
+    pub setup: Option<&'static str>,
 }
 
 /// Reads an SDK failure. Never formats the SDK's `Debug` output (it holds whole
@@ -95,18 +120,21 @@ where
                 reason: format!("{code}: {}", e.message().unwrap_or("no message")),
                 transient: TRANSIENT_CODES.contains(&code),
                 credentials: CREDENTIAL_CODES.contains(&code),
+                setup: SETUP_CODES.iter().find(|(c, _)| *c == code).map(|(_, fix)| *fix),
             }
         }
-        SdkError::TimeoutError(_) => Failure { reason: "timed out".into(), transient: true, credentials: false },
+        SdkError::TimeoutError(_) => {
+            Failure { reason: "timed out".into(), transient: true, credentials: false, setup: None }
+        }
         SdkError::ResponseError(_) => {
-            Failure { reason: "unreadable response".into(), transient: true, credentials: false }
+            Failure { reason: "unreadable response".into(), transient: true, credentials: false, setup: None }
         }
         other => {
             let text = causes(other);
             // The SDK fails before sending when no credentials could be resolved.
             let credentials = text.contains("credentials") && !text.contains("dns error");
             let transient = !credentials && matches!(other, SdkError::DispatchFailure(_));
-            Failure { reason: text, transient, credentials }
+            Failure { reason: text, transient, credentials, setup: None }
         }
     }
 }
@@ -130,15 +158,20 @@ pub fn causes(err: &dyn std::error::Error) -> String {
 }
 
 /// Reads an SDK failure of `call` (e.g. "ECS ListTasks"): a credentials failure becomes
-/// the [`Error::Credentials`] every adapter reports alike; any other is handed to
-/// `otherwise` to become the adapter's own kind.
+/// the [`Error::Credentials`] every adapter reports alike, a mistake in the setup an
+/// [`Error::Config`] saying how to mend it; any other is handed to `otherwise` to become
+/// the adapter's own kind.
 pub fn error<E, R>(call: &str, err: &SdkError<E, R>, otherwise: impl FnOnce(Failure) -> Error) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
     let read = failure(err);
-    if read.credentials { credentials_error(call, &read.reason) } else { otherwise(read) }
+    match read.setup {
+        _ if read.credentials => credentials_error(call, &read.reason),
+        Some(fix) => Error::Config(format!("{call}: {}: {fix}", read.reason)),
+        None => otherwise(read),
+    }
 }
 
 /// The error for a credentials failure of `what`, naming the chain that was tried.

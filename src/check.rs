@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tracing::warn;
 
 use crate::config::{Backend, DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
 use crate::cycle::Cycle;
 use crate::cycle::machine::Ports;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::lifecycle;
 use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater, Releases};
@@ -55,6 +56,11 @@ pub struct Preview {
     pub reboot_probe: RebootProbe,
     /// Whether installed packages already need a reboot (before anything is installed).
     pub reboot_needed_now: Option<RebootNeed>,
+    /// The roll's pause, if an operator must resume it.
+    pub roll_paused: Option<String>,
+    /// Mistakes in the setup found by a cheap read of each resource the configuration names
+    /// (the lease store); `run` and the daemon would stop on them.
+    pub setup_problems: Vec<String>,
     /// A cycle that `run` would resume.
     pub in_progress: Option<Cycle>,
     /// The maintenance windows now.
@@ -125,6 +131,19 @@ pub async fn preview(
         None => plan::reboot_needed_now(ports.packages.as_ref(), packages, reboot_probe).await,
     };
     let backend = settings.coordination.backend;
+    // One cheap read of the lease store (the control item, or the FleetLock server).
+    let mut setup_problems = Vec::new();
+    let roll_paused = match ports.coordinator.paused().await {
+        Ok(paused) => paused,
+        Err(e @ Error::Config(_)) => {
+            setup_problems.push(e.to_string());
+            None
+        }
+        Err(e) => {
+            warn!("cannot read the lease store: {e}");
+            None
+        }
+    };
     let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
@@ -133,6 +152,8 @@ pub async fn preview(
     let window = WindowView::new(schedule, now);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
+    } else if !setup_problems.is_empty() {
+        format!("nothing until the setup is fixed: {}", setup_problems.join("; "))
     } else if !window.open && !plan.is_empty() {
         format!("nothing yet: {}, but the maintenance window is {}", plan.pending_summary(), window.describe)
     } else if let Some(why) = &leaving {
@@ -211,6 +232,8 @@ pub async fn preview(
         runtime_policy: packages.runtime,
         reboot_probe,
         reboot_needed_now,
+        roll_paused,
+        setup_problems,
         in_progress,
         window,
         verdict,

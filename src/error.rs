@@ -8,7 +8,9 @@ use std::fmt;
 /// What went wrong, in a form an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configuration is invalid: names the file, the key and what is allowed.
+    /// The configuration is invalid (names the file, the key and what is allowed), or the
+    /// setup it names is (a table or cluster that does not exist, a permission the role
+    /// lacks): waiting cannot mend it.
     #[error("{0}")]
     Config(String),
     /// Another cycle holds the state directory lock; try again later.
@@ -160,10 +162,12 @@ impl Error {
 
 impl Kind {
     /// True when a cycle that ends with this kind must halt the roll: the host failed.
-    /// Not for a host that was never ours to drain, or one that had to stop for a reason
-    /// outside it (leaving, a service that cannot move its tasks).
+    /// Not for a host that was never ours to drain, one that had to stop for a reason
+    /// outside it (leaving, a service that cannot move its tasks, no slot in time), or one
+    /// that found the roll paused by another: one failure is reported once, by its host,
+    /// and the hosts that wait behind it say that they wait.
     pub fn halts_roll(self) -> bool {
-        !matches!(self, Kind::NotOurs | Kind::Deferred)
+        !matches!(self, Kind::NotOurs | Kind::Deferred | Kind::Paused)
     }
 }
 

@@ -12,10 +12,10 @@ use crate::check::{self, Preview};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::coordination;
-use crate::cycle::Cycle;
 use crate::cycle::machine::{Machine, Ports};
+use crate::cycle::{Cycle, Outcome, State};
 use crate::ecs::{AwsEcs, Ecs};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::hooks::HookDir;
 use crate::host::SystemHost;
 use crate::identity::{self, Identity, InstanceDocument, Lookup};
@@ -105,12 +105,21 @@ impl Reporting {
         Box::new(Fanout(all))
     }
 
-    /// After a check or a cycle: notes the agent's version, rewrites the metrics textfile,
+    /// After a check or a cycle: notes the agent's version and the mistake in the setup that
+    /// stopped it (none: cleared), rewrites the metrics textfile,
     /// sends SSM compliance and inventory, and waits for the webhook's posts. Failures are
     /// logged; none changes the command's result.
-    async fn after(&self, settings: &Settings, aws: &aws_config::SdkConfig, instance_id: &str, ports: &Ports) {
+    async fn after(
+        &self,
+        settings: &Settings,
+        aws: &aws_config::SdkConfig,
+        instance_id: &str,
+        ports: &Ports,
+        setup_error: Option<&str>,
+    ) {
         let dir = &settings.paths.state_dir;
         let mut record = Record::load(dir);
+        record.setup_error = setup_error.map(str::to_string);
         if let Ok(agent) = ports.agent.metadata().await {
             record.agent_version = Some(agent.version);
         }
@@ -190,8 +199,20 @@ impl Attempt<'_> {
                 )))
             }
         };
-        self.reporting.after(settings, aws, &instance_id, &ports).await;
+        self.reporting.after(settings, aws, &instance_id, &ports, setup_error(&result).as_deref()).await;
         result
+    }
+}
+
+/// The mistake in the setup (a configuration error, a missing table or permission) that
+/// stopped an attempt, whether before its cycle began or at one of its steps.
+pub fn setup_error(result: &Result<Cycle>) -> Option<String> {
+    match result {
+        Err(e @ Error::Config(_)) => Some(e.to_string()),
+        Ok(Cycle { state: State::Done { outcome: Outcome::Failed { kind: Kind::Config, reason, .. } }, .. }) => {
+            Some(reason.clone())
+        }
+        _ => None,
     }
 }
 
@@ -229,7 +250,8 @@ pub async fn preview(settings: &Settings, schedule: &Schedule) -> Result<Preview
     let mut record = Record::load(&settings.paths.state_dir);
     record.looked(SystemTime::now(), &preview.plan);
     record.save(&settings.paths.state_dir);
-    reporting.after(settings, &this.aws, &instance_id, &ports).await;
+    let setup_error = preview.setup_problems.first().map(String::as_str);
+    reporting.after(settings, &this.aws, &instance_id, &ports, setup_error).await;
     Ok(preview)
 }
 

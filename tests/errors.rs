@@ -133,10 +133,56 @@ fn credentials_in_the_fleetlock_url_never_appear() {
         ..Options::default()
     });
     let run = host.run(&["run"]);
-    assert_eq!(run.code, 1, "no slot within the wait: {run:?}");
+    assert_eq!(run.code, 75, "no slot within the wait: not now, not failed: {run:?}");
     assert!(run.stderr.contains("FleetLock http://***@127.0.0.1:9/v1/pre-reboot"), "{}", run.stderr);
     let config = host.run(&["config"]);
     for out in [&run.stdout, &run.stderr, &config.stdout, &config.stderr] {
         assert!(!out.contains("s3cret"), "a password in the output: {out}");
     }
+}
+
+#[test]
+fn a_lease_table_that_does_not_exist_stops_run_check_and_the_daemon_at_once() {
+    let host = TestHost::start(Options {
+        standin_args: &["--lease-table", "leases"],
+        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"no-such-table\"\n",
+        ..Options::default()
+    });
+    let textfile = host.path("ecs_patchd.prom");
+    host.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", textfile.display()));
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 78, "a setup error, not a temporary one: {run:?}");
+    assert!(run.stderr.contains("ResourceNotFoundException"), "{}", run.stderr);
+    assert!(run.stderr.contains("create it as the operator guide's \"First install\" says"), "{}", run.stderr);
+    assert!(!run.stderr.contains("will try again"), "not retried: {}", run.stderr);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    assert_eq!(host.installed("demo-app"), "1.0");
+    assert!(std::fs::read_to_string(&textfile).unwrap().contains("ecs_patchd_setup_error 1"));
+
+    let check = host.run(&["check", "--json"]);
+    assert_eq!(check.code, 78, "{check:?}");
+    let preview: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    assert!(preview["setup_problems"][0].as_str().unwrap().contains("no-such-table"), "{preview}");
+    assert!(preview["verdict"].as_str().unwrap().starts_with("nothing until the setup is fixed"), "{preview}");
+
+    // The daemon stops too (exit 78, which the unit does not restart), having said so once.
+    host.merge_config("[schedule]\ncheck_interval = \"1s\"\n");
+    let mut daemon = host.spawn(&["daemon"], &[], "daemon");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon is still running");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(host.path("daemon.stderr")).unwrap();
+    assert_eq!(status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("the daemon stops on a mistake in the setup"), "{stderr}");
+    assert_eq!(stderr.matches("ResourceNotFoundException").count(), 3, "the step, the outcome, the exit: {stderr}");
+
+    // Fixed, the same host patches.
+    host.merge_config("[coordination]\ndynamodb_table = \"leases\"\n");
+    host.run_to_success("fixed");
+    assert!(std::fs::read_to_string(&textfile).unwrap().contains("ecs_patchd_setup_error 0"));
 }

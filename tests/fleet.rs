@@ -176,7 +176,7 @@ fn a_full_fleetlock_semaphore_keeps_the_host_waiting_untouched() {
     let host = fleetlock_host("full", "wait_timeout = \"2s\"\n");
     host.control("fleetlock/hold", "{\"id\": \"another-node\"}");
     let run = host.run(&["run"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 75, "waiting is not failing: {run:?}");
     assert!(run.stdout.contains("no slot within 2s (FleetLock: semaphore is full)"), "{}", run.stdout);
     assert_eq!(host.record()["status"], "ACTIVE");
     assert_eq!(host.installed("demo-app"), "1.0");
@@ -222,7 +222,7 @@ fn no_slot_is_granted_while_a_watched_alarm_fires() {
     fleet.control("alarm", r#"{"name": "api-5xx", "state": "ALARM"}"#);
     let host = &fleet.hosts[0];
     let run = host.run(&["run"]);
-    assert_eq!(run.code, 1, "no slot within the wait (a timeout): {run:?}");
+    assert_eq!(run.code, 75, "no slot within the wait: not now, not failed: {run:?}");
     assert!(run.stdout.contains("api-5xx are in ALARM"), "{}", run.stdout);
     assert_eq!(host.record()["status"], "ACTIVE");
     assert_eq!(host.installed("demo-app"), "1.0", "nothing was changed");
@@ -266,4 +266,38 @@ fn a_lease_record_of_the_old_format_is_refused_while_held_and_converted_when_emp
     let runs = host.run_to_end();
     assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     assert_eq!(fleet.lease()[LEASE_KEY]["control"]["next_token"], 43, "the fencing tokens go on");
+}
+
+#[test]
+fn one_failure_is_reported_once_by_its_host_and_the_hosts_behind_it_wait() {
+    let fleet = fleet(2, &dynamodb_config(1, "pause", "30s"));
+    let (failing, waiting) = (&fleet.hosts[0], &fleet.hosts[1]);
+    for host in &fleet.hosts {
+        host.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", host.path("ecs_patchd.prom").display()));
+    }
+    failing.merge_config("[host]\nreboot_command = [\"false\"]\n");
+    let failed = failing.run(&["run"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    let failing_id = failing.standin["instance_id"].as_str().unwrap();
+    // The host behind it, at two checks while the pause lasts: waiting, not failed.
+    for _ in 0..2 {
+        let run = waiting.run(&["run"]);
+        assert_eq!(run.code, 75, "{run:?}");
+        assert!(run.stdout.contains("not now (paused"), "{}", run.stdout);
+        assert!(run.stdout.contains(failing_id), "names who paused it: {}", run.stdout);
+    }
+    let metrics = |host: &TestHost| std::fs::read_to_string(host.path("ecs_patchd.prom")).unwrap();
+    assert!(metrics(failing).contains("ecs_patchd_failures_total{kind=\"host\"} 1"), "{}", metrics(failing));
+    assert!(!metrics(waiting).contains("ecs_patchd_failures_total{"), "{}", metrics(waiting));
+    let last_cycle_items = |host: &TestHost| {
+        host.ssm_requests("PutComplianceItems")
+            .iter()
+            .filter(|r| r["ResourceId"] == host.standin["instance_id"])
+            .flat_map(|r| r["Items"].as_array().unwrap().clone())
+            .filter(|i| i["Id"] == "last-cycle")
+            .count()
+    };
+    assert!(last_cycle_items(failing) >= 1, "the failed host reports its failure");
+    assert_eq!(last_cycle_items(waiting), 0, "the waiting host reports no failure of its own");
+    assert_eq!(waiting.installed("demo-app"), "1.0");
 }

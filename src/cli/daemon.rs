@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use ecs_patchd::config::{self, Settings, Source};
 use ecs_patchd::cycle::Cycle;
@@ -171,6 +171,13 @@ impl Daemon {
                 }
                 next_check = SystemTime::now() + jitter_around(self.settings.schedule.check_interval);
                 let in_progress = journal::read::<Cycle>(dir).ok().flatten().is_some_and(|c| !c.state.is_done());
+                // A mistake in the setup (configuration, a missing table or permission) does
+                // not mend by waiting: with no cycle to finish, the daemon stops (exit 78,
+                // which the unit does not restart) once it has reported it.
+                if let (Some(why), false) = (wiring::setup_error(&result), in_progress) {
+                    error!("the daemon stops on a mistake in the setup: fix it, then start the daemon again");
+                    return Err(Error::Config(why));
+                }
                 match result {
                     // The cycle logged its outcome as it reached it.
                     Ok(_) => retry = RETRY_FIRST,
@@ -181,10 +188,6 @@ impl Daemon {
                         self.status.update(|s| s.activity = why.clone());
                         retry = RETRY_FIRST;
                     }
-                    // A mistake in the setup (configuration, a missing table or permission)
-                    // does not mend by waiting: with no cycle to finish, the daemon stops
-                    // (exit 78, which the unit does not restart) once it has reported it.
-                    Err(e @ Error::Config(_)) if !in_progress => return Err(e),
                     Err(e) => {
                         // A configuration error with a cycle in progress does not stop the
                         // daemon: the cycle must be finished; a fixed configuration is picked

@@ -197,7 +197,8 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
     } else {
         print!("{}", output::preview(&preview));
     }
-    Ok(ExitCode::SUCCESS)
+    // A mistake in the setup is shown with the rest, and the exit code says it too.
+    Ok(if preview.setup_problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(exit::CONFIG) })
 }
 
 fn simulate(args: &SimulateArgs) -> Result<ExitCode> {

@@ -298,7 +298,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    crate::aws::error(&format!("DynamoDB {operation}"), &err, |failure| {
+    crate::aws::error(&format!("DynamoDB {operation} on table {table}"), &err, |failure| {
         Error::Lease(format!("DynamoDB {operation} on table {table} failed: {}", failure.reason))
     })
 }

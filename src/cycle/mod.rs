@@ -294,6 +294,10 @@ impl State {
                     }
                     line
                 }
+                // Not a failure of this host: it did not start, or waits behind another.
+                Outcome::Failed { step, reason, kind } if !kind.halts_roll() => {
+                    format!("done: not now ({kind}, at {step}): {reason}")
+                }
                 Outcome::Failed { step, reason, .. } => format!("failed at {step}: {reason}"),
             },
         }

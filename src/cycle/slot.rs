@@ -99,8 +99,10 @@ impl Machine<'_> {
                         "the maintenance window closed while waiting for a slot ({said}); nothing was changed"
                     )));
                 }
-                return Err(Error::Timeout(format!(
-                    "no slot within {} ({said}); nothing was changed",
+                // Waiting is no failure of this host (whatever holds the roll is reported by
+                // its own host): nothing was changed, and the next check asks again.
+                return Err(Error::Deferred(format!(
+                    "no slot within {} ({said}); nothing was changed, the next check asks again",
                     fmt(coordination.wait_timeout)
                 )));
             }

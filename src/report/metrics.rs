@@ -70,6 +70,11 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
         "1 when a newer Amazon Linux release is published and not applied (packages.release)",
         gauge(i64::from(record.release_available.is_some())),
     );
+    registry.register(
+        "setup_error",
+        "1 when a mistake in the setup (a missing table, cluster or permission) stopped the last check or attempt",
+        gauge(i64::from(record.setup_error.is_some())),
+    );
     let lease = in_progress.is_some_and(|c| c.state.lease().is_some());
     registry.register("lease_held", "1 while this host holds a slot of the fleet's roll", gauge(i64::from(lease)));
     if let Some(at) = record.checked_at {

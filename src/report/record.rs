@@ -48,6 +48,9 @@ pub struct Record {
     pub last_patched: Option<SystemTime>,
     /// Failed cycles by error kind, since the record began.
     pub failures: BTreeMap<String, u64>,
+    /// The mistake in the setup (a missing table or permission) that stopped the last
+    /// check or attempt, if one did.
+    pub setup_error: Option<String>,
 }
 
 /// A finished cycle, in short.

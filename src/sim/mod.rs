@@ -264,6 +264,8 @@ pub fn simulate(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Resul
 /// The simulated cluster's name.
 fn settings() -> Settings {
     let mut s = Settings::default();
+    // The simulated fleet shares the store below.
+    s.coordination.backend = crate::config::Backend::Dynamodb;
     s.host.reboot_timeout = Duration::from_secs(600);
     s.host.agent_reconnect_timeout = Duration::from_secs(600);
     s.coordination.recovery_timeout = Duration::from_secs(10 * 60);
