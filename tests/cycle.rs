@@ -54,7 +54,10 @@ fn agent_only_update_on(manager: &str) {
     assert_eq!(host.reboots(), 0);
     assert_eq!(host.record()["running_tasks"], 3, "tasks never moved");
     assert_eq!(host.status()["cycle"]["state"]["outcome"]["result"], "patched");
-    assert_eq!(host.steps(), ["downloading", "installing-in-place", "restarting-agent", "done"]);
+    assert_eq!(
+        host.steps(),
+        ["downloading", "waiting-for-slot", "installing-in-place", "restarting-agent", "releasing", "done"]
+    );
 }
 
 #[test]

@@ -301,3 +301,27 @@ fn one_failure_is_reported_once_by_its_host_and_the_hosts_behind_it_wait() {
     assert_eq!(last_cycle_items(waiting), 0, "the waiting host reports no failure of its own");
     assert_eq!(waiting.installed("demo-app"), "1.0");
 }
+
+#[test]
+fn in_place_installs_take_a_slot_and_roll_one_host_at_a_time() {
+    let fleet = Fleet::start(
+        3,
+        &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases"],
+        "dnf",
+        "userland",
+        &dynamodb_config(1, "pause", "30s"),
+    );
+    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = fleet.hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (host, runs) in fleet.hosts.iter().zip(&results) {
+        assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+        assert_eq!(host.installed("demo-app"), "2.0");
+        assert_eq!(host.steps(), ["downloading", "waiting-for-slot", "installing-in-place", "releasing", "done"]);
+    }
+    let state = fleet.hosts[0].ecs();
+    assert_eq!(state["peaks"]["holders"], 1, "one in-place install at a time: {}", state["peaks"]);
+    assert_eq!(fleet.hosts[0].calls("UpdateContainerInstancesState:DRAINING"), 0, "and no drain");
+    assert_eq!(fleet.lease()[LEASE_KEY]["holders"], serde_json::json!([]));
+}

@@ -216,7 +216,7 @@ fn a_userland_update_is_installed_in_place_without_a_drain() {
         assert_eq!(drains(&host), 0, "{manager}");
         assert_eq!(host.reboots(), 0);
         assert_eq!(host.record()["running_tasks"], 3, "tasks never moved");
-        assert_eq!(host.steps(), ["downloading", "installing-in-place", "done"]);
+        assert_eq!(host.steps(), ["downloading", "waiting-for-slot", "installing-in-place", "releasing", "done"]);
     }
     // packages.drain = "always" keeps draining for everything.
     let host = TestHost::start(Options {

@@ -52,6 +52,7 @@ fn options(seed: u64) -> Options {
             // DynamoDB throttling, which every lease operation must take as transient.
             throttling: if rng.random_bool(0.2) { rng.random_range(0.01..0.2) } else { 0.0 },
             slow_recovery: rate(&mut rng),
+            bad_agent_release: false,
         },
         weeks: 1,
         kernel_every: 1,
@@ -246,6 +247,22 @@ fn a_failed_install_pauses_the_roll_and_nothing_new_starts() {
     assert!(r.stopped_by_pause >= 1, "waiting hosts stop: {r:?}");
     assert_eq!(r.grants_after_pause, 0);
     assert_eq!(r.left_draining, 0);
+}
+
+#[test]
+fn an_agent_release_that_never_reconnects_halts_the_roll_after_the_first_host() {
+    let mut o = options(11);
+    o.hosts = 10;
+    o.max_unavailable = Budget::Count(2);
+    o.faults = Faults { bad_agent_release: true, ..Faults::default() };
+    let r = simulate(&o, &mut |_| {}).unwrap();
+    assert!(r.paused.as_deref().is_some_and(|p| p.contains("failed at restarting-agent")), "{r:?}");
+    // In-place installs take a slot: with two slots, at most two hosts restart their agent
+    // before the first failure pauses the roll.
+    assert!((1..=2).contains(&r.failed), "{r:?}");
+    assert!(r.stopped_by_pause >= 8, "the others wait behind the pause: {r:?}");
+    assert_eq!(r.grants_after_pause, 0, "{r:?}");
+    assert_eq!(r.patched, 0, "{r:?}");
 }
 
 #[test]

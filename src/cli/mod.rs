@@ -125,6 +125,10 @@ struct SimulateArgs {
     /// short for 20 minutes, past the 10-minute recovery timeout).
     #[arg(long, default_value_t = 0.0)]
     slow_recovery: f64,
+    /// Every week's update is an ECS agent release alone, installed in place, whose agent
+    /// never connects once restarted.
+    #[arg(long)]
+    bad_agent_release: bool,
     /// Weekly rolls to run one after the other.
     #[arg(long, default_value_t = 1)]
     weeks: usize,
@@ -241,6 +245,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             never_returns: args.never_returns,
             throttling: args.throttling,
             slow_recovery: args.slow_recovery,
+            bad_agent_release: args.bad_agent_release,
         },
         weeks: args.weeks,
         kernel_every: args.kernel_every,

@@ -1,56 +1,60 @@
-//! Step 3, [`State::InstallingInPlace`]: installs an update no task depends on (userland, the
-//! ECS agent) while the tasks run, with no slot and no drain.
+//! Step 4, [`State::InstallingInPlace`]: installs an update no task depends on (userland, the
+//! ECS agent) while the tasks run, holding a slot but draining nothing.
 //!
-//! Journal: entered with the plan (and the agent's version before, when the agent is
-//! updated) before the package manager runs; run again, it installs again and the
-//! verification decides. An updated agent restarts next ([`State::RestartingAgent`]).
+//! Journal: entered with the plan and the slot (and the agent's version before, when the
+//! agent is updated) before the package manager runs; run again, it installs again and the
+//! verification decides. An updated agent restarts next ([`State::RestartingAgent`]);
+//! otherwise the slot is released ([`State::Releasing`]).
 //!
-//! Failure: the host still serves; the roll is paused (the same update would fail on the
-//! peers) and the cycle ends failed.
+//! Failure: the host still serves; the slot is released and the roll paused (the same
+//! update would fail on the peers), through [`State::Releasing`].
 
 use tracing::warn;
 
 use super::machine::Machine;
 use super::{Cycle, Outcome, State};
-use crate::coordination::Halt;
+use crate::coordination::{Grant, Halt};
 use crate::error::Result;
 use crate::plan::Plan;
 use crate::report::Event;
 
 impl Machine<'_> {
     /// Installs while tasks run: nothing they use changes. The agent, if updated, restarts
-    /// next; otherwise the cycle ends, naming the services still running replaced code.
+    /// next; otherwise the slot is given back, naming the services still running replaced
+    /// code.
     pub(super) async fn install_in_place(
         &self,
         cycle: &Cycle,
         plan: Plan,
         agent_version: Option<String>,
+        lease: Option<Grant>,
     ) -> Result<State> {
+        self.ensure_lease()?;
         let installed = self.ports.packages.install(&plan.target()).await;
         let verified = match (&installed, &agent_version) {
             (Ok(()), None) => self.verify_installed(&plan).await,
             _ => installed,
         };
-        if let Err(error) = verified {
-            // The host still serves, but an update that fails here would fail on its peers
-            // too: halt the roll (in-place installs take no slot, so nothing else would).
+        if let (Err(error), None) = (&verified, &lease) {
+            // A journal from before in-place installs took a slot: no release step follows
+            // to halt the roll, so halt it here.
             let why = format!("{} failed at {}: {error}", cycle.instance_id, cycle.state.name());
             match self.ports.coordinator.pause(&why, &cycle.instance_id).await {
                 Ok(Halt::Paused) => self.ports.reporter.event(cycle, Event::Paused, &why),
                 Ok(_) => {}
                 Err(e) => warn!("cannot pause the roll: {e}"),
             }
-            return Err(error);
         }
+        verified?;
         match agent_version {
-            Some(agent_version) => Ok(State::RestartingAgent { plan, agent_version }),
-            None => Ok(State::Done { outcome: self.patched_in_place(&plan).await }),
+            Some(agent_version) => Ok(State::RestartingAgent { plan, agent_version, lease }),
+            None => Ok(self.after_in_place(&plan, lease).await),
         }
     }
 
-    /// The outcome of an update installed while tasks ran, naming the services still
-    /// running replaced code.
-    pub(super) async fn patched_in_place(&self, plan: &Plan) -> Outcome {
+    /// Where an in-place cycle goes once it is installed: the slot's release, with the
+    /// outcome naming the services still running replaced code.
+    pub(super) async fn after_in_place(&self, plan: &Plan, lease: Option<Grant>) -> State {
         let restart_needed = self.ports.packages.services_to_restart().await;
         if !restart_needed.is_empty() {
             warn!(
@@ -58,6 +62,10 @@ impl Machine<'_> {
                 restart_needed.join(", ")
             );
         }
-        Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed }
+        let outcome = Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed };
+        match lease {
+            Some(lease) => State::Releasing { outcome, lease },
+            None => State::Done { outcome },
+        }
     }
 }

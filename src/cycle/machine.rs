@@ -273,9 +273,15 @@ impl<'a> Machine<'a> {
     async fn step(&self, cycle: &Cycle) -> Result<State> {
         match cycle.state.clone() {
             State::Downloading { plan, arn } => self.download(plan, arn).await,
-            State::InstallingInPlace { plan, agent_version } => self.install_in_place(cycle, plan, agent_version).await,
-            State::RestartingAgent { plan, agent_version } => self.restart_agent(cycle, plan, agent_version).await,
-            State::WaitingForSlot { plan, arn, stays } => self.wait_for_slot(cycle, plan, arn, stays).await,
+            State::WaitingForSlot { plan, arn, stays, agent_version } => {
+                self.wait_for_slot(cycle, plan, arn, stays, agent_version).await
+            }
+            State::InstallingInPlace { plan, agent_version, lease } => {
+                self.install_in_place(cycle, plan, agent_version, lease).await
+            }
+            State::RestartingAgent { plan, agent_version, lease } => {
+                self.restart_agent(cycle, plan, agent_version, lease).await
+            }
             State::Draining { plan, arn, lease, scale_in } => self.drain(cycle, plan, arn, lease, scale_in).await,
             State::Installing { plan, arn, lease, scale_in } => self.install(plan, arn, lease, scale_in).await,
             State::RestartingRuntime { plan, arn, lease, scale_in } => {
@@ -308,6 +314,11 @@ impl<'a> Machine<'a> {
         Ok(match cycle.state.clone() {
             State::Reactivating { .. } | State::Releasing { .. } => return Err(error),
             State::Draining { lease, .. } if error.kind() == Kind::NotOurs => State::Releasing { outcome, lease },
+            // The host still serves: give the slot back, pausing the roll (the same update
+            // would fail on its peers).
+            State::InstallingInPlace { lease: Some(lease), .. } | State::RestartingAgent { lease: Some(lease), .. } => {
+                State::Releasing { outcome, lease }
+            }
             // Back through Reactivating, which sets ACTIVE only what this cycle drained and
             // leaves an instance that is leaving as it is.
             State::Draining { arn, lease, scale_in, .. }

@@ -7,12 +7,13 @@
 //!    Auto Scaling), or one beside an updater that reboots by itself starts nothing. Plan
 //!    the updates and class them ([`crate::plan`]); with none, the cycle is done at once.
 //! 2. Download them while the host still serves: [`State::Downloading`], [`download`].
-//! 3. If no task depends on what changes (userland, the ECS agent): install in place, no
+//! 3. Take a slot from the fleet's lease (rolling policy, capacity; its services can move
+//!    their tasks), until the window closes: [`State::WaitingForSlot`], [`slot`]. Every
+//!    plan takes one, a drain's or not: a bad agent release stops after the first host.
+//! 4. If no task depends on what changes (userland, the ECS agent): install in place, no
 //!    drain ([`State::InstallingInPlace`], [`install_in_place`]); restart the agent if it
 //!    changed and verify the new version connected ([`State::RestartingAgent`],
-//!    [`restart_agent`]).
-//! 4. Take a slot from the fleet's lease (rolling policy, capacity; its services can move
-//!    their tasks), until the window closes: [`State::WaitingForSlot`], [`slot`].
+//!    [`restart_agent`]); then release the slot (step 10), pausing the roll on a failure.
 //! 5. Still inside the window, and the pre-drain hooks agreeing: protect the instance from
 //!    scale-in, drain it, and wait until every task on it has STOPPED: [`State::Draining`],
 //!    [`drain`].
@@ -38,16 +39,16 @@
 //! Every state is written to the journal before the side effect it announces, every step
 //! is safe to run twice, and a failure after the drain always passes through
 //! `Reactivating`, so the host is never left drained and forgotten. The slot is held from
-//! before the drain until after the return, renewed in the background
+//! before the drain (or the in-place install) until after the return, renewed in the background
 //! ([`crate::coordination::lease_keeper`]); a host whose lease has lapsed starts no new
 //! destructive step.
 
 pub mod machine;
 
 mod download;
+mod slot;
 mod install_in_place;
 mod restart_agent;
-mod slot;
 mod drain;
 mod install;
 mod restart_runtime;
@@ -107,31 +108,41 @@ pub enum State {
         /// The container instance to drain.
         arn: String,
     },
-    /// Installing an update no task depends on, without draining.
-    #[serde(alias = "updating-agent")]
-    InstallingInPlace {
-        /// What will be installed.
-        plan: Plan,
-        /// The agent version before the update, when the agent is updated.
-        agent_version: Option<String>,
-    },
-    /// Restarting the agent and waiting for the new version to connect.
-    RestartingAgent {
-        /// What was installed.
-        plan: Plan,
-        /// The agent version before the update.
-        agent_version: String,
-    },
     /// Waiting for a slot: the rolling policy and the capacity guard must allow it.
     WaitingForSlot {
         /// What will be installed.
         plan: Plan,
         /// The container instance to drain.
         arn: String,
-        /// What stays on the host through the drain (daemon tasks): peers need no room.
-        /// Looked at when the host's turn is near (`None` until then).
+        /// What stays on the host through the drain (daemon tasks; for an in-place plan,
+        /// everything): peers need no room. Looked at when the host's turn is near (`None`
+        /// until then).
         #[serde(default)]
         stays: Option<Capacity>,
+        /// The agent version before the update, when an in-place plan updates the agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_version: Option<String>,
+    },
+    /// Installing an update no task depends on, without draining, holding a slot.
+    #[serde(alias = "updating-agent")]
+    InstallingInPlace {
+        /// What will be installed.
+        plan: Plan,
+        /// The agent version before the update, when the agent is updated.
+        agent_version: Option<String>,
+        /// The slot held (none only in a journal written before in-place updates took one).
+        #[serde(default)]
+        lease: Option<Grant>,
+    },
+    /// Restarting the agent and waiting for the new version to connect, holding a slot.
+    RestartingAgent {
+        /// What was installed.
+        plan: Plan,
+        /// The agent version before the update.
+        agent_version: String,
+        /// The slot held (none only in a journal written before in-place updates took one).
+        #[serde(default)]
+        lease: Option<Grant>,
     },
     /// Draining the container instance (marked as drained by this cycle) and waiting.
     Draining {
@@ -309,10 +320,10 @@ fn allowed(from: &State, to: &State) -> bool {
     use State::*;
     matches!(
         (from, to),
-        (Downloading { .. }, InstallingInPlace { .. } | WaitingForSlot { .. } | Done { .. })
-            | (InstallingInPlace { .. }, RestartingAgent { .. } | Done { .. })
-            | (RestartingAgent { .. }, Done { .. })
-            | (WaitingForSlot { .. }, Draining { .. } | Done { .. })
+        (Downloading { .. }, WaitingForSlot { .. } | Done { .. })
+            | (WaitingForSlot { .. }, InstallingInPlace { .. } | Draining { .. } | Done { .. })
+            | (InstallingInPlace { .. }, RestartingAgent { .. } | Releasing { .. } | Done { .. })
+            | (RestartingAgent { .. }, Releasing { .. } | Done { .. })
             | (Draining { .. }, Installing { .. } | Reactivating { .. } | Releasing { .. })
             | (Installing { .. }, RestartingRuntime { .. } | Rebooting { .. } | Returning { .. } | Reactivating { .. })
             | (RestartingRuntime { .. }, Returning { .. } | Reactivating { .. })
@@ -343,6 +354,7 @@ impl State {
     /// The slot this step holds, if any.
     pub fn lease(&self) -> Option<&Grant> {
         match self {
+            State::InstallingInPlace { lease, .. } | State::RestartingAgent { lease, .. } => lease.as_ref(),
             State::Draining { lease, .. }
             | State::Installing { lease, .. }
             | State::RestartingRuntime { lease, .. }

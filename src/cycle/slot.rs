@@ -1,8 +1,11 @@
-//! Step 4, [`State::WaitingForSlot`]: takes a slot from the fleet's lease (rolling policy,
-//! capacity guard) until the wait times out or the window closes.
+//! Step 3, [`State::WaitingForSlot`]: takes a slot from the fleet's lease (rolling policy,
+//! capacity guard) until the wait times out or the window closes. Every plan takes one: an
+//! in-place install or an agent restart follows the roll as a drain does, so a bad release
+//! stops after the first host (its tasks stay, so peers need no room for them).
 //!
 //! Journal: entered with the plan and the container instance before the first ask; the
-//! grant is journalled by entering [`State::Draining`] with it. The host's Auto Scaling group
+//! grant is journalled by entering [`State::Draining`] (or [`State::InstallingInPlace`])
+//! with it. The host's Auto Scaling group
 //! is read before any slot is taken, so that a grant is never followed by a failure that
 //! forgets it.
 //!
@@ -36,6 +39,7 @@ impl Machine<'_> {
         plan: Plan,
         arn: String,
         stays: Option<Capacity>,
+        agent_version: Option<String>,
     ) -> Result<State> {
         // Read before the slot is taken: a grant must never be followed by a failure that
         // forgets it. Group membership does not change while the host waits.
@@ -60,12 +64,27 @@ impl Machine<'_> {
                 Ok(Decision::Granted(mut lease)) => {
                     info!(token = lease.token, "slot granted");
                     lease.services = services;
+                    if !plan.drain {
+                        return Ok(State::InstallingInPlace { plan, agent_version, lease: Some(lease) });
+                    }
                     return Ok(State::Draining { plan, arn, lease, scale_in });
                 }
                 Ok(Decision::Paused(why)) => {
                     self.withdraw(&request).await;
                     return Err(Error::Paused(format!("the roll is paused: {why}")));
                 }
+                Ok(Decision::Check) if !plan.drain => match self.ports.ecs.describe(&arn).await {
+                    // Nothing moves: everything on the host stays, and peers need no room.
+                    Ok(found) => {
+                        request.stays = Some(found.map(|i| i.registered.minus(i.remaining)).unwrap_or_default());
+                        continue;
+                    }
+                    Err(e @ Error::Credentials(_)) => {
+                        self.withdraw(&request).await;
+                        return Err(e);
+                    }
+                    Err(e) => warn!("cannot read the host's load (will try again): {e}"),
+                },
                 Ok(Decision::Check) => match self.services_can_move(&arn).await {
                     Ok(moving) => {
                         request.stays = Some(moving.stays);

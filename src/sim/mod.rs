@@ -48,6 +48,9 @@ pub struct Faults {
     pub throttling: f64,
     /// When the host comes back, its service is slow to recover (a task short for 20 minutes).
     pub slow_recovery: f64,
+    /// Every week's update is an ECS agent release alone (installed in place) whose agent
+    /// never connects once restarted.
+    pub bad_agent_release: bool,
 }
 
 /// What to simulate.
@@ -321,6 +324,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
         if dice.chance(options.faults.slow_recovery) {
             world.lock().expect("world").instances[host].slow_recovery = true;
         }
+        world.lock().expect("world").instances[host].bad_agent = options.faults.bad_agent_release;
         let context = HostContext {
             host,
             store: Arc::clone(&store),

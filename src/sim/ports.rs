@@ -388,6 +388,10 @@ impl SimHost {
         let now = self.clock.elapsed_ms();
         let mut w = self.world.lock().expect("world");
         let instance = &mut w.instances[self.host];
+        // The bad release installed: its agent never connects.
+        if instance.patched && instance.bad_agent {
+            return;
+        }
         instance.agent_up = true;
         if instance.patched {
             instance.agent_version = "1.1.0".into();
@@ -407,6 +411,7 @@ impl Host for SimHost {
         {
             let mut w = self.world.lock().expect("world");
             w.instances[self.host].agent_up = false;
+            w.instances[self.host].reboot_pending = false;
             w.availability_changed(self.host, now);
         }
         let _ = self.power.send(Power::Reboot);
@@ -419,6 +424,7 @@ impl Host for SimHost {
     }
 
     async fn restart_agent(&self) -> Result<()> {
+        self.world.lock().expect("world").instances[self.host].agent_up = false;
         self.agent_comes_up().await;
         Ok(())
     }
@@ -473,7 +479,9 @@ impl PackageManager for SimPackages {
         if w.instances[self.host].patched {
             return Ok(Vec::new());
         }
-        Ok(if w.instances[self.host].kernel_week {
+        Ok(if w.instances[self.host].bad_agent {
+            vec![Self::update("ecs-init", "1.0.0", "1.1.0")]
+        } else if w.instances[self.host].kernel_week {
             vec![Self::update("kernel", "6.1.1", "6.1.2"), Self::update("ecs-init", "1.0.0", "1.1.0")]
         } else {
             vec![Self::update("openssl-libs", "3.0.8-1", "3.0.8-2")]
@@ -497,7 +505,9 @@ impl PackageManager for SimPackages {
         if self.fails {
             return Err(Error::Packages("`dnf -y upgrade` failed with exit code 1 (simulated)".into()));
         }
-        self.world.lock().expect("world").instances[self.host].patched = true;
+        let mut w = self.world.lock().expect("world");
+        w.instances[self.host].patched = true;
+        w.instances[self.host].reboot_pending |= !in_place;
         Ok(())
     }
 
@@ -506,7 +516,9 @@ impl PackageManager for SimPackages {
     }
 
     async fn reboot_required(&self) -> Result<RebootNeed> {
-        Ok(RebootNeed { needed: true, reason: "kernel updated (simulated)".into() })
+        let needed = self.world.lock().expect("world").instances[self.host].reboot_pending;
+        let reason = if needed { "kernel updated (simulated)" } else { "the newest kernel runs (simulated)" };
+        Ok(RebootNeed { needed, reason: reason.into() })
     }
 
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {

@@ -63,6 +63,10 @@ pub struct SimInstance {
     pub dead: bool,
     /// When it comes back, the replica service is slow to recover.
     pub slow_recovery: bool,
+    /// A kernel is installed and not running yet (until the next boot).
+    pub reboot_pending: bool,
+    /// This week's update is an ECS agent release that never connects once started.
+    pub bad_agent: bool,
 }
 
 /// A simulated task.
@@ -169,6 +173,8 @@ impl WorldState {
                 kernel_week: true,
                 dead: false,
                 slow_recovery: false,
+                reboot_pending: false,
+                bad_agent: false,
             })
             .collect();
         let by_key = instances.iter().enumerate().flat_map(|(n, i)| [(i.id.clone(), n), (i.arn.clone(), n)]).collect();
