@@ -18,6 +18,14 @@ fn fleet(hosts: usize, config: &str) -> Fleet {
     Fleet::start(hosts, &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases"], "dnf", "full", config)
 }
 
+/// Runs every one of `hosts` to its end at once ([`TestHost::run_to_end`]), each in its own thread.
+fn all_to_end(hosts: &[TestHost]) -> Vec<Vec<common::Run>> {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
 /// Hosts of `fleet` out of service now (not ACTIVE, or agent disconnected).
 fn out_of_service(state: &Value, fleet: &Fleet) -> usize {
     let ours: Vec<&Value> = fleet.hosts.iter().map(|h| &h.standin["instance_id"]).collect();
@@ -33,10 +41,7 @@ fn out_of_service(state: &Value, fleet: &Fleet) -> usize {
 #[test]
 fn four_hosts_roll_at_most_two_at_a_time_through_dynamodb() {
     let fleet = fleet(4, &dynamodb_config(2, "pause", "30s"));
-    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = fleet.hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
+    let results = all_to_end(&fleet.hosts);
     for (host, runs) in fleet.hosts.iter().zip(&results) {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
         assert_eq!(host.installed("demo-app"), "2.0");
@@ -64,10 +69,7 @@ fn one_zone_at_a_time_across_two_zones() {
         "full",
         &config,
     );
-    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = fleet.hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
+    let results = all_to_end(&fleet.hosts);
     for runs in &results {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
     }
@@ -173,10 +175,7 @@ fn a_dead_holder_is_reclaimed_under_reclaim_and_the_roll_goes_on() {
     let fleet = fleet(3, &dynamodb_config(2, "reclaim", "3s"));
     kill_the_holder(&fleet);
     fleet.hosts[0].host_control("agent/stop");
-    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = fleet.hosts[1..].iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = all_to_end(&fleet.hosts[1..]);
     for (host, runs) in fleet.hosts[1..].iter().zip(&results) {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
         assert_eq!(host.installed("demo-app"), "2.0");
@@ -347,10 +346,7 @@ fn in_place_installs_take_a_slot_and_roll_one_host_at_a_time() {
         "userland",
         &dynamodb_config(1, "pause", "30s"),
     );
-    let results: Vec<Vec<common::Run>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = fleet.hosts.iter().map(|h| scope.spawn(move || h.run_to_end())).collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
+    let results = all_to_end(&fleet.hosts);
     for (host, runs) in fleet.hosts.iter().zip(&results) {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
         assert_eq!(host.installed("demo-app"), "2.0");
