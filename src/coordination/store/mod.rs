@@ -45,7 +45,6 @@ use super::millis;
 use super::policy::{Policy, Snapshot};
 use crate::alarms::Alarms;
 use crate::clock::Clock;
-use crate::ec2::Instances;
 use crate::error::{Error, Result};
 
 /// A stored value and the version it was written as.
@@ -157,7 +156,6 @@ pub struct StoreCoordinator {
     on_stale: StalePolicy,
     poll: Duration,
     alarms: Option<Arc<dyn Alarms>>,
-    ec2: Option<Arc<dyn Instances>>,
     memory: Mutex<Memory>,
 }
 
@@ -212,7 +210,6 @@ impl StoreCoordinator {
             on_stale: settings.on_stale,
             poll: settings.poll,
             alarms: None,
-            ec2: None,
             memory: Mutex::new(Memory::default()),
         }
     }
@@ -220,12 +217,6 @@ impl StoreCoordinator {
     /// The same coordinator, granting no slot while one of `alarms` fires.
     pub fn with_alarms(mut self, alarms: Option<Arc<dyn Alarms>>) -> Self {
         self.alarms = alarms;
-        self
-    }
-
-    /// The same coordinator, leaving the records of terminated instances out of its count.
-    pub fn with_ec2(mut self, ec2: Arc<dyn Instances>) -> Self {
-        self.ec2 = Some(ec2);
         self
     }
 
