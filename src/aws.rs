@@ -72,8 +72,10 @@ const TRANSIENT_CODES: [&str; 8] = [
 /// Error codes of a mistake in the setup: a resource the configuration names does not
 /// exist, or the role lacks a permission. Waiting cannot mend them; an operator must.
 /// DynamoDB: "ResourceNotFoundException: The operation tried to access a nonexistent table
-/// or index"; "AccessDeniedException: You do not have sufficient access to perform this
-/// action" (Error handling with DynamoDB). ECS: "ClusterNotFoundException: The specified
+/// or index. The resource might not be specified correctly, or its status might not be
+/// ACTIVE" (a table still being created counts too: the setup is not finished);
+/// "AccessDeniedException: You do not have sufficient access to perform this action"
+/// (Error handling with DynamoDB). ECS: "ClusterNotFoundException: The specified
 /// cluster wasn't found". EC2: "UnauthorizedOperation: You are not authorized to perform
 /// this operation". DynamoDB's throttling and 5xx stay transient ([`TRANSIENT_CODES`]).
 const SETUP_CODES: [(&str, &str); 5] = [

@@ -149,6 +149,7 @@ pub async fn preview(
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
     let runtime_updated_in_place = planning.runtime_updated_in_place;
     let plan = planning.plan;
+    let release_available = plan.releases.as_ref().and_then(Releases::unapplied).map(str::to_string);
     let window = WindowView::new(schedule, now);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
@@ -165,7 +166,7 @@ pub async fn preview(
             updater.name, updater.because
         )
     } else if plan.is_empty() {
-        match plan.releases.as_ref().and_then(Releases::unapplied) {
+        match &release_available {
             Some(newer) => format!(
                 "nothing: no update is pending in the release the host runs, but release {newer} is published and \
                  not applied (packages.release = \"{}\")",
@@ -223,7 +224,7 @@ pub async fn preview(
             drain: packages.drain,
         },
         release_policy: packages.release.clone(),
-        release_available: plan.releases.as_ref().and_then(Releases::unapplied).map(str::to_string),
+        release_available,
         runtime_updated_in_place,
         plan,
         held: planning.held,

@@ -89,17 +89,23 @@ where
     })
 }
 
-/// One NON_COMPLIANT item per pending update and one for a failed last cycle; a single
-/// COMPLIANT item when there is neither.
+/// A NON_COMPLIANT item's builder, for its details to be added.
+fn non_compliant(
+    id: impl Into<String>,
+    title: impl Into<String>,
+    severity: ComplianceSeverity,
+) -> aws_sdk_ssm::types::builders::ComplianceItemEntryBuilder {
+    ComplianceItemEntry::builder().id(id).title(title).severity(severity).status(ComplianceStatus::NonCompliant)
+}
+
+/// One NON_COMPLIANT item per pending update, one for a reboot that is due, one for a newer
+/// release not applied and one for a failed last cycle; a single COMPLIANT item when there
+/// is none of these.
 fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEntry>, aws_sdk_ssm::error::BuildError> {
     let mut items = Vec::new();
     for update in &record.pending {
         items.push(
-            ComplianceItemEntry::builder()
-                .id(&update.name)
-                .title(format!("{} {} is available", update.name, update.available))
-                .severity(severity(update))
-                .status(ComplianceStatus::NonCompliant)
+            non_compliant(&update.name, format!("{} {} is available", update.name, update.available), severity(update))
                 .details("InstalledVersion", update.current.clone().unwrap_or_default())
                 .details("AvailableVersion", &update.available)
                 .details("Classification", if update.security { "Security" } else { "Update" })
@@ -109,25 +115,25 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
     }
     if let Some(reason) = &record.reboot_due {
         items.push(
-            ComplianceItemEntry::builder()
-                .id("reboot-due")
-                .title("a reboot is due: updates are installed but not running")
-                .severity(ComplianceSeverity::Medium)
-                .status(ComplianceStatus::NonCompliant)
-                .details("Reason", truncate(reason))
-                .build()?,
+            non_compliant(
+                "reboot-due",
+                "a reboot is due: updates are installed but not running",
+                ComplianceSeverity::Medium,
+            )
+            .details("Reason", truncate(reason))
+            .build()?,
         );
     }
     if let Some(newest) = &record.release_available {
         items.push(
-            ComplianceItemEntry::builder()
-                .id("release")
-                .title(format!("release {newest} is available and not applied (packages.release)"))
-                .severity(ComplianceSeverity::Medium)
-                .status(ComplianceStatus::NonCompliant)
-                .details("InstalledVersion", record.release.clone().unwrap_or_default())
-                .details("AvailableVersion", newest)
-                .build()?,
+            non_compliant(
+                "release",
+                format!("release {newest} is available and not applied (packages.release)"),
+                ComplianceSeverity::Medium,
+            )
+            .details("InstalledVersion", record.release.clone().unwrap_or_default())
+            .details("AvailableVersion", newest)
+            .build()?,
         );
     }
     if let Some(last) = &record.last_cycle
@@ -135,14 +141,14 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
         && kind.halts_roll()
     {
         items.push(
-            ComplianceItemEntry::builder()
-                .id("last-cycle")
-                .title(format!("the last patch cycle failed at {step} ({kind})"))
-                .severity(ComplianceSeverity::High)
-                .status(ComplianceStatus::NonCompliant)
-                .details("Cycle", &last.id)
-                .details("Reason", truncate(reason))
-                .build()?,
+            non_compliant(
+                "last-cycle",
+                format!("the last patch cycle failed at {step} ({kind})"),
+                ComplianceSeverity::High,
+            )
+            .details("Cycle", &last.id)
+            .details("Reason", truncate(reason))
+            .build()?,
         );
     }
     if items.is_empty() {
