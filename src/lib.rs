@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 pub mod coordination;
 pub mod cycle;
+pub mod ec2;
 pub mod ecs;
 pub mod error;
 pub mod fault;

@@ -135,6 +135,42 @@ fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
 }
 
 #[test]
+fn a_host_terminated_mid_cycle_stops_counting_and_the_roll_goes_on() {
+    // One slot: the terminated holder's DRAINING record alone would hold the roll for good.
+    for policy in ["reclaim", "pause"] {
+        let config = format!("{}wait_timeout = \"40s\"\n", dynamodb_config(1, policy, "3s"));
+        let fleet = fleet(3, &config);
+        kill_the_holder(&fleet);
+        fleet.hosts[0].host_control("terminate");
+        let dead = fleet.hosts[0].standin["instance_id"].as_str().unwrap();
+        assert_eq!(fleet.hosts[0].record()["status"], "DRAINING", "ECS keeps the record");
+        let mut logged = String::new();
+        if policy == "pause" {
+            let run = fleet.hosts[1].run(&["run"]);
+            assert_eq!(run.code, 75, "{policy}: {run:?}");
+            assert!(run.stdout.contains("the roll is paused"), "{}", run.stdout);
+            for command in [&["fleet", "release", dead, "--yes"][..], &["fleet", "resume"]] {
+                assert_eq!(fleet.hosts[1].run(command).code, 0, "{command:?}");
+            }
+            // The shared snapshot of a cluster this small is reused for up to 24 s (two
+            // refresh intervals): let it age, so that the hosts look at the cluster afresh
+            // and find the dead record there.
+            std::thread::sleep(std::time::Duration::from_secs(25));
+        }
+        // One after the other: the second looks at the cluster afresh, the dead record in it.
+        for host in &fleet.hosts[1..] {
+            let runs = host.run_to_end();
+            assert_eq!(runs.last().unwrap().code, 0, "{policy}: {runs:#?}");
+            runs.iter().for_each(|r| logged.push_str(&r.stderr));
+            assert_eq!(host.installed("demo-app"), "2.0", "{policy}");
+        }
+        assert!(logged.contains("its container-instance record does not count"), "{policy}: {logged}");
+        assert_eq!(fleet.hosts[0].record()["status"], "DRAINING", "another host's record is left as it is");
+        assert_eq!(fleet.lease()[LEASE_KEY]["holders"], serde_json::json!([]), "{policy}");
+    }
+}
+
+#[test]
 fn a_dead_holder_is_reclaimed_under_reclaim_and_the_roll_goes_on() {
     let fleet = fleet(3, &dynamodb_config(2, "reclaim", "3s"));
     kill_the_holder(&fleet);

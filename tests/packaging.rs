@@ -159,7 +159,7 @@ fn every_statement_is_scoped_where_the_action_allows_it() {
     .unwrap();
     // AWS's Service Authorization Reference lists no resource type for these: "*" is the
     // only resource they take. Every other action is scoped to a resource ARN.
-    let resourceless = ["autoscaling:DescribeAutoScalingInstances", "ssm:PutInventory"];
+    let resourceless = ["autoscaling:DescribeAutoScalingInstances", "ec2:DescribeInstances", "ssm:PutInventory"];
     for statement in policy["Statement"].as_array().unwrap() {
         let resource = statement["Resource"].as_str().unwrap();
         let actions = policy_actions(&serde_json::json!({ "Statement": [statement] }));

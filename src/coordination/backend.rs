@@ -11,6 +11,7 @@ use super::{Coordinator, Local};
 use crate::alarms::{Alarms, CloudWatchAlarms};
 use crate::clock::Clock;
 use crate::config::{Backend, CoordinationSettings};
+use crate::ec2::{Ec2Instances, Instances};
 use crate::error::Result;
 
 /// The coordinator the settings ask for, for `cluster`.
@@ -21,15 +22,16 @@ pub fn from_settings(
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Coordinator>> {
     let alarms = alarms(settings, aws);
+    let ec2: Arc<dyn Instances> = Arc::new(Ec2Instances::new(aws));
+    let local = || Local::new(settings.policy(), Arc::clone(&clock), alarms.clone()).with_ec2(Arc::clone(&ec2));
     Ok(match settings.backend {
-        Backend::ReportOnly | Backend::None => Arc::new(Local::new(settings.policy(), clock, alarms)),
-        Backend::Dynamodb => Arc::new(store_coordinator(settings, aws, cluster, clock).with_alarms(alarms)),
-        Backend::Fleetlock => Arc::new(FleetLock::new(
-            &settings.fleetlock_url,
-            &settings.group,
-            Local::new(settings.policy(), clock, alarms),
-            Duration::from_secs(10),
-        )?),
+        Backend::ReportOnly | Backend::None => Arc::new(local()),
+        Backend::Dynamodb => {
+            Arc::new(store_coordinator(settings, aws, cluster, Arc::clone(&clock)).with_alarms(alarms).with_ec2(ec2))
+        }
+        Backend::Fleetlock => {
+            Arc::new(FleetLock::new(&settings.fleetlock_url, &settings.group, local(), Duration::from_secs(10))?)
+        }
     })
 }
 

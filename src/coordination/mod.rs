@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarms::Alarms;
 use crate::clock::Clock;
-use crate::ecs::Ecs;
+use crate::ec2::Instances;
+use crate::ecs::{ContainerInstance, Ecs};
 use crate::error::Result;
 pub use policy::SlotRequest;
 use policy::{GroupRecord, Policy, Snapshot};
@@ -107,10 +108,44 @@ pub fn millis(t: SystemTime) -> u64 {
 pub const SNAPSHOT_CALL_SPACING: Duration = Duration::from_millis(1500);
 
 /// Reads the whole cluster into a [`Snapshot`] (one list and one describe per 100 instances,
-/// `spacing` apart), as of `now`.
-pub async fn snapshot(ecs: &dyn Ecs, now: SystemTime, spacing: Duration) -> Result<Snapshot> {
-    let instances = ecs.cluster_instances(spacing).await?;
+/// `spacing` apart), as of `now`. A record whose agent is disconnected and whose EC2
+/// instance is gone (asked of `ec2`, when given) is left out: it would count against the
+/// budget forever.
+pub async fn snapshot(
+    ecs: &dyn Ecs,
+    ec2: Option<&dyn Instances>,
+    now: SystemTime,
+    spacing: Duration,
+) -> Result<Snapshot> {
+    let mut instances = ecs.cluster_instances(spacing).await?;
+    if let Some(ec2) = ec2 {
+        leave_out_terminated(ec2, &mut instances).await;
+    }
     Ok(Snapshot { taken_at: millis(now), instances: instances.iter().map(Into::into).collect() })
+}
+
+/// Drops the records of `instances` whose agent is disconnected and whose EC2 instance is
+/// gone. ECS: "stopped container instances or instances with disconnected agents aren't
+/// automatically deregistered when terminated". When EC2 cannot answer, they stay (and
+/// count): a host that may be rebooting is never left out.
+async fn leave_out_terminated(ec2: &dyn Instances, instances: &mut Vec<ContainerInstance>) {
+    let disconnected: Vec<String> = instances
+        .iter()
+        .filter(|i| !i.agent_connected && !i.ec2_instance_id.is_empty())
+        .map(|i| i.ec2_instance_id.clone())
+        .collect();
+    if disconnected.is_empty() {
+        return;
+    }
+    match ec2.gone(&disconnected).await {
+        Ok(gone) => {
+            for id in &gone {
+                tracing::info!(instance = %id, "the EC2 instance is gone: its container-instance record does not count");
+            }
+            instances.retain(|i| !gone.contains(&i.ec2_instance_id));
+        }
+        Err(e) => tracing::warn!("cannot tell whether disconnected instances still exist (they count): {e}"),
+    }
 }
 
 /// No coordination with peers (single host, manual use): the capacity guard, the budget
@@ -119,12 +154,19 @@ pub struct Local {
     policy: Policy,
     clock: Arc<dyn Clock>,
     alarms: Option<Arc<dyn Alarms>>,
+    ec2: Option<Arc<dyn Instances>>,
 }
 
 impl Local {
     /// A local coordinator applying `policy`, and no slot while one of `alarms` fires.
     pub fn new(policy: Policy, clock: Arc<dyn Clock>, alarms: Option<Arc<dyn Alarms>>) -> Self {
-        Self { policy, clock, alarms }
+        Self { policy, clock, alarms, ec2: None }
+    }
+
+    /// The same coordinator, leaving the records of terminated instances out of its count.
+    pub fn with_ec2(mut self, ec2: Arc<dyn Instances>) -> Self {
+        self.ec2 = Some(ec2);
+        self
     }
 }
 
@@ -137,7 +179,7 @@ impl Coordinator for Local {
         if let Some(reason) = crate::alarms::gate(self.alarms.as_deref()).await {
             return Ok(Decision::Wait { reason, pace: 1.0 });
         }
-        let snapshot = snapshot(ecs, self.clock.now(), Duration::ZERO).await?;
+        let snapshot = snapshot(ecs, self.ec2.as_deref(), self.clock.now(), Duration::ZERO).await?;
         Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, request) {
             Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0, slot: None, services: Vec::new() }),
             Err(reason) => Decision::Wait { reason, pace: 1.0 },

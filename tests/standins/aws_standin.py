@@ -347,6 +347,14 @@ def moto_app(world):
             world.fleetlock["holders"].append(body["id"]); result = {}
         elif path == "/_standin/agent/stop":
             world.agent_stop(host); result = {}
+        elif path == "/_standin/terminate":
+            # The EC2 instance is terminated under its disconnected agent: ECS keeps the record
+            # ("instances with disconnected agents aren't automatically deregistered when
+            # terminated"), as it was.
+            from moto.ec2.models import ec2_backends
+            world.agent_stop(host)
+            ec2_backends[ACCOUNT][REGION].terminate_instances([host["instance_id"]])
+            result = {}
         elif path == "/_standin/agent/start":
             world.agent_start(host, body.get("version"), body.get("restart", False)); result = {}
         elif path == "/_standin/reboot":

@@ -45,6 +45,7 @@ use super::millis;
 use super::policy::{Policy, Snapshot};
 use crate::alarms::Alarms;
 use crate::clock::Clock;
+use crate::ec2::Instances;
 use crate::error::{Error, Result};
 
 /// A stored value and the version it was written as.
@@ -156,6 +157,7 @@ pub struct StoreCoordinator {
     on_stale: StalePolicy,
     poll: Duration,
     alarms: Option<Arc<dyn Alarms>>,
+    ec2: Option<Arc<dyn Instances>>,
     memory: Mutex<Memory>,
 }
 
@@ -210,6 +212,7 @@ impl StoreCoordinator {
             on_stale: settings.on_stale,
             poll: settings.poll,
             alarms: None,
+            ec2: None,
             memory: Mutex::new(Memory::default()),
         }
     }
@@ -217,6 +220,12 @@ impl StoreCoordinator {
     /// The same coordinator, granting no slot while one of `alarms` fires.
     pub fn with_alarms(mut self, alarms: Option<Arc<dyn Alarms>>) -> Self {
         self.alarms = alarms;
+        self
+    }
+
+    /// The same coordinator, leaving the records of terminated instances out of its count.
+    pub fn with_ec2(mut self, ec2: Arc<dyn Instances>) -> Self {
+        self.ec2 = Some(ec2);
         self
     }
 

@@ -26,7 +26,7 @@ impl StoreCoordinator {
             self.memory().snapshot = Some(Arc::clone(&stored));
             return Ok(stored);
         }
-        let fresh = Arc::new(snapshot(ecs, self.clock.now(), SNAPSHOT_CALL_SPACING).await?);
+        let fresh = Arc::new(snapshot(ecs, self.ec2.as_deref(), self.clock.now(), SNAPSHOT_CALL_SPACING).await?);
         // The stored copy is a cache: failing to store it only costs the next head a look.
         if let Err(e) = self.store_snapshot(&fresh).await {
             tracing::warn!("cannot store the cluster snapshot: {e}");
@@ -67,7 +67,7 @@ impl StoreCoordinator {
         if !self.store.save(&Self::put(key, &claim, Expect::Version(version))).await? {
             return Ok(());
         }
-        let fresh = snapshot(ecs, self.clock.now(), SNAPSHOT_CALL_SPACING).await?;
+        let fresh = snapshot(ecs, self.ec2.as_deref(), self.clock.now(), SNAPSHOT_CALL_SPACING).await?;
         self.store_snapshot(&fresh).await?;
         self.memory().snapshot = Some(Arc::new(fresh));
         Ok(())
