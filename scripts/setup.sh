@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need on a Debian/Ubuntu machine (run as root or with
 # sudo available): dnf, rpm and createrepo_c for the dnf root, apt-utils for the apt
 # repository, busybox-static for a shell inside the throwaway roots, systemd for
-# systemd-analyze verify of the unit, and moto in .venv.
+# systemd-analyze verify of the unit, libfaketime to move a run's wall clock (tests/faults.rs),
+# and moto in .venv.
 # `scripts/setup.sh packaging` installs what scripts/package and scripts/check-packages need
 # instead: zig and cargo-zigbuild (glibc 2.26 builds), cfn-lint, cargo-deb and
 # cargo-generate-rpm, the aarch64 Rust target, and qemu-user with arm64's glibc to run the
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 # Versions the packages were last built and checked with.
 ZIGLANG=0.17.1 CARGO_ZIGBUILD=0.24.1 CFN_LINT=1.58.0 CARGO_DEB=3.8.0 CARGO_GENERATE_RPM=0.21.1
 
-packages=(dnf dnf-plugins-core rpm createrepo-c apt-utils busybox-static python3-venv systemd)
+packages=(dnf dnf-plugins-core rpm createrepo-c apt-utils busybox-static python3-venv systemd libfaketime)
 [[ ${1:-} == packaging ]] && packages=(rpm dnf busybox-static python3-venv systemd binutils qemu-user libc6-arm64-cross)
 [[ ${1:-} == vm ]] && packages=(qemu-system-x86 mmdebstrap debian-archive-keyring e2fsprogs apt-utils python3-venv systemd)
 missing=()

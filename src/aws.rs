@@ -45,11 +45,9 @@ const CREDENTIAL_CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_A
     (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container credentials endpoint, and the EC2 instance profile \
     through IMDSv2";
 
-/// Error codes that mean the credentials themselves are missing, invalid or expired:
-/// retrying cannot help, an operator must fix the instance profile or the environment.
-const CREDENTIAL_CODES: [&str; 7] = [
-    "ExpiredToken",
-    "ExpiredTokenException",
+/// Error codes that mean the credentials themselves are missing or invalid: retrying cannot
+/// help, an operator must fix the instance profile or the environment.
+const CREDENTIAL_CODES: [&str; 5] = [
     "UnrecognizedClientException",
     "InvalidClientTokenId",
     "InvalidSignatureException",
@@ -57,7 +55,18 @@ const CREDENTIAL_CODES: [&str; 7] = [
     "IncompleteSignature",
 ];
 
+/// Error codes of credentials that expired (Common Errors: "ExpiredTokenException: The
+/// security token included in the request is expired. HTTP Status Code: 403"). Instance
+/// profile credentials rotate, and the SDK's credentials cache fetches new ones once the
+/// old ones' expiry passes: the first such answer in a step is taken for a rotation and the
+/// step tried again; a second is final ([`Error::Credentials`] with `expired`).
+const EXPIRED_CODES: [&str; 2] = ["ExpiredToken", "ExpiredTokenException"];
+
 /// Error codes of throttling and brief service trouble: the same call may succeed later.
+/// So may any answer with a 5xx status (Common Errors: "InternalFailure: The request
+/// processing has failed because of an unknown error, exception or failure. HTTP Status
+/// Code: 500"; "ServiceUnavailable: The request has failed due to a temporary failure of
+/// the server. HTTP Status Code: 503"), whatever its code.
 const TRANSIENT_CODES: [&str; 8] = [
     "ThrottlingException",
     "Throttling",
@@ -101,42 +110,49 @@ pub struct Failure {
     pub reason: String,
     /// The same call may succeed later (throttling, 5xx, no answer).
     pub transient: bool,
-    /// The credentials are missing, invalid or expired.
+    /// The credentials are missing or invalid.
     pub credentials: bool,
+    /// The service said the credentials expired ([`EXPIRED_CODES`]).
+    pub expired: bool,
     /// How to mend a mistake in the setup ([`SETUP_CODES`]), when it is one.
     pub setup: Option<&'static str>,
 }
 
 /// Reads an SDK failure. Never formats the SDK's `Debug` output (it holds whole
 /// responses, headers included): only codes, messages and the chain of causes.
-fn failure<E, R>(err: &SdkError<E, R>) -> Failure
+fn failure<E>(err: &SdkError<E>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match err {
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("unknown error");
+            let server_failed = service.raw().status().is_server_error();
             Failure {
                 reason: format!("{code}: {}", e.message().unwrap_or("no message")),
-                transient: TRANSIENT_CODES.contains(&code),
+                transient: TRANSIENT_CODES.contains(&code) || server_failed,
                 credentials: CREDENTIAL_CODES.contains(&code),
+                expired: EXPIRED_CODES.contains(&code),
                 setup: SETUP_CODES.iter().find(|(c, _)| *c == code).map(|(_, fix)| *fix),
             }
         }
         SdkError::TimeoutError(_) => {
-            Failure { reason: "timed out".into(), transient: true, credentials: false, setup: None }
+            Failure { reason: "timed out".into(), transient: true, credentials: false, expired: false, setup: None }
         }
-        SdkError::ResponseError(_) => {
-            Failure { reason: "unreadable response".into(), transient: true, credentials: false, setup: None }
-        }
+        SdkError::ResponseError(_) => Failure {
+            reason: "unreadable response".into(),
+            transient: true,
+            credentials: false,
+            expired: false,
+            setup: None,
+        },
         other => {
             let text = causes(other);
             // The SDK fails before sending when no credentials could be resolved.
             let credentials = text.contains("credentials") && !text.contains("dns error");
             let transient = !credentials && matches!(other, SdkError::DispatchFailure(_));
-            Failure { reason: text, transient, credentials, setup: None }
+            Failure { reason: text, transient, credentials, expired: false, setup: None }
         }
     }
 }
@@ -159,36 +175,68 @@ pub fn causes(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// An IMDS failure in one readable line. The client's own text for an error answer carries
+/// the whole HTTP response in debug form (headers, body bytes): here it is the status and
+/// what IMDS means by it (AWS knowledge center, "troubleshoot instance metadata"):
+/// "The 401 - Unauthorized error occurs if the GET request uses a token that's not valid",
+/// "The 403 - Forbidden error occurs if the request isn't allowed or IMDS is turned off",
+/// "This error [404] occurs when the requested resource isn't available".
+pub fn imds_error(err: &aws_config::imds::client::error::ImdsError) -> String {
+    use aws_config::imds::client::error::ImdsError;
+    match err {
+        ImdsError::ErrorResponse(answer) => {
+            let status = answer.response().status().as_u16();
+            let meaning = match status {
+                401 => ": the session token was refused",
+                403 => ": the request is not allowed, or the metadata service is turned off for this instance",
+                404 => ": not available on this instance",
+                500..=599 => ": the metadata service failed",
+                _ => "",
+            };
+            format!("IMDS answered HTTP {status}{meaning}")
+        }
+        other => causes(other),
+    }
+}
+
 /// Reads an SDK failure of `call` (e.g. "ECS ListTasks"): a credentials failure becomes
 /// the [`Error::Credentials`] every adapter reports alike, a mistake in the setup an
 /// [`Error::Config`] saying how to mend it; any other is handed to `otherwise` to become
 /// the adapter's own kind.
-pub fn error<E, R>(call: &str, err: &SdkError<E, R>, otherwise: impl FnOnce(Failure) -> Error) -> Error
+pub fn error<E>(call: &str, err: &SdkError<E>, otherwise: impl FnOnce(Failure) -> Error) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let read = failure(err);
     match read.setup {
-        _ if read.credentials => credentials_error(call, &read.reason),
+        _ if read.credentials || read.expired => credentials_error(call, &read.reason, read.expired),
         Some(fix) => Error::Config(format!("{call}: {}: {fix}", read.reason)),
         None => otherwise(read),
     }
 }
 
 /// The error for a credentials failure of `what`, naming the chain that was tried.
-fn credentials_error(what: &str, reason: &str) -> Error {
-    Error::Credentials(format!(
-        "{what}: no valid AWS credentials ({reason}). Looked in {CREDENTIAL_CHAIN}. Attach an instance \
-         profile whose role allows the actions listed in the README, or set the standard AWS variables."
-    ))
+fn credentials_error(what: &str, reason: &str, expired: bool) -> Error {
+    let message = if expired {
+        // Not a mistake in the setup: they were valid, and their source renews them.
+        format!(
+            "{what}: the AWS credentials expired ({reason}); if this recurs, the credential source stopped \
+             renewing them or the host's clock is wrong"
+        )
+    } else {
+        format!(
+            "{what}: no valid AWS credentials ({reason}). Looked in {CREDENTIAL_CHAIN}. Attach an instance \
+             profile whose role allows the actions listed in the README, or set the standard AWS variables."
+        )
+    };
+    Error::Credentials { message, expired }
 }
 
 /// Resolves credentials once, before any step, so that missing or unusable credentials
 /// stop the run at once (exit 1) instead of looking like a passing ECS outage.
 pub async fn check_credentials(config: &aws_config::SdkConfig) -> crate::error::Result<()> {
     let Some(provider) = config.credentials_provider() else {
-        return Err(credentials_error("AWS", "no credential provider is configured"));
+        return Err(credentials_error("AWS", "no credential provider is configured", false));
     };
     let mut attempt = 1;
     loop {
@@ -203,7 +251,7 @@ pub async fn check_credentials(config: &aws_config::SdkConfig) -> crate::error::
                 tokio::time::sleep(std::time::Duration::from_secs(2 << attempt)).await;
                 attempt += 1;
             }
-            Err(e) => return Err(credentials_error("cannot resolve AWS credentials", &causes(&e))),
+            Err(e) => return Err(credentials_error("cannot resolve AWS credentials", &causes(&e), false)),
         }
     }
 }

@@ -8,8 +8,10 @@ use tracing::warn;
 use crate::config::{Backend, DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
 use crate::cycle::Cycle;
 use crate::cycle::machine::Ports;
+use crate::cycle::take_up::own_drain;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
+use crate::journal;
 use crate::lifecycle;
 use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater, Releases};
 use crate::plan::{self, Class, Held, Plan};
@@ -144,7 +146,13 @@ pub async fn preview(
             None
         }
     };
-    let drained_by_other = instance.as_ref().is_some_and(|i| i.status == "DRAINING");
+    // DRAINING under this host's own mark: a cycle the journal does not know is taken up
+    // by the next run; one it knows ended with the instance left out of service.
+    let own = instance.as_ref().and_then(|i| own_drain(i, &identity.instance.instance_id)).map(str::to_string);
+    let journal_knows =
+        |id: &str| journal::read::<Cycle>(&settings.paths.state_dir).ok().flatten().is_some_and(|c| c.id == id);
+    let take_up = own.clone().filter(|id| in_progress.is_none() && !journal_knows(id));
+    let left_drained = instance.as_ref().is_some_and(|i| i.status == "DRAINING") && take_up.is_none();
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);
     let runtime_updated_in_place = planning.runtime_updated_in_place;
@@ -153,6 +161,11 @@ pub async fn preview(
     let window = WindowView::new(schedule, now);
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
+    } else if let Some(id) = &take_up {
+        format!(
+            "take up cycle {id}: it drained this instance and the journal does not know it (lost or moved \
+             aside); verify the host, install what is pending if its slot is still held, and return it to service"
+        )
     } else if !setup_problems.is_empty() {
         format!("nothing until the setup is fixed: {}", setup_problems.join("; "))
     } else if !window.open && !plan.is_empty() {
@@ -183,7 +196,11 @@ pub async fn preview(
     } else if !plan.drain {
         let agent = if plan.updates_agent { ", restart the ECS agent and verify it reconnects" } else { "" };
         format!("install {} update(s) in place without draining ({}){agent}", plan.updates.len(), plan.why)
-    } else if drained_by_other {
+    } else if let (true, Some(id)) = (left_drained, &own) {
+        format!(
+            "nothing: cycle {id} ended and left the instance DRAINING (see `status`); set it ACTIVE once it is healthy"
+        )
+    } else if left_drained {
         "nothing: the instance is DRAINING but not by ecs-patchd, so it is left alone".to_string()
     } else if let (Some(reason), true) = (&plan.reboot_due, plan.updates.is_empty()) {
         format!(

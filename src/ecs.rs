@@ -52,7 +52,7 @@ impl Capacity {
 }
 
 /// What the daemon needs to know about one container instance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerInstance {
     /// Its ARN.
     pub arn: String,
@@ -494,10 +494,9 @@ fn convert_task(t: &aws_sdk_ecs::types::Task) -> Task {
 
 /// Turns an SDK failure into an [`Error::Ecs`] that says which call failed and why (or an
 /// [`Error::Credentials`] when the credentials are the problem).
-fn sdk_error<E, R>(operation: &str, err: SdkError<E, R>) -> Error
+fn sdk_error<E>(operation: &str, err: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     crate::aws::error(&format!("ECS {operation}"), &err, |failure| Error::Ecs {
         message: format!("{operation} failed: {}", failure.reason),

@@ -49,8 +49,14 @@ pub enum Error {
     #[error("{0}")]
     Paused(String),
     /// AWS credentials are missing, invalid or expired: names the chain that was tried.
-    #[error("{0}")]
-    Credentials(String),
+    #[error("{message}")]
+    Credentials {
+        /// What failed, and where credentials were looked for.
+        message: String,
+        /// The service said they expired: instance profile credentials rotate, so the step
+        /// is tried once more before this counts.
+        expired: bool,
+    },
     /// Not now, and nothing was changed: the instance is leaving (spot notice, Auto Scaling
     /// lifecycle), or a service on it cannot move its tasks.
     #[error("{0}")]
@@ -140,7 +146,7 @@ impl Error {
             Error::NotOurs(_) => Kind::NotOurs,
             Error::Lease(_) => Kind::Lease,
             Error::Paused(_) => Kind::Paused,
-            Error::Credentials(_) => Kind::Credentials,
+            Error::Credentials { .. } => Kind::Credentials,
             Error::Deferred(_) => Kind::Deferred,
             Error::Stopped(_) | Error::RebootHandedOff(_) => Kind::Stopped,
             Error::Hook(_) => Kind::Hook,

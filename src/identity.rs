@@ -53,8 +53,10 @@ pub async fn instance_document(imds: &aws_config::imds::Client) -> Result<Instan
             why.trim_end_matches('.')
         ))
     };
-    let document =
-        imds.get("/latest/dynamic/instance-identity/document").await.map_err(|e| problem(crate::aws::causes(&e)))?;
+    let document = imds
+        .get("/latest/dynamic/instance-identity/document")
+        .await
+        .map_err(|e| problem(crate::aws::imds_error(&e)))?;
     serde_json::from_str(document.as_ref())
         .map_err(|e| problem(format!("the identity document is not understood ({e})")))
 }

@@ -43,14 +43,15 @@ impl Journal {
             .map_err(|e| journal_error("cannot open the lock file", &lock_path, e))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                // The holder writes its pid just after taking the lock: it may not be there yet.
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(Error::Busy(format!(
-                    "another ecs-patchd (pid {}) is running a cycle in {}",
-                    holder.trim(),
-                    dir.display()
-                )));
+                let _ = file.take(32).read_to_string(&mut holder);
+                let who = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!("another ecs-patchd (pid {pid})"),
+                    Err(_) => "another ecs-patchd".to_string(),
+                };
+                return Err(Error::Busy(format!("{who} is running a cycle in {}", dir.display())));
             }
             Err((_, errno)) => {
                 return Err(journal_error("cannot lock", &lock_path, errno.into()));
@@ -77,6 +78,15 @@ impl Journal {
         self.save_file(RECORD_FILE, record)
     }
 
+    /// Moves the record aside (to `cycle.json.<suffix>`, kept for an operator), so that the
+    /// next cycle starts afresh; returns where it went.
+    pub fn set_aside(&self, suffix: &str) -> Result<PathBuf> {
+        let from = self.dir.join(RECORD_FILE);
+        let to = self.dir.join(format!("{RECORD_FILE}.{suffix}"));
+        std::fs::rename(&from, &to).map_err(|e| journal_error("cannot move aside", &from, e))?;
+        Ok(to)
+    }
+
     /// Replaces the state directory's file `name` with `record`, atomically and durably.
     pub fn save_file<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.dir.join(name);
@@ -91,8 +101,8 @@ impl Journal {
 pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
     read_file(dir, RECORD_FILE).map_err(|e| match e {
         Error::Journal(corrupt) if corrupt.contains(" is corrupt ") => Error::Journal(format!(
-            "the cycle record {corrupt}. It was left untouched. The container instance may still be \
-             DRAINING: check it in ECS, then move the file aside to start afresh."
+            "the cycle record {corrupt}. It was left untouched. Move the file aside: the next run takes up \
+             a drain of this host's from the mark on its container instance and returns it to service."
         )),
         other => other,
     })

@@ -67,14 +67,13 @@ impl Ec2Lifecycle {
         match self.imds.get(path).await {
             Ok(value) => Ok(Some(value.as_ref().trim().to_string())),
             Err(ImdsError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => Ok(None),
-            Err(e) => Err(Error::Host(format!("cannot read {path} from IMDSv2: {}", crate::aws::causes(&e)))),
+            Err(e) => Err(Error::Host(format!("cannot read {path} from IMDSv2: {}", crate::aws::imds_error(&e)))),
         }
     }
 
-    fn autoscaling_error<E, R>(&self, operation: &str, err: aws_sdk_ecs::error::SdkError<E, R>) -> Error
+    fn autoscaling_error<E>(&self, operation: &str, err: aws_sdk_ecs::error::SdkError<E>) -> Error
     where
         E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
     {
         crate::aws::error(&format!("Auto Scaling {operation}"), &err, |failure| {
             Error::Host(format!("Auto Scaling {operation} for {} failed: {}", self.instance_id, failure.reason))

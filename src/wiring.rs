@@ -168,8 +168,7 @@ impl Attempt<'_> {
     pub async fn run(self, stop: impl Future<Output = &'static str>) -> Result<Cycle> {
         let settings = self.settings;
         let agent = agent(settings)?;
-        let in_progress = self.journal.load::<Cycle>()?.filter(|c| !c.state.is_done());
-        let next = match in_progress {
+        let next = match in_progress(self.journal, &self.instance.document)? {
             Some(cycle) => Next::Resume(Box::new(cycle)),
             None => {
                 if let Some(line) = settings.coordination.backend.announcement() {
@@ -202,6 +201,27 @@ impl Attempt<'_> {
         self.reporting.after(settings, aws, &instance_id, &ports, setup_error(&result).as_deref()).await;
         result
     }
+}
+
+/// The cycle the journal holds in progress, if it is this EC2 instance's. A journal written
+/// on another instance (a state directory baked into an image mid-cycle, a cloned volume)
+/// is never resumed: its boot id, its container instance and its slot are another host's.
+/// It is moved aside for an operator, and said so.
+pub fn in_progress(journal: &Journal, this: &InstanceDocument) -> Result<Option<Cycle>> {
+    let Some(cycle) = journal.load::<Cycle>()?.filter(|c| !c.state.is_done()) else { return Ok(None) };
+    if cycle.instance_id == this.instance_id {
+        return Ok(Some(cycle));
+    }
+    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let aside = journal.set_aside(&format!("from-another-instance-{stamp}"))?;
+    tracing::warn!(
+        "the journal holds cycle {} of another EC2 instance, not {} (a state directory copied from it?): \
+         never resumed here; moved aside to {}",
+        cycle.id,
+        this.instance_id,
+        aside.display()
+    );
+    Ok(None)
 }
 
 /// The mistake in the setup (a configuration error, a missing table or permission) that
@@ -238,8 +258,10 @@ impl Next {
 /// What `check` shows: identity, pending updates, whether a reboot would follow and what
 /// `run` would do. Notes what it found in the record and reports it; changes nothing else.
 pub async fn preview(settings: &Settings, schedule: &Schedule) -> Result<Preview> {
-    let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?.filter(|c| !c.state.is_done());
     let this = ThisInstance::find().await?;
+    // Another instance's journal is never resumed (see [`in_progress`]).
+    let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?
+        .filter(|c| !c.state.is_done() && c.instance_id == this.document.instance_id);
     let agent = agent(settings)?;
     let identity = this.resolve(settings, agent.as_ref()).await?;
     let instance_id = identity.instance.instance_id.clone();

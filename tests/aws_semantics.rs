@@ -297,19 +297,20 @@ fn missing_credentials_fail_at_once_naming_the_chain() {
 }
 
 #[test]
-fn expired_credentials_fail_at_once_without_retries() {
+fn credentials_that_stay_expired_fail_after_one_more_try() {
     let host = TestHost::start(Options::default());
     // The first ECS call of the cycle: describing the host's tasks for the services check.
     host.control("inject", r#"{"operation": "DescribeTasks", "code": "ExpiredTokenException", "times": 100}"#);
     let run = host.run(&["run"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("no valid AWS credentials (ExpiredTokenException"), "{}", run.stdout);
-    assert_eq!(host.calls("DescribeTasks"), 1, "tried once, not retried as if ECS were throttling");
+    assert!(run.stdout.contains("the AWS credentials expired (ExpiredTokenException"), "{}", run.stdout);
+    // Once more (they may have just rotated), not retried as if ECS were throttling.
+    assert_eq!(host.calls("DescribeTasks"), 2);
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
 }
 
 #[test]
-fn credentials_expiring_during_the_drain_end_the_run_at_once() {
+fn credentials_that_stay_expired_during_the_drain_end_the_run() {
     // The drain asks ECS once the host's own agent runs no task: the service tasks move away.
     let host = TestHost::start(Options::default());
     let mut run = host.spawn_run();
@@ -322,11 +323,12 @@ fn credentials_expiring_during_the_drain_end_the_run_at_once() {
     let stdout = std::fs::read_to_string(host.path("run.stdout")).unwrap();
     let stderr = std::fs::read_to_string(host.path("run.stderr")).unwrap();
     assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
-    assert!(stderr.contains("no valid AWS credentials (ExpiredTokenException"), "{stderr}");
-    // The drain's poll gave up at its first refused call, and setting ACTIVE again (which
-    // reads the instance first) at its own: two calls, not drain.timeout's worth of polls.
+    assert!(stderr.contains("the AWS credentials expired (ExpiredTokenException"), "{stderr}");
+    // The drain's poll gave up at its second refused call (one more try: they may have just
+    // rotated), and setting ACTIVE again (which reads the instance first) at its own second:
+    // four calls, not drain.timeout's worth of polls.
     let left = host.ecs()["injections_left"]["DescribeContainerInstances"].as_u64().unwrap();
-    assert_eq!(1000 - left, 2, "{stderr}");
+    assert_eq!(1000 - left, 4, "{stderr}");
     assert_eq!(host.status()["step"], "reactivating", "the next run, with credentials, sets it ACTIVE");
 }
 

@@ -51,6 +51,10 @@ const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 /// wakes a few times on the way to a long deadline, so fewer, longer timers wake less.
 const JOURNAL_LOOK: Duration = Duration::from_secs(10 * 60);
 
+/// While another process (a `run` by hand or from SSM) holds the journal, the daemon looks
+/// again this often.
+const BUSY_LOOK: Duration = Duration::from_secs(30);
+
 /// What ended a wait.
 enum Woken {
     Due,
@@ -126,9 +130,17 @@ impl Daemon {
             });
         }
         serve_metrics(&self.settings);
+        // A corrupt journal is said at start, not at the first check minutes later (each
+        // check says it again, and touches nothing, until it is mended).
+        if let Err(e) = journal::read::<Cycle>(&self.settings.paths.state_dir) {
+            error!("{e}");
+            self.status.update(|s| s.activity = e.to_string());
+        }
 
         let mut next_check = SystemTime::now() + jitter(FIRST_CHECK_WITHIN.min(self.settings.schedule.check_interval));
         let mut retry = RETRY_FIRST;
+        // What the last look found holding the journal, said once.
+        let mut busy: Option<String> = None;
         loop {
             let schedule = wiring::schedule(&self.settings)?;
             let now = SystemTime::now();
@@ -139,10 +151,23 @@ impl Daemon {
             let in_progress = journal::read::<Cycle>(dir).ok().flatten().is_some_and(|c| !c.state.is_done());
             let due = now >= next_check && window.is_open();
             let journal = match (in_progress || due).then(|| Journal::open(dir)) {
-                Some(Ok(journal)) => Some(journal),
+                Some(Ok(journal)) => {
+                    busy = None;
+                    Some(journal)
+                }
+                // Another process drives the cycle: said once, looked at again now and then.
                 Some(Err(Error::Busy(why))) => {
-                    info!("{why}: not ours to drive");
-                    None
+                    if busy.as_deref() != Some(why.as_str()) {
+                        let every = humantime::format_duration(BUSY_LOOK);
+                        info!("{why}: not ours to drive; looking again every {every}");
+                        self.status.update(|s| s.activity = format!("{why}: waiting for it to finish"));
+                        busy = Some(why);
+                    }
+                    if let Woken::Stop(signal) = self.wait(BUSY_LOOK).await {
+                        info!("stopped by {signal}");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    continue;
                 }
                 Some(Err(e)) => return Err(e),
                 None => None,

@@ -24,6 +24,9 @@ pub fn run_summary(cycle: &Cycle, now: SystemTime) -> String {
         let _ = write!(line, ", out of service {}", secs(out));
     }
     line.push(')');
+    if let Some(taken_up) = &cycle.taken_up {
+        let _ = write!(line, "\n{taken_up}");
+    }
     line
 }
 

@@ -89,6 +89,10 @@ pub(super) async fn run(mut settings: Settings, args: &RunArgs) -> Result<ExitCo
         )));
     }
     let instance = ThisInstance::find().await?;
+    if args.resume_only && wiring::in_progress(&journal, &instance.document)?.is_none() {
+        tracing::info!("no cycle of this instance's in progress: nothing to resume");
+        return Ok(ExitCode::SUCCESS);
+    }
     let reporting = Reporting::new(settings, None);
     let attempt = Attempt {
         settings,

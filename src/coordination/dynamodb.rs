@@ -274,10 +274,9 @@ impl LeaseStore for DynamoStore {
 
 /// `Ok(true)` when the write was made, `Ok(false)` when its condition did not hold
 /// (ConditionalCheckFailedException).
-fn written<O, E, R>(table: &str, operation: &str, sent: std::result::Result<O, SdkError<E, R>>) -> Result<bool>
+fn written<O, E>(table: &str, operation: &str, sent: std::result::Result<O, SdkError<E>>) -> Result<bool>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match sent {
         Ok(_) => Ok(true),
@@ -293,10 +292,9 @@ where
     }
 }
 
-fn dynamo_error<E, R>(table: &str, operation: &str, err: SdkError<E, R>) -> Error
+fn dynamo_error<E>(table: &str, operation: &str, err: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     crate::aws::error(&format!("DynamoDB {operation} on table {table}"), &err, |failure| {
         Error::Lease(format!("DynamoDB {operation} on table {table} failed: {}", failure.reason))

@@ -88,6 +88,9 @@ pub trait Coordinator: Send + Sync {
     async fn release(&self, grant: &Grant, id: &str) -> Result<()>;
     /// Leaves the queue (and drops a grant whose answer was lost) when a host stops waiting.
     async fn withdraw(&self, request: &SlotRequest) -> Result<()>;
+    /// The slot host `id` holds for cycle `cycle`, if it still holds one: a cycle taken up
+    /// from its drain mark, its journal lost, finds its grant again.
+    async fn held(&self, id: &str, cycle: &str) -> Result<Option<Grant>>;
     /// Halts the roll after a failure, so no host starts a new cycle until an operator
     /// resumes; says how.
     async fn pause(&self, reason: &str, by: &str) -> Result<Halt>;
@@ -196,6 +199,10 @@ impl Coordinator for Local {
 
     async fn withdraw(&self, _: &SlotRequest) -> Result<()> {
         Ok(())
+    }
+
+    async fn held(&self, _: &str, _: &str) -> Result<Option<Grant>> {
+        Ok(Some(Grant { group: "local".into(), token: 0, slot: None, services: Vec::new() }))
     }
 
     async fn pause(&self, _: &str, _: &str) -> Result<Halt> {

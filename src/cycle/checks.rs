@@ -57,25 +57,24 @@ impl Machine<'_> {
         accept: impl Fn(&AgentMetadata) -> bool,
     ) -> Result<(AgentMetadata, ContainerInstance)> {
         let limit = self.settings.host.agent_reconnect_timeout;
-        let deadline = cycle.entered_at + limit;
+        let deadline = self.deadline(cycle, limit);
         let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
         let mut last = String::from("no answer yet");
         loop {
             match self.agent_connected(cycle, &accept).await {
                 Ok(Some(found)) => return Ok(found),
                 Ok(None) => {}
-                Err(e @ (Error::Identity(_) | Error::Credentials(_))) => return Err(e),
+                Err(e @ (Error::Identity(_) | Error::Credentials { .. })) => return Err(e),
                 Err(e) => last = e.to_string(),
             }
-            let now = self.ports.clock.now();
-            if now >= deadline {
+            if deadline.passed() {
                 return Err(Error::Timeout(format!(
                     "the ECS agent did not reconnect within {} (last: {last})",
                     fmt(limit)
                 )));
             }
             let wait = self.ports.clock.jitter(delays.next().unwrap_or(self.settings.drain.poll_max));
-            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+            self.ports.clock.sleep(wait.min(deadline.left())).await;
         }
     }
 

@@ -124,16 +124,14 @@ impl Machine<'_> {
     /// Polls until nothing runs on `arn`, within `drain.timeout`, treating standalone tasks as
     /// `drain.standalone_tasks` says.
     async fn wait_until_drained(&self, cycle: &Cycle, arn: &str) -> Result<()> {
-        let since = cycle.entered_at;
         let drain = &self.settings.drain;
         let mut said = String::new();
-        let deadline = since + drain.timeout;
-        let grace_ends = since + drain.standalone_grace;
+        let deadline = self.deadline(cycle, drain.timeout);
+        let grace = self.deadline(cycle, drain.standalone_grace);
         let mut delays = poll_delays(drain.poll_initial, drain.poll_max);
         let mut stopped = BTreeSet::new();
         loop {
-            let now = self.ports.clock.now();
-            let classify = now >= grace_ends && drain.standalone_tasks != StandalonePolicy::Wait;
+            let classify = grace.passed() && drain.standalone_tasks != StandalonePolicy::Wait;
             // A spot notice gives two minutes: a host that is leaving stops draining at once
             // and gives its slot back (Reactivating leaves it as it is).
             if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
@@ -142,8 +140,8 @@ impl Machine<'_> {
             let left = match self.tasks_left(arn, classify).await {
                 Ok(left) if left.is_empty() => return Ok(()),
                 Ok(left) => left,
-                Err(e @ Error::Credentials(_)) => return Err(e),
-                Err(e) if now < deadline => {
+                Err(e @ Error::Credentials { .. }) => return Err(e),
+                Err(e) if !deadline.passed() => {
                     warn!("cannot read the drain's progress (will try again): {e}");
                     TasksLeft::default()
                 }
@@ -179,7 +177,7 @@ impl Machine<'_> {
                 self.ports.reporter.waiting(cycle, &progress);
                 said = progress;
             }
-            if now >= deadline {
+            if deadline.passed() {
                 return Err(Error::Timeout(format!(
                     "the drain did not finish within {}: {}",
                     fmt(drain.timeout),
@@ -187,8 +185,7 @@ impl Machine<'_> {
                 )));
             }
             let wait = self.ports.clock.jitter(delays.next().unwrap_or(drain.poll_max));
-            let until_deadline = deadline.duration_since(now).unwrap_or_default();
-            self.ports.clock.sleep(wait.min(until_deadline)).await;
+            self.ports.clock.sleep(wait.min(deadline.left())).await;
         }
     }
 

@@ -12,7 +12,7 @@ use tracing::{Instrument, info, warn};
 use super::messages::{fmt, round};
 use super::{Cycle, Milestone, Outcome, State, allowed};
 use crate::agent::Agent;
-use crate::clock::Clock;
+use crate::clock::{Clock, Deadline};
 use crate::config::{Backend, Settings};
 use crate::coordination::Coordinator;
 use crate::coordination::lease_keeper::LeaseKeeper;
@@ -55,6 +55,9 @@ pub struct Ports {
 /// How many times a step that failed on a transient ECS error is tried again.
 const TRANSIENT_RETRIES: u32 = 6;
 
+/// How long a step that met expired credentials waits before its one more try.
+const EXPIRED_CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
+
 /// Runs cycles against `ports`, recording each step in `journal`.
 pub struct Machine<'a> {
     pub(super) ports: &'a Ports,
@@ -68,6 +71,9 @@ pub struct Machine<'a> {
     pub(super) services_checked: Mutex<Option<SystemTime>>,
     /// The container instance as this process last read it from ECS, and when.
     pub(super) seen: Mutex<Option<(SystemTime, ContainerInstance)>>,
+    /// When this process entered the current step, on the monotonic clock; `None` for a
+    /// step resumed from the journal.
+    entered: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl<'a> Machine<'a> {
@@ -81,6 +87,7 @@ impl<'a> Machine<'a> {
             schedule: None,
             services_checked: Mutex::new(None),
             seen: Mutex::new(None),
+            entered: Mutex::new(None),
         }
     }
 
@@ -89,6 +96,20 @@ impl<'a> Machine<'a> {
     pub fn within(mut self, schedule: Schedule) -> Self {
         self.schedule = Some(schedule);
         self
+    }
+
+    /// The current step's limit of `limit`: from when this process entered the step, on the
+    /// monotonic clock, or for a step resumed from the journal, from the time it keeps.
+    pub(super) fn deadline(&self, cycle: &Cycle, limit: Duration) -> Deadline {
+        match *self.entered.lock().expect("entered lock") {
+            Some(at) => Deadline::since(at, limit),
+            None => Deadline::after(self.ports.clock.as_ref(), cycle.entered_at, limit),
+        }
+    }
+
+    /// Notes that this process enters a step now.
+    fn note_entered(&self) {
+        *self.entered.lock().expect("entered lock") = Some(tokio::time::Instant::now());
     }
 
     /// Whether the windows allow starting something new now.
@@ -107,20 +128,36 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Checks for updates and, if there are any, runs a new cycle to its end.
+    /// Checks for updates and, if there are any, runs a new cycle to its end. A drain this
+    /// host's own cycle left behind without its journal is finished first, window or not.
     pub async fn start(&self, identity: &Identity) -> Result<Cycle> {
+        if let Some(cycle) = self.take_up(identity).await? {
+            self.journal.save(&cycle)?;
+            self.note_entered();
+            self.ports.reporter.entered(&cycle);
+            return self.resume(cycle).await;
+        }
         self.inside_window("no cycle is started")?;
         if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
             return Err(Error::Deferred(format!("{}: no cycle is started", leaving.reason)));
         }
         let now = self.ports.clock.now();
-        let boot_id = self.ports.host.boot_id().ok();
+        let boot_id = self.ports.host.boot_id();
         let place = plan::Place {
             state_dir: &self.settings.paths.state_dir,
             journal: Some(self.journal),
-            boot_id: boot_id.as_deref(),
+            boot_id: boot_id.as_deref().ok(),
         };
         let planning = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?;
+        // The boot id is what proves a reboot happened: unreadable, no drain starts (rather
+        // than a host drained and installed that cannot tell whether it rebooted).
+        if planning.plan.drain
+            && let Err(e) = &boot_id
+        {
+            return Err(Error::Config(format!(
+                "key `paths.boot_id`: {e}; without the boot id a reboot cannot be confirmed, so nothing is drained"
+            )));
+        }
         refuse_beside_rebooting_updaters(&planning, self.settings)?;
         for held in &planning.held {
             info!(package = %held.name, version = %held.available, "held back: {}", held.why);
@@ -152,8 +189,10 @@ impl<'a> Machine<'a> {
             history: vec![Milestone { step: state.name().into(), at: now }],
             state,
             releases,
+            taken_up: None,
         };
         self.journal.save(&cycle)?;
+        self.note_entered();
         info!(cycle = %cycle.id, step = cycle.state.name(), "{}", cycle.state.summary());
         self.ports.reporter.entered(&cycle);
         fault::point(&format!("{}:persisted", cycle.state.name()));
@@ -170,7 +209,12 @@ impl<'a> Machine<'a> {
     }
 
     async fn drive(&self, mut cycle: Cycle) -> Result<Cycle> {
+        if let Some(next) = self.unanswered_reboot(&cycle)? {
+            self.enter(&mut cycle, next)?;
+        }
         let mut retries = 0;
+        // Whether this step has met expired credentials once already.
+        let mut expired_once = false;
         while !cycle.state.is_done() {
             if shutdown::requested() {
                 return Err(Error::Stopped(format!(
@@ -191,18 +235,32 @@ impl<'a> Machine<'a> {
                     self.ports.clock.sleep(wait).await;
                     continue;
                 }
-                Err(Error::RebootHandedOff(why)) => {
-                    // The caller reboots (SSM: exit 194) and runs us again after the boot.
-                    // Count the request, as a reboot made here would be counted.
-                    if let State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } = cycle.state.clone() {
-                        let next = State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease, scale_in };
-                        self.enter(&mut cycle, next)?;
-                    }
-                    return Err(Error::RebootHandedOff(why));
+                // Instance profile credentials rotate: one "expired" answer is taken for a
+                // rotation the SDK's cache had not caught up with yet; a second is final.
+                Err(error @ Error::Credentials { expired: true, .. }) if !expired_once => {
+                    expired_once = true;
+                    let wait = self.ports.clock.jitter(EXPIRED_CREDENTIALS_PAUSE);
+                    warn!(step, "{error}; the credentials may have just rotated: trying again in {}", fmt(wait));
+                    self.ports.clock.sleep(wait).await;
+                    continue;
                 }
+                // Still throttled or failing after minutes of tries: not the host's
+                // failure, and no reason to pause the fleet. The run stops at this step
+                // (exit 75) and the next run tries it again.
+                Err(error @ Error::Ecs { transient: true, .. }) => {
+                    warn!(
+                        step,
+                        "{error}; still failing after {TRANSIENT_RETRIES} tries: the next run tries this step again"
+                    );
+                    return Err(error);
+                }
+                // The caller reboots (SSM: exit 194) and runs us again after the boot; a
+                // run in the same boot counts the request as unanswered.
+                Err(error @ Error::RebootHandedOff(_)) => return Err(error),
                 Err(error) => self.after_failure(&cycle, error)?,
             };
             retries = 0;
+            expired_once = false;
             fault::point(&format!("{step}:done"));
             self.enter(&mut cycle, next)?;
             fault::point(&format!("{}:persisted", cycle.state.name()));
@@ -253,6 +311,7 @@ impl<'a> Machine<'a> {
         let now = self.ports.clock.now();
         let took = now.duration_since(cycle.entered_at).unwrap_or_default();
         if next.name() != cycle.state.name() {
+            self.note_entered();
             cycle.entered_at = now;
             cycle.history.push(Milestone { step: next.name().into(), at: now });
         }
@@ -356,7 +415,8 @@ fn refuse_beside_rebooting_updaters(planning: &Planning, settings: &Settings) ->
 }
 
 /// A unique, readable cycle id: UTC time and instance.
-fn cycle_id(now: SystemTime, instance_id: &str) -> String {
+/// (Its drain mark names this instance: [`super::take_up::own_drain`].)
+pub(super) fn cycle_id(now: SystemTime, instance_id: &str) -> String {
     let stamp = humantime::format_rfc3339_seconds(now).to_string().replace([':', '-'], "");
     format!("{instance_id}-{stamp}")
 }

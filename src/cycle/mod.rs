@@ -32,6 +32,10 @@
 //!     release the slot: [`State::Releasing`], [`release`].
 //! 11. Done, with the outcome: [`State::Done`].
 //!
+//! Before any of these, a drain this host's own cycle left behind without its journal is
+//! taken up again from the instance's mark ([`take_up`]), so it is never left DRAINING for
+//! good.
+//!
 //! What several steps check (agent connected, updates installed, hooks) is in [`checks`].
 //! Each step entered, each wait and each event an operator cares about goes to the
 //! reporter ([`crate::report`]).
@@ -44,6 +48,7 @@
 //! destructive step.
 
 pub mod machine;
+pub mod take_up;
 
 mod download;
 mod slot;
@@ -399,6 +404,10 @@ pub struct Cycle {
     /// The release the host ran and the newest one, when the cycle began (Amazon Linux 2023).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases: Option<Releases>,
+    /// Set when the cycle was taken up from the instance's drain mark, its journal lost:
+    /// what was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_up: Option<String>,
 }
 
 impl Cycle {

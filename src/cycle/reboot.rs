@@ -3,7 +3,10 @@
 //!
 //! Journal: entered with the boot id before the reboot and the request's number; each
 //! request that did not reboot the host enters the step again with the next number, up to
-//! `host.reboot_attempts`.
+//! `host.reboot_attempts`. A request rarely returns to be counted here: the shutdown it
+//! starts stops this process, and an inhibitor or a cancelled shutdown leaves the host up,
+//! so a run that resumes this step in the boot it began in counts the request it finds
+//! unanswered before anything else ([`Machine::unanswered_reboot`]).
 //!
 //! Failure: back through [`State::Reactivating`] without a reboot; the roll pauses.
 
@@ -20,6 +23,21 @@ use crate::plan::{self, Plan};
 use crate::report::Event;
 
 impl Machine<'_> {
+    /// A cycle resumed at [`State::Rebooting`] in the boot the reboot was asked from: that
+    /// request did not reboot the host (or its process died asking). The step is entered
+    /// again with the next request's number, so that `host.reboot_attempts` bounds the
+    /// requests however often the process is stopped.
+    pub(super) fn unanswered_reboot(&self, cycle: &Cycle) -> Result<Option<State>> {
+        let State::Rebooting { plan, arn, boot_id, attempt, lease, scale_in } = cycle.state.clone() else {
+            return Ok(None);
+        };
+        if self.ports.host.boot_id()? != boot_id {
+            return Ok(None);
+        }
+        warn!(attempt, "the host did not reboot after reboot request {attempt}: counted");
+        Ok(Some(State::Rebooting { plan, arn, boot_id, attempt: attempt + 1, lease, scale_in }))
+    }
+
     /// Reboots the host (this request's number counts toward `host.reboot_attempts`); a new
     /// boot id moves on to the return.
     #[allow(clippy::too_many_arguments)] // the state's own fields, as the other steps take them

@@ -12,6 +12,7 @@ use super::checks::poll_delays;
 use super::machine::Machine;
 use super::messages::fmt;
 use super::{Cycle, Outcome, State};
+use crate::clock::Deadline;
 use crate::coordination::{Grant, Halt};
 use crate::ecs::Service;
 use crate::error::{Error, Kind, Result};
@@ -24,11 +25,9 @@ impl Machine<'_> {
         // The host settles only when it went back into service; a deferred one (leaving, or
         // never drained) gives its slot back at once.
         let deferred = matches!(&outcome, Outcome::Failed { kind: Kind::Deferred, .. });
-        let settle_until = cycle.entered_at + self.settings.coordination.settle;
-        if let Ok(left) = settle_until.duration_since(self.ports.clock.now())
-            && !deferred
-        {
-            self.ports.clock.sleep(left).await;
+        if !deferred {
+            let settled = self.deadline(cycle, self.settings.coordination.settle);
+            self.ports.clock.sleep(settled.left()).await;
         }
         let coordinator = &self.ports.coordinator;
         let mut halt = match &outcome {
@@ -67,14 +66,14 @@ impl Machine<'_> {
     /// at most `coordination.recovery_timeout`; answers which have not, if any.
     async fn await_recovery(&self, cycle: &Cycle, names: &[String]) -> Result<Option<String>> {
         let timeout = self.settings.coordination.recovery_timeout;
-        let deadline = self.ports.clock.now() + timeout;
+        let deadline = Deadline::within(timeout);
         let mut delays = poll_delays(self.settings.drain.poll_initial, self.settings.drain.poll_max);
         let mut said = String::new();
         loop {
             let lagging = match self.ports.ecs.services(names).await {
                 // A service deleted meanwhile has nothing left to recover.
                 Ok(services) => services.iter().filter_map(Service::unsteady).collect::<Vec<_>>().join("; "),
-                Err(e @ Error::Credentials(_)) => return Err(e),
+                Err(e @ Error::Credentials { .. }) => return Err(e),
                 Err(e) => format!("cannot read the services ({e})"),
             };
             if lagging.is_empty() {
@@ -84,12 +83,11 @@ impl Machine<'_> {
                 self.ports.reporter.waiting(cycle, &format!("waiting for the services to recover: {lagging}"));
                 said = lagging;
             }
-            let now = self.ports.clock.now();
-            if now >= deadline {
+            if deadline.passed() {
                 return Ok(Some(format!("the services did not recover within {}: {said}", fmt(timeout))));
             }
             let wait = self.ports.clock.jitter(delays.next().unwrap_or(self.settings.drain.poll_max));
-            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+            self.ports.clock.sleep(wait.min(deadline.left())).await;
         }
     }
 }

@@ -49,13 +49,13 @@ impl Machine<'_> {
         // Resumed outside the window: no slot is taken (a peer's turn would be held for nothing).
         self.inside_window("no slot is asked for")?;
         let coordination = &self.settings.coordination;
-        let timeout = cycle.entered_at + coordination.wait_timeout;
-        // No new drain starts once the window closes: the wait ends there.
+        let timeout = self.deadline(cycle, coordination.wait_timeout);
+        // No new drain starts once the window closes (a wall-clock time, as windows are):
+        // the wait ends there.
         let closes = match self.window() {
-            Openness::ClosedUntil(_) => self.ports.clock.now(),
-            window => window.closes_at().unwrap_or(timeout),
+            Openness::ClosedUntil(_) => Some(self.ports.clock.now()),
+            window => window.closes_at(),
         };
-        let deadline = timeout.min(closes);
         let mut said = String::new();
         let mut pace = 1.0;
         let mut services = Vec::new();
@@ -79,7 +79,7 @@ impl Machine<'_> {
                         request.stays = Some(found.map(|i| i.registered.minus(i.remaining)).unwrap_or_default());
                         continue;
                     }
-                    Err(e @ Error::Credentials(_)) => {
+                    Err(e @ Error::Credentials { .. }) => {
                         self.withdraw(&request).await;
                         return Err(e);
                     }
@@ -91,7 +91,7 @@ impl Machine<'_> {
                         services = moving.services;
                         continue;
                     }
-                    Err(e @ (Error::Deferred(_) | Error::Credentials(_))) => {
+                    Err(e @ (Error::Deferred(_) | Error::Credentials { .. })) => {
                         self.withdraw(&request).await;
                         return Err(e);
                     }
@@ -107,13 +107,14 @@ impl Machine<'_> {
                 }
                 // Waiting cannot mend credentials or a lease table in a format this version
                 // refuses (then no place was taken in the queue).
-                Err(e @ (Error::Credentials(_) | Error::Config(_))) => return Err(e),
+                Err(e @ (Error::Credentials { .. } | Error::Config(_))) => return Err(e),
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
             }
             let now = self.ports.clock.now();
-            if now >= deadline {
+            let window_closed = closes.is_some_and(|closes| now >= closes);
+            if window_closed || timeout.passed() {
                 self.withdraw(&request).await;
-                if deadline < timeout {
+                if window_closed {
                     return Err(Error::Deferred(format!(
                         "the maintenance window closed while waiting for a slot ({said}); nothing was changed"
                     )));
@@ -128,7 +129,8 @@ impl Machine<'_> {
             // As often as the coordinator advises: the first in line every second or so, the
             // back of a long queue seldom.
             let wait = self.ports.clock.jitter(coordination.poll.mul_f64(pace));
-            self.ports.clock.sleep(wait.min(deadline.duration_since(now).unwrap_or_default())).await;
+            let until_closed = closes.map_or(Duration::MAX, |closes| closes.duration_since(now).unwrap_or_default());
+            self.ports.clock.sleep(wait.min(timeout.left()).min(until_closed)).await;
         }
     }
 

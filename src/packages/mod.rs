@@ -181,6 +181,7 @@ async fn run_until_unlocked(
     locked: impl Fn(&command::Output) -> bool,
 ) -> Result<command::Output> {
     let deadline = std::time::Instant::now() + limit;
+    let mut said = false;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(1));
         let output = run(argv, env, left).await?;
@@ -189,13 +190,33 @@ async fn run_until_unlocked(
         }
         if std::time::Instant::now() >= deadline {
             return Err(Error::Packages(format!(
-                "another process held the package manager's lock for longer than packages.command_timeout: {}",
+                "another process held the package manager's lock for longer than packages.command_timeout ({}): {}",
+                lock_holder(&output),
                 command::failure(argv, &output)
             )));
         }
-        tracing::info!("another process holds the package manager's lock; waiting for it");
+        if !said {
+            tracing::info!(
+                "another process holds the package manager's lock ({}); waiting for it, up to packages.command_timeout",
+                lock_holder(&output)
+            );
+            said = true;
+        }
         tokio::time::sleep(LOCK_POLL).await;
     }
+}
+
+/// The package manager's own words on who holds its lock, bounded: dnf with exit_on_lock,
+/// "Existing lock /var/cache/dnf/metadata_lock.pid: another copy is running as pid 1234";
+/// apt, "Could not get lock /var/lib/apt/lists/lock. It is held by process 1234 (apt-get)".
+fn lock_holder(output: &command::Output) -> String {
+    const MOST: usize = 200;
+    let line = [&output.stderr, &output.stdout]
+        .into_iter()
+        .flat_map(|text| text.lines())
+        .find(|l| l.contains("lock") && (l.contains("pid") || l.contains("process")))
+        .map_or("the package manager does not say which process", str::trim);
+    line.chars().take(MOST).collect()
 }
 
 /// Runs a tool that may be missing (a probe); its standard output when it exited 0.
@@ -216,4 +237,31 @@ async fn optional(argv: &[String], limit: Duration) -> Option<String> {
 /// Fails with the command, exit code and last output lines unless it exited 0.
 fn expect_success(argv: &[String], output: command::Output) -> Result<command::Output> {
     if output.code == Some(0) { Ok(output) } else { Err(Error::Packages(command::failure(argv, &output))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stdout: &str, stderr: &str) -> command::Output {
+        command::Output { code: Some(200), stdout: stdout.into(), stderr: stderr.into() }
+    }
+
+    #[test]
+    fn the_lock_holder_is_named_in_the_package_manager_s_words() {
+        let dnf =
+            output("", "Error: Existing lock /var/cache/dnf/metadata_lock.pid: another copy is running as pid 1234.\n");
+        assert_eq!(
+            lock_holder(&dnf),
+            "Error: Existing lock /var/cache/dnf/metadata_lock.pid: another copy is running as pid 1234."
+        );
+        let apt = output(
+            "Reading package lists...\n",
+            "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 42 (apt-get)\n",
+        );
+        assert!(lock_holder(&apt).ends_with("held by process 42 (apt-get)"));
+        assert_eq!(lock_holder(&output("", "")), "the package manager does not say which process");
+        let long = format!("lock held by pid {}", "9".repeat(1000));
+        assert_eq!(lock_holder(&output(&long, "")).chars().count(), 200);
+    }
 }

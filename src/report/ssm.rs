@@ -79,10 +79,9 @@ impl SsmReport {
 
 /// An SSM call's failure, read as every AWS adapter reads one ([`crate::aws::error`]: codes
 /// and messages, never the raw response).
-fn sdk_error<E, R>(operation: &str, err: &aws_sdk_ssm::error::SdkError<E, R>) -> Error
+fn sdk_error<E>(operation: &str, err: &aws_sdk_ssm::error::SdkError<E>) -> Error
 where
     E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     crate::aws::error(&format!("SSM {operation}"), err, |failure| {
         Error::Host(format!("SSM {operation}: {}", failure.reason))

@@ -20,7 +20,8 @@
 - the peaks of hosts out of service, zones out and lease holders, counted on every change;
 - DeleteAttributes by name and target, as the API documents it (moto needs the value);
 - IMDS spot interruption notices and Auto Scaling target lifecycle states, and an IMDS that
-  refuses tokens, set through the control API; an Auto Scaling group holding the hosts (--asg);
+  refuses tokens or fails its answers, set through the control API; an Auto Scaling group
+  holding the hosts (--asg);
 - error injection: chosen ECS operations answer a chosen error code a given number of times;
 - a control API under `/_standin/` on the moto port, used by the test scripts;
 - with --hosts N, N such hosts (each with its own IMDS and agent); with --lease-table, the
@@ -382,8 +383,9 @@ def moto_app(world):
         elif path == "/_standin/drain-by-other":
             world.drain_by_other(host); result = {}
         elif path == "/_standin/imds":
-            # {"spot": {...} or null, "lifecycle": "Terminated" or null, "refuse_token": bool}
-            host["imds"].update({k: body[k] for k in ("spot", "lifecycle", "refuse_token") if k in body})
+            # {"spot": {...} or null, "lifecycle": "Terminated" or null, "refuse_token": bool,
+            #  "fail_get": an HTTP status every GET answers with, or null}
+            host["imds"].update({k: body[k] for k in ("spot", "lifecycle", "refuse_token", "fail_get") if k in body})
             result = {}
         elif path == "/_standin/agent/cluster":
             host["agent_cluster"] = body["cluster"]; result = {}
@@ -588,6 +590,11 @@ def imds_handler(world, h):
         def do_GET(self):
             if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
                 return self.reply(401)
+            # An IMDS that fails its answers (a status of the test's choosing), with a body
+            # and headers a client must not dump into its messages.
+            if h["imds"].get("fail_get"):
+                return self.reply(h["imds"]["fail_get"], b"<html>internal failure</html>",
+                                  [("Content-Type", "text/html"), ("X-Standin-Trace", "0123456789abcdef")])
             doc = {"instanceId": h["instance_id"], "region": REGION, "availabilityZone": h["zone"],
                    "accountId": ACCOUNT, "instanceType": "m5.large", "architecture": "x86_64",
                    "imageId": "ami-0standin", "privateIp": "10.0.0.10"}

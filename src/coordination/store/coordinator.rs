@@ -21,7 +21,7 @@ impl Coordinator for StoreCoordinator {
                 // First ask of this process, or served meanwhile: a grant whose answer was
                 // lost (or held before a restart) is still ours, paused or not.
                 let (control, _) = self.control(Consistency::Strong).await?;
-                if let Some(grant) = self.held_by(request, &control).await? {
+                if let Some(grant) = self.held_by(&request.id, &request.cycle, &control).await? {
                     self.forget_ticket(&request.cycle);
                     return Ok(Decision::Granted(grant));
                 }
@@ -140,7 +140,7 @@ impl Coordinator for StoreCoordinator {
         };
         let (control, _) = self.control(Consistency::Strong).await?;
         // A grant whose answer was lost is given back.
-        if let Some(grant) = self.held_by(request, &control).await? {
+        if let Some(grant) = self.held_by(&request.id, &request.cycle, &control).await? {
             self.release(&grant, &request.id).await?;
         }
         if let Some(ticket) = ticket {
@@ -159,6 +159,11 @@ impl Coordinator for StoreCoordinator {
         }
         self.forget_ticket(&request.cycle);
         Ok(())
+    }
+
+    async fn held(&self, id: &str, cycle: &str) -> Result<Option<Grant>> {
+        let (control, _) = self.control(Consistency::Strong).await?;
+        self.held_by(id, cycle, &control).await
     }
 
     async fn pause(&self, reason: &str, by: &str) -> Result<Halt> {

@@ -224,11 +224,11 @@ impl StoreCoordinator {
         Ok(changed)
     }
 
-    /// A slot held by `request`'s cycle (a grant whose answer was lost).
-    pub(super) async fn held_by(&self, request: &SlotRequest, control: &Control) -> Result<Option<Grant>> {
+    /// The slot host `id` holds for cycle `cycle` (a grant whose answer was lost).
+    pub(super) async fn held_by(&self, id: &str, cycle: &str, control: &Control) -> Result<Option<Grant>> {
         let slots = self.slots(control.slots).await?;
         Ok(slots.iter().enumerate().find_map(|(n, (s, _))| {
-            s.holder.as_ref().filter(|h| h.id == request.id && h.cycle == request.cycle).map(|h| Grant {
+            s.holder.as_ref().filter(|h| h.id == id && h.cycle == cycle).map(|h| Grant {
                 group: self.group.clone(),
                 token: h.token,
                 slot: Some(n),

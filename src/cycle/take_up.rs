@@ -1,0 +1,160 @@
+//! Step 0: a drain this host's own cycle left behind, its journal lost (a wiped disk, a
+//! restored volume, a record an operator moved aside), is taken up again from the mark the
+//! drain left on the container instance, so the host is never left DRAINING for good.
+//!
+//! The mark is the cycle's id, `<instance id>-<UTC time>`: a mark naming this EC2 instance
+//! is this host's. The journal knows nothing of that cycle (a journal that does, ended,
+//! left the instance DRAINING on purpose: a failed post-boot hook, for an operator). The
+//! cycle goes on under the mark's id, so that only what it drained is set ACTIVE:
+//! - its slot still held: install what is pending (a reboot that is due included), then
+//!   return, as the lost cycle would have;
+//! - its slot lapsed (released or reclaimed): no new destructive step; verify the host
+//!   (agent running and connected) and return it to service; what is pending waits for
+//!   the next cycle and its own slot.
+//!
+//! Journal: the taken-up cycle is journalled, with what was found, before any step runs.
+
+use tracing::warn;
+
+use super::machine::Machine;
+use super::{Cycle, Milestone, State};
+use crate::coordination::Grant;
+use crate::ecs::ContainerInstance;
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::plan::{self, Plan};
+
+/// The id of the cycle that drained `instance`, when it is DRAINING under a mark that
+/// names EC2 instance `instance_id` (this host's own drain).
+pub fn own_drain<'a>(instance: &'a ContainerInstance, instance_id: &str) -> Option<&'a str> {
+    let cycle = instance.drained_by.as_deref().filter(|_| instance.status == "DRAINING")?;
+    let stamp = cycle.strip_prefix(instance_id)?.strip_prefix('-')?;
+    (!instance_id.is_empty() && !stamp.is_empty()).then_some(cycle)
+}
+
+impl Machine<'_> {
+    /// The cycle to take up when this host's container instance is DRAINING under its own
+    /// mark and the journal does not know that cycle; `None` otherwise.
+    pub(super) async fn take_up(&self, identity: &Identity) -> Result<Option<Cycle>> {
+        let instance_id = &identity.instance.instance_id;
+        let arn = &identity.container_instance_arn;
+        let instance = match self.ports.ecs.describe(arn).await {
+            Ok(Some(instance)) => instance,
+            Ok(None) => return Ok(None),
+            // ECS throttles or fails for a moment: the cycle that starts instead meets the
+            // same answer inside a step, which tries it again; a drain of ours it would find
+            // is not its own, so it leaves it for the next run to take up.
+            Err(e) if e.is_temporary() => {
+                warn!("cannot tell yet whether a drain of this host's was left behind: {e}");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(id) = own_drain(&instance, instance_id) else { return Ok(None) };
+        if self.journal.load::<Cycle>()?.is_some_and(|last| last.id == id) {
+            return Ok(None);
+        }
+        let now = self.ports.clock.now();
+        let boot_id = self.ports.host.boot_id()?;
+        let place = plan::Place {
+            state_dir: &self.settings.paths.state_dir,
+            journal: Some(self.journal),
+            boot_id: Some(&boot_id),
+        };
+        let plan = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?.plan;
+        let held = self.ports.coordinator.held(instance_id, id).await?;
+        let (state, found) = match held {
+            Some(lease) if !plan.is_empty() => {
+                let found = format!("its slot is still held: {} first", plan.pending_summary());
+                (State::Installing { plan, arn: arn.clone(), lease, scale_in: None }, found)
+            }
+            Some(lease) => {
+                let found = "its slot is still held and nothing is pending".to_string();
+                (
+                    State::Returning {
+                        plan,
+                        arn: arn.clone(),
+                        stale_arn: None,
+                        rebooted: false,
+                        lease,
+                        scale_in: None,
+                    },
+                    found,
+                )
+            }
+            None => {
+                let found = if plan.is_empty() {
+                    "its slot was released or reclaimed and nothing is pending".to_string()
+                } else {
+                    format!("its slot was released or reclaimed: {} waits for the next cycle", plan.pending_summary())
+                };
+                // Nothing is installed without a slot: the return verifies no update.
+                let verify_nothing = Plan { updates: Vec::new(), reboot_due: None, ..plan };
+                // A grant for no slot: the store holds none under token 0, so its renewal
+                // answers "no longer ours" (no destructive step) and its release is a no-op.
+                let none = Grant { group: String::new(), token: 0, slot: None, services: Vec::new() };
+                let state = State::Returning {
+                    plan: verify_nothing,
+                    arn: arn.clone(),
+                    stale_arn: None,
+                    rebooted: false,
+                    lease: none,
+                    scale_in: None,
+                };
+                (state, found)
+            }
+        };
+        let taken_up = format!(
+            "{arn} was DRAINING under this host's mark (cycle {id}) and the journal did not know that cycle \
+             (lost, restored or moved aside): taken up again; {found}"
+        );
+        warn!("{taken_up}");
+        Ok(Some(Cycle {
+            id: id.to_string(),
+            instance_id: instance_id.clone(),
+            cluster: identity.cluster.clone(),
+            started_at: now,
+            entered_at: now,
+            history: vec![Milestone { step: state.name().into(), at: now }],
+            releases: state.plan().and_then(|p| p.releases.clone()),
+            state,
+            taken_up: Some(taken_up),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(status: &str, mark: Option<&str>) -> ContainerInstance {
+        ContainerInstance {
+            status: status.into(),
+            drained_by: mark.map(str::to_string),
+            ..ContainerInstance::default()
+        }
+    }
+
+    #[test]
+    fn the_marks_this_host_writes_name_it() {
+        let id = super::super::machine::cycle_id(std::time::SystemTime::now(), "i-0abc");
+        assert_eq!(own_drain(&instance("DRAINING", Some(&id)), "i-0abc"), Some(id.as_str()));
+    }
+
+    #[test]
+    fn a_mark_naming_this_instance_is_its_own_drain() {
+        let mark = "i-0abc-20261206T081500Z";
+        assert_eq!(own_drain(&instance("DRAINING", Some(mark)), "i-0abc"), Some(mark));
+    }
+
+    #[test]
+    fn another_instance_s_mark_or_an_active_instance_is_not() {
+        let mark = "i-0abc-20261206T081500Z";
+        assert_eq!(own_drain(&instance("DRAINING", Some(mark)), "i-0ab"), None);
+        assert_eq!(own_drain(&instance("DRAINING", Some(mark)), "i-0abcd"), None);
+        assert_eq!(own_drain(&instance("ACTIVE", Some(mark)), "i-0abc"), None);
+        assert_eq!(own_drain(&instance("DRAINING", None), "i-0abc"), None);
+        assert_eq!(own_drain(&instance("DRAINING", Some("i-0abc-")), "i-0abc"), None);
+        assert_eq!(own_drain(&instance("DRAINING", Some("-x")), ""), None);
+    }
+}

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Stand-in for a reboot that never happens (a shutdown inhibitor, a cancelled shutdown, a
+# reboot command that lies): like `systemctl reboot` it returns at once and the service
+# manager stops the daemon with SIGTERM, but the machine stays up: the boot id is the same.
+# Each request is logged in REQUESTS_FILE.
+# usage: reboot-cancelled.sh REQUESTS_FILE
+set -eu
+echo "reboot requested" >> "$1"
+daemon=$PPID
+( sleep 0.2; kill -TERM "$daemon" 2>/dev/null || true ) >/dev/null 2>&1 &
