@@ -8,7 +8,7 @@ use tracing::warn;
 use crate::config::{Backend, DrainPolicy, RebootPolicy, ReleasePolicy, RuntimePolicy, Settings};
 use crate::cycle::Cycle;
 use crate::cycle::machine::Ports;
-use crate::cycle::take_up::own_drain;
+use crate::cycle::take_up::{journal_moved_on, own_drain};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::journal;
@@ -149,9 +149,8 @@ pub async fn preview(
     // DRAINING under this host's own mark: a cycle the journal does not know is taken up
     // by the next run; one it knows ended with the instance left out of service.
     let own = instance.as_ref().and_then(|i| own_drain(i, &identity.instance.instance_id)).map(str::to_string);
-    let journal_knows =
-        |id: &str| journal::read::<Cycle>(&settings.paths.state_dir).ok().flatten().is_some_and(|c| c.id == id);
-    let take_up = own.clone().filter(|id| in_progress.is_none() && !journal_knows(id));
+    let last = journal::read::<Cycle>(&settings.paths.state_dir).ok().flatten();
+    let take_up = own.clone().filter(|id| in_progress.is_none() && !journal_moved_on(last.as_ref(), id));
     let left_drained = instance.as_ref().is_some_and(|i| i.status == "DRAINING") && take_up.is_none();
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);
     let tasks = instance.as_ref().map(|i| i.running_tasks + i.pending_tasks);

@@ -10,21 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use common::{Options, TestHost, assert_patched};
 
-/// When the journal says step `step` began.
-fn step_began(host: &TestHost, step: &str) -> SystemTime {
-    let status = host.status();
-    let at = status["cycle"]["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["step"] == step)
-        .unwrap_or_else(|| panic!("no {step} in {status}"))["at"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    humantime::parse_rfc3339(&at).unwrap()
-}
-
 #[test]
 fn nothing_is_installed_while_a_stopped_task_is_still_shutting_down() {
     // Each stopped task spends 3 s in DEACTIVATING and STOPPING, its desired status STOPPED
@@ -33,7 +18,7 @@ fn nothing_is_installed_while_a_stopped_task_is_still_shutting_down() {
     let draining = host.record()["arn"].clone();
     host.run_to_success("");
     assert_patched(&host);
-    let installing = step_began(&host, "installing");
+    let installing = host.step_began("installing");
     let ours: Vec<serde_json::Value> = host.ecs()["tasks"]
         .as_array()
         .unwrap()

@@ -98,9 +98,42 @@ fn a_journal_moved_aside_before_the_install_is_finished_from_the_drain_mark() {
     kill_at(&host, "draining:done");
     set_journal_aside(&host);
     let runs = host.run_to_success("journal moved aside after the drain");
-    assert!(runs[0].stderr.contains("taken up again; its slot is still held: 3 update(s)"), "{}", runs[0].stderr);
+    assert!(
+        runs[0].stderr.contains("taken up again; its slot is still held: 3 update(s) pending: demo-app, demo-kernel"),
+        "{}",
+        runs[0].stderr
+    );
     assert_patched(&host);
     assert!(host.status()["cycle"]["taken_up"].is_string(), "the journal says how the cycle came back");
+    assert_one_slot_released(&host);
+}
+
+#[test]
+fn a_journal_lost_mid_drain_is_taken_up_at_the_drain() {
+    // Each stopped task spends 5 s in DEACTIVATING and STOPPING: the drain is under way.
+    let host = TestHost::start(Options {
+        standin_args: &["--lease-table", "leases", "--deactivating-seconds", "5"],
+        ..Options::dynamodb_leases()
+    });
+    let arn = host.record()["arn"].clone();
+    let mut run = host.spawn_run();
+    // Killed once the instance is DRAINING under the cycle's mark, its tasks still stopping.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while host.record()["status"] != "DRAINING" {
+        assert!(Instant::now() < deadline, "never drained: {}", host.record());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    set_journal_aside(&host);
+    host.run_to_success("journal lost mid-drain");
+    assert_patched(&host);
+    // The taken-up cycle waited for the drain: nothing was installed under a running task.
+    let installing = host.step_began("installing");
+    for task in host.ecs()["tasks"].as_array().unwrap().iter().filter(|t| t["container_instance_arn"] == arn) {
+        let stopped = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(task["stopped_at"].as_f64().unwrap());
+        assert!(stopped <= installing, "installed before {} stopped", task["arn"]);
+    }
     assert_one_slot_released(&host);
 }
 

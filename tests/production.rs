@@ -243,6 +243,14 @@ fn a_post_boot_hook_that_fails_keeps_the_host_out_of_service_and_pauses_the_roll
     // The last two are posted back to back, in the background: either may arrive first.
     events[2..].sort();
     assert_eq!(events, ["drain-started", "rebooting", "failed", "paused"], "no back-in-service");
+    // Later checks leave it for the operator: a drain left on purpose is no lost cycle's,
+    // also once a later cycle (with nothing to do) is the journal's last.
+    for later in ["the next check", "the one after"] {
+        let run = host.run(&["run", "--now"]);
+        assert_eq!(run.code, 0, "{later}: {run:?}");
+        assert_eq!(host.record()["status"], "DRAINING", "{later}: still out of service");
+    }
+    assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 0);
 }
 
 #[test]

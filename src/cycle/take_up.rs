@@ -3,26 +3,46 @@
 //! drain left on the container instance, so the host is never left DRAINING for good.
 //!
 //! The mark is the cycle's id, `<instance id>-<UTC time>`: a mark naming this EC2 instance
-//! is this host's. The journal knows nothing of that cycle (a journal that does, ended,
-//! left the instance DRAINING on purpose: a failed post-boot hook, for an operator). The
-//! cycle goes on under the mark's id, so that only what it drained is set ACTIVE:
-//! - its slot still held: install what is pending (a reboot that is due included), then
-//!   return, as the lost cycle would have;
+//! is this host's. The journal's last cycle must have begun before it: a journal that holds
+//! that cycle, or a later one, has moved on (a cycle that failed at a post-boot hook left
+//! the instance DRAINING on purpose, for an operator; a mark an operator left behind when
+//! setting the instance ACTIVE by hand is stale). The cycle goes on under the mark's id, so
+//! that only what it drained is set ACTIVE:
+//! - its slot still held: wait for the drain to finish (the journal may have been lost
+//!   mid-drain), install what is pending (a reboot that is due included), then return, as
+//!   the lost cycle would have;
 //! - its slot lapsed (released or reclaimed): no new destructive step; verify the host
 //!   (agent running and connected) and return it to service; what is pending waits for
 //!   the next cycle and its own slot.
 //!
 //! Journal: the taken-up cycle is journalled, with what was found, before any step runs.
 
+use std::time::SystemTime;
+
 use tracing::warn;
 
 use super::machine::Machine;
 use super::{Cycle, Milestone, State};
+use crate::config::Backend;
 use crate::coordination::Grant;
 use crate::ecs::ContainerInstance;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::plan::{self, Plan};
+
+/// Whether the journal's last cycle is cycle `id` or began after it (or `id` tells no
+/// time): then a drain under `id` is no lost cycle's.
+pub fn journal_moved_on(last: Option<&Cycle>, id: &str) -> bool {
+    let Some(began) = began(id) else { return true };
+    last.is_some_and(|last| last.id == id || last.started_at >= began)
+}
+
+/// When cycle `id` began, from the UTC stamp that ends it (`20261206T081500Z`).
+fn began(id: &str) -> Option<SystemTime> {
+    let s = id.rsplit('-').next().filter(|s| s.len() == 16 && s.is_ascii())?;
+    let text = format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15]);
+    humantime::parse_rfc3339(&text).ok()
+}
 
 /// The id of the cycle that drained `instance`, when it is DRAINING under a mark that
 /// names EC2 instance `instance_id` (this host's own drain).
@@ -51,7 +71,7 @@ impl Machine<'_> {
             Err(e) => return Err(e),
         };
         let Some(id) = own_drain(&instance, instance_id) else { return Ok(None) };
-        if self.journal.load::<Cycle>()?.is_some_and(|last| last.id == id) {
+        if journal_moved_on(self.journal.load::<Cycle>()?.as_ref(), id) {
             return Ok(None);
         }
         let now = self.ports.clock.now();
@@ -62,11 +82,15 @@ impl Machine<'_> {
             boot_id: Some(&boot_id),
         };
         let plan = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?.plan;
-        let held = self.ports.coordinator.held(instance_id, id).await?;
+        // Report-only installs nothing, whatever coordinator stands behind it.
+        let held = match self.settings.coordination.backend {
+            Backend::ReportOnly => None,
+            _ => self.ports.coordinator.held(instance_id, id).await?,
+        };
         let (state, found) = match held {
             Some(lease) if !plan.is_empty() => {
-                let found = format!("its slot is still held: {} first", plan.pending_summary());
-                (State::Installing { plan, arn: arn.clone(), lease, scale_in: None }, found)
+                let found = format!("its slot is still held: {} once the drain is over", plan.pending_summary());
+                (State::Draining { plan, arn: arn.clone(), lease, scale_in: None }, found)
             }
             Some(lease) => {
                 let found = "its slot is still held and nothing is pending".to_string();
@@ -133,6 +157,29 @@ mod tests {
             drained_by: mark.map(str::to_string),
             ..ContainerInstance::default()
         }
+    }
+
+    #[test]
+    fn a_journal_that_holds_the_cycle_or_a_later_one_has_moved_on() {
+        let id = "i-0abc-20261206T081500Z";
+        let began = humantime::parse_rfc3339("2026-12-06T08:15:00Z").unwrap();
+        let cycle = |id: &str, started_at: SystemTime| Cycle {
+            id: id.into(),
+            instance_id: "i-0abc".into(),
+            cluster: "demo".into(),
+            started_at,
+            entered_at: started_at,
+            state: State::Done { outcome: super::super::Outcome::NothingToDo },
+            history: Vec::new(),
+            releases: None,
+            taken_up: None,
+        };
+        let minute = std::time::Duration::from_secs(60);
+        assert!(!journal_moved_on(None, id), "lost: take it up");
+        assert!(!journal_moved_on(Some(&cycle("i-0abc-20261201T000000Z", began - minute)), id), "restored, older");
+        assert!(journal_moved_on(Some(&cycle(id, began)), id), "the cycle itself, ended");
+        assert!(journal_moved_on(Some(&cycle("i-0abc-20261206T090000Z", began + minute)), id), "a later cycle");
+        assert!(journal_moved_on(None, "i-0abc-garbage"), "no time: never taken up");
     }
 
     #[test]

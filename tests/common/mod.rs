@@ -522,6 +522,21 @@ impl TestHost {
         std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
     }
 
+    /// When the journal's cycle entered `step`.
+    pub fn step_began(&self, step: &str) -> std::time::SystemTime {
+        let status = self.status();
+        let at = status["cycle"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} in {status}"))["at"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        humantime::parse_rfc3339(&at).unwrap()
+    }
+
     pub fn journal_file(&self) -> PathBuf {
         self.path("state/cycle.json")
     }
