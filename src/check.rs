@@ -11,7 +11,6 @@ use crate::cycle::machine::Ports;
 use crate::cycle::take_up::{journal_moved_on, own_drain};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
-use crate::journal;
 use crate::lifecycle;
 use crate::packages::{RebootNeed, RebootProbe, RebootingUpdater, Releases};
 use crate::plan::{self, Class, Held, Plan};
@@ -113,14 +112,17 @@ pub struct Filters {
     pub drain: DrainPolicy,
 }
 
-/// Looks at the host, ECS and the package manager, and says what `run` would do.
+/// Looks at the host, ECS and the package manager, and says what `run` would do, given
+/// the journal's `last` cycle.
 pub async fn preview(
     ports: &Ports,
     settings: &Settings,
     identity: Identity,
-    in_progress: Option<Cycle>,
+    last: Option<Cycle>,
     schedule: &Schedule,
 ) -> Result<Preview> {
+    // Another instance's journal is never resumed (`wiring::in_progress`).
+    let in_progress = last.clone().filter(|c| !c.state.is_done() && c.instance_id == identity.instance.instance_id);
     let instance = ports.ecs.describe(&identity.container_instance_arn).await?;
     let now = ports.clock.now();
     let packages = &settings.packages;
@@ -149,7 +151,6 @@ pub async fn preview(
     // DRAINING under this host's own mark: a cycle the journal does not know is taken up
     // by the next run; one it knows ended with the instance left out of service.
     let own = instance.as_ref().and_then(|i| own_drain(i, &identity.instance.instance_id)).map(str::to_string);
-    let last = journal::read::<Cycle>(&settings.paths.state_dir).ok().flatten();
     let take_up = own.clone().filter(|id| in_progress.is_none() && !journal_moved_on(last.as_ref(), id));
     let left_drained = instance.as_ref().is_some_and(|i| i.status == "DRAINING") && take_up.is_none();
     let leaving = lifecycle::leaving_or_warn(ports.lifecycle.as_ref()).await.map(|l| l.reason);

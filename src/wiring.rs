@@ -258,17 +258,15 @@ impl Next {
 /// What `check` shows: identity, pending updates, whether a reboot would follow and what
 /// `run` would do. Notes what it found in the record and reports it; changes nothing else.
 pub async fn preview(settings: &Settings, schedule: &Schedule) -> Result<Preview> {
+    let last = journal::read::<Cycle>(&settings.paths.state_dir)?;
     let this = ThisInstance::find().await?;
-    // Another instance's journal is never resumed (see [`in_progress`]).
-    let in_progress = journal::read::<Cycle>(&settings.paths.state_dir)?
-        .filter(|c| !c.state.is_done() && c.instance_id == this.document.instance_id);
     let agent = agent(settings)?;
     let identity = this.resolve(settings, agent.as_ref()).await?;
     let instance_id = identity.instance.instance_id.clone();
     let lifecycle = Ec2Lifecycle::new(&this.aws, this.imds.clone(), &instance_id);
     let reporting = Reporting::new(settings, None);
     let ports = ports(settings, &this.aws, &identity.cluster.clone(), agent, lifecycle, &reporting, false)?;
-    let preview = check::preview(&ports, settings, identity, in_progress, schedule).await?;
+    let preview = check::preview(&ports, settings, identity, last, schedule).await?;
     let mut record = Record::load(&settings.paths.state_dir);
     record.looked(SystemTime::now(), &preview.plan);
     record.save(&settings.paths.state_dir);

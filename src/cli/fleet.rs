@@ -68,7 +68,7 @@ pub async fn run(settings: &Settings, cluster: Option<String>, command: &FleetCo
             match command {
                 FleetCommand::Release { instance, yes } => {
                     confirm(&format!("Release the FleetLock slot of {instance} in group {}?", c.group), *yes)?;
-                    lock.release(&Grant { group: c.group.clone(), token: 0, slot: None, services: Vec::new() }, instance).await?;
+                    lock.release(&Grant::unfenced(&c.group), instance).await?;
                     println!("released the slot of {instance}");
                     Ok(ExitCode::SUCCESS)
                 }

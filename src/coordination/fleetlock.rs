@@ -88,9 +88,7 @@ impl Coordinator for FleetLock {
             Some(r) => return Err(Error::Lease(format!("FleetLock refused the slot: {}: {}", r.kind, r.value))),
         }
         match self.local.acquire(request, ecs).await? {
-            Decision::Granted(_) => {
-                Ok(Decision::Granted(Grant { group: self.group.clone(), token: 0, slot: None, services: Vec::new() }))
-            }
+            Decision::Granted(_) => Ok(Decision::Granted(Grant::unfenced(&self.group))),
             other => {
                 self.call("steady-state", &request.id).await?;
                 Ok(other)
@@ -109,7 +107,7 @@ impl Coordinator for FleetLock {
     /// The server keys its semaphore by host, not by cycle, and cannot be asked who holds
     /// it: the grant is taken as held, and releasing one that is not is harmless.
     async fn held(&self, _: &str, _: &str) -> Result<Option<Grant>> {
-        Ok(Some(Grant { group: self.group.clone(), token: 0, slot: None, services: Vec::new() }))
+        Ok(Some(Grant::unfenced(&self.group)))
     }
 
     async fn release(&self, _: &Grant, id: &str) -> Result<()> {

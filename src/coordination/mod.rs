@@ -43,6 +43,15 @@ pub struct Grant {
     pub services: Vec<String>,
 }
 
+impl Grant {
+    /// A grant without a fencing token or a slot item, as backends that have none give
+    /// (no coordination, FleetLock); token 0, which a store never issues, so in a store it
+    /// holds nothing.
+    pub fn unfenced(group: &str) -> Self {
+        Self { group: group.to_string(), token: 0, slot: None, services: Vec::new() }
+    }
+}
+
 /// The answer to a slot request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -184,7 +193,7 @@ impl Coordinator for Local {
         }
         let snapshot = snapshot(ecs, self.ec2.as_deref(), self.clock.now(), Duration::ZERO).await?;
         Ok(match policy::admit(&GroupRecord::default(), &snapshot, &self.policy, request) {
-            Ok(()) => Decision::Granted(Grant { group: "local".into(), token: 0, slot: None, services: Vec::new() }),
+            Ok(()) => Decision::Granted(Grant::unfenced("local")),
             Err(reason) => Decision::Wait { reason, pace: 1.0 },
         })
     }
@@ -202,7 +211,7 @@ impl Coordinator for Local {
     }
 
     async fn held(&self, _: &str, _: &str) -> Result<Option<Grant>> {
-        Ok(Some(Grant { group: "local".into(), token: 0, slot: None, services: Vec::new() }))
+        Ok(Some(Grant::unfenced("local")))
     }
 
     async fn pause(&self, _: &str, _: &str) -> Result<Halt> {

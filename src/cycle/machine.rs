@@ -181,7 +181,7 @@ impl<'a> Machine<'a> {
             State::Downloading { plan, arn: identity.container_instance_arn.clone() }
         };
         let cycle = Cycle {
-            id: cycle_id(now, &identity.instance.instance_id),
+            id: super::id::new(now, &identity.instance.instance_id),
             instance_id: identity.instance.instance_id.clone(),
             cluster: identity.cluster.clone(),
             started_at: now,
@@ -412,11 +412,4 @@ fn refuse_beside_rebooting_updaters(planning: &Planning, settings: &Settings) ->
          packages.allow_rebooting_updater = true to run beside it",
         updater.name, updater.because
     )))
-}
-
-/// A unique, readable cycle id: UTC time and instance.
-/// (Its drain mark names this instance: [`super::take_up::own_drain`].)
-pub(super) fn cycle_id(now: SystemTime, instance_id: &str) -> String {
-    let stamp = humantime::format_rfc3339_seconds(now).to_string().replace([':', '-'], "");
-    format!("{instance_id}-{stamp}")
 }

@@ -50,6 +50,7 @@
 pub mod machine;
 pub mod take_up;
 
+mod id;
 mod download;
 mod slot;
 mod install_in_place;

@@ -17,12 +17,10 @@
 //!
 //! Journal: the taken-up cycle is journalled, with what was found, before any step runs.
 
-use std::time::SystemTime;
-
 use tracing::warn;
 
 use super::machine::Machine;
-use super::{Cycle, Milestone, State};
+use super::{Cycle, Milestone, State, id as cycle_id};
 use crate::config::Backend;
 use crate::coordination::Grant;
 use crate::ecs::ContainerInstance;
@@ -33,23 +31,15 @@ use crate::plan::{self, Plan};
 /// Whether the journal's last cycle is cycle `id` or began after it (or `id` tells no
 /// time): then a drain under `id` is no lost cycle's.
 pub fn journal_moved_on(last: Option<&Cycle>, id: &str) -> bool {
-    let Some(began) = began(id) else { return true };
+    let Some(began) = cycle_id::began(id) else { return true };
     last.is_some_and(|last| last.id == id || last.started_at >= began)
-}
-
-/// When cycle `id` began, from the UTC stamp that ends it (`20261206T081500Z`).
-fn began(id: &str) -> Option<SystemTime> {
-    let s = id.rsplit('-').next().filter(|s| s.len() == 16 && s.is_ascii())?;
-    let text = format!("{}-{}-{}T{}:{}:{}Z", &s[0..4], &s[4..6], &s[6..8], &s[9..11], &s[11..13], &s[13..15]);
-    humantime::parse_rfc3339(&text).ok()
 }
 
 /// The id of the cycle that drained `instance`, when it is DRAINING under a mark that
 /// names EC2 instance `instance_id` (this host's own drain).
 pub fn own_drain<'a>(instance: &'a ContainerInstance, instance_id: &str) -> Option<&'a str> {
     let cycle = instance.drained_by.as_deref().filter(|_| instance.status == "DRAINING")?;
-    let stamp = cycle.strip_prefix(instance_id)?.strip_prefix('-')?;
-    (!instance_id.is_empty() && !stamp.is_empty()).then_some(cycle)
+    cycle_id::is_of(cycle, instance_id).then_some(cycle)
 }
 
 impl Machine<'_> {
@@ -114,9 +104,9 @@ impl Machine<'_> {
                 };
                 // Nothing is installed without a slot: the return verifies no update.
                 let verify_nothing = Plan { updates: Vec::new(), reboot_due: None, ..plan };
-                // A grant for no slot: the store holds none under token 0, so its renewal
-                // answers "no longer ours" (no destructive step) and its release is a no-op.
-                let none = Grant { group: String::new(), token: 0, slot: None, services: Vec::new() };
+                // A grant for no slot: its renewal answers "no longer ours" (no destructive
+                // step) and its release is a no-op.
+                let none = Grant::unfenced("");
                 let state = State::Returning {
                     plan: verify_nothing,
                     arn: arn.clone(),
@@ -149,6 +139,8 @@ impl Machine<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     fn instance(status: &str, mark: Option<&str>) -> ContainerInstance {
@@ -184,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_marks_this_host_writes_name_it() {
-        let id = super::super::machine::cycle_id(std::time::SystemTime::now(), "i-0abc");
+        let id = cycle_id::new(SystemTime::now(), "i-0abc");
         assert_eq!(own_drain(&instance("DRAINING", Some(&id)), "i-0abc"), Some(id.as_str()));
     }
 
