@@ -57,9 +57,13 @@ const CREDENTIAL_CODES: [&str; 5] = [
 
 /// Error codes of credentials that expired (Common Errors: "ExpiredTokenException: The
 /// security token included in the request is expired. HTTP Status Code: 403"). Instance
-/// profile credentials rotate, and the SDK's credentials cache fetches new ones once the
-/// old ones' expiry passes: the first such answer in a step is taken for a rotation and the
-/// step tried again; a second is final ([`Error::Credentials`] with `expired`).
+/// profile credentials rotate, and the SDK's identity cache loads new ones a little before
+/// the old ones expire (aws-smithy-runtime's lazy cache: "Amount of time before the actual
+/// identity expiration time where the identity is considered expired ... Defaults to 10
+/// seconds"): an answer that slips through that margin (a call signed just before the
+/// refresh, a few seconds of clock skew) is gone at the next try. So the first such answer
+/// in a step is taken for a rotation and the step tried again; a second is final
+/// ([`Error::Credentials`] with `expired`).
 const EXPIRED_CODES: [&str; 2] = ["ExpiredToken", "ExpiredTokenException"];
 
 /// Error codes of throttling and brief service trouble: the same call may succeed later.

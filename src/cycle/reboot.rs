@@ -4,9 +4,13 @@
 //! Journal: entered with the boot id before the reboot and the request's number; each
 //! request that did not reboot the host enters the step again with the next number, up to
 //! `host.reboot_attempts`. A request rarely returns to be counted here: the shutdown it
-//! starts stops this process, and an inhibitor or a cancelled shutdown leaves the host up,
-//! so a run that resumes this step in the boot it began in counts the request it finds
-//! unanswered before anything else ([`Machine::unanswered_reboot`]).
+//! starts stops this process, and a shutdown cancelled after it stopped the services, or a
+//! `host.reboot_command` that reports success without rebooting, leaves the host up; so a
+//! run that resumes this step in the boot it began in counts the request it finds
+//! unanswered before anything else ([`Machine::unanswered_reboot`]). (A blocking inhibitor
+//! lock is another case: systemd as old as Amazon Linux 2023's bypasses it for root, and
+//! since logind's "always check for inhibitor locks" (2024) `systemctl reboot` fails, an
+//! error this step reports.)
 //!
 //! Failure: back through [`State::Reactivating`] without a reboot; the roll pauses.
 

@@ -351,10 +351,19 @@ def moto_app(world):
         elif path == "/_standin/terminate":
             # The EC2 instance is terminated under its disconnected agent: ECS keeps the record
             # ("instances with disconnected agents aren't automatically deregistered when
-            # terminated"), as it was.
+            # terminated"), as it was. DescribeInstances: "Recently terminated instances might
+            # appear in the returned results. This interval is usually less than one hour":
+            # moto keeps them for good; {"purged": true} drops the instance, as EC2 does after
+            # that interval (a filter on its id then answers nothing).
             from moto.ec2.models import ec2_backends
             world.agent_stop(host)
-            ec2_backends[ACCOUNT][REGION].terminate_instances([host["instance_id"]])
+            ec2 = ec2_backends[ACCOUNT][REGION]
+            ec2.terminate_instances([host["instance_id"]])
+            if body.get("purged"):
+                for reservation_id, reservation in list(ec2.reservations.items()):
+                    reservation.instances = [i for i in reservation.instances if i.id != host["instance_id"]]
+                    if not reservation.instances:
+                        del ec2.reservations[reservation_id]
             result = {}
         elif path == "/_standin/agent/start":
             world.agent_start(host, body.get("version"), body.get("restart", False)); result = {}

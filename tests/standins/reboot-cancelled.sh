@@ -1,7 +1,10 @@
 #!/bin/sh
-# Stand-in for a reboot that never happens (a shutdown inhibitor, a cancelled shutdown, a
-# reboot command that lies): like `systemctl reboot` it returns at once and the service
-# manager stops the daemon with SIGTERM, but the machine stays up: the boot id is the same.
+# Stand-in for a reboot that never happens (a shutdown cancelled after it stopped the
+# services, a reboot command that reports success without rebooting): like `systemctl
+# reboot` it returns at once and the service manager stops the daemon with SIGTERM, but the
+# machine stays up: the boot id is the same. (A blocking inhibitor lock is not this case:
+# root bypasses it on the systemd versions Amazon Linux and Ubuntu ship, and newer systemd
+# makes `systemctl reboot` fail instead.)
 # Each request is logged in REQUESTS_FILE.
 # usage: reboot-cancelled.sh REQUESTS_FILE
 set -eu
