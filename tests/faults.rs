@@ -8,17 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, TestHost, assert_patched, repo_path};
+use common::{Options, TestHost, assert_one_slot_released, assert_patched, repo_path};
 use serde_json::{Value, json};
-
-/// The lease item has no holder, no queue and no pause, and granted exactly one slot ever.
-fn assert_one_slot_released(host: &TestHost) {
-    let item = &host.control("lease", "{}")["demo/default"];
-    assert_eq!(item["holders"], json!([]), "the slot is released: {item}");
-    assert_eq!(item["queue"], json!([]), "{item}");
-    assert!(item["paused"].is_null(), "{item}");
-    assert_eq!(item["control"]["next_token"], 2, "exactly one slot was ever granted: {item}");
-}
 
 /// Runs until the fault point `point` kills the process.
 fn kill_at(host: &TestHost, point: &str) {
@@ -89,7 +80,7 @@ fn a_journal_moved_aside_after_the_reboot_is_finished_from_the_drain_mark() {
     for package in ["demo-app", "demo-kernel", host.agent_package()] {
         assert_eq!(host.upgrades(package), 1, "{package} upgraded exactly once");
     }
-    assert_one_slot_released(&host);
+    assert_one_slot_released(&host, "");
 }
 
 #[test]
@@ -105,7 +96,7 @@ fn a_journal_moved_aside_before_the_install_is_finished_from_the_drain_mark() {
     );
     assert_patched(&host);
     assert!(host.status()["cycle"]["taken_up"].is_string(), "the journal says how the cycle came back");
-    assert_one_slot_released(&host);
+    assert_one_slot_released(&host, "");
 }
 
 #[test]
@@ -134,7 +125,7 @@ fn a_journal_lost_mid_drain_is_taken_up_at_the_drain() {
         let stopped = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(task["stopped_at"].as_f64().unwrap());
         assert!(stopped <= installing, "installed before {} stopped", task["arn"]);
     }
-    assert_one_slot_released(&host);
+    assert_one_slot_released(&host, "");
 }
 
 #[test]
@@ -164,7 +155,7 @@ fn a_journal_of_another_instance_is_never_resumed() {
     assert_eq!(aside.len(), 1, "kept for an operator: {aside:?}");
     // This host's own drain was finished: rebooted for real, once.
     assert_patched(&host);
-    assert_one_slot_released(&host);
+    assert_one_slot_released(&host, "");
 }
 
 #[test]
@@ -289,7 +280,7 @@ fn aws_5xx_answers_and_an_expired_token_are_tried_again_without_a_pause() {
     assert_eq!(host.installed("demo-kernel"), "2.0");
     assert_eq!(host.reboots(), 1);
     assert_eq!(host.status()["cycle"]["state"]["outcome"]["result"], "patched");
-    assert_one_slot_released(&host);
+    assert_one_slot_released(&host, "");
 }
 
 /// Debian's libfaketime (multi-threaded build), which scripts/setup.sh installs.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Options, TestHost, assert_patched};
+use common::{Options, TestHost, assert_one_slot_released, assert_patched};
 
 /// Runs with the fault armed until the process dies at `point`, then to the end without it.
 fn crash_at(point: &str, lease: bool) {
@@ -25,11 +25,7 @@ fn crash_at(point: &str, lease: bool) {
     assert_patched(&host);
     assert_eq!(host.calls("UpdateContainerInstancesState:ACTIVE"), 1, "{point}: reactivated once");
     if lease {
-        let item = &host.control("lease", "{}")["demo/default"];
-        assert_eq!(item["holders"], serde_json::json!([]), "{point}: the slot is released: {item}");
-        assert_eq!(item["queue"], serde_json::json!([]), "{point}: {item}");
-        assert!(item["paused"].is_null(), "{point}: {item}");
-        assert_eq!(item["control"]["next_token"], 2, "{point}: exactly one slot was ever granted: {item}");
+        assert_one_slot_released(&host, point);
     }
 }
 

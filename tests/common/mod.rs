@@ -577,6 +577,16 @@ impl From<Output> for Run {
     }
 }
 
+/// Asserts that the host's lease item (DynamoDB) has no holder, no queue and no pause, and
+/// granted exactly one slot ever; `label` names the case in the failure message.
+pub fn assert_one_slot_released(host: &TestHost, label: &str) {
+    let item = &host.control("lease", "{}")["demo/default"];
+    assert_eq!(item["holders"], serde_json::json!([]), "{label}: the slot is released: {item}");
+    assert_eq!(item["queue"], serde_json::json!([]), "{label}: {item}");
+    assert!(item["paused"].is_null(), "{label}: {item}");
+    assert_eq!(item["control"]["next_token"], 2, "{label}: exactly one slot was ever granted: {item}");
+}
+
 /// Asserts the host ended a successful cycle: ACTIVE, v2 everywhere, tasks moved, one
 /// reboot, one drain, one upgrade per package, no mark left behind.
 pub fn assert_patched(host: &TestHost) {
