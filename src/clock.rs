@@ -37,9 +37,11 @@ impl Deadline {
         Self::since(tokio::time::Instant::now(), limit)
     }
 
-    /// `limit` after the monotonic instant `start`.
+    /// `limit` after the monotonic instant `start` (a limit beyond any uptime, such as a
+    /// lease that never expires, is a century).
     pub fn since(start: tokio::time::Instant, limit: Duration) -> Self {
-        Self { at: start + limit }
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        Self { at: start.checked_add(limit).unwrap_or_else(|| start + CENTURY) }
     }
 
     /// Whether it has passed.

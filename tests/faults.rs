@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Options, TestHost, assert_one_slot_released, assert_patched, repo_path};
+use common::{Options, TestHost, assert_one_slot_released, assert_patched, day_of_week, libfaketime, repo_path};
 use serde_json::{Value, json};
 
 /// Runs until the fault point `point` kills the process.
@@ -80,6 +80,30 @@ fn a_journal_moved_aside_after_the_reboot_is_finished_from_the_drain_mark() {
     for package in ["demo-app", "demo-kernel", host.agent_package()] {
         assert_eq!(host.upgrades(package), 1, "{package} upgraded exactly once");
     }
+    assert_one_slot_released(&host, "");
+}
+
+#[test]
+fn a_daemon_started_outside_its_window_finishes_the_drain_its_lost_journal_left() {
+    let host = TestHost::start(Options::dynamodb_leases());
+    assert!(host.run(&["run"]).rebooted());
+    set_journal_aside(&host);
+    // Its only window opens in two days: before, the drain waited for it.
+    let later = humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(2 * 24 * 3600));
+    let weekday = day_of_week(&later.to_string()[..10]);
+    host.merge_config(&format!(
+        "[schedule]\ncheck_interval = \"1s\"\ntime_zone = \"UTC\"\n\
+         windows = [{{ days = [\"{weekday}\"], start = \"03:00\", length = \"1m\" }}]\n"
+    ));
+    let daemon = host.spawn(&["daemon"], &[], "daemon");
+    wait_for_log(&host, "daemon", "taken up again", Duration::from_secs(60));
+    wait_for_log(&host, "daemon", "done: ", Duration::from_secs(60));
+    let (code, log) = stop(&host, daemon, "daemon");
+    assert_eq!(code, Some(0), "{log}");
+    let record = host.record();
+    assert_eq!(record["status"], "ACTIVE", "{record}");
+    assert_eq!(record["attributes"], json!({}), "the mark is removed");
+    assert_eq!(host.reboots(), 1, "no second reboot");
     assert_one_slot_released(&host, "");
 }
 
@@ -281,16 +305,6 @@ fn aws_5xx_answers_and_an_expired_token_are_tried_again_without_a_pause() {
     assert_eq!(host.reboots(), 1);
     assert_eq!(host.status()["cycle"]["state"]["outcome"]["result"], "patched");
     assert_one_slot_released(&host, "");
-}
-
-/// Debian's libfaketime (multi-threaded build), which scripts/setup.sh installs.
-fn libfaketime() -> String {
-    let found = std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|p| p.exists());
-    found.expect("libfaketime is not installed: scripts/setup.sh installs it").display().to_string()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Fleet, KILLED, Options, TestHost};
+use common::{Fleet, KILLED, Options, TestHost, borrowed, wall_clock_off};
 use serde_json::Value;
 
 const LEASE_KEY: &str = "demo/default";
@@ -135,6 +135,63 @@ fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
 }
 
 #[test]
+fn a_holder_whose_clock_runs_30_days_behind_keeps_its_slot_while_it_renews() {
+    // The tasks linger eight seconds in DEACTIVATING: the holder renews (every second, the
+    // TTL being 3 s) while the host behind it waits at the head of the queue.
+    let fleet = Fleet::start(
+        2,
+        &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases", "--deactivating-seconds", "8"],
+        "dnf",
+        "full",
+        &dynamodb_config(1, "pause", "3s"),
+    );
+    let behind = wall_clock_off("-30d");
+    let (holder, waiter) = (&fleet.hosts[0], &fleet.hosts[1]);
+    let (holder_runs, waiter_runs) = std::thread::scope(|scope| {
+        let holding = scope.spawn(|| holder.run_to_end_with(&borrowed(&behind)));
+        holder.wait_for_step("draining");
+        let waiting = waiter.run_to_end();
+        (holding.join().unwrap(), waiting)
+    });
+    for (host, runs) in [(holder, &holder_runs), (waiter, &waiter_runs)] {
+        assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+        assert_eq!(host.installed("demo-app"), "2.0");
+        assert_eq!(host.record()["status"], "ACTIVE");
+    }
+    // Before, the waiter took the holder's expiry (30 days ago by the holder's clock) as
+    // past, and paused the roll a second into the drain.
+    let lease = &fleet.lease()[LEASE_KEY];
+    assert_eq!(lease["paused"], Value::Null, "{lease}");
+    assert_eq!(fleet.hosts[0].ecs()["peaks"]["holders"], 1);
+}
+
+#[test]
+fn a_dead_holder_whose_clock_ran_30_days_ahead_is_found_by_its_silence() {
+    let fleet = fleet(2, &dynamodb_config(1, "pause", "3s"));
+    let ahead = wall_clock_off("+30d");
+    let mut env = borrowed(&ahead);
+    env.push(("ECS_PATCHD_FAULT_KILL", "installing:persisted"));
+    let run = fleet.hosts[0].run_with(&["run"], &env);
+    assert_eq!(run.code, KILLED, "{run:?}");
+    let dead = fleet.hosts[0].standin["instance_id"].as_str().unwrap();
+    // The operator sees who blocks the queue and that its clock is wrong.
+    let status = fleet.hosts[1].run(&["fleet", "status"]);
+    let blocked = status.stdout.lines().find(|l| l.starts_with("blocked by")).unwrap_or_default().to_string();
+    assert!(blocked.contains(dead) && blocked.contains("holds one of the 1 slot(s)"), "{}", status.stdout);
+    assert!(blocked.contains("its clock runs at least 29days"), "{blocked}");
+    // Before, its lease expired by its clock in 30 days: the host behind waited that long.
+    let run = fleet.hosts[1].run(&["run"]);
+    assert_eq!(run.code, 75, "a paused roll is 'try later': {run:?}");
+    let paused = fleet.lease()[LEASE_KEY]["paused"]["reason"].as_str().unwrap().to_string();
+    assert!(paused.contains(dead) && paused.contains("not renewed for"), "{paused}");
+    assert_eq!(fleet.hosts[1].record()["status"], "ACTIVE");
+    let status = fleet.hosts[1].run(&["fleet", "status", "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let blocked = status["group"]["blocked_by"][0].as_str().unwrap();
+    assert!(blocked.starts_with("the roll is paused") && blocked.contains(dead), "{status}");
+}
+
+#[test]
 fn a_host_terminated_mid_cycle_stops_counting_and_the_roll_goes_on() {
     // One slot: the terminated holder's DRAINING record alone would hold the roll for good.
     for policy in ["reclaim", "pause"] {
@@ -176,14 +233,32 @@ fn a_host_terminated_mid_cycle_stops_counting_and_the_roll_goes_on() {
 
 #[test]
 fn a_dead_holder_is_reclaimed_under_reclaim_and_the_roll_goes_on() {
-    let fleet = fleet(3, &dynamodb_config(2, "reclaim", "3s"));
+    // The tasks linger eight seconds in DEACTIVATING: host 1 drains for that long while
+    // host 2, at the head of the queue with both slots held, watches the dead host's slot
+    // go unrenewed for the TTL and reclaims it.
+    let fleet = Fleet::start(
+        3,
+        &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases", "--deactivating-seconds", "8"],
+        "dnf",
+        "full",
+        &dynamodb_config(2, "reclaim", "3s"),
+    );
     kill_the_holder(&fleet);
     fleet.hosts[0].host_control("agent/stop");
-    let results = all_to_end(&fleet.hosts[1..]);
+    let (first, second) = (&fleet.hosts[1], &fleet.hosts[2]);
+    let results = std::thread::scope(|scope| {
+        let draining = scope.spawn(|| first.run_to_end());
+        first.wait_for_step("draining");
+        let waited = second.run_to_end();
+        [draining.join().unwrap(), waited]
+    });
+    let mut logged = String::new();
     for (host, runs) in fleet.hosts[1..].iter().zip(&results) {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
         assert_eq!(host.installed("demo-app"), "2.0");
+        runs.iter().for_each(|r| logged.push_str(&r.stderr));
     }
+    assert!(logged.contains("reclaiming a stale slot: its instance is disconnected"), "{logged}");
     let lease = &fleet.lease()[LEASE_KEY];
     assert_eq!(lease["paused"], Value::Null, "{lease}");
     assert_eq!(lease["holders"], serde_json::json!([]), "the dead host's slot was reclaimed: {lease}");

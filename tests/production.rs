@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Options, TestHost, assert_patched};
+use common::{Options, TestHost, assert_patched, day_of_week};
 use serde_json::Value;
 
 /// The SSM document's script with `parameters` substituted, as the SSM agent runs it.
@@ -167,15 +167,6 @@ fn outside_its_window_run_starts_nothing_unless_asked_to() {
     let resumed = host.run(&["run"]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert_patched(&host);
-}
-
-/// The English day name of a `YYYY-MM-DD` date (Zeller's congruence, for the test only).
-fn day_of_week(date: &str) -> &'static str {
-    let (y, m, d): (i64, i64, i64) =
-        (date[..4].parse().unwrap(), date[5..7].parse().unwrap(), date[8..10].parse().unwrap());
-    let (y, m) = if m < 3 { (y - 1, m + 12) } else { (y, m) };
-    let h = (d + 13 * (m + 1) / 5 + y + y / 4 - y / 100 + y / 400) % 7; // 0 = Saturday
-    ["sat", "sun", "mon", "tue", "wed", "thu", "fri"][h as usize]
 }
 
 /// A hook of `point` that runs `body`.

@@ -141,6 +141,10 @@ impl Daemon {
         let mut retry = RETRY_FIRST;
         // What the last look found holding the journal, said once.
         let mut busy: Option<String> = None;
+        // The first check runs window or not: a drain this host's cycle left behind without
+        // its journal (a wiped or restored disk, then a boot) is finished at once, not when
+        // the next window opens; outside the windows nothing new starts.
+        let mut first_check = true;
         loop {
             let schedule = wiring::schedule(&self.settings)?;
             let now = SystemTime::now();
@@ -149,7 +153,7 @@ impl Daemon {
             // when no `run` holds it (that run then finishes its cycle).
             let dir = &self.settings.paths.state_dir;
             let in_progress = journal::read::<Cycle>(dir).ok().flatten().is_some_and(|c| !c.state.is_done());
-            let due = now >= next_check && window.is_open();
+            let due = now >= next_check && (window.is_open() || first_check);
             let journal = match (in_progress || due).then(|| Journal::open(dir)) {
                 Some(Ok(journal)) => {
                     busy = None;
@@ -173,6 +177,7 @@ impl Daemon {
                 None => None,
             };
             if let Some(journal) = journal {
+                first_check = false;
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
                 let this = ThisInstance::again(&instance).await;
                 let attempt = Attempt {
@@ -235,7 +240,9 @@ impl Daemon {
             }
             // Outside the windows, the next check falls inside the next one, whatever the
             // interval says, so that no window is skipped (chosen once: the status stays).
-            if let Openness::ClosedUntil(opens) = window {
+            if let Openness::ClosedUntil(opens) = window
+                && !first_check
+            {
                 let closes = schedule.at(opens).closes_at().unwrap_or(opens);
                 if !(opens..closes).contains(&next_check) {
                     next_check =

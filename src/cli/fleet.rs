@@ -214,13 +214,23 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
     for h in &view.holders {
         let _ = writeln!(
             s,
-            "  {}  step {:<16} took the slot {}, lease expires {}, token {}",
+            "  {}  step {:<16} took the slot {}, last renewed {} (by its clock), token {}",
             h.id,
             h.step,
             ago(now, h.acquired_at),
-            ago(now, h.expires_at),
+            ago(now, h.renewed_at),
             h.token
         );
+    }
+    match view.blocked_by.as_slice() {
+        [] => {
+            let _ = writeln!(s, "blocked by nothing: the first host waiting takes a slot at its next look");
+        }
+        lines => {
+            for line in lines {
+                let _ = writeln!(s, "blocked by {line}");
+            }
+        }
     }
     let _ = writeln!(s, "waiting    {} ticket(s) not yet served", view.waiting);
     for (n, w) in view.next_in_line.iter().enumerate() {

@@ -1,14 +1,18 @@
 //! Keeps a slot's lease while a cycle holds it: renews it once when the cycle takes it up
 //! (after a restart, before anything else happens), then in the background every third of
 //! its lifetime, and answers whether it still holds before each destructive step.
+//!
+//! How long a renewal holds is timed on the monotonic clock from just before it was asked:
+//! the store's readers time it from when they see it, which is later, so the holder stops
+//! before any reader may take the slot, and a jump of the wall clock changes neither.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tracing::warn;
 
 use super::{Coordinator, Grant};
-use crate::clock::Clock;
+use crate::clock::{Clock, Deadline};
 use crate::error::{Error, Result};
 
 /// How many times the lease is renewed on taking it up before it is taken as lapsed.
@@ -17,15 +21,14 @@ const RENEW_ATTEMPTS: u32 = 3;
 /// Renews one grant's lease in the background until it is dropped.
 pub struct LeaseKeeper {
     token: u64,
-    clock: Arc<dyn Clock>,
-    valid_until: Arc<Mutex<SystemTime>>,
+    valid_until: Arc<Mutex<Option<Deadline>>>,
     step: Arc<Mutex<&'static str>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseKeeper {
     /// Renews `grant` for `holder` at `step` (a few tries: the store may be briefly
-    /// unreachable; without an answer the lease counts as valid only until `valid_before`),
+    /// unreachable; without an answer the lease counts as lapsed until a renewal answers),
     /// then starts renewing it in the background.
     pub async fn start(
         coordinator: Arc<dyn Coordinator>,
@@ -33,20 +36,18 @@ impl LeaseKeeper {
         grant: Grant,
         holder: &str,
         step: &'static str,
-        valid_before: SystemTime,
     ) -> Self {
         let ttl = coordinator.ttl();
-        let now = clock.now();
-        let mut valid = valid_before;
+        let mut valid = None;
         for attempt in 1..=RENEW_ATTEMPTS {
+            let asked = tokio::time::Instant::now();
             match coordinator.renew(&grant, holder, step, ttl).await {
                 Ok(true) => {
-                    valid = now.checked_add(ttl).unwrap_or(far_future());
+                    valid = Some(Deadline::since(asked, ttl));
                     break;
                 }
                 Ok(false) => {
                     warn!("the slot is no longer ours (released or reclaimed)");
-                    valid = SystemTime::UNIX_EPOCH;
                     break;
                 }
                 Err(e) if attempt < RENEW_ATTEMPTS => {
@@ -61,13 +62,13 @@ impl LeaseKeeper {
         let current_step = Arc::new(Mutex::new(step));
         let task = tokio::spawn(heartbeat(
             coordinator,
-            Arc::clone(&clock),
+            clock,
             grant,
             holder.to_string(),
             Arc::clone(&current_step),
             Arc::clone(&valid_until),
         ));
-        Self { token, clock, valid_until, step: current_step, task }
+        Self { token, valid_until, step: current_step, task }
     }
 
     /// The fencing token of the grant kept.
@@ -83,11 +84,11 @@ impl LeaseKeeper {
     /// Refuses a destructive step once the lease has lapsed.
     pub fn ensure(&self) -> Result<()> {
         let until = *self.valid_until.lock().expect("lease lock");
-        if self.clock.now() > until {
-            return Err(Error::Lease(format!(
-                "the slot's lease lapsed at {}: no new destructive step is started",
-                humantime::format_rfc3339_seconds(until)
-            )));
+        if until.is_none_or(|d| d.passed()) {
+            return Err(Error::Lease(
+                "the slot's lease lapsed (no renewal answered within its lifetime): no new destructive step is started"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -106,18 +107,19 @@ async fn heartbeat(
     grant: Grant,
     holder: String,
     step: Arc<Mutex<&'static str>>,
-    valid_until: Arc<Mutex<SystemTime>>,
+    valid_until: Arc<Mutex<Option<Deadline>>>,
 ) {
     let ttl = coordinator.ttl();
     let every = (ttl / 3).min(Duration::from_secs(3600));
     loop {
         clock.sleep(every).await;
         let step = *step.lock().expect("step lock");
+        let asked = tokio::time::Instant::now();
         let renewed = match coordinator.renew(&grant, &holder, step, ttl).await {
-            Ok(true) => clock.now().checked_add(ttl).unwrap_or(far_future()),
+            Ok(true) => Some(Deadline::since(asked, ttl)),
             Ok(false) => {
                 warn!("the slot is no longer ours (released or reclaimed): no new destructive step");
-                SystemTime::UNIX_EPOCH
+                None
             }
             Err(e) => {
                 warn!("cannot renew the slot's lease: {e}");
@@ -126,9 +128,4 @@ async fn heartbeat(
         };
         *valid_until.lock().expect("lease lock") = renewed;
     }
-}
-
-/// A time no lease reaches (for backends without expiry).
-fn far_future() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40)
 }

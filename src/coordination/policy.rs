@@ -2,6 +2,7 @@
 //! how many hosts may be out, which host is next, and whether the cluster can absorb it.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +90,26 @@ pub struct Holder {
     /// What stays on it through the drain (daemon tasks): peers need no room for it.
     #[serde(default)]
     pub stays: Capacity,
-    /// Unix milliseconds.
+    /// Unix milliseconds, by the holder's clock.
     pub acquired_at: u64,
-    /// Unix milliseconds.
+    /// Unix milliseconds, by the holder's clock.
     pub renewed_at: u64,
-    /// Unix milliseconds; past this, the slot is stale.
+    /// Unix milliseconds, by the holder's clock: shown to operators and kept for hosts of
+    /// earlier versions. This version judges a lease by [`Holder::hold`] instead.
     pub expires_at: u64,
+    /// How long the lease holds after its last renewal (ms): a duration, which each reader
+    /// times on its own clock from when it saw the renewal, so that no host's wrong clock
+    /// takes or keeps a slot. Absent from items of earlier versions.
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+impl Holder {
+    /// How long the lease holds after its last renewal.
+    pub fn hold(&self) -> Duration {
+        let ms = if self.hold_ms > 0 { self.hold_ms } else { self.expires_at.saturating_sub(self.renewed_at) };
+        Duration::from_millis(ms)
+    }
 }
 
 /// Why the group is paused.
@@ -291,6 +306,7 @@ mod tests {
             acquired_at,
             renewed_at: acquired_at,
             expires_at: acquired_at + 1000,
+            hold_ms: 1000,
         }
     }
 

@@ -283,7 +283,6 @@ impl<'a> Machine<'a> {
                 grant,
                 &cycle.instance_id,
                 cycle.state.name(),
-                cycle.entered_at,
             )
             .await;
             *self.lease.lock().expect("lease lock") = Some(keeper);

@@ -307,9 +307,14 @@ impl TestHost {
     /// Runs `ecs-patchd run` again after every reboot or injected crash, as the resume unit
     /// would at boot, until a run ends on its own. Returns every run.
     pub fn run_to_end(&self) -> Vec<Run> {
+        self.run_to_end_with(&[])
+    }
+
+    /// [`TestHost::run_to_end`] with `extra_env` for every run.
+    pub fn run_to_end_with(&self, extra_env: &[(&str, &str)]) -> Vec<Run> {
         let mut runs = Vec::new();
         for _ in 0..6 {
-            let run = self.run(&["run"]);
+            let run = self.run_with(&["run"], extra_env);
             let again = run.rebooted();
             runs.push(run);
             if !again {
@@ -606,4 +611,38 @@ pub fn assert_patched(host: &TestHost) {
     let status = host.status();
     assert_eq!(status["cycle"]["state"]["outcome"]["result"], "patched", "{status}");
     assert_eq!(status["cycle"]["state"]["outcome"]["rebooted"], true, "{status}");
+}
+
+/// Debian's libfaketime (multi-threaded build), which scripts/setup.sh installs.
+pub fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists());
+    found.expect("libfaketime is not installed: scripts/setup.sh installs it").display().to_string()
+}
+
+/// The environment of a run whose wall clock is `offset` off (libfaketime's "+30d", "-20m")
+/// and whose monotonic clock is the system's.
+pub fn wall_clock_off(offset: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", libfaketime()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+}
+
+/// `env` borrowed, as [`TestHost::run_with`] takes it.
+pub fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The English day name of a `YYYY-MM-DD` date (Zeller's congruence, for the test only).
+pub fn day_of_week(date: &str) -> &'static str {
+    let (y, m, d): (i64, i64, i64) =
+        (date[..4].parse().unwrap(), date[5..7].parse().unwrap(), date[8..10].parse().unwrap());
+    let (y, m) = if m < 3 { (y - 1, m + 12) } else { (y, m) };
+    let h = (d + 13 * (m + 1) / 5 + y + y / 4 - y / 100 + y / 400) % 7; // 0 = Saturday
+    ["sat", "sun", "mon", "tue", "wed", "thu", "fri"][h as usize]
 }

@@ -25,6 +25,9 @@ impl Coordinator for StoreCoordinator {
                     self.forget_ticket(&request.cycle);
                     return Ok(Decision::Granted(grant));
                 }
+                if known.is_none() {
+                    self.give_back_leftovers(request, &control).await?;
+                }
                 if known.is_some() {
                     // Skipped (we stopped asking for longer than the lease TTL): queue again.
                     self.forget_ticket(&request.cycle);
@@ -96,9 +99,14 @@ impl Coordinator for StoreCoordinator {
         self.update_slot(n, |s| {
             held = false;
             if let Some(h) = s.holder.as_mut().filter(|h| h.id == id && h.token == grant.token) {
+                // Never shorter than what is left of a longer hold (a renewal before a
+                // reboot), and never longer than that hold was: a clock set back between
+                // two renewals does not stretch it.
+                let prior = h.hold_ms.max(h.expires_at.saturating_sub(h.renewed_at));
+                let left = h.expires_at.saturating_sub(now).min(prior);
+                h.hold_ms = hold.max(left);
                 h.renewed_at = now;
-                // Never shorter: a renewal before a reboot may have held it for longer.
-                h.expires_at = h.expires_at.max(now.saturating_add(hold));
+                h.expires_at = now.saturating_add(h.hold_ms);
                 h.step = step.to_string();
                 held = true;
             }

@@ -29,6 +29,7 @@ pub mod items;
 mod queue;
 mod slots;
 mod snapshot;
+mod watch;
 mod coordinator;
 pub mod operator;
 
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::time::Instant;
 
 use super::millis;
 use super::policy::{Policy, Snapshot};
@@ -47,6 +49,7 @@ use crate::alarms::Alarms;
 use crate::clock::Clock;
 use crate::ec2::Instances;
 use crate::error::{Error, Result};
+use watch::Watch;
 
 /// A stored value and the version it was written as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +139,11 @@ const SKIP_SCAN: u64 = 100;
 const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// The furthest apart a waiter's looks are, in poll intervals.
 const SLOWEST_PACE: f64 = 20.0;
+/// How far ahead of this host's clock another host's timestamp may be and still be
+/// believed. Hosts kept by NTP (chrony on Amazon Linux, the Amazon Time Sync Service) agree
+/// within milliseconds; a time further ahead comes from a clock that is wrong, and would make
+/// an old snapshot look young, or keep others from refreshing it, for as long as it is ahead.
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(5);
 /// The least time between two grants. A cycle costs about a dozen ECS reads, five of them
 /// right at the grant (the services check, the instance before its drain): one grant every
 /// three seconds keeps a fleet's reads under 5 a second, well inside ECS's per-account
@@ -166,12 +174,16 @@ pub struct StoreCoordinator {
 struct Memory {
     /// The store's items were checked to be of this format.
     format_checked: bool,
-    /// Our ticket by cycle, and when we last refreshed it (unix ms).
-    tickets: HashMap<String, (u64, u64)>,
+    /// Our ticket by cycle, and when we last refreshed it (`None`: not yet by this process).
+    tickets: HashMap<String, (u64, Option<Instant>)>,
     /// The last snapshot read or taken.
     snapshot: Option<Arc<Snapshot>>,
-    /// The queue's front (`served`) as last seen, and since when (unix ms).
-    front: Option<(u64, u64)>,
+    /// The queue's front (`served`) as last seen, and since when.
+    front: Option<(u64, Instant)>,
+    /// The slot items' versions as seen, to judge their holders' leases.
+    slots: Watch,
+    /// The tickets' versions as seen, to judge whether their waiters still ask.
+    waiters: Watch,
 }
 
 /// Settings of a [`StoreCoordinator`].

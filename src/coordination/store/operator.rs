@@ -1,10 +1,12 @@
 //! What `fleet` serves operators: the group's view, resuming a paused roll, and releasing a
 //! host's slot.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::items::{Control, SnapshotHead, Ticket};
-use super::{Consistency, StoreCoordinator};
+use super::{Consistency, FUTURE_TOLERANCE, StoreCoordinator, ms};
 use crate::coordination::policy::Holder;
 use crate::error::Result;
 
@@ -24,6 +26,9 @@ pub struct GroupView {
     pub next_in_line: Vec<Ticket>,
     /// When the shared snapshot was taken (unix ms) and how many instances it shows.
     pub snapshot: Option<(u64, usize)>,
+    /// What keeps the next host in the queue from taking a slot, and why, one line each
+    /// (empty: nothing; the head takes a slot at its next look).
+    pub blocked_by: Vec<String>,
 }
 
 impl StoreCoordinator {
@@ -41,14 +46,52 @@ impl StoreCoordinator {
             }
         }
         let head = self.read::<SnapshotHead>(&self.snapshot_key(None), Consistency::Eventual).await?;
+        let holders: Vec<Holder> = slots.into_iter().filter_map(|(s, _)| s.holder).collect();
         Ok(GroupView {
             key: self.key.clone(),
-            holders: slots.into_iter().filter_map(|(s, _)| s.holder).collect(),
+            blocked_by: self.blockers(&control, &holders),
+            holders,
             control,
             waiting,
             next_in_line,
             snapshot: head.map(|(h, _)| (h.taken_at, h.instances)),
         })
+    }
+
+    /// Who keeps the queue waiting and why: the pause, and the holders when every slot is
+    /// held, each with what its own clock says of its lease next to this host's clock.
+    fn blockers(&self, control: &Control, holders: &[Holder]) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(p) = &control.paused {
+            lines.push(format!("the roll is paused by {}: {}", p.by, p.reason));
+        }
+        let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
+        if holders.len() < budget {
+            return lines;
+        }
+        let now = self.now();
+        for h in holders {
+            let hold = whole_seconds(h.hold());
+            let clock = if h.renewed_at > now.saturating_add(ms(FUTURE_TOLERANCE)) {
+                format!(
+                    "; its clock runs at least {} ahead of this host's",
+                    whole_seconds(Duration::from_millis(h.renewed_at - now))
+                )
+            } else if now.saturating_sub(h.renewed_at) > ms(h.hold()).saturating_add(ms(FUTURE_TOLERANCE)) {
+                format!(
+                    "; its last renewal is {} old by its clock, longer than its hold: it stopped, or its clock runs behind",
+                    whole_seconds(Duration::from_millis(now - h.renewed_at))
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "{} holds one of the {budget} slot(s) at step {} (token {}); its lease lapses once no renewal is seen for \
+                 {hold}, timed by the waiting hosts' own clocks{clock}",
+                h.id, h.step, h.token
+            ));
+        }
+        lines
     }
 
     /// Lifts a pause (`fleet resume`); false when the group was not paused.
@@ -82,4 +125,9 @@ impl StoreCoordinator {
         }
         Ok(held)
     }
+}
+
+/// `d` to the second, for people.
+fn whole_seconds(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
 }

@@ -1,8 +1,10 @@
 //! The ticket queue: hosts are served in ticket order; a waiter refreshes its ticket as it
 //! asks, and waiters in front that stopped asking are skipped.
 
+use tokio::time::Instant;
+
 use super::items::{Queued, Ticket};
-use super::{Consistency, Expect, NEAR_LOOK, SKIP_SCAN, STUCK_AFTER, StoreCoordinator, ms};
+use super::{Consistency, Expect, NEAR_LOOK, SKIP_SCAN, STUCK_AFTER, StoreCoordinator};
 use crate::coordination::SlotRequest;
 use crate::error::{Error, Result};
 
@@ -15,7 +17,7 @@ impl StoreCoordinator {
         let queued = self.read::<Queued>(&self.queued_key(&request.id), Consistency::Strong).await?;
         if let Some((q, _)) = queued.filter(|(q, _)| q.cycle == request.cycle) {
             // Asked before a restart: refresh the ticket on this call.
-            self.memory().tickets.insert(request.cycle.clone(), (q.ticket, 0));
+            self.memory().tickets.insert(request.cycle.clone(), (q.ticket, None));
             return Ok(q.ticket);
         }
         let ticket = self.store.increment(&self.tickets_key()).await?;
@@ -34,19 +36,22 @@ impl StoreCoordinator {
         if !written {
             return Err(Error::Lease(format!("ticket {ticket} of {} was already written", self.key)));
         }
-        self.memory().tickets.insert(request.cycle.clone(), (ticket, now));
+        self.memory().tickets.insert(request.cycle.clone(), (ticket, Some(Instant::now())));
         Ok(ticket)
     }
 
-    /// Keeps our ticket alive: refreshed at most every third of the lease TTL.
+    /// Keeps our ticket alive: written again (which raises its version, what the hosts
+    /// behind watch) every third of the lease TTL, timed on this process's monotonic clock.
     pub(super) async fn refresh_ticket(&self, request: &SlotRequest, ticket: u64) -> Result<()> {
-        let now = self.now();
-        let due =
-            self.memory().tickets.get(&request.cycle).is_some_and(|(_, at)| at.saturating_add(ms(self.ttl) / 3) <= now);
+        let due = self
+            .memory()
+            .tickets
+            .get(&request.cycle)
+            .is_some_and(|(_, at)| at.is_none_or(|at| at.elapsed() >= self.ttl / 3));
         if due {
-            let waiter = Ticket { id: request.id.clone(), cycle: request.cycle.clone(), asked_at: now };
+            let waiter = Ticket { id: request.id.clone(), cycle: request.cycle.clone(), asked_at: self.now() };
             self.store.save(&Self::put(self.ticket_key(ticket), &waiter, Expect::Any)).await?;
-            self.memory().tickets.insert(request.cycle.clone(), (ticket, now));
+            self.memory().tickets.insert(request.cycle.clone(), (ticket, Some(Instant::now())));
         }
         Ok(())
     }
@@ -57,23 +62,27 @@ impl StoreCoordinator {
     }
 
     /// Moves the queue past the tickets at its front whose hosts stopped asking (withdrawn,
-    /// never written, or not refreshed within the lease TTL), looking at most
-    /// [`SKIP_SCAN`] of them before `ticket`: true if it moved. Hosts that leave the queue
-    /// out of order (a pause, a window closing) leave such runs behind.
+    /// never written, or not written again within the lease TTL as this process watched
+    /// it), looking at most [`SKIP_SCAN`] of them before `ticket`: true if it moved. Hosts
+    /// that leave the queue out of order (a pause, a window closing) leave such runs behind.
+    /// A waiter's own `asked_at` is not compared with this host's clock: a waiter whose
+    /// clock runs behind would be skipped while it asks, one whose clock runs ahead never.
     pub(super) async fn skip_gone(&self, served: u64, ticket: u64) -> Result<bool> {
         let last = ticket.saturating_sub(1).min(served + SKIP_SCAN);
         let keys: Vec<String> = (served + 1..=last).map(|t| self.ticket_key(t)).collect();
-        let now = self.now();
+        let stored = self.store.load_many(&keys, Consistency::Strong).await?;
         let mut run = 0;
-        for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Strong).await?) {
-            let gone = match stored {
-                None => true,
-                Some(v) => self.parse::<Ticket>(key, &v.body)?.asked_at.saturating_add(ms(self.ttl)) < now,
-            };
-            if !gone {
-                break;
+        {
+            let mut memory = self.memory();
+            let waiters = &mut memory.waiters;
+            waiters.forget_below(served + 1);
+            for (t, stored) in (served + 1..).zip(stored) {
+                let gone = stored.is_none_or(|v| waiters.unchanged_for(t, v.version) > self.ttl);
+                if !gone {
+                    break;
+                }
+                run += 1;
             }
-            run += 1;
         }
         if run == 0 {
             return Ok(false);
@@ -98,11 +107,11 @@ impl StoreCoordinator {
 
     /// Whether the queue's front has not moved for [`STUCK_AFTER`], as this host saw it.
     pub(super) fn stuck(&self, served: u64) -> bool {
-        let now = self.now();
+        let now = Instant::now();
         let mut memory = self.memory();
         match memory.front {
             Some((seen, since)) if seen == served => {
-                let stuck = since.saturating_add(ms(STUCK_AFTER)) <= now;
+                let stuck = now.saturating_duration_since(since) >= STUCK_AFTER;
                 if stuck {
                     memory.front = Some((served, now));
                 }

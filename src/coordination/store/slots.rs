@@ -8,7 +8,7 @@ use super::{
     CONFLICT_RETRIES, Consistency, Expect, GRANT_SPACING, RELEASES_KEPT_FOR, StalePolicy, StoreCoordinator, ms,
 };
 use crate::coordination::policy::{self, GroupRecord, Holder, Pause};
-use crate::coordination::{Decision, Grant, SlotRequest};
+use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
 
@@ -79,8 +79,11 @@ impl StoreCoordinator {
         if control.served + 1 != ticket {
             return Ok(None);
         }
-        // At most the spacing (another host's clock may run ahead): wait here, read again.
-        let wait = control.last_grant_at.saturating_add(ms(GRANT_SPACING)).saturating_sub(self.now());
+        // At most the spacing, and not for a grant time from a clock far ahead (another
+        // host's clock): wait here, read again.
+        let now = self.now();
+        let last_grant_at = if self.believable(control.last_grant_at, now) { control.last_grant_at } else { 0 };
+        let wait = last_grant_at.saturating_add(ms(GRANT_SPACING)).saturating_sub(now);
         if wait > 0 {
             self.clock.sleep(Duration::from_millis(wait.min(ms(GRANT_SPACING)))).await;
             return Ok(None);
@@ -140,6 +143,7 @@ impl StoreCoordinator {
             acquired_at: now,
             renewed_at: now,
             expires_at: now.saturating_add(ms(self.ttl)),
+            hold_ms: ms(self.ttl),
         });
         let next = Control {
             last_grant_at: now,
@@ -167,12 +171,23 @@ impl StoreCoordinator {
     }
 
     /// Deals with holders whose lease expired; true when anything changed.
+    ///
+    /// A lease expires when this process has seen its slot item unchanged (no renewal) for
+    /// longer than the holder's hold, timed on this process's monotonic clock
+    /// ([`super::watch`]). The holder's own timestamps are never compared with this host's
+    /// clock: a holder whose clock runs 20 minutes slow would lose its slot as it takes it,
+    /// one whose clock runs 30 days fast would keep it 30 days after it died.
     async fn handle_stale(&self, slots: &[(Slot, Option<u64>)], seen_by: &str, ecs: &dyn Ecs) -> Result<bool> {
         let now = self.now();
         let by = format!("{seen_by}, which found the stale lease");
         let mut changed = false;
-        for (n, (slot, _)) in slots.iter().enumerate() {
-            let Some(holder) = slot.holder.as_ref().filter(|h| h.expires_at < now) else { continue };
+        for (n, (slot, version)) in slots.iter().enumerate() {
+            let Some(holder) = slot.holder.as_ref() else { continue };
+            let unchanged = self.memory().slots.unchanged_for(n as u64, version.unwrap_or_default());
+            if unchanged <= holder.hold() {
+                continue;
+            }
+            let silent = humantime::format_duration(Duration::from_secs(unchanged.as_secs()));
             let dead = match self.on_stale {
                 StalePolicy::Pause => None,
                 StalePolicy::Reclaim => match ecs.describe(&holder.arn).await? {
@@ -203,12 +218,13 @@ impl StoreCoordinator {
                     continue;
                 }
                 (None, StalePolicy::Reclaim) => format!(
-                    "{}'s lease expired at step {} but its instance is still connected; check it, then resume",
+                    "{}'s lease expired at step {} (not renewed for {silent}) but its instance is still connected; \
+                     check it, then resume",
                     holder.id, holder.step
                 ),
                 (None, StalePolicy::Pause) => {
                     format!(
-                        "{}'s lease expired at step {} without finishing (it never came back?)",
+                        "{}'s lease expired at step {} without finishing (not renewed for {silent}; it never came back?)",
                         holder.id, holder.step
                     )
                 }
@@ -222,6 +238,26 @@ impl StoreCoordinator {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Gives back the slots `request`'s host holds for a cycle other than `request`'s: one
+    /// host runs one cycle at a time (its journal's lock), so such a slot was taken by a
+    /// cycle whose journal was lost before it marked its drain (a wiped or restored disk).
+    /// Kept, it would count against the budget, and this host would wait behind itself.
+    pub(super) async fn give_back_leftovers(&self, request: &SlotRequest, control: &Control) -> Result<()> {
+        let slots = self.slots(control.slots).await?;
+        for (n, (slot, _)) in slots.iter().enumerate() {
+            let Some(h) = slot.holder.as_ref().filter(|h| h.id == request.id && h.cycle != request.cycle) else {
+                continue;
+            };
+            tracing::warn!(
+                "giving back the slot this host took for cycle {}, which its journal no longer knows",
+                h.cycle
+            );
+            let grant = Grant { group: self.group.clone(), token: h.token, slot: Some(n), services: Vec::new() };
+            self.release(&grant, &request.id).await?;
+        }
+        Ok(())
     }
 
     /// The slot host `id` holds for cycle `cycle` (a grant whose answer was lost).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::items::{SnapshotHead, SnapshotPart, pack, unpack};
-use super::{Consistency, Expect, PART_SIZE, StoreCoordinator, ms};
+use super::{Consistency, Expect, FUTURE_TOLERANCE, PART_SIZE, StoreCoordinator, ms};
 use crate::coordination::policy::{InstanceView, Snapshot};
 use crate::coordination::{SNAPSHOT_CALL_SPACING, snapshot};
 use crate::ecs::Ecs;
@@ -12,11 +12,15 @@ use crate::error::Result;
 
 impl StoreCoordinator {
     /// The snapshot to decide with: ours if young enough, else the shared one, else a fresh
-    /// look at the cluster (shared for the hosts after us).
+    /// look at the cluster (shared for the hosts after us). Times are other hosts' clocks:
+    /// a snapshot from the future is taken as old, a `not_before` from the future as none.
     pub(super) async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Arc<Snapshot>> {
         let now = self.now();
+        let not_before = if self.believable(not_before, now) { not_before } else { 0 };
         let usable = |s: &Snapshot| {
-            s.taken_at >= not_before && s.taken_at.saturating_add(self.max_age(s.instances.len())) >= now
+            self.believable(s.taken_at, now)
+                && s.taken_at >= not_before
+                && s.taken_at.saturating_add(self.max_age(s.instances.len())) >= now
         };
         if let Some(s) = self.memory().snapshot.clone().filter(|s| usable(s)) {
             return Ok(s);
@@ -33,6 +37,12 @@ impl StoreCoordinator {
         }
         self.memory().snapshot = Some(Arc::clone(&fresh));
         Ok(fresh)
+    }
+
+    /// Whether `at`, another host's unix ms, is no further ahead of `now` (ours) than clocks
+    /// kept by NTP can be.
+    pub(super) fn believable(&self, at: u64, now: u64) -> bool {
+        at <= now.saturating_add(ms(FUTURE_TOLERANCE))
     }
 
     /// How old a snapshot of `instances` instances may be when the head decides with it
@@ -60,7 +70,10 @@ impl StoreCoordinator {
         };
         let now = self.now();
         let every = Self::refresh_interval(head.instances).max(ms(self.snapshot_max_age) / 2);
-        if head.taken_at.saturating_add(every) > now || head.refreshing_until > now {
+        // A claim or a snapshot from a clock far ahead would keep everyone from refreshing.
+        let young = self.believable(head.taken_at, now) && head.taken_at.saturating_add(every) > now;
+        let claimed = head.refreshing_until > now && self.believable(head.refreshing_until, now.saturating_add(every));
+        if young || claimed {
             return Ok(());
         }
         let claim = SnapshotHead { refreshing_until: now.saturating_add(every), ..head };

@@ -38,6 +38,27 @@ impl LeaseStore for Interleaving {
     }
 }
 
+/// The simulated clock, as a host whose wall clock is this many seconds off sees it.
+struct Skewed(Arc<SimClock>, i64);
+
+#[async_trait::async_trait]
+impl Clock for Skewed {
+    fn now(&self) -> std::time::SystemTime {
+        let off = Duration::from_secs(self.1.unsigned_abs());
+        if self.1 >= 0 { self.0.now() + off } else { self.0.now() - off }
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.0.sleep(duration).await;
+    }
+
+    fn jitter(&self, base: Duration) -> Duration {
+        self.0.jitter(base)
+    }
+}
+
+const DAYS_30: i64 = 30 * 24 * 3600;
+
 struct Bench {
     world: crate::sim::world::World,
     clock: Arc<SimClock>,
@@ -53,6 +74,11 @@ impl Bench {
     }
 
     fn coordinator(&self, budget: u32) -> StoreCoordinator {
+        self.skewed(budget, 0)
+    }
+
+    /// A coordinator whose host's wall clock is `skew` seconds off (ahead when positive).
+    fn skewed(&self, budget: u32, skew: i64) -> StoreCoordinator {
         let settings = StoreSettings {
             cluster: "sim".into(),
             group: "default".into(),
@@ -63,7 +89,7 @@ impl Bench {
             poll: Duration::from_secs(10),
         };
         let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(Arc::clone(&self.memory)));
-        StoreCoordinator::new(store, self.clock.clone(), settings)
+        StoreCoordinator::new(store, Arc::new(Skewed(Arc::clone(&self.clock), skew)), settings)
     }
 
     fn ecs(&self, host: usize) -> SimEcs {
@@ -172,4 +198,82 @@ async fn waiters_that_left_out_of_order_do_not_stall_the_queue() {
         }
     }
     assert!(granted, "the queue moved past the tickets left behind: {:?}", coordinators[0].view().await.unwrap());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_holders_clock_30_days_off_neither_steals_nor_holds_its_slot() {
+    for skew in [-DAYS_30, DAYS_30] {
+        let bench = Bench::new(2);
+        let (holder, watcher) = (bench.skewed(1, skew), bench.coordinator(1));
+        let (held, waiting) = (bench.request(0), bench.request(1));
+        let Decision::Granted(grant) = holder.acquire(&held, &bench.ecs(0)).await.unwrap() else { panic!() };
+        // Five minutes of renewals every 20 s (the TTL is 60 s): the slot stays its own.
+        for _ in 0..15 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            assert!(holder.renew(&grant, &held.id, "draining", Duration::from_secs(60)).await.unwrap());
+            for _ in 0..2 {
+                let decision = watcher.acquire(&waiting, &bench.ecs(1)).await.unwrap();
+                assert!(matches!(decision, Decision::Wait { .. }), "skew {skew}: {decision:?}");
+                tokio::time::advance(Duration::from_secs(5)).await;
+            }
+        }
+        // It dies: the roll pauses once the watcher has seen no renewal for the hold.
+        let mut waited = Duration::ZERO;
+        let reason = loop {
+            if let Decision::Paused(reason) = watcher.acquire(&waiting, &bench.ecs(1)).await.unwrap() {
+                break reason;
+            }
+            tokio::time::advance(Duration::from_secs(10)).await;
+            waited += Duration::from_secs(10);
+            assert!(waited <= Duration::from_secs(120), "skew {skew}: the dead holder still holds");
+        };
+        assert!(waited >= Duration::from_secs(50), "skew {skew}: paused after {waited:?}");
+        assert!(reason.contains(&held.id) && reason.contains("not renewed for"), "{reason}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_waiter_is_skipped_for_its_silence_not_for_its_clock() {
+    let bench = Bench::new(4);
+    let clocks = [0, DAYS_30, -DAYS_30, 0];
+    let coordinators: Vec<_> = clocks.iter().map(|skew| bench.skewed(1, *skew)).collect();
+    let requests: Vec<_> = (0..4).map(|h| bench.request(h)).collect();
+    let ecs: Vec<_> = (0..4).map(|h| bench.ecs(h)).collect();
+    let ask = |h: usize| coordinators[h].acquire(&requests[h], &ecs[h]);
+    assert!(matches!(ask(0).await.unwrap(), Decision::Granted(_)));
+    // Host 1 (clock 30 days ahead) queues and goes silent; host 2 (30 days behind) queues
+    // and keeps asking; host 3 queues behind it.
+    for h in 1..4 {
+        assert!(matches!(ask(h).await.unwrap(), Decision::Wait { .. } | Decision::Check));
+    }
+    coordinators[0].release_holder(&requests[0].id).await.unwrap();
+    let mut granted = None;
+    for look in 1..=30 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for h in [2, 3] {
+            if matches!(ask(h).await.unwrap(), Decision::Granted(_)) {
+                granted = Some((h, look * 10));
+            }
+        }
+        if granted.is_some() {
+            break;
+        }
+    }
+    let (host, after) = granted.expect("the silent waiter was never skipped");
+    assert_eq!(host, 2, "the waiter whose clock runs behind was skipped while it asked");
+    assert!((60..=120).contains(&after), "skipped the silent waiter after {after} s");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_slot_left_by_a_cycle_whose_journal_was_lost_is_given_back() {
+    let bench = Bench::new(2);
+    let lost = bench.request(0);
+    assert!(matches!(bench.coordinator(1).acquire(&lost, &bench.ecs(0)).await.unwrap(), Decision::Granted(_)));
+    // The journal is lost before the drain's mark; the next process runs a new cycle.
+    let again = SlotRequest { cycle: "c0-after-the-loss".into(), ..bench.request(0) };
+    let coordinator = bench.coordinator(1);
+    let decision = coordinator.acquire(&again, &bench.ecs(0)).await.unwrap();
+    assert!(matches!(decision, Decision::Granted(_)), "it does not wait behind itself: {decision:?}");
+    let holders = coordinator.view().await.unwrap().holders;
+    assert_eq!(holders.iter().map(|h| h.cycle.as_str()).collect::<Vec<_>>(), ["c0-after-the-loss"]);
 }
