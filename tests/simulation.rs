@@ -51,6 +51,7 @@ fn options(seed: u64) -> Options {
             never_returns: rate(&mut rng),
             // DynamoDB throttling, which every lease operation must take as transient.
             throttling: if rng.random_bool(0.2) { rng.random_range(0.01..0.2) } else { 0.0 },
+            ecs_outage: Duration::ZERO,
             slow_recovery: rate(&mut rng),
             bad_agent_release: false,
         },
@@ -247,6 +248,23 @@ fn a_failed_install_pauses_the_roll_and_nothing_new_starts() {
     assert!(r.stopped_by_pause >= 1, "waiting hosts stop: {r:?}");
     assert_eq!(r.grants_after_pause, 0);
     assert_eq!(r.left_draining, 0);
+}
+
+#[test]
+fn sustained_ecs_throttling_stops_runs_at_their_step_and_never_pauses_the_roll() {
+    let mut o = options(5);
+    o.hosts = 6;
+    o.max_unavailable = Budget::Count(2);
+    o.min_healthy_percent = 0;
+    o.start_within = Duration::ZERO;
+    // Half an hour of throttled writes: longer than a step's tries (about five minutes).
+    o.faults = Faults { ecs_outage: Duration::from_secs(30 * 60), ..Faults::default() };
+    let r = simulate(&o, &mut |_| {}).unwrap();
+    assert!(r.failed_runs >= 1, "runs stopped at the throttled step: {r:?}");
+    assert_eq!(r.paused, None, "a transient error is no failure of the host: {r:?}");
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(r.patched, o.hosts, "every host patched once ECS answered: {r:?}");
+    assert_eq!(r.left_draining, 0, "{r:?}");
 }
 
 #[test]

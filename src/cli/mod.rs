@@ -121,6 +121,10 @@ struct SimulateArgs {
     /// Probability that DynamoDB throttles a lease-store request (on top of its per-key limits).
     #[arg(long, default_value_t = 0.0)]
     throttling: f64,
+    /// Seconds from the start during which ECS throttles every write of every host (a
+    /// sustained throttle: the steps that meet it stop their run, which is tried again).
+    #[arg(long, default_value_t = 0)]
+    ecs_outage: u64,
     /// Probability, per host, that its service is slow to recover once it is back (a task
     /// short for 20 minutes, past the 10-minute recovery timeout).
     #[arg(long, default_value_t = 0.0)]
@@ -244,6 +248,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             slow_drain: args.slow_drain,
             never_returns: args.never_returns,
             throttling: args.throttling,
+            ecs_outage: std::time::Duration::from_secs(args.ecs_outage),
             slow_recovery: args.slow_recovery,
             bad_agent_release: args.bad_agent_release,
         },

@@ -78,6 +78,9 @@ impl Machine<'_> {
             self.ports.ecs.mark(&arn, &cycle.id).await?;
             fault::point("draining:marked");
             self.ports.ecs.set_draining(&arn).await?;
+            // The drain's limits count from when ECS took the drain, not from the step's
+            // entry: tries it refused before (throttled) spent none of the tasks' time.
+            self.note_entered();
             self.ports.reporter.event(cycle, Event::DrainStarted, &plan.why);
         } else {
             return Err(not_ours(&instance));

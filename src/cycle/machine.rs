@@ -107,8 +107,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Notes that this process enters a step now.
-    fn note_entered(&self) {
+    /// Notes that this process enters a step now (or starts what the step's limits count).
+    pub(super) fn note_entered(&self) {
         *self.entered.lock().expect("entered lock") = Some(tokio::time::Instant::now());
     }
 

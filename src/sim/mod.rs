@@ -46,6 +46,8 @@ pub struct Faults {
     pub never_returns: f64,
     /// Share of lease-store requests DynamoDB throttles (fleet-wide, not per host).
     pub throttling: f64,
+    /// ECS throttles every write of every host for this long from the start.
+    pub ecs_outage: Duration,
     /// When the host comes back, its service is slow to recover (a task short for 20 minutes).
     pub slow_recovery: f64,
     /// Every week's update is an ECS agent release alone (installed in place) whose agent
@@ -283,6 +285,8 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let timings = Timings::default();
     let mut dice = Dice::new(options.seed);
     let world: World = Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones)));
+    world.lock().expect("world").ecs_refused_until =
+        u64::try_from(options.faults.ecs_outage.as_millis()).unwrap_or(u64::MAX);
     let clock = Arc::new(SimClock::new(dice.seed()));
     let limits = Limits { random_throttling: options.faults.throttling, ..Limits::default() };
     let store = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), limits));

@@ -128,6 +128,12 @@ impl SimEcs {
         let now = self.clock.elapsed_ms();
         let mut w = self.world.lock().expect("world");
         w.writes[self.host] += 1;
+        if now < w.ecs_refused_until {
+            return Err(Error::Ecs {
+                message: "ThrottlingException: Rate exceeded (simulated)".into(),
+                transient: true,
+            });
+        }
         let index = w.index(arn).ok_or_else(|| missing(arn))?;
         change(&mut w, index, now);
         w.availability_changed(index, now);

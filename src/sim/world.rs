@@ -120,6 +120,8 @@ pub struct WorldState {
     pub service_desired: usize,
     /// Until then (virtual ms), the replica service runs one task short.
     pub recovering_until: u64,
+    /// Until then (virtual ms), ECS throttles every write.
+    pub ecs_refused_until: u64,
     /// Installs begun while a task was still on the host (running, deactivating or
     /// stopping): the drain ended too early.
     pub installs_beside_live_tasks: u64,
@@ -190,6 +192,7 @@ impl WorldState {
             unplaceable: 0,
             service_desired: hosts * tasks,
             recovering_until: 0,
+            ecs_refused_until: 0,
             installs_beside_live_tasks: 0,
             out_of_service: vec![Vec::new(); hosts],
             next_task: 0,

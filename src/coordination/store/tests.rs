@@ -38,14 +38,16 @@ impl LeaseStore for Interleaving {
     }
 }
 
-/// The simulated clock, as a host whose wall clock is this many seconds off sees it.
-struct Skewed(Arc<SimClock>, i64);
+/// The simulated clock, as a host whose wall clock is this many seconds off sees it (ahead
+/// when positive; a test may step it).
+struct Skewed(Arc<SimClock>, std::sync::atomic::AtomicI64);
 
 #[async_trait::async_trait]
 impl Clock for Skewed {
     fn now(&self) -> std::time::SystemTime {
-        let off = Duration::from_secs(self.1.unsigned_abs());
-        if self.1 >= 0 { self.0.now() + off } else { self.0.now() - off }
+        let skew = self.1.load(std::sync::atomic::Ordering::Relaxed);
+        let off = Duration::from_secs(skew.unsigned_abs());
+        if skew >= 0 { self.0.now() + off } else { self.0.now() - off }
     }
 
     async fn sleep(&self, duration: Duration) {
@@ -79,6 +81,11 @@ impl Bench {
 
     /// A coordinator whose host's wall clock is `skew` seconds off (ahead when positive).
     fn skewed(&self, budget: u32, skew: i64) -> StoreCoordinator {
+        self.stepped(budget, Arc::new(Skewed(Arc::clone(&self.clock), skew.into())))
+    }
+
+    /// A coordinator on `clock`.
+    fn stepped(&self, budget: u32, clock: Arc<Skewed>) -> StoreCoordinator {
         let settings = StoreSettings {
             cluster: "sim".into(),
             group: "default".into(),
@@ -89,7 +96,7 @@ impl Bench {
             poll: Duration::from_secs(10),
         };
         let store: Arc<dyn LeaseStore> = Arc::new(Interleaving(Arc::clone(&self.memory)));
-        StoreCoordinator::new(store, Arc::new(Skewed(Arc::clone(&self.clock), skew)), settings)
+        StoreCoordinator::new(store, clock, settings)
     }
 
     fn ecs(&self, host: usize) -> SimEcs {
@@ -276,4 +283,27 @@ async fn a_slot_left_by_a_cycle_whose_journal_was_lost_is_given_back() {
     assert!(matches!(decision, Decision::Granted(_)), "it does not wait behind itself: {decision:?}");
     let holders = coordinator.view().await.unwrap().holders;
     assert_eq!(holders.iter().map(|h| h.cycle.as_str()).collect::<Vec<_>>(), ["c0-after-the-loss"]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_wall_clock_jump_never_stretches_a_lease() {
+    let bench = Bench::new(2);
+    let clock = Arc::new(Skewed(Arc::clone(&bench.clock), 0.into()));
+    let holder = bench.stepped(1, Arc::clone(&clock));
+    let request = bench.request(0);
+    let Decision::Granted(grant) = holder.acquire(&request, &bench.ecs(0)).await.unwrap() else { panic!() };
+    let hold = |view: operator::GroupView| view.holders[0].hold();
+    // Held over a reboot (30 minutes), then renewed for the TTL: what is left of the longer hold.
+    assert!(holder.renew(&grant, &request.id, "rebooting", Duration::from_secs(1800)).await.unwrap());
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert!(holder.renew(&grant, &request.id, "returning", Duration::from_secs(60)).await.unwrap());
+    assert_eq!(hold(holder.view().await.unwrap()), Duration::from_secs(1200));
+    // The wall clock jumps 30 days ahead, then back (NTP mends it): each renewal holds for
+    // the TTL. Before, the expiry written while ahead held the slot for 30 days.
+    for skew in [DAYS_30, 0] {
+        clock.1.store(skew, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(holder.renew(&grant, &request.id, "returning", Duration::from_secs(60)).await.unwrap());
+        assert_eq!(hold(holder.view().await.unwrap()), Duration::from_secs(60), "clock {skew}");
+    }
 }
