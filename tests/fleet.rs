@@ -134,25 +134,31 @@ fn a_holder_killed_mid_cycle_pauses_the_roll_and_operators_can_steer_it() {
     assert_eq!(fleet.lease()[LEASE_KEY]["paused"]["reason"], "change freeze");
 }
 
+/// `hosts` in a cluster whose tasks linger eight seconds in DEACTIVATING: a drain outlasts
+/// the 3 s lease TTL of these tests many times over.
+fn slow_drain_fleet(hosts: usize, config: &str) -> Fleet {
+    let args = ["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases", "--deactivating-seconds", "8"];
+    Fleet::start(hosts, &args, "dnf", "full", config)
+}
+
+/// Runs `first` to its end (with `env`) and, once it is draining, `second` beside it: the
+/// runs of each.
+fn second_waits_for_first(first: &TestHost, env: &[(&str, &str)], second: &TestHost) -> [Vec<common::Run>; 2] {
+    std::thread::scope(|scope| {
+        let draining = scope.spawn(|| first.run_to_end_with(env));
+        first.wait_for_step("draining");
+        let waited = second.run_to_end();
+        [draining.join().unwrap(), waited]
+    })
+}
+
 #[test]
 fn a_holder_whose_clock_runs_30_days_behind_keeps_its_slot_while_it_renews() {
-    // The tasks linger eight seconds in DEACTIVATING: the holder renews (every second, the
-    // TTL being 3 s) while the host behind it waits at the head of the queue.
-    let fleet = Fleet::start(
-        2,
-        &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases", "--deactivating-seconds", "8"],
-        "dnf",
-        "full",
-        &dynamodb_config(1, "pause", "3s"),
-    );
+    // The holder renews every second while the host behind it waits at the head of the queue.
+    let fleet = slow_drain_fleet(2, &dynamodb_config(1, "pause", "3s"));
     let behind = wall_clock_off("-30d");
     let (holder, waiter) = (&fleet.hosts[0], &fleet.hosts[1]);
-    let (holder_runs, waiter_runs) = std::thread::scope(|scope| {
-        let holding = scope.spawn(|| holder.run_to_end_with(&borrowed(&behind)));
-        holder.wait_for_step("draining");
-        let waiting = waiter.run_to_end();
-        (holding.join().unwrap(), waiting)
-    });
+    let [holder_runs, waiter_runs] = second_waits_for_first(holder, &borrowed(&behind), waiter);
     for (host, runs) in [(holder, &holder_runs), (waiter, &waiter_runs)] {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
         assert_eq!(host.installed("demo-app"), "2.0");
@@ -233,25 +239,12 @@ fn a_host_terminated_mid_cycle_stops_counting_and_the_roll_goes_on() {
 
 #[test]
 fn a_dead_holder_is_reclaimed_under_reclaim_and_the_roll_goes_on() {
-    // The tasks linger eight seconds in DEACTIVATING: host 1 drains for that long while
-    // host 2, at the head of the queue with both slots held, watches the dead host's slot
-    // go unrenewed for the TTL and reclaims it.
-    let fleet = Fleet::start(
-        3,
-        &["--peers", "2", "--tasks", "2", "--lease-table", "ecs-patchd-leases", "--deactivating-seconds", "8"],
-        "dnf",
-        "full",
-        &dynamodb_config(2, "reclaim", "3s"),
-    );
+    // Host 1 drains while host 2, at the head of the queue with both slots held, watches
+    // the dead host's slot go unrenewed for the TTL and reclaims it.
+    let fleet = slow_drain_fleet(3, &dynamodb_config(2, "reclaim", "3s"));
     kill_the_holder(&fleet);
     fleet.hosts[0].host_control("agent/stop");
-    let (first, second) = (&fleet.hosts[1], &fleet.hosts[2]);
-    let results = std::thread::scope(|scope| {
-        let draining = scope.spawn(|| first.run_to_end());
-        first.wait_for_step("draining");
-        let waited = second.run_to_end();
-        [draining.join().unwrap(), waited]
-    });
+    let results = second_waits_for_first(&fleet.hosts[1], &[], &fleet.hosts[2]);
     let mut logged = String::new();
     for (host, runs) in fleet.hosts[1..].iter().zip(&results) {
         assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
