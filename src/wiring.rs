@@ -12,12 +12,13 @@ use crate::check::{self, Preview};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::coordination;
+use crate::coordination::store::watch::WatchFile;
 use crate::cycle::machine::{Machine, Ports};
 use crate::cycle::{Cycle, Outcome, State};
 use crate::ecs::{AwsEcs, Ecs};
 use crate::error::{Error, Kind, Result};
 use crate::hooks::HookDir;
-use crate::host::SystemHost;
+use crate::host::{Host, SystemHost};
 use crate::identity::{self, Identity, InstanceDocument, Lookup};
 use crate::journal::{self, Journal};
 use crate::lifecycle::Ec2Lifecycle;
@@ -285,6 +286,9 @@ fn agent(settings: &Settings) -> Result<Box<dyn Agent>> {
     Ok(Box::new(IntrospectionClient::new(&settings.identity.agent_url, settings.identity.agent_timeout)?))
 }
 
+/// The file in the state directory that keeps what this host watched of the lease.
+const WATCH_FILE: &str = "lease-watch.json";
+
 /// The real side effects, bound to `cluster`.
 fn ports(
     settings: &Settings,
@@ -297,9 +301,18 @@ fn ports(
 ) -> Result<Ports> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let host = SystemHost::new(settings.host.clone(), settings.paths.boot_id.clone());
+    // What this host watched of the lease, kept for its next process in the same boot.
+    let watch =
+        host.boot_id().ok().map(|boot_id| WatchFile { path: settings.paths.state_dir.join(WATCH_FILE), boot_id });
     let host = if hand_off_reboot { host.handing_off_reboot() } else { host };
     Ok(Ports {
-        coordinator: coordination::backend::from_settings(&settings.coordination, aws, cluster, Arc::clone(&clock))?,
+        coordinator: coordination::backend::from_settings(
+            &settings.coordination,
+            aws,
+            cluster,
+            Arc::clone(&clock),
+            watch,
+        )?,
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
         packages: packages::detect::from_settings(&settings.packages, &settings.paths.os_release)?,

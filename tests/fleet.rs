@@ -198,6 +198,26 @@ fn a_dead_holder_whose_clock_ran_30_days_ahead_is_found_by_its_silence() {
 }
 
 #[test]
+fn a_dead_holder_is_found_by_runs_that_each_wait_less_than_its_lease() {
+    // Each run waits 2 s for a slot, less than the 3 s TTL: the host's next run goes on
+    // watching where the last one stopped (the watch is kept in its state directory).
+    let config = format!("{}wait_timeout = \"2s\"\n", dynamodb_config(1, "pause", "3s"));
+    let fleet = fleet(2, &config);
+    kill_the_holder(&fleet);
+    let dead = fleet.hosts[0].standin["instance_id"].as_str().unwrap();
+    let mut runs = Vec::new();
+    while fleet.lease()[LEASE_KEY]["paused"].is_null() {
+        assert!(runs.len() < 4, "never judged (each run watched afresh): {runs:#?}");
+        let run = fleet.hosts[1].run(&["run"]);
+        assert_eq!(run.code, 75, "{run:?}");
+        runs.push(run);
+    }
+    assert!(runs[0].stderr.contains("no slot within 2s"), "the first run alone could not judge: {runs:#?}");
+    let paused = fleet.lease()[LEASE_KEY]["paused"]["reason"].as_str().unwrap().to_string();
+    assert!(paused.contains(dead) && paused.contains("not renewed for"), "{paused}");
+}
+
+#[test]
 fn a_host_terminated_mid_cycle_stops_counting_and_the_roll_goes_on() {
     // One slot: the terminated holder's DRAINING record alone would hold the roll for good.
     for policy in ["reclaim", "pause"] {

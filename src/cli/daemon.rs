@@ -177,7 +177,6 @@ impl Daemon {
                 None => None,
             };
             if let Some(journal) = journal {
-                first_check = false;
                 let reporting = Reporting::new(&self.settings, Some(Arc::clone(&self.status)));
                 let this = ThisInstance::again(&instance).await;
                 let attempt = Attempt {
@@ -210,10 +209,14 @@ impl Daemon {
                 }
                 match result {
                     // The cycle logged its outcome as it reached it.
-                    Ok(_) => retry = RETRY_FIRST,
+                    Ok(_) => {
+                        retry = RETRY_FIRST;
+                        first_check = false;
+                    }
                     // Not now, nothing changed (report-only, leaving, a service that cannot
                     // move its tasks): the next regular check looks again.
                     Err(Error::Deferred(why)) => {
+                        first_check = false;
                         info!("{why}");
                         self.status.update(|s| s.activity = why.clone());
                         retry = RETRY_FIRST;
@@ -234,6 +237,11 @@ impl Daemon {
                             return Ok(ExitCode::SUCCESS);
                         }
                         retry = (retry * 2).min(RETRY_MAX);
+                        // The first check has not answered yet (ECS or the credentials not
+                        // ready after a boot): it is tried again now, window or not.
+                        if first_check {
+                            next_check = SystemTime::now();
+                        }
                     }
                 }
                 continue;

@@ -224,7 +224,11 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
     }
     match view.blocked_by.as_slice() {
         [] => {
-            let _ = writeln!(s, "blocked by nothing: the first host waiting takes a slot at its next look");
+            let _ = writeln!(
+                s,
+                "blocked by no pause and no full set of slots (capacity, zones and alarms may still hold the first \
+                 host waiting: its log says)"
+            );
         }
         lines => {
             for line in lines {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::dynamodb::DynamoStore;
 use super::fleetlock::FleetLock;
+use super::store::watch::WatchFile;
 use super::store::{StoreCoordinator, StoreSettings};
 use super::{Coordinator, Local};
 use crate::alarms::{Alarms, CloudWatchAlarms};
@@ -14,21 +15,26 @@ use crate::config::{Backend, CoordinationSettings};
 use crate::ec2::{Ec2Instances, Instances};
 use crate::error::Result;
 
-/// The coordinator the settings ask for, for `cluster`.
+/// The coordinator the settings ask for, for `cluster`; a lease store's keeps what it
+/// watches in `watch`.
 pub fn from_settings(
     settings: &CoordinationSettings,
     aws: &aws_config::SdkConfig,
     cluster: &str,
     clock: Arc<dyn Clock>,
+    watch: Option<WatchFile>,
 ) -> Result<Arc<dyn Coordinator>> {
     let alarms = alarms(settings, aws);
     let ec2: Arc<dyn Instances> = Arc::new(Ec2Instances::new(aws));
     let local = || Local::new(settings.policy(), Arc::clone(&clock), alarms.clone()).with_ec2(Arc::clone(&ec2));
     Ok(match settings.backend {
         Backend::ReportOnly | Backend::None => Arc::new(local()),
-        Backend::Dynamodb => {
-            Arc::new(store_coordinator(settings, aws, cluster, Arc::clone(&clock)).with_alarms(alarms).with_ec2(ec2))
-        }
+        Backend::Dynamodb => Arc::new(
+            store_coordinator(settings, aws, cluster, Arc::clone(&clock))
+                .with_alarms(alarms)
+                .with_ec2(ec2)
+                .with_watch_file(watch),
+        ),
         Backend::Fleetlock => {
             Arc::new(FleetLock::new(&settings.fleetlock_url, &settings.group, local(), Duration::from_secs(10))?)
         }

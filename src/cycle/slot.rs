@@ -106,8 +106,9 @@ impl Machine<'_> {
                     pace = advised;
                 }
                 // Waiting cannot mend credentials or a lease table in a format this version
-                // refuses (then no place was taken in the queue).
-                Err(e @ (Error::Credentials { .. } | Error::Config(_))) => return Err(e),
+                // refuses (then no place was taken in the queue), nor a drain of this host's
+                // own that an earlier cycle still holds a slot for (deferred: the next run).
+                Err(e @ (Error::Credentials { .. } | Error::Config(_) | Error::Deferred(_))) => return Err(e),
                 Err(e) => warn!("cannot ask for a slot (will try again): {e}"),
             }
             let now = self.ports.clock.now();

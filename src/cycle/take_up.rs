@@ -48,18 +48,9 @@ impl Machine<'_> {
     pub(super) async fn take_up(&self, identity: &Identity) -> Result<Option<Cycle>> {
         let instance_id = &identity.instance.instance_id;
         let arn = &identity.container_instance_arn;
-        let instance = match self.ports.ecs.describe(arn).await {
-            Ok(Some(instance)) => instance,
-            Ok(None) => return Ok(None),
-            // ECS throttles or fails for a moment: the cycle that starts instead meets the
-            // same answer inside a step, which tries it again; a drain of ours it would find
-            // is not its own, so it leaves it for the next run to take up.
-            Err(e) if e.is_temporary() => {
-                warn!("cannot tell yet whether a drain of this host's was left behind: {e}");
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
+        // ECS throttles or fails for a moment: nothing starts (the error is temporary: the
+        // run exits 75, the daemon tries again), so a drain of ours is never passed over.
+        let Some(instance) = self.ports.ecs.describe(arn).await? else { return Ok(None) };
         let Some(id) = own_drain(&instance, instance_id) else { return Ok(None) };
         if journal_moved_on(self.journal.load::<Cycle>()?.as_ref(), id) {
             return Ok(None);

@@ -26,7 +26,7 @@ impl Coordinator for StoreCoordinator {
                     return Ok(Decision::Granted(grant));
                 }
                 if known.is_none() {
-                    self.give_back_leftovers(request, &control).await?;
+                    self.give_back_leftovers(request, &control, ecs).await?;
                 }
                 if known.is_some() {
                     // Skipped (we stopped asking for longer than the lease TTL): queue again.

@@ -29,7 +29,7 @@ pub mod items;
 mod queue;
 mod slots;
 mod snapshot;
-mod watch;
+pub mod watch;
 mod coordinator;
 pub mod operator;
 
@@ -49,7 +49,7 @@ use crate::alarms::Alarms;
 use crate::clock::Clock;
 use crate::ec2::Instances;
 use crate::error::{Error, Result};
-use watch::Watch;
+use watch::{Watch, WatchFile};
 
 /// A stored value and the version it was written as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +166,7 @@ pub struct StoreCoordinator {
     poll: Duration,
     alarms: Option<Arc<dyn Alarms>>,
     ec2: Option<Arc<dyn Instances>>,
+    watch_file: Option<WatchFile>,
     memory: Mutex<Memory>,
 }
 
@@ -225,6 +226,7 @@ impl StoreCoordinator {
             poll: settings.poll,
             alarms: None,
             ec2: None,
+            watch_file: None,
             memory: Mutex::new(Memory::default()),
         }
     }
@@ -232,6 +234,16 @@ impl StoreCoordinator {
     /// The same coordinator, granting no slot while one of `alarms` fires.
     pub fn with_alarms(mut self, alarms: Option<Arc<dyn Alarms>>) -> Self {
         self.alarms = alarms;
+        self
+    }
+
+    /// The same coordinator, going on from (and keeping) what this host's earlier processes
+    /// of the same boot watched of the slots in `file`.
+    pub fn with_watch_file(mut self, file: Option<WatchFile>) -> Self {
+        if let Some(file) = &file {
+            self.memory().slots = file.load();
+        }
+        self.watch_file = file;
         self
     }
 

@@ -26,11 +26,17 @@ impl StoreCoordinator {
         Ok(slots)
     }
 
-    /// The policy's view of the slots.
-    pub(super) fn record(slots: &[(Slot, Option<u64>)]) -> GroupRecord {
+    /// The policy's view of the slots at `now`. A release stamped by a clock far ahead is
+    /// left out: it would count its host back in service against every snapshot for as long
+    /// as that clock is ahead.
+    pub(super) fn record(&self, slots: &[(Slot, Option<u64>)], now: u64) -> GroupRecord {
         GroupRecord {
             holders: slots.iter().filter_map(|(s, _)| s.holder.clone()).collect(),
-            released: slots.iter().flat_map(|(s, _)| s.released.iter().cloned()).collect(),
+            released: slots
+                .iter()
+                .flat_map(|(s, _)| s.released.iter().cloned())
+                .filter(|(_, at)| self.believable(*at, now))
+                .collect(),
         }
     }
 
@@ -92,7 +98,7 @@ impl StoreCoordinator {
         if self.handle_stale(&slots, &request.id, ecs).await? {
             return Ok(None);
         }
-        let record = Self::record(&slots);
+        let record = self.record(&slots, now);
         // Only a host within reach of a free slot looks at the cluster.
         let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
         if record.holders.len() >= budget && control.cluster_size > 0 {
@@ -181,9 +187,11 @@ impl StoreCoordinator {
         let now = self.now();
         let by = format!("{seen_by}, which found the stale lease");
         let mut changed = false;
+        let mut seen_anew = false;
         for (n, (slot, version)) in slots.iter().enumerate() {
             let Some(holder) = slot.holder.as_ref() else { continue };
             let unchanged = self.memory().slots.unchanged_for(n as u64, version.unwrap_or_default());
+            seen_anew |= unchanged.is_zero();
             if unchanged <= holder.hold() {
                 continue;
             }
@@ -200,20 +208,16 @@ impl StoreCoordinator {
             let reason = match (dead, self.on_stale) {
                 (Some(why), _) => {
                     tracing::warn!(holder = %holder.id, "reclaiming a stale slot: its instance is {why}");
-                    let token = holder.token;
-                    self.update_slot(n, |s| {
-                        let ours = s.holder.as_ref().is_some_and(|h| h.token == token);
-                        if ours {
-                            s.holder = None;
-                        }
-                        ours
-                    })
-                    .await?;
-                    self.update_control(|c| {
-                        c.snapshot_not_before = now;
-                        true
-                    })
-                    .await?;
+                    // Only the version judged stale: a renewal that lands meanwhile wins.
+                    let freed = Slot { holder: None, ..slot.clone() };
+                    let expect = version.map_or(Expect::Absent, Expect::Version);
+                    if self.store.save(&Self::put(self.slot_key(n), &freed, expect)).await? {
+                        self.update_control(|c| {
+                            c.snapshot_not_before = now;
+                            true
+                        })
+                        .await?;
+                    }
                     changed = true;
                     continue;
                 }
@@ -237,6 +241,9 @@ impl StoreCoordinator {
             .await?;
             changed = true;
         }
+        if seen_anew && let Some(file) = &self.watch_file {
+            file.save(&self.memory().slots);
+        }
         Ok(changed)
     }
 
@@ -244,12 +251,25 @@ impl StoreCoordinator {
     /// host runs one cycle at a time (its journal's lock), so such a slot was taken by a
     /// cycle whose journal was lost before it marked its drain (a wiped or restored disk).
     /// Kept, it would count against the budget, and this host would wait behind itself.
-    pub(super) async fn give_back_leftovers(&self, request: &SlotRequest, control: &Control) -> Result<()> {
+    /// A slot whose cycle still drains the instance (its mark is on it: a drain left on
+    /// purpose, or one the next run takes up) is kept, and nothing starts.
+    pub(super) async fn give_back_leftovers(
+        &self,
+        request: &SlotRequest,
+        control: &Control,
+        ecs: &dyn Ecs,
+    ) -> Result<()> {
         let slots = self.slots(control.slots).await?;
         for (n, (slot, _)) in slots.iter().enumerate() {
             let Some(h) = slot.holder.as_ref().filter(|h| h.id == request.id && h.cycle != request.cycle) else {
                 continue;
             };
+            if ecs.describe(&h.arn).await?.is_some_and(|i| i.is_drained_by(&h.cycle)) {
+                return Err(Error::Deferred(format!(
+                    "this host holds a slot for cycle {}, which still drains it: nothing new starts beside it",
+                    h.cycle
+                )));
+            }
             tracing::warn!(
                 "giving back the slot this host took for cycle {}, which its journal no longer knows",
                 h.cycle

@@ -276,8 +276,23 @@ async fn a_slot_left_by_a_cycle_whose_journal_was_lost_is_given_back() {
     let bench = Bench::new(2);
     let lost = bench.request(0);
     assert!(matches!(bench.coordinator(1).acquire(&lost, &bench.ecs(0)).await.unwrap(), Decision::Granted(_)));
-    // The journal is lost before the drain's mark; the next process runs a new cycle.
     let again = SlotRequest { cycle: "c0-after-the-loss".into(), ..bench.request(0) };
+    let coordinator = bench.coordinator(1);
+    // While the instance is DRAINING under the old cycle's mark, that cycle's slot is kept
+    // and nothing new starts (the next run takes the drain up).
+    {
+        let instance = &mut bench.world.lock().unwrap().instances[0];
+        instance.status = "DRAINING".into();
+        instance.drained_by = Some(lost.cycle.clone());
+    }
+    let kept = coordinator.acquire(&again, &bench.ecs(0)).await.unwrap_err();
+    assert!(matches!(&kept, Error::Deferred(why) if why.contains("still drains it")), "{kept}");
+    // The journal was lost before the drain's mark: the next process runs a new cycle.
+    {
+        let instance = &mut bench.world.lock().unwrap().instances[0];
+        instance.status = "ACTIVE".into();
+        instance.drained_by = None;
+    }
     let coordinator = bench.coordinator(1);
     let decision = coordinator.acquire(&again, &bench.ecs(0)).await.unwrap();
     assert!(matches!(decision, Decision::Granted(_)), "it does not wait behind itself: {decision:?}");
