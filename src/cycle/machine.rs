@@ -53,7 +53,7 @@ pub struct Ports {
 }
 
 /// How many times a step that failed on a transient ECS error is tried again.
-const TRANSIENT_RETRIES: u32 = 6;
+pub(super) const TRANSIENT_RETRIES: u32 = 6;
 
 /// How long a step that met expired credentials waits before its one more try.
 const EXPIRED_CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);

@@ -48,9 +48,26 @@ impl Machine<'_> {
     pub(super) async fn take_up(&self, identity: &Identity) -> Result<Option<Cycle>> {
         let instance_id = &identity.instance.instance_id;
         let arn = &identity.container_instance_arn;
-        // ECS throttles or fails for a moment: nothing starts (the error is temporary: the
-        // run exits 75, the daemon tries again), so a drain of ours is never passed over.
-        let Some(instance) = self.ports.ecs.describe(arn).await? else { return Ok(None) };
+        // ECS throttles or fails for a moment: tried again as a step would be; still failing,
+        // nothing starts (the run exits 75, the daemon tries again), so a drain of ours is
+        // never passed over.
+        let mut tries = 0;
+        let instance = loop {
+            match self.ports.ecs.describe(arn).await {
+                Ok(Some(instance)) => break instance,
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_temporary() && tries < super::machine::TRANSIENT_RETRIES => {
+                    tries += 1;
+                    let wait = self.ports.clock.jitter(std::time::Duration::from_secs(5 << tries.min(4)));
+                    warn!(
+                        "cannot tell yet whether a drain of this host's was left behind ({e}); trying again in {}",
+                        super::messages::fmt(wait)
+                    );
+                    self.ports.clock.sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let Some(id) = own_drain(&instance, instance_id) else { return Ok(None) };
         if journal_moved_on(self.journal.load::<Cycle>()?.as_ref(), id) {
             return Ok(None);
