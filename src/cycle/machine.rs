@@ -107,6 +107,12 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// How long to wait before try `tries` + 1 of something ECS refused for a moment: 10 s,
+    /// doubling to 80 s, jittered.
+    pub(super) fn transient_wait(&self, tries: u32) -> Duration {
+        self.ports.clock.jitter(Duration::from_secs(5 << tries.min(4)))
+    }
+
     /// Notes that this process enters a step now (or starts what the step's limits count).
     pub(super) fn note_entered(&self) {
         *self.entered.lock().expect("entered lock") = Some(tokio::time::Instant::now());
@@ -230,7 +236,7 @@ impl<'a> Machine<'a> {
                 // before calling the step failed.
                 Err(error @ Error::Ecs { transient: true, .. }) if retries < TRANSIENT_RETRIES => {
                     retries += 1;
-                    let wait = self.ports.clock.jitter(Duration::from_secs(5 << retries.min(4)));
+                    let wait = self.transient_wait(retries);
                     warn!(step, "{error}; trying again in {}", fmt(wait));
                     self.ports.clock.sleep(wait).await;
                     continue;

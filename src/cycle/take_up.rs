@@ -58,7 +58,7 @@ impl Machine<'_> {
                 Ok(None) => return Ok(None),
                 Err(e) if e.is_temporary() && tries < super::machine::TRANSIENT_RETRIES => {
                     tries += 1;
-                    let wait = self.ports.clock.jitter(std::time::Duration::from_secs(5 << tries.min(4)));
+                    let wait = self.transient_wait(tries);
                     warn!(
                         "cannot tell yet whether a drain of this host's was left behind ({e}); trying again in {}",
                         super::messages::fmt(wait)
