@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::command;
 use crate::config::HookSettings;
 use crate::error::{Error, Result};
+use crate::trust;
 
 /// Where in the cycle hooks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,32 +77,38 @@ impl HookDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::Hook(format!("cannot read the hook directory {}: {e}", dir.display()))),
         };
-        let meta = std::fs::metadata(&dir).map_err(|e| Error::Hook(format!("{}: {e}", dir.display())))?;
-        crate::config::trusted(&dir, &meta, "the hooks in it run as root").map_err(Error::Hook)?;
+        trust::path_checked(&dir, "the hooks in it run as root").map_err(Error::Hook)?;
         let mut hooks: Vec<PathBuf> =
             entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| !skipped(p)).collect();
         hooks.sort();
         for hook in &hooks {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(hook).map_err(|e| Error::Hook(format!("{}: {e}", hook.display())))?;
-            crate::config::trusted(hook, &meta, "it runs as root").map_err(Error::Hook)?;
-            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-                return Err(Error::Hook(format!(
-                    "{} is not an executable file (chmod +x it, or move it out of {})",
-                    hook.display(),
-                    dir.display()
-                )));
-            }
+            runnable(hook)?;
         }
         Ok(hooks)
     }
+}
+
+/// The file `hook` runs, checked with every directory above it: an executable regular file
+/// that root owns and no one else can change or swap. Checked again right before it runs.
+fn runnable(hook: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let (canonical, meta) = trust::path_checked(hook, "it runs as root").map_err(Error::Hook)?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::Hook(format!(
+            "{} is not an executable file (chmod +x it, or move it out of {})",
+            hook.display(),
+            hook.parent().unwrap_or(hook).display()
+        )));
+    }
+    Ok(canonical)
 }
 
 #[async_trait::async_trait]
 impl Hooks for HookDir {
     async fn run(&self, point: HookPoint, context: &HookContext<'_>) -> Result<()> {
         for hook in self.list(point)? {
-            let argv = vec![hook.to_string_lossy().into_owned()];
+            // Checked again at once, and run by the path checked: the earlier hooks took time.
+            let argv = vec![runnable(&hook)?.to_string_lossy().into_owned()];
             let env = [
                 ("ECS_PATCHD_HOOK", point.dir_name()),
                 ("ECS_PATCHD_STEP", context.step),

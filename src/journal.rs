@@ -10,15 +10,19 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::atomic_file;
 use crate::error::{Error, Result};
+use crate::trust;
 
 const RECORD_FILE: &str = "cycle.json";
 const LOCK_FILE: &str = "lock";
+/// The largest state file read (a journal is a few kilobytes; a plan of thousands of
+/// packages a few hundred).
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Exclusive access to the state directory's record, held until dropped.
 pub struct Journal {
@@ -32,6 +36,8 @@ impl Journal {
     /// Fails with [`Error::Busy`] naming the holder's pid when another process has it.
     pub fn open(dir: &Path) -> Result<Self> {
         atomic_file::create_private_dir(dir).map_err(|e| journal_error("cannot create the state directory", dir, e))?;
+        trust::private_dir(dir, "it holds the cycle's journal and lock")
+            .map_err(|why| Error::Config(format!("key `paths.state_dir`: {why}")))?;
         let lock_path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -39,6 +45,8 @@ impl Journal {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A link planted in its place would have the pid written through it.
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
             .open(&lock_path)
             .map_err(|e| journal_error("cannot open the lock file", &lock_path, e))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -111,12 +119,13 @@ pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
 /// Reads the state directory's file `name`; `None` when there is none yet.
 pub fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
     let path = dir.join(name);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let file = match OpenOptions::new().read(true).custom_flags(OFlag::O_NOFOLLOW.bits()).open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(journal_error("cannot read", &path, e)),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Journal(format!("{} is corrupt ({e})", path.display())))
+    let bytes = trust::read_bounded(file, MAX_FILE_BYTES, &path).map_err(Error::Journal)?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Journal(format!("{} is corrupt ({e})", path.display())))
 }
 
 fn journal_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -150,8 +159,9 @@ mod tests {
     #[test]
     fn second_open_is_busy_and_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Journal::open(dir.path()).unwrap();
-        match Journal::open(dir.path()) {
+        let state = dir.path().join("state");
+        let _first = Journal::open(&state).unwrap();
+        match Journal::open(&state) {
             Err(Error::Busy(message)) => {
                 assert!(message.contains(&std::process::id().to_string()), "{message}")
             }
@@ -162,16 +172,37 @@ mod tests {
     #[test]
     fn lock_is_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Journal::open(dir.path()).unwrap());
-        assert!(Journal::open(dir.path()).is_ok());
+        let state = dir.path().join("state");
+        drop(Journal::open(&state).unwrap());
+        assert!(Journal::open(&state).is_ok());
+    }
+
+    #[test]
+    fn a_linked_lock_and_an_open_state_dir_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, state.join(LOCK_FILE)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = Journal::open(&state).err().expect("a linked lock is refused");
+        assert!(err.to_string().contains("cannot open the lock file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match Journal::open(&state) {
+            Err(Error::Config(why)) => assert!(why.contains("paths.state_dir") && why.contains("chmod 700"), "{why}"),
+            other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
     }
 
     #[test]
     fn corrupt_record_is_reported_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(RECORD_FILE);
+        let state = dir.path().join("state");
+        let journal = Journal::open(&state).unwrap();
+        let path = state.join(RECORD_FILE);
         std::fs::write(&path, "{\"step\": \"drain").unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
         match journal.load::<Record>() {
             Err(Error::Journal(message)) => assert!(message.contains("corrupt"), "{message}"),
             other => panic!("expected a journal error, got {other:?}"),

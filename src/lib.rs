@@ -30,5 +30,6 @@ pub mod plan;
 pub mod report;
 pub mod shutdown;
 pub mod sim;
+pub mod trust;
 pub mod window;
 pub mod wiring;

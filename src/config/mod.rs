@@ -16,6 +16,7 @@ pub use settings::*;
 use validate::validate;
 
 use crate::error::{Error, Result};
+use crate::trust;
 
 /// Which files a configuration is read from.
 #[derive(Debug, Clone)]
@@ -77,12 +78,12 @@ pub fn load(source: &Source) -> Result<Settings> {
     if let Source::Default { fragments, .. } = source
         && fragments.exists()
     {
-        check_owner(fragments).map_err(Error::Config)?;
+        trust::path_checked(fragments, RUN_AS_ROOT).map_err(Error::Config)?;
     }
     for file in source.files()? {
-        check_owner(&file).map_err(Error::Config)?;
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Config(format!("cannot read the configuration file {}: {e}", file.display())))?;
+        let bytes = trust::read_file(&file, MAX_FILE_BYTES, RUN_AS_ROOT).map_err(Error::Config)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::Config(format!("{}: not valid TOML: not UTF-8 ({e})", file.display())))?;
         let table = parse_fragment(&file, &text)?;
         merge(&mut merged, table, "", &file, &mut origins);
     }
@@ -92,41 +93,11 @@ pub fn load(source: &Source) -> Result<Settings> {
     Ok(settings)
 }
 
-/// Refuses a configuration file or directory that someone other than root (or the user
-/// running the command) owns or may write: its values become commands run as root.
-fn check_owner(path: &Path) -> std::result::Result<(), String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
-    if !(meta.is_file() || meta.is_dir()) {
-        return Ok(()); // `--config /dev/null`: nothing anyone could write into it
-    }
-    trusted(path, &meta, "its settings name commands run as root")
-}
+/// What is at stake when a configuration file is not root's alone.
+const RUN_AS_ROOT: &str = "its settings name commands run as root";
 
-/// Refuses `path` (described by `meta`) unless root, or the user running the command,
-/// owns it and no one else may write it; `why` says what is at stake.
-pub fn trusted(path: &Path, meta: &std::fs::Metadata, why: &str) -> std::result::Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!(
-            "{} is owned by uid {}, not by root: {why}, so it is refused (chown root {})",
-            path.display(),
-            meta.uid(),
-            path.display()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by {} (mode {:o}): {why}, so it is refused (chmod go-w {})",
-            path.display(),
-            if meta.mode() & 0o002 != 0 { "everyone" } else { "its group" },
-            meta.mode() & 0o7777,
-            path.display()
-        ));
-    }
-    Ok(())
-}
+/// The largest configuration file read (a real one is a few kilobytes).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// `url` with its path masked too (`https://hooks.slack.com/***`): a webhook's token is
 /// its path.

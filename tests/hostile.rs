@@ -1,0 +1,119 @@
+//! A hostile neighbour, against the real binary, moto, the stand-in IMDS and agent, and real
+//! dnf: a process that answers on the agent's port, a peer that forges lease items, a user
+//! who feeds the configuration through a pipe or swaps a hook folder, a link planted in the
+//! state directory, a flood of connections on the metrics port. Each is refused with a clear
+//! error, and the host stays ACTIVE (or finishes its cycle).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Options, TestHost};
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The uid of `nobody`, who owns what a careless file mode exposes.
+const NOBODY: u32 = 65534;
+
+#[test]
+fn a_configuration_fed_through_a_pipe_is_refused_and_its_commands_never_run() {
+    let host = TestHost::start(Options::default());
+    let ran = host.path("owned");
+    let forged = std::fs::read_to_string(host.config_path())
+        .unwrap()
+        .replace("[host]\n", &format!("[host]\nreboot_command = [\"/bin/sh\", \"-c\", \"touch {}\"]\n", ran.display()));
+    let fifo = host.path("config.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    std::os::unix::fs::chown(&fifo, Some(NOBODY), Some(NOBODY)).unwrap();
+    // A writer that feeds the pipe as long as anyone reads it (it gives up after 20 s).
+    let writer = std::process::Command::new("timeout")
+        .args(["20", "sh", "-c", "while :; do printf '%s' \"$1\" > \"$2\"; done", "feed", &forged])
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    let run = host.run(&["--config", &fifo_arg, "run"]);
+    // SIGTERM, which `timeout` passes on to the shell waiting on the pipe.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(writer.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut writer = writer;
+    writer.wait().unwrap();
+    assert_eq!(run.code, 78, "a setup error: {run:?}");
+    assert!(run.stderr.contains("config.fifo is not a regular file"), "{}", run.stderr);
+    assert!(!ran.exists(), "the pipe's reboot_command never runs");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    // Through /dev/stdin the same: a pipe, whatever its name.
+    let mut piped = std::process::Command::new(env!("CARGO_BIN_EXE_ecs-patchd"))
+        .args(["--config", "/dev/stdin", "run"])
+        .envs(host.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = piped.stdin.take().unwrap();
+    let feeding = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(forged.as_bytes());
+    });
+    let out = piped.wait_with_output().unwrap();
+    feeding.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("/dev/stdin"), "{stderr}");
+    assert!(!ran.exists(), "the pipe's reboot_command never runs");
+}
+
+#[test]
+fn a_hook_folder_under_a_directory_others_may_write_is_refused_before_the_drain() {
+    let host = TestHost::start(Options::default());
+    let shared = host.path("shared");
+    let point = shared.join("hooks.d/pre-drain");
+    std::fs::create_dir_all(&point).unwrap();
+    let ran = host.path("hook-ran");
+    let hook = point.join("10-check");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+    chmod(&hook, 0o755);
+    chmod(&point, 0o755);
+    chmod(&shared.join("hooks.d"), 0o755);
+    // Anyone may rename hooks.d away and put their own in its place.
+    chmod(&shared, 0o777);
+    host.merge_config(&format!("[hooks]\ndir = \"{}\"\n", shared.join("hooks.d").display()));
+    let run = host.run(&["run"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("shared is writable by everyone") || run.stderr.contains("shared is writable by everyone"),
+        "{run:?}"
+    );
+    assert!(!ran.exists(), "the hook never runs");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0, "no drain");
+    assert_eq!(host.record()["status"], "ACTIVE");
+    // Closed again, the same hook runs and the cycle goes on.
+    chmod(&shared, 0o755);
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:?}");
+    assert!(ran.exists(), "the hook ran once its parents were root's alone");
+}
+
+#[test]
+fn a_link_planted_as_the_lock_overwrites_nothing_and_an_open_state_dir_is_refused() {
+    let host = TestHost::start(Options::default());
+    let state = host.path("state");
+    std::fs::create_dir(&state).unwrap();
+    chmod(&state, 0o700);
+    let victim = host.path("victim");
+    std::fs::write(&victim, "root's file\n").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("lock")).unwrap();
+    let run = host.run(&["run"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("cannot open the lock file"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file\n", "nothing written through the link");
+    std::fs::remove_file(state.join("lock")).unwrap();
+    chmod(&state, 0o755);
+    let open = host.run(&["run"]);
+    assert_eq!(open.code, 78, "{open:?}");
+    assert!(open.stderr.contains("key `paths.state_dir`") && open.stderr.contains("chmod 700"), "{}", open.stderr);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+}
