@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::foreign;
 
 /// What the agent says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -18,6 +19,31 @@ pub struct AgentMetadata {
     /// e.g. "Amazon ECS Agent - v1.89.2 (a1b2c3d)".
     #[serde(rename = "Version", default)]
     pub version: String,
+}
+
+/// The largest answer read from the agent (its metadata is a few hundred bytes; the tasks
+/// of a full host some tens of kilobytes).
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The longest cluster name or ARN the agent may report (an ARN is at most 1,600 or so).
+const MAX_NAME_CHARS: usize = 2048;
+
+impl AgentMetadata {
+    /// The metadata, if each field is of a believable size and shape: whatever answers on
+    /// the agent's port is input, not truth (its ARN is confirmed with ECS before use).
+    fn checked(mut self) -> std::result::Result<Self, String> {
+        let plain = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_CHARS && !s.chars().any(char::is_whitespace);
+        if !plain(&self.cluster) {
+            return Err(format!("the cluster {:?} is not a cluster name", foreign::shown(&self.cluster)));
+        }
+        if let Some(arn) = &self.container_instance_arn
+            && !(plain(arn) && arn.starts_with("arn:"))
+        {
+            return Err(format!("{:?} is not a container-instance ARN", foreign::shown(arn)));
+        }
+        self.version = foreign::bounded(&self.version, 256);
+        Ok(self)
+    }
 }
 
 /// One task as the agent knows it (`GET /v1/tasks`).
@@ -81,14 +107,20 @@ impl IntrospectionClient {
         if !response.status().is_success() {
             return Err(unreachable(format!("answered HTTP {}", response.status())));
         }
-        response.json().await.map_err(|e| unreachable(format!("sent an answer that is not understood ({e})")))
+        let body = crate::http::body_bounded(response, MAX_BODY_BYTES).await.map_err(unreachable)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            unreachable(format!("sent an answer that is not understood ({})", foreign::shown(&e.to_string())))
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl Agent for IntrospectionClient {
     async fn metadata(&self) -> Result<AgentMetadata> {
-        self.get("/v1/metadata").await
+        let meta: AgentMetadata = self.get("/v1/metadata").await?;
+        meta.checked().map_err(|why| {
+            Error::Host(format!("the ECS agent at {}/v1/metadata sent an answer that is refused: {why}", self.base_url))
+        })
     }
 
     async fn tasks(&self) -> Result<Vec<AgentTask>> {

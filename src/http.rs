@@ -15,6 +15,22 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// The body of `response`, read up to `limit` bytes; an error, not an allocation, past it
+/// (a body's size is the sender's to choose, and `Content-Length` may lie).
+pub async fn body_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(format!("sent an answer larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("sent an answer cut short ({e})"))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("sent an answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

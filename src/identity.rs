@@ -6,8 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
-use crate::ecs::Ecs;
+use crate::ecs::{ContainerInstance, Ecs};
 use crate::error::{Error, Result};
+use crate::foreign;
 
 /// The parts of the instance identity document the daemon uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +108,7 @@ where
                 )));
             }
             if let Some(arn) = meta.container_instance_arn {
+                confirm(ecs_for(&meta.cluster).as_ref(), &arn, &instance.instance_id, &meta.cluster).await?;
                 return Ok(Identity {
                     instance,
                     cluster: meta.cluster,
@@ -134,6 +136,7 @@ where
             // Prefer a connected, then the newest, registration.
             records.sort_by_key(|r| (r.agent_connected, r.registered_at));
             let best = records.pop().expect("not empty");
+            tracing::warn!("{}; container instance {} found through ECS instead", tried.join("; "), best.arn);
             Ok(Identity { instance, cluster, container_instance_arn: best.arn, agent_version: best.agent_version })
         }
         Ok(_) => {
@@ -145,6 +148,37 @@ where
             Err(not_found(&instance, &tried))
         }
     }
+}
+
+/// Confirms with ECS that container instance `arn`, as the local agent reports it, is EC2
+/// instance `instance_id`'s and is registered in `cluster`. Whatever answers on the agent's
+/// port is believed by nothing else: a process that took the port while the agent was down
+/// could name another host's instance, which this host would then drain.
+pub async fn confirm(ecs: &dyn Ecs, arn: &str, instance_id: &str, cluster: &str) -> Result<ContainerInstance> {
+    let record = ecs.describe(arn).await?.ok_or_else(|| {
+        Error::Identity(format!(
+            "the ECS agent reports container instance {}, which ECS does not list in cluster {}: refused \
+             (is something other than the agent answering on its port?)",
+            foreign::shown(arn),
+            foreign::shown(cluster)
+        ))
+    })?;
+    belongs(&record, instance_id)?;
+    Ok(record)
+}
+
+/// An error naming both instances unless `record` runs on EC2 instance `instance_id`.
+pub fn belongs(record: &ContainerInstance, instance_id: &str) -> Result<()> {
+    if record.ec2_instance_id == instance_id {
+        return Ok(());
+    }
+    Err(Error::Identity(format!(
+        "the ECS agent reports container instance {}, which ECS says runs on EC2 instance {}, not on this host \
+         ({instance_id}): refused, nothing of it is drained or changed (is something other than the agent \
+         answering on its port?)",
+        foreign::shown(&record.arn),
+        foreign::shown(&record.ec2_instance_id)
+    )))
 }
 
 fn not_found(instance: &InstanceDocument, tried: &[String]) -> Error {

@@ -19,6 +19,7 @@ pub mod ec2;
 pub mod ecs;
 pub mod error;
 pub mod fault;
+pub mod foreign;
 pub mod hooks;
 pub mod host;
 pub mod http;

@@ -117,3 +117,55 @@ fn a_link_planted_as_the_lock_overwrites_nothing_and_an_open_state_dir_is_refuse
     assert!(open.stderr.contains("key `paths.state_dir`") && open.stderr.contains("chmod 700"), "{}", open.stderr);
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
 }
+
+/// The first container instance of the cluster that is not `host`'s.
+fn peer_arn(host: &TestHost) -> (String, String) {
+    let own = host.standin["instance_id"].as_str().unwrap();
+    let peer =
+        host.ecs()["instances"].as_array().unwrap().iter().find(|i| i["ec2_instance_id"] != own).cloned().unwrap();
+    (peer["arn"].as_str().unwrap().to_string(), peer["ec2_instance_id"].as_str().unwrap().to_string())
+}
+
+/// The record `arn` as the stand-in holds it.
+fn record_of(host: &TestHost, arn: &str) -> serde_json::Value {
+    host.ecs()["instances"].as_array().unwrap().iter().find(|i| i["arn"] == arn).cloned().unwrap()
+}
+
+#[test]
+fn an_agent_port_that_names_another_host_is_refused_before_anything_changes() {
+    let host = TestHost::start(Options::default());
+    let own = host.standin["instance_id"].as_str().unwrap().to_string();
+    let (peer, peer_instance) = peer_arn(&host);
+    host.control("agent/lie", &serde_json::json!({"host": 0, "arn": peer}).to_string());
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(&peer_instance) && run.stderr.contains(&own), "both ids named: {}", run.stderr);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0, "nothing drained");
+    assert_eq!(record_of(&host, &peer)["status"], "ACTIVE");
+    assert_eq!(record_of(&host, &peer)["attributes"], serde_json::json!({}), "no mark on the peer");
+    assert_eq!(host.installed("demo-app"), "1.0", "nothing installed");
+    // A body of any size is read no further than its bound; the host is found through ECS.
+    host.control("agent/lie", &serde_json::json!({"host": 0, "pad": 3 << 20}).to_string());
+    let check = host.run(&["check", "--json"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stderr.contains("sent an answer larger than 1048576 bytes"), "{}", check.stderr);
+    let preview: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    assert_eq!(preview["identity"]["container_instance_arn"], host.standin["container_instance_arn"], "{preview}");
+}
+
+#[test]
+fn an_agent_port_taken_during_the_reboot_is_refused_and_the_host_returns_to_service() {
+    let host = TestHost::start(Options::default());
+    let own = host.standin["instance_id"].as_str().unwrap().to_string();
+    let (peer, peer_instance) = peer_arn(&host);
+    host.control("agent/lie", &serde_json::json!({"host": 0, "arn": peer, "from_next_start": true}).to_string());
+    let runs = host.run_to_end();
+    let last = runs.last().unwrap();
+    assert_eq!(last.code, 1, "the cycle fails: {runs:#?}");
+    assert!(last.stderr.contains(&peer_instance) && last.stderr.contains(&own), "{}", last.stderr);
+    assert_eq!(host.reboots(), 1);
+    assert_eq!(host.record()["status"], "ACTIVE", "its own instance is back in service");
+    assert_eq!(record_of(&host, &peer)["status"], "ACTIVE");
+    assert_eq!(record_of(&host, &peer)["attributes"], serde_json::json!({}), "no mark on the peer");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "its own drain only");
+}

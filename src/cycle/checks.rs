@@ -13,6 +13,7 @@ use crate::agent::AgentMetadata;
 use crate::ecs::ContainerInstance;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint};
+use crate::identity;
 use crate::plan::Plan;
 use tracing::info;
 
@@ -101,6 +102,9 @@ impl Machine<'_> {
         }
         let instance = self.ports.ecs.describe(&arn).await?;
         if let Some(i) = &instance {
+            // Confirmed again after each restart of the agent and each reboot: whatever took
+            // its port meanwhile is not believed.
+            identity::belongs(i, &cycle.instance_id)?;
             *self.seen.lock().expect("seen") = Some((self.ports.clock.now(), i.clone()));
         }
         Ok(instance.filter(|i| i.agent_connected).map(|i| (meta, i)))

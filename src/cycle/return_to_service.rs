@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::machine::Machine;
 use super::{Cycle, Outcome, State};
 use crate::coordination::Grant;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hooks::HookPoint;
 use crate::lifecycle::ScaleIn;
 use crate::plan::Plan;
@@ -38,15 +38,9 @@ impl Machine<'_> {
         }
         let (_, instance) = self.await_agent(cycle, |_| true).await?;
         if instance.arn != arn {
-            // The agent lost its saved state and registered anew: adopt the new record once
-            // ECS confirms it belongs to this EC2 instance; the drained one is now stale.
-            let ours = self.ports.ecs.instances_on(&cycle.instance_id).await?;
-            if !ours.iter().any(|r| r.arn == instance.arn) {
-                return Err(Error::Identity(format!(
-                    "the ECS agent reports {}, which ECS does not list for {}",
-                    instance.arn, cycle.instance_id
-                )));
-            }
+            // The agent lost its saved state and registered anew: the new record is adopted
+            // (`await_agent` confirmed with ECS that it is this EC2 instance's); the drained
+            // one is now stale.
             warn!(old = %arn, new = %instance.arn, "the ECS agent registered under a new ARN; the old record will be deregistered");
             let stale_arn = stale_arn.or(Some(arn));
             return Ok(State::Returning { plan, arn: instance.arn, stale_arn, rebooted, lease, scale_in });

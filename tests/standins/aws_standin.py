@@ -130,6 +130,8 @@ class World:
                 h["lose_agent_state"] = False
             for ci in self.records(h):
                 ci.agent_connected = ci.container_instance_arn == h["arn"]
+            if h.get("agent_lie_next_start"):
+                h["agent_lie"] = h.pop("agent_lie_next_start")
             h["agent_up"] = True
             self.track()
 
@@ -398,6 +400,12 @@ def moto_app(world):
             result = {}
         elif path == "/_standin/agent/cluster":
             host["agent_cluster"] = body["cluster"]; result = {}
+        elif path == "/_standin/agent/lie":
+            # What a process that took the agent's port would answer: {"arn": another
+            # instance's ARN or null (the truth), "pad": bytes of padding in the answer,
+            # "from_next_start": true to begin only when the agent next comes up}
+            lie = {"arn": body.get("arn"), "pad": int(body.get("pad", 0))}
+            host["agent_lie_next_start" if body.get("from_next_start") else "agent_lie"] = lie; result = {}
         elif path == "/_standin/peer/disconnect":
             with world.lock:
                 ids = {h["instance_id"] for h in world.hosts}
@@ -641,8 +649,10 @@ def agent_handler(world, h):
                 with world.lock:
                     body = json.dumps({"Tasks": world.agent_tasks(h)}).encode()
             elif self.path == "/v1/metadata":
-                body = json.dumps({"Cluster": h["agent_cluster"] or world.cluster, "ContainerInstanceArn": h["arn"],
-                                   "Version": h["agent_version"]}).encode()
+                lie = h.get("agent_lie") or {}
+                body = json.dumps({"Cluster": h["agent_cluster"] or world.cluster,
+                                   "ContainerInstanceArn": lie.get("arn") or h["arn"],
+                                   "Version": h["agent_version"], "Padding": "x" * lie.get("pad", 0)}).encode()
             else:
                 self.send_response(404); self.end_headers(); return
             self.send_response(200)
