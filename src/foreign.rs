@@ -5,24 +5,34 @@
 /// The most characters of a foreign string a message quotes.
 pub const SHOWN_CHARS: usize = 200;
 
-/// `text` bounded to [`SHOWN_CHARS`] characters (then "…"), with every control character
-/// escaped (`\n`, `\u{1b}`).
+/// `text` in at most [`SHOWN_CHARS`] characters (cut short with "…"), with every control
+/// character escaped (`\n`, `\u{1b}`).
 pub fn shown(text: &str) -> String {
     bounded(text, SHOWN_CHARS)
 }
 
-/// `text` bounded to `limit` characters (then "…"), with every control character escaped.
+/// `text` in at most `limit` characters (cut short with "…"), with every control character
+/// escaped.
 pub fn bounded(text: &str, limit: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(limit * 2));
-    for (i, c) in text.chars().enumerate() {
-        if i == limit {
-            out.push('…');
-            break;
-        }
+    let mut out = String::with_capacity(text.len().min(limit * 4));
+    // The character count of `out` at the end of each piece, to cut between pieces.
+    let mut ends = Vec::new();
+    let mut count = 0;
+    for c in text.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
+            count += c.escape_default().count();
         } else {
             out.push(c);
+            count += 1;
+        }
+        ends.push((out.len(), count));
+        if count > limit {
+            // Too long: keep the pieces that leave room for the "…".
+            let keep = ends.iter().rev().find(|(_, chars)| *chars < limit).map_or(0, |(bytes, _)| *bytes);
+            out.truncate(keep);
+            out.push('…');
+            return out;
         }
     }
     out
@@ -38,7 +48,10 @@ mod tests {
         assert_eq!(shown("two\nlines\x1b[31m"), "two\\nlines\\u{1b}[31m");
         let long = "é".repeat(1000);
         let cut = shown(&long);
-        assert_eq!(cut.chars().count(), SHOWN_CHARS + 1);
+        assert_eq!(cut.chars().count(), SHOWN_CHARS);
         assert!(cut.ends_with('…'));
+        let escapes = bounded(&"\n".repeat(100), 9);
+        assert_eq!(escapes, "\\n\\n\\n\\n…");
+        assert_eq!(bounded("exactly", 7), "exactly");
     }
 }

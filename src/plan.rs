@@ -186,6 +186,7 @@ pub async fn make(
         warn!("{note}");
     }
     let survey = packages.survey().await?;
+    crate::packages::check_names(&survey.updates)?;
     let first_seen = first_seen(&survey.updates, now, place.state_dir, place.journal);
     let (chosen, held) = select(survey.updates, settings, now, &first_seen);
     let reboot_probe = packages.reboot_probe().await?;

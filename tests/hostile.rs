@@ -169,3 +169,29 @@ fn an_agent_port_taken_during_the_reboot_is_refused_and_the_host_returns_to_serv
     assert_eq!(record_of(&host, &peer)["attributes"], serde_json::json!({}), "no mark on the peer");
     assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "its own drain only");
 }
+
+#[test]
+fn a_forged_control_item_is_refused_by_name_and_status_still_shows_the_rest() {
+    let host = TestHost::start(Options::dynamodb_leases());
+    let forged = serde_json::json!({
+        "format": 2, "paused": null, "served": 0, "next_token": 1, "slots": u64::MAX,
+        "cluster_size": 3, "snapshot_not_before": 0,
+    });
+    host.control("lease/put", &serde_json::json!({"key": "demo/default", "body": forged.to_string()}).to_string());
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 78, "an error for an operator, not an abort: {run:?}");
+    assert!(
+        run.stderr.contains(
+            "the lease item demo/default in DynamoDB table leases is refused: field `slots` is 18446744073709551615"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    assert_eq!(host.record()["status"], "ACTIVE");
+    let status = host.run(&["fleet", "status"]);
+    assert_eq!(status.code, 1, "the store needs a look: {status:?}");
+    assert!(status.stdout.contains("UNREADABLE the lease item demo/default"), "{}", status.stdout);
+    let own = host.standin["instance_id"].as_str().unwrap();
+    assert!(status.stdout.contains(own), "the instances are still listed: {}", status.stdout);
+}

@@ -18,6 +18,7 @@ use ecs_patchd::coordination::store::operator::GroupView;
 use ecs_patchd::coordination::{self, Coordinator, Grant};
 use ecs_patchd::ecs::{AwsEcs, ContainerInstance, Ecs};
 use ecs_patchd::error::{Error, Result};
+use ecs_patchd::foreign::shown;
 use ecs_patchd::identity;
 
 /// The fleet commands.
@@ -101,6 +102,10 @@ async fn store_command(
                 println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
             } else {
                 print!("{}", status_text(&view, window, &instances, SystemTime::now()));
+            }
+            if !view.unreadable.is_empty() {
+                // Shown with the rest; the exit code says the store needs a look.
+                return Ok(ExitCode::FAILURE);
             }
         }
         FleetCommand::Pause { reason } => {
@@ -201,10 +206,13 @@ fn ago(now: SystemTime, unix_ms: u64) -> String {
 fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInstance], now: SystemTime) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "group      {}", view.key);
+    for line in &view.unreadable {
+        let _ = writeln!(s, "UNREADABLE {line}");
+    }
     let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
     match &view.control.paused {
         Some(p) => {
-            let _ = writeln!(s, "paused     YES, by {} {}: {}", p.by, ago(now, p.at), p.reason);
+            let _ = writeln!(s, "paused     YES, by {} {}: {}", shown(&p.by), ago(now, p.at), shown(&p.reason));
         }
         None => {
             let _ = writeln!(s, "paused     no");
@@ -215,8 +223,8 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
         let _ = writeln!(
             s,
             "  {}  step {:<16} took the slot {}, last renewed {} (by its clock), token {}",
-            h.id,
-            h.step,
+            shown(&h.id),
+            shown(&h.step),
             ago(now, h.acquired_at),
             ago(now, h.renewed_at),
             h.token
@@ -238,7 +246,7 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
     }
     let _ = writeln!(s, "waiting    {} ticket(s) not yet served", view.waiting);
     for (n, w) in view.next_in_line.iter().enumerate() {
-        let _ = writeln!(s, "  {:>3}. {}  last asked {}", n + 1, w.id, ago(now, w.asked_at));
+        let _ = writeln!(s, "  {:>3}. {}  last asked {}", n + 1, shown(&w.id), ago(now, w.asked_at));
     }
     if let Some((taken_at, instances)) = view.snapshot {
         let _ = writeln!(s, "snapshot   {instances} instances, taken {}", ago(now, taken_at));

@@ -134,3 +134,33 @@ fn explicit_file_must_exist() {
     let message = error_of(&Source::Explicit("/nonexistent/ecs-patchd.toml".into()));
     assert!(message.contains("/nonexistent/ecs-patchd.toml"), "{message}");
 }
+
+#[test]
+fn what_leaves_the_host_goes_over_https_except_to_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, ok) in [
+        ("https://hooks.example.com/T000/B000", true),
+        ("http://127.0.0.1:8080/hook", true),
+        ("http://[::1]:8080/hook", true),
+        ("http://localhost/hook", true),
+        ("http://hooks.example.com/T000/B000", false),
+        ("http://10.0.0.5/hook", false),
+        ("ftp://127.0.0.1/hook", false),
+    ] {
+        let file = write(dir.path(), "config.toml", &format!("[report]\nwebhook_url = \"{url}\"\n"));
+        match load(&Source::Explicit(file)) {
+            Ok(_) => assert!(ok, "{url} accepted"),
+            Err(e) => {
+                assert!(!ok, "{url} refused: {e}");
+                assert!(e.to_string().contains("report.webhook_url") && e.to_string().contains("https://"), "{e}");
+            }
+        }
+    }
+    let file = write(
+        dir.path(),
+        "config.toml",
+        "[coordination]\nbackend = \"fleetlock\"\nfleetlock_url = \"http://airlock.internal:3333\"\n",
+    );
+    let err = error_of(&Source::Explicit(file));
+    assert!(err.contains("coordination.fleetlock_url") && err.contains("must be https://"), "{err}");
+}

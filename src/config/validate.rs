@@ -104,11 +104,10 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
             return fail(key, "must be longer than zero");
         }
     }
-    if c.backend == Backend::Fleetlock && !c.fleetlock_url.starts_with("http") {
-        return fail(
-            "coordination.fleetlock_url",
-            "must be the FleetLock server's http:// or https:// URL when backend is \"fleetlock\"",
-        );
+    if c.backend == Backend::Fleetlock
+        && let Err(why) = https_or_loopback(&c.fleetlock_url)
+    {
+        return fail("coordination.fleetlock_url", &format!("must be the FleetLock server's URL: {why}"));
     }
     // DescribeAlarms: "AlarmNames ... Array Members: Maximum number of 100 items."
     if c.alarms.len() > 100 {
@@ -142,9 +141,25 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
     if !r.metrics_textfile.as_os_str().is_empty() && !r.metrics_textfile.is_absolute() {
         return fail("report.metrics_textfile", "must be an absolute path ending in .prom");
     }
-    let web = &r.webhook_url;
-    if !(web.is_empty() || web.starts_with("https://") || web.starts_with("http://")) {
-        return fail("report.webhook_url", "must be an http:// or https:// URL");
+    if !r.webhook_url.is_empty()
+        && let Err(why) = https_or_loopback(&r.webhook_url)
+    {
+        return fail("report.webhook_url", &why);
     }
     Ok(())
+}
+
+/// Refuses a URL that is not https, unless it is http to this host's loopback: what leaves
+/// the host (a host's id, a failure's reason, the webhook's token) is not sent in clear.
+fn https_or_loopback(url: &str) -> std::result::Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err("must be https:// (http:// only to this host's loopback, such as 127.0.0.1)".into()),
+        other => Err(format!("must be an https:// URL, not {other}://")),
+    }
 }

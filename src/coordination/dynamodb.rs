@@ -127,6 +127,10 @@ impl DynamoStore {
 
 #[async_trait::async_trait]
 impl LeaseStore for DynamoStore {
+    fn name(&self) -> String {
+        format!("DynamoDB table {}", self.table)
+    }
+
     async fn load(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>> {
         let out = self
             .client

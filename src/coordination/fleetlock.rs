@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::{Coordinator, Decision, Grant, Halt, Local, SlotRequest};
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
+use crate::foreign;
 
 /// A FleetLock client for one group.
 pub struct FleetLock {
@@ -22,6 +23,9 @@ pub struct FleetLock {
     http: reqwest::Client,
     local: Local,
 }
+
+/// The largest answer read from a FleetLock server (its error body is a few dozen bytes).
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// FleetLock's error body.
 #[derive(Debug, Deserialize)]
@@ -35,6 +39,8 @@ impl FleetLock {
     pub fn new(base: &str, group: &str, local: Local, timeout: Duration) -> Result<Self> {
         let http = crate::http::client_builder()
             .timeout(timeout)
+            // A redirect would send the host's id (and any credentials) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Lease(format!("cannot build the FleetLock client: {e}")))?;
         Ok(Self {
@@ -62,12 +68,16 @@ impl FleetLock {
         if status.is_success() {
             return Ok(None);
         }
-        let text = response.text().await.unwrap_or_default();
-        match serde_json::from_str::<Refusal>(&text) {
-            Ok(refusal) => Ok(Some(refusal)),
-            Err(_) => {
-                Err(Error::Lease(format!("FleetLock {}/v1/{path} answered {status}: {}", self.shown, text.trim())))
-            }
+        let body = crate::http::body_bounded(response, MAX_BODY_BYTES)
+            .await
+            .map_err(|why| Error::Lease(format!("FleetLock {}/v1/{path} {why}", self.shown)))?;
+        match serde_json::from_slice::<Refusal>(&body) {
+            Ok(refusal) => Ok(Some(Refusal { kind: foreign::shown(&refusal.kind), value: foreign::shown(&refusal.value) })),
+            Err(_) => Err(Error::Lease(format!(
+                "FleetLock {}/v1/{path} answered {status}: {}",
+                self.shown,
+                foreign::shown(String::from_utf8_lossy(&body).trim())
+            ))),
         }
     }
 }

@@ -49,7 +49,7 @@ impl Apt {
             .chain(self.settings.args.iter().cloned())
             .chain(["-o".to_string(), lock_wait])
             .chain(verb.iter().map(|s| s.to_string()))
-            .chain(packages.iter().cloned())
+            .chain(super::operands(packages))
             .collect()
     }
 

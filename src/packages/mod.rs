@@ -40,6 +40,33 @@ pub struct PackageUpdate {
     pub severity: Option<String>,
 }
 
+/// `packages` as the operands of a package manager's command: after `--`, so that none is
+/// read as an option (nothing when there are none).
+fn operands(packages: &[String]) -> impl Iterator<Item = String> + '_ {
+    (!packages.is_empty()).then(|| "--".to_string()).into_iter().chain(packages.iter().cloned())
+}
+
+/// Refuses an update whose name or version is not one a package can have: both come from
+/// repository metadata, which a mirror writes, and both reach a command run as root. RPM
+/// and Debian names are letters, digits and `._+-` (Debian's lower case); versions add
+/// `~:^` (epochs, pre-releases).
+pub fn check_names(updates: &[PackageUpdate]) -> Result<()> {
+    let word = |text: &str, extra: &str| {
+        text.len() <= 256
+            && text.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || extra.contains(c))
+    };
+    match updates.iter().find(|u| !word(&u.name, "") || !word(&u.available, "~:^")) {
+        None => Ok(()),
+        Some(u) => Err(Error::Packages(format!(
+            "the repositories offer {:?} at version {:?}, which is not a package name and version: refused, \
+             nothing is installed (check the repositories configured on this host)",
+            crate::foreign::shown(&u.name),
+            crate::foreign::shown(&u.available)
+        ))),
+    }
+}
+
 /// The repository release a host runs and can move to (Amazon Linux 2023's versioned
 /// repositories; other systems have none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,5 +290,30 @@ mod tests {
         assert_eq!(lock_holder(&output("", "")), "the package manager does not say which process");
         let long = format!("lock held by pid {}", "9".repeat(1000));
         assert_eq!(lock_holder(&output(&long, "")).chars().count(), 200);
+    }
+
+    fn update(name: &str, available: &str) -> PackageUpdate {
+        PackageUpdate {
+            name: name.into(),
+            current: None,
+            available: available.into(),
+            built: None,
+            security: false,
+            severity: None,
+        }
+    }
+
+    #[test]
+    fn names_that_are_no_package_are_refused_and_operands_follow_a_double_dash() {
+        let good = [update("glibc", "2.34-100.amzn2023.0.1"), update("libstdc++", "1:2.0~rc1+dfsg-1ubuntu0.1")];
+        assert!(check_names(&good).is_ok());
+        for (name, version) in
+            [("--config=/tmp/evil", "1.0"), ("kernel", "-1"), ("two words", "1.0"), ("ok", "1.0;reboot"), ("", "1")]
+        {
+            let err = check_names(&[update(name, version)]).unwrap_err();
+            assert!(err.to_string().contains("not a package name"), "{name} {version}: {err}");
+        }
+        assert_eq!(operands(&["a-1".into()]).collect::<Vec<_>>(), ["--", "a-1"]);
+        assert_eq!(operands(&[]).count(), 0);
     }
 }

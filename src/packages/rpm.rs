@@ -86,7 +86,7 @@ impl Rpm {
             argv.push("--security".into());
         }
         argv.extend(verb.iter().map(|s| s.to_string()));
-        argv.extend(packages.iter().cloned());
+        argv.extend(super::operands(packages));
         argv
     }
 

@@ -201,7 +201,8 @@ fn capture_time(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// At most [`MAX_VALUE`] characters, cut at a character boundary.
+/// At most [`MAX_VALUE`] characters, without control characters: a failure's reason may
+/// quote what a package manager or a peer said.
 fn truncate(text: &str) -> String {
-    text.chars().take(MAX_VALUE).collect()
+    crate::foreign::bounded(text, MAX_VALUE)
 }

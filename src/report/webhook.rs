@@ -9,6 +9,11 @@ use tokio::task::JoinSet;
 use tracing::warn;
 
 use crate::cycle::Cycle;
+use crate::foreign;
+
+/// The most characters of a reason posted: it may quote a package manager or a peer, and
+/// it leaves the host.
+const MAX_REASON: usize = 2000;
 
 /// What is posted for one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,16 +37,17 @@ impl Payload {
     pub fn new(cycle: &Cycle, event: super::Event, detail: &str) -> Self {
         Self {
             text: format!(
-                "ecs-patchd: {} on {} (cluster {}): {detail}",
+                "ecs-patchd: {} on {} (cluster {}): {}",
                 event.describe(),
                 cycle.instance_id,
-                cycle.cluster
+                cycle.cluster,
+                foreign::bounded(detail, MAX_REASON)
             ),
             event: event.name().to_string(),
             cluster: cycle.cluster.clone(),
             instance_id: cycle.instance_id.clone(),
             cycle: cycle.id.clone(),
-            reason: detail.to_string(),
+            reason: foreign::bounded(detail, MAX_REASON),
         }
     }
 }
@@ -58,7 +64,8 @@ impl Webhook {
     /// Posts to `url`, each post bounded by `timeout`. The URL is a secret (it carries the
     /// webhook's token): it never appears in a message.
     pub fn new(url: &str, timeout: Duration) -> crate::error::Result<Self> {
-        let client = crate::http::client_builder().build().map_err(|e| {
+        // No redirect is followed: the post goes where the operator said, nowhere else.
+        let client = crate::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().map_err(|e| {
             crate::error::Error::Host(format!("cannot set up the webhook's HTTP client: {}", e.without_url()))
         })?;
         Ok(Self { url: url.to_string(), timeout, client, sending: Mutex::new(JoinSet::new()) })

@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CONFLICT_RETRIES, Consistency, Expect, StoreCoordinator};
+use super::{CONFLICT_RETRIES, Consistency, Expect, PART_SIZE, StoreCoordinator};
 use crate::coordination::policy::{Holder, InstanceView, Pause};
 use crate::ecs::Capacity;
 use crate::error::{Error, Result};
+use crate::foreign;
 
 /// The format of the items this version writes; version 1 kept everything in one item.
 pub const FORMAT: u32 = 2;
@@ -107,6 +108,142 @@ pub(super) fn unpack((id, status, connected, availability_zone, registered, rema
     }
 }
 
+/// "For tasks that run on Amazon EC2 instances, the maximum number of Amazon EC2 instances
+/// that you can register for each cluster is 5,000" (Amazon ECS developer guide, "Handle
+/// Amazon ECS service quotas and API throttling limits"): no group has more slots, and no
+/// snapshot more instances.
+pub const MAX_INSTANCES: usize = 5_000;
+
+/// The largest counter believed (tickets, fencing tokens): 2^53, the largest integer a JSON
+/// reader carries exactly, and more grants than a fleet makes in a million years.
+const MAX_COUNTER: u64 = 1 << 53;
+
+/// The longest name believed (an instance id, an ARN, a cycle, a step, a zone).
+const MAX_NAME: usize = 2048;
+
+/// The longest pause reason believed.
+const MAX_REASON: usize = 4096;
+
+/// The most releases a slot item keeps (each host's release is kept for minutes).
+const MAX_RELEASES: usize = MAX_INSTANCES;
+
+/// The longest hold believed: 30 days, past any reboot timeout and lease TTL.
+const MAX_HOLD_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The most CPU units or MiB of memory believed of one instance (2^40).
+const MAX_RESOURCE: i64 = 1 << 40;
+
+/// What a peer wrote, checked before any of it is used: each item read from the store is
+/// another host's word, and a compromised host may write any item its role allows. Bounds
+/// keep a forged number from sizing an allocation or overflowing a sum.
+pub trait Checked {
+    /// The first field out of bounds, and why.
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+fn at_most(field: &str, value: u64, max: u64) -> std::result::Result<(), String> {
+    if value > max {
+        return Err(format!("field `{field}` is {value}, more than the {max} allowed"));
+    }
+    Ok(())
+}
+
+fn name(field: &str, value: &str, max: usize) -> std::result::Result<(), String> {
+    if value.len() > max {
+        return Err(format!("field `{field}` is {} bytes long, more than the {max} allowed", value.len()));
+    }
+    Ok(())
+}
+
+fn resources(field: &str, c: &Capacity) -> std::result::Result<(), String> {
+    for (unit, value) in [("cpu", c.cpu), ("memory", c.memory)] {
+        if !(-MAX_RESOURCE..=MAX_RESOURCE).contains(&value) {
+            return Err(format!("field `{field}.{unit}` is {value}, outside ±{MAX_RESOURCE}"));
+        }
+    }
+    Ok(())
+}
+
+impl Checked for Control {
+    fn check(&self) -> std::result::Result<(), String> {
+        at_most("slots", self.slots as u64, MAX_INSTANCES as u64)?;
+        at_most("cluster_size", self.cluster_size as u64, MAX_INSTANCES as u64)?;
+        at_most("served", self.served, MAX_COUNTER)?;
+        at_most("next_token", self.next_token, MAX_COUNTER)?;
+        if let Some(p) = &self.paused {
+            name("paused.reason", &p.reason, MAX_REASON)?;
+            name("paused.by", &p.by, MAX_NAME)?;
+        }
+        Ok(())
+    }
+}
+
+impl Checked for Holder {
+    fn check(&self) -> std::result::Result<(), String> {
+        for (field, value) in [("id", &self.id), ("arn", &self.arn), ("cycle", &self.cycle), ("step", &self.step)] {
+            name(&format!("holder.{field}"), value, MAX_NAME)?;
+        }
+        name("holder.availability_zone", self.availability_zone.as_deref().unwrap_or_default(), MAX_NAME)?;
+        at_most("holder.token", self.token, MAX_COUNTER)?;
+        at_most("holder.hold_ms", self.hold_ms, MAX_HOLD_MS)?;
+        resources("holder.allocated", &self.allocated)?;
+        resources("holder.stays", &self.stays)
+    }
+}
+
+impl Checked for Slot {
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(holder) = &self.holder {
+            holder.check()?;
+        }
+        at_most("released", self.released.len() as u64, MAX_RELEASES as u64)?;
+        self.released.iter().try_for_each(|(id, _)| name("released", id, MAX_NAME))
+    }
+}
+
+impl Checked for Ticket {
+    fn check(&self) -> std::result::Result<(), String> {
+        name("id", &self.id, MAX_NAME)?;
+        name("cycle", &self.cycle, MAX_NAME)
+    }
+}
+
+impl Checked for Queued {
+    fn check(&self) -> std::result::Result<(), String> {
+        at_most("ticket", self.ticket, MAX_COUNTER)?;
+        name("cycle", &self.cycle, MAX_NAME)
+    }
+}
+
+impl Checked for SnapshotHead {
+    fn check(&self) -> std::result::Result<(), String> {
+        at_most("instances", self.instances as u64, MAX_INSTANCES as u64)?;
+        at_most("parts", self.parts as u64, self.instances.div_ceil(PART_SIZE) as u64)
+    }
+}
+
+impl Checked for SnapshotPart {
+    fn check(&self) -> std::result::Result<(), String> {
+        at_most("instances", self.instances.len() as u64, PART_SIZE as u64)?;
+        for (id, status, _, zone, registered, remaining) in &self.instances {
+            name("instances.id", id, MAX_NAME)?;
+            name("instances.status", status, MAX_NAME)?;
+            name("instances.zone", zone.as_deref().unwrap_or_default(), MAX_NAME)?;
+            for (field, [cpu, memory]) in [("registered", registered), ("remaining", remaining)] {
+                resources(&format!("instances.{field}"), &Capacity { cpu: *cpu, memory: *memory })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read only to find its format; what is used of it is checked as [`LegacyRecord`].
+impl Checked for serde_json::Value {
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
 /// The single-item record of version 1, read only to convert or refuse it.
 #[derive(Deserialize)]
 struct LegacyRecord {
@@ -140,7 +277,7 @@ impl StoreCoordinator {
                         ))
                     })?;
                     if !legacy.holders.is_empty() {
-                        let ids: Vec<&str> = legacy.holders.iter().map(|h| h.id.as_str()).collect();
+                        let ids: Vec<String> = legacy.holders.iter().map(|h| foreign::shown(&h.id)).collect();
                         // Not a passing trouble: waiting would not help, an operator must act.
                         return Err(Error::Config(format!(
                             "the lease item {} is in the single-item format of ecs-patchd before 0.2 and {} host(s) \

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::items::{Control, SnapshotHead, Ticket};
+use super::items::{Control, Slot, SnapshotHead, Ticket};
 use super::{Consistency, FUTURE_TOLERANCE, StoreCoordinator, ms};
 use crate::coordination::policy::Holder;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::foreign;
 
 /// What `fleet status` shows.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +25,8 @@ pub struct GroupView {
     pub waiting: u64,
     /// The first of them, in order.
     pub next_in_line: Vec<Ticket>,
+    /// Items that were refused or could not be read, one line each: the rest is shown.
+    pub unreadable: Vec<String>,
     /// When the shared snapshot was taken (unix ms) and how many instances it shows.
     pub snapshot: Option<(u64, usize)>,
     /// What keeps the next host in the queue from taking a slot, and why, one line each
@@ -33,20 +36,31 @@ pub struct GroupView {
 
 impl StoreCoordinator {
     /// The control item, the slots and the queue, for `fleet status`.
+    /// An item that cannot be read (forged, corrupt, or the store refusing) is one line of
+    /// [`GroupView::unreadable`], and the rest is still shown.
     pub async fn view(&self) -> Result<GroupView> {
-        let (control, _) = self.control(Consistency::Strong).await?;
-        let slots = self.slots(control.slots).await?;
+        let mut unreadable = Vec::new();
+        let control = aside(self.control(Consistency::Strong).await, &mut unreadable)?.map(|(c, _)| c);
+        let mut holders = Vec::new();
+        if let Some(control) = &control {
+            let keys: Vec<String> = (0..control.slots).map(|n| self.slot_key(n)).collect();
+            for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Strong).await?) {
+                let slot = stored.map(|v| self.parse::<Slot>(key, &v.body)).transpose();
+                holders.extend(aside(slot, &mut unreadable)?.flatten().and_then(|s| s.holder));
+            }
+        }
+        let control = control.unwrap_or_default();
         let taken = self.store.load(&self.tickets_key(), Consistency::Strong).await?.map_or(0, |v| v.version);
         let waiting = taken.saturating_sub(control.served);
         let keys: Vec<String> = (1..=waiting.min(10)).map(|d| self.ticket_key(control.served + d)).collect();
         let mut next_in_line = Vec::new();
         for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Eventual).await?) {
             if let Some(v) = stored {
-                next_in_line.push(self.parse(key, &v.body)?);
+                next_in_line.extend(aside(self.parse::<Ticket>(key, &v.body), &mut unreadable)?);
             }
         }
-        let head = self.read::<SnapshotHead>(&self.snapshot_key(None), Consistency::Eventual).await?;
-        let holders: Vec<Holder> = slots.into_iter().filter_map(|(s, _)| s.holder).collect();
+        let head = self.read::<SnapshotHead>(&self.snapshot_key(None), Consistency::Eventual).await;
+        let head = aside(head, &mut unreadable)?.flatten();
         Ok(GroupView {
             key: self.key.clone(),
             blocked_by: self.blockers(&control, &holders),
@@ -54,6 +68,7 @@ impl StoreCoordinator {
             control,
             waiting,
             next_in_line,
+            unreadable,
             snapshot: head.map(|(h, _)| (h.taken_at, h.instances)),
         })
     }
@@ -63,7 +78,7 @@ impl StoreCoordinator {
     fn blockers(&self, control: &Control, holders: &[Holder]) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(p) = &control.paused {
-            lines.push(format!("the roll is paused by {}: {}", p.by, p.reason));
+            lines.push(format!("the roll is paused by {}: {}", foreign::shown(&p.by), foreign::shown(&p.reason)));
         }
         let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
         if holders.len() < budget {
@@ -88,7 +103,9 @@ impl StoreCoordinator {
             lines.push(format!(
                 "{} holds one of the {budget} slot(s) at step {} (token {}); its lease lapses once no renewal is seen for \
                  {hold}, timed by the waiting hosts' own clocks{clock}",
-                h.id, h.step, h.token
+                foreign::shown(&h.id),
+                foreign::shown(&h.step),
+                h.token
             ));
         }
         lines
@@ -124,6 +141,19 @@ impl StoreCoordinator {
                 .await?;
         }
         Ok(held)
+    }
+}
+
+/// `result`'s value, or `None` with the refusal or the store's error noted in `unreadable`
+/// (any other error is passed on).
+fn aside<T>(result: Result<T>, unreadable: &mut Vec<String>) -> Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Config(why) | Error::Lease(why)) => {
+            unreadable.push(why);
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
