@@ -195,3 +195,86 @@ fn a_forged_control_item_is_refused_by_name_and_status_still_shows_the_rest() {
     let own = host.standin["instance_id"].as_str().unwrap();
     assert!(status.stdout.contains(own), "the instances are still listed: {}", status.stdout);
 }
+
+/// Opens 1,100 connections to the address in argv[1] at once (those the listener's backlog
+/// does not take yet keep trying), says how many are established a second later, and holds
+/// them all until its stdin closes.
+const FLOOD: &str = r#"
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port = sys.argv[1].rsplit(":", 1)
+held = []
+for _ in range(1100):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((host, int(port)))
+    held.append(s)
+time.sleep(1)
+def established(s):
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
+print(sum(map(established, held)), flush=True)
+sys.stdin.read()
+"#;
+
+/// A local address nothing listens on now.
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_flood_of_idle_connections_on_the_metrics_port_does_not_stall_the_drain() {
+    use std::time::{Duration, Instant};
+    // Tasks that linger in DEACTIVATING: the drain lasts long enough to be flooded.
+    let host = TestHost::start(Options { standin_args: &["--deactivating-seconds", "4"], ..Options::default() });
+    let metrics = free_address();
+    host.merge_config(&format!("[schedule]\ncheck_interval = \"1s\"\n[report]\nmetrics_listen = \"{metrics}\"\n"));
+    // The daemon under systemd's default limit of 1,024 open files.
+    let err = std::fs::File::create(host.path("daemon.stderr")).unwrap();
+    let mut daemon = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 1024 && exec \"$0\" daemon", env!("CARGO_BIN_EXE_ecs-patchd")])
+        .envs(host.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(host.path("daemon.stderr")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log().contains("draining") {
+        assert!(Instant::now() < deadline, "the drain never began:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 1,100 connections that never send a byte, held through the drain (by a helper that
+    // may open more files than this test).
+    let mut flood = std::process::Command::new("python3")
+        .args(["-c", FLOOD, &metrics])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut opened = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(flood.stdout.take().unwrap()), &mut opened).unwrap();
+    let established: usize = opened.trim().parse().unwrap();
+    assert!(established > 0, "the flood reached the port");
+    // The reboot stand-in stops the daemon with SIGTERM once the drain and install are done.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the cycle stalled under the flood:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(flood.stdin.take());
+    flood.wait().unwrap();
+    assert_eq!(code, Some(0), "{}", log());
+    assert_eq!(host.reboots(), 1, "drained, installed and rebooted under the flood");
+    assert!(log().matches("cannot accept").count() <= 1, "no storm of accept errors:\n{}", log());
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    common::assert_patched(&host);
+}

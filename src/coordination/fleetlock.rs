@@ -72,7 +72,9 @@ impl FleetLock {
             .await
             .map_err(|why| Error::Lease(format!("FleetLock {}/v1/{path} {why}", self.shown)))?;
         match serde_json::from_slice::<Refusal>(&body) {
-            Ok(refusal) => Ok(Some(Refusal { kind: foreign::shown(&refusal.kind), value: foreign::shown(&refusal.value) })),
+            Ok(refusal) => {
+                Ok(Some(Refusal { kind: foreign::shown(&refusal.kind), value: foreign::shown(&refusal.value) }))
+            }
             Err(_) => Err(Error::Lease(format!(
                 "FleetLock {}/v1/{path} answered {status}: {}",
                 self.shown,

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -116,45 +117,84 @@ pub fn write_textfile(path: &Path, record: &Record, cycle: Option<&Cycle>) {
     }
 }
 
-/// Serves `/metrics` on `address` until the process ends, reading the record and the
-/// journal of `state_dir` at each request (so it costs nothing between scrapes).
-pub async fn serve(address: SocketAddr, state_dir: PathBuf) -> std::io::Result<()> {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
+/// The most scrape connections served at once. A scraper needs one; the others wait in the
+/// kernel's listen backlog, not among this process's file descriptors, which the cycle's own
+/// calls to ECS and IMDS need (systemd's default limit is 1,024 for the whole process).
+const MAX_CONNECTIONS: usize = 16;
 
+/// How long a client has to send its request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one connection may stay open, however busy.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The first and the longest pause after `accept` fails (out of file descriptors, say),
+/// rather than trying again at once, in a loop.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// Serves `/metrics` on `address` until the process ends, reading the record and the
+/// journal of `state_dir` at each request (so it costs nothing between scrapes). However
+/// many clients connect, and however slowly they talk, it holds at most
+/// [`MAX_CONNECTIONS`] sockets, each for at most [`CONNECTION_LIFETIME`].
+pub async fn serve(address: SocketAddr, state_dir: PathBuf) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving Prometheus metrics on /metrics");
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::ZERO;
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        let permit = Arc::clone(&permits).acquire_owned().await.expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::ZERO;
+                stream
+            }
             Err(e) => {
-                warn!("metrics: cannot accept a connection: {e}");
+                if backoff.is_zero() {
+                    warn!(
+                        "metrics: cannot accept a connection ({e}); trying again with pauses up to {:?}",
+                        ACCEPT_BACKOFF.1
+                    );
+                }
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
         let dir = state_dir.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let dir = dir.clone();
-            async move {
-                let response = if request.uri().path() == "/metrics" {
-                    let cycle = journal::read::<Cycle>(&dir).ok().flatten();
-                    Response::builder()
-                        .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                        .body(Full::new(Bytes::from(render(&Record::load(&dir), cycle.as_ref()))))
-                } else {
-                    Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
-                };
-                Ok::<_, std::convert::Infallible>(response.expect("a valid response"))
-            }
-        });
         tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request| answer(request, dir.clone()));
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!("metrics connection: {e}");
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => tracing::debug!("metrics connection: {e}"),
+                Err(_) => tracing::debug!("metrics connection closed after {CONNECTION_LIFETIME:?}"),
+                Ok(Ok(())) => {}
             }
         });
     }
+}
+
+/// The answer to one request: the metrics on `/metrics`, 404 elsewhere.
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+    dir: PathBuf,
+) -> Result<hyper::Response<http_body_util::Full<hyper::body::Bytes>>, std::convert::Infallible> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+    let response = if request.uri().path() == "/metrics" {
+        let cycle = journal::read::<Cycle>(&dir).ok().flatten();
+        Response::builder()
+            .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(Full::new(Bytes::from(render(&Record::load(&dir), cycle.as_ref()))))
+    } else {
+        Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
+    };
+    Ok(response.expect("a valid response"))
 }
 
 #[cfg(test)]
