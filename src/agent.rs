@@ -29,8 +29,8 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_NAME_CHARS: usize = 2048;
 
 impl AgentMetadata {
-    /// The metadata, if each field is of a believable size and shape: whatever answers on
-    /// the agent's port is input, not truth (its ARN is confirmed with ECS before use).
+    /// The metadata, if each field is of a believable size and shape (its ARN is confirmed
+    /// with ECS before use).
     fn checked(mut self) -> std::result::Result<Self, String> {
         let plain = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_CHARS && !s.chars().any(char::is_whitespace);
         if !plain(&self.cluster) {
@@ -95,7 +95,8 @@ impl IntrospectionClient {
         Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), http })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+    /// GETs `path` and reads it with `parse`; any failure says which URL and why.
+    async fn get<T>(&self, path: &str, parse: fn(&[u8]) -> std::result::Result<T, String>) -> Result<T> {
         let url = format!("{}{path}", self.base_url);
         let unreachable = |why: String| Error::Host(format!("the ECS agent at {url} {why}"));
         let response = self
@@ -108,24 +109,35 @@ impl IntrospectionClient {
             return Err(unreachable(format!("answered HTTP {}", response.status())));
         }
         let body = crate::http::body_bounded(response, MAX_BODY_BYTES).await.map_err(unreachable)?;
-        serde_json::from_slice(&body).map_err(|e| {
-            unreachable(format!("sent an answer that is not understood ({})", foreign::shown(&e.to_string())))
-        })
+        parse(&body).map_err(|why| unreachable(format!("sent an answer that is refused: {why}")))
     }
 }
 
 #[async_trait::async_trait]
 impl Agent for IntrospectionClient {
     async fn metadata(&self) -> Result<AgentMetadata> {
-        let meta: AgentMetadata = self.get("/v1/metadata").await?;
-        meta.checked().map_err(|why| {
-            Error::Host(format!("the ECS agent at {}/v1/metadata sent an answer that is refused: {why}", self.base_url))
-        })
+        self.get("/v1/metadata", parse_metadata).await
     }
 
     async fn tasks(&self) -> Result<Vec<AgentTask>> {
-        Ok(self.get::<AgentTasks>("/v1/tasks").await?.tasks)
+        self.get("/v1/tasks", parse_tasks).await
     }
+}
+
+/// The agent's `/v1/metadata` answer, parsed and checked (whatever answers on the agent's
+/// port is input, not truth).
+pub fn parse_metadata(body: &[u8]) -> std::result::Result<AgentMetadata, String> {
+    let meta: AgentMetadata = serde_json::from_slice(body).map_err(not_understood)?;
+    meta.checked()
+}
+
+/// The agent's `/v1/tasks` answer, parsed.
+pub fn parse_tasks(body: &[u8]) -> std::result::Result<Vec<AgentTask>, String> {
+    Ok(serde_json::from_slice::<AgentTasks>(body).map_err(not_understood)?.tasks)
+}
+
+fn not_understood(e: serde_json::Error) -> String {
+    format!("not understood ({})", foreign::shown(&e.to_string()))
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -134,4 +146,42 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn arbitrary_answers_are_read_or_refused_in_bounded_words(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            for result in [parse_metadata(&bytes).map(drop), parse_tasks(&bytes).map(drop)] {
+                if let Err(why) = result {
+                    prop_assert!(!why.is_empty() && why.chars().count() < 300, "{}", why);
+                }
+            }
+        }
+
+        #[test]
+        fn metadata_with_any_strings_is_checked(cluster in ".{0,40}", arn in ".{0,80}", version in ".{0,400}") {
+            let body = serde_json::json!({"Cluster": cluster, "ContainerInstanceArn": arn, "Version": version});
+            if let Ok(meta) = parse_metadata(body.to_string().as_bytes()) {
+                prop_assert!(!meta.cluster.is_empty() && !meta.cluster.chars().any(char::is_whitespace));
+                prop_assert!(meta.container_instance_arn.is_some_and(|a| a.starts_with("arn:")));
+                prop_assert!(meta.version.chars().count() <= 256);
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_answer_is_read_and_a_forged_one_refused() {
+        let real = br#"{"Cluster":"prod","ContainerInstanceArn":"arn:aws:ecs:us-east-1:123456789012:container-instance/prod/0abc","Version":"Amazon ECS Agent - v1.89.2 (a1b2c3d)"}"#;
+        assert_eq!(parse_metadata(real).unwrap().cluster, "prod");
+        let forged = br#"{"Cluster":"prod\nFAKE LOG LINE","ContainerInstanceArn":null}"#;
+        let why = parse_metadata(forged).unwrap_err();
+        assert!(why.contains("is not a cluster name") && !why.contains('\n'), "{why}");
+    }
 }

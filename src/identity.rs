@@ -58,8 +58,28 @@ pub async fn instance_document(imds: &aws_config::imds::Client) -> Result<Instan
         .get("/latest/dynamic/instance-identity/document")
         .await
         .map_err(|e| problem(crate::aws::imds_error(&e)))?;
-    serde_json::from_str(document.as_ref())
-        .map_err(|e| problem(format!("the identity document is not understood ({e})")))
+    parse_document(document.as_ref()).map_err(problem)
+}
+
+/// The instance identity document, parsed and checked: an instance id, a region, a zone and
+/// an account as EC2 writes them (they name files, ARNs and log lines).
+pub fn parse_document(text: &str) -> std::result::Result<InstanceDocument, String> {
+    let document: InstanceDocument = serde_json::from_str(text)
+        .map_err(|e| format!("the identity document is not understood ({})", foreign::shown(&e.to_string())))?;
+    let word = |s: &str| (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let account = &document.account_id;
+    let fields = [
+        ("instanceId", &document.instance_id, document.instance_id.starts_with("i-") && word(&document.instance_id)),
+        ("region", &document.region, word(&document.region)),
+        ("availabilityZone", &document.availability_zone, word(&document.availability_zone)),
+        ("accountId", account, account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())),
+    ];
+    match fields.iter().find(|(_, _, ok)| !ok) {
+        None => Ok(document),
+        Some((field, value, _)) => {
+            Err(format!("the identity document's {field} {:?} is not one EC2 writes", foreign::shown(value)))
+        }
+    }
 }
 
 /// The cluster named by `ECS_CLUSTER` in ecs.config (`default` when absent).
@@ -195,6 +215,27 @@ fn not_found(instance: &InstanceDocument, tried: &[String]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_identity_document_is_read_or_refused_in_bounded_words(text in ".{0,600}") {
+            if let Err(why) = parse_document(&text) {
+                prop_assert!(why.chars().count() < 400, "{}", why);
+            }
+        }
+    }
+
+    #[test]
+    fn an_identity_document_is_read_and_a_strange_one_refused() {
+        let real = r#"{"instanceId":"i-0abc1234def567890","region":"us-east-1","availabilityZone":"us-east-1a",
+                       "accountId":"123456789012","imageId":"ami-1"}"#;
+        assert_eq!(parse_document(real).unwrap().instance_id, "i-0abc1234def567890");
+        let odd = real.replace("i-0abc1234def567890", "i-../../etc");
+        assert!(parse_document(&odd).unwrap_err().contains("instanceId"));
+    }
 
     #[test]
     fn ecs_config_cluster_or_default() {

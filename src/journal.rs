@@ -119,13 +119,26 @@ pub fn read<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
 /// Reads the state directory's file `name`; `None` when there is none yet.
 pub fn read_file<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
     let path = dir.join(name);
-    let file = match OpenOptions::new().read(true).custom_flags(OFlag::O_NOFOLLOW.bits()).open(&path) {
+    match read_bytes(&path, MAX_FILE_BYTES)? {
+        Some(bytes) => parse(&bytes, &path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The bytes of the state file `path`, opened without following a link and read up to
+/// `limit`; `None` when there is none.
+pub fn read_bytes(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    let file = match OpenOptions::new().read(true).custom_flags(OFlag::O_NOFOLLOW.bits()).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(journal_error("cannot read", &path, e)),
+        Err(e) => return Err(journal_error("cannot read", path, e)),
     };
-    let bytes = trust::read_bounded(file, MAX_FILE_BYTES, &path).map_err(Error::Journal)?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Journal(format!("{} is corrupt ({e})", path.display())))
+    trust::read_bounded(file, limit, path).map(Some).map_err(Error::Journal)
+}
+
+/// A record read from `path`; a clear error (never a panic) when it is not one.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Journal(format!("{} is corrupt ({e})", path.display())))
 }
 
 fn journal_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -193,6 +206,17 @@ mod tests {
         match Journal::open(&state) {
             Err(Error::Config(why)) => assert!(why.contains("paths.state_dir") && why.contains("chmod 700"), "{why}"),
             other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_bytes_are_a_cycle_or_a_clear_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            if let Err(e) = parse::<crate::cycle::Cycle>(&bytes, Path::new("/state/cycle.json")) {
+                proptest::prop_assert!(e.to_string().contains("/state/cycle.json is corrupt"), "{}", e);
+            }
         }
     }
 

@@ -71,17 +71,20 @@ impl FleetLock {
         let body = crate::http::body_bounded(response, MAX_BODY_BYTES)
             .await
             .map_err(|why| Error::Lease(format!("FleetLock {}/v1/{path} {why}", self.shown)))?;
-        match serde_json::from_slice::<Refusal>(&body) {
-            Ok(refusal) => {
-                Ok(Some(Refusal { kind: foreign::shown(&refusal.kind), value: foreign::shown(&refusal.value) }))
-            }
-            Err(_) => Err(Error::Lease(format!(
+        refusal(&body).map(Some).ok_or_else(|| {
+            Error::Lease(format!(
                 "FleetLock {}/v1/{path} answered {status}: {}",
                 self.shown,
                 foreign::shown(String::from_utf8_lossy(&body).trim())
-            ))),
-        }
+            ))
+        })
     }
+}
+
+/// A FleetLock server's error body, its words bounded; `None` when it is not one.
+fn refusal(body: &[u8]) -> Option<Refusal> {
+    let refusal: Refusal = serde_json::from_slice(body).ok()?;
+    Some(Refusal { kind: foreign::shown(&refusal.kind), value: foreign::shown(&refusal.value) })
 }
 
 #[async_trait::async_trait]
@@ -140,5 +143,32 @@ impl Coordinator for FleetLock {
 
     fn ttl(&self) -> Duration {
         Duration::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_body_is_a_bounded_refusal_or_none(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Some(r) = refusal(&bytes) {
+                prop_assert!(r.kind.chars().count() <= foreign::SHOWN_CHARS);
+                prop_assert!(r.value.chars().count() <= foreign::SHOWN_CHARS);
+            }
+        }
+    }
+
+    #[test]
+    fn airlock_s_refusal_is_read_and_a_long_one_bounded() {
+        let r = refusal(br#"{"kind":"failed_lock","value":"semaphore is full"}"#).unwrap();
+        assert_eq!((r.kind.as_str(), r.value.as_str()), ("failed_lock", "semaphore is full"));
+        let long = format!(r#"{{"kind":"x","value":"{}\n"}}"#, "y".repeat(10_000));
+        assert_eq!(refusal(long.as_bytes()).unwrap().value.chars().count(), foreign::SHOWN_CHARS);
+        assert!(refusal(b"<html>").is_none());
     }
 }

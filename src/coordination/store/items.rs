@@ -1,6 +1,7 @@
 //! The store's items and their formats: the control item, the slots, the tickets, the
 //! queue entries and the snapshot's parts; and the conversion of version 1's single item.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{CONFLICT_RETRIES, Consistency, Expect, PART_SIZE, StoreCoordinator};
@@ -132,6 +133,24 @@ const MAX_HOLD_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// The most CPU units or MiB of memory believed of one instance (2^40).
 const MAX_RESOURCE: i64 = 1 << 40;
+
+/// "The maximum item size in DynamoDB is 400 KB, which includes both attribute name binary
+/// length (UTF-8 length) and attribute value lengths" (DynamoDB developer guide, "Quotas"):
+/// no item this version writes comes near it; a longer body was not written by DynamoDB.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// An item's body parsed and [`Checked`]: it is a peer's word, and a peer may be
+/// compromised, so a field out of bounds is refused, never used. The error says why, in
+/// bounded words.
+pub fn parse<T: DeserializeOwned + Checked>(body: &str) -> std::result::Result<T, String> {
+    if body.len() > MAX_ITEM_BYTES {
+        return Err(format!("it is larger than {MAX_ITEM_BYTES} bytes"));
+    }
+    let item: T =
+        serde_json::from_str(body).map_err(|e| format!("not understood ({})", foreign::shown(&e.to_string())))?;
+    item.check()?;
+    Ok(item)
+}
 
 /// What a peer wrote, checked before any of it is used: each item read from the store is
 /// another host's word, and a compromised host may write any item its role allows. Bounds
@@ -336,5 +355,71 @@ impl StoreCoordinator {
             self.back_off().await;
         }
         Err(Error::Lease(format!("too many concurrent writers on {}", self.key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Parses `body` as every item type: each answer is an item or a reason, never a panic.
+    fn every_item(body: &str) {
+        fn one<T: DeserializeOwned + Checked>(body: &str) {
+            if let Err(why) = parse::<T>(body) {
+                assert!(!why.is_empty() && why.chars().count() < 400, "{why}");
+            }
+        }
+        one::<Control>(body);
+        one::<Slot>(body);
+        one::<Ticket>(body);
+        one::<Queued>(body);
+        one::<SnapshotHead>(body);
+        one::<SnapshotPart>(body);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn arbitrary_bytes_are_an_item_or_a_reason(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            every_item(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn a_control_item_with_any_numbers_is_within_bounds_or_refused(
+            slots in any::<u64>(), size in any::<u64>(), served in any::<u64>(), token in any::<u64>(),
+        ) {
+            let body = format!(
+                r#"{{"format":2,"paused":null,"served":{served},"next_token":{token},"slots":{slots},
+                   "cluster_size":{size},"snapshot_not_before":0}}"#
+            );
+            every_item(&body);
+            if let Ok(control) = parse::<Control>(&body) {
+                prop_assert!(control.slots <= MAX_INSTANCES && control.cluster_size <= MAX_INSTANCES);
+                prop_assert!(control.served <= MAX_COUNTER && control.next_token <= MAX_COUNTER);
+            }
+        }
+
+        #[test]
+        fn a_snapshot_head_never_promises_more_parts_than_its_instances_need(
+            parts in any::<u64>(), instances in any::<u64>(),
+        ) {
+            let body = format!(r#"{{"taken_at":1,"parts":{parts},"instances":{instances}}}"#);
+            if let Ok(head) = parse::<SnapshotHead>(&body) {
+                prop_assert!(head.instances <= MAX_INSTANCES);
+                prop_assert!(head.parts <= head.instances.div_ceil(PART_SIZE));
+            }
+        }
+    }
+
+    #[test]
+    fn the_forged_numbers_of_the_review_are_refused_by_field() {
+        let forged = r#"{"format":2,"paused":null,"served":0,"next_token":1,"slots":18446744073709551615,
+                         "cluster_size":3,"snapshot_not_before":0}"#;
+        let why = parse::<Control>(forged).unwrap_err();
+        assert!(why.contains("field `slots` is 18446744073709551615"), "{why}");
+        let big = format!(r#"{{"id":"{}","cycle":"c"}}"#, "i".repeat(MAX_ITEM_BYTES));
+        assert!(parse::<Ticket>(&big).unwrap_err().contains("larger than"));
     }
 }

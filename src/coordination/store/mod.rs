@@ -132,10 +132,6 @@ pub fn record_key(cluster: &str, group: &str) -> String {
 /// 12 KB (3 read units), far below DynamoDB's 400 KB item limit, at any cluster size.
 pub const PART_SIZE: usize = 200;
 
-/// "The maximum item size in DynamoDB is 400 KB, which includes both attribute name binary
-/// length (UTF-8 length) and attribute value lengths" (DynamoDB developer guide, "Quotas"):
-/// no item this version writes comes near it; a longer body was not written by DynamoDB.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// Recent releases kept per slot: a host given back after the snapshot was taken is in
 /// service, though the snapshot shows it DRAINING. Fewer, or shorter, only means a wait for
 /// the next snapshot; the head accepts snapshots up to 1,200 s old (5,000 instances).
@@ -295,26 +291,18 @@ impl StoreCoordinator {
         self.memory.lock().expect("coordinator memory")
     }
 
-    /// The item `key`, parsed and checked: it is a peer's word, and a peer may be
-    /// compromised, so a field out of bounds is refused, never used. A refused item is a
-    /// setup error (as an item of a format this version does not read): waiting does not
-    /// mend it, an operator must.
+    /// The item `key`, parsed and checked ([`items::parse`]). A refused item is a setup
+    /// error (as an item of a format this version does not read): waiting does not mend it,
+    /// an operator must.
     fn parse<T: DeserializeOwned + Checked>(&self, key: &str, body: &str) -> Result<T> {
-        let refused = |why: String| {
+        items::parse(body).map_err(|why| {
             Error::Config(format!(
                 "the lease item {} in {} is refused: {why}; ecs-patchd did not write it so (a host or a person \
                  did): fix or delete the item (`fleet status` shows the rest of the group)",
                 foreign::shown(key),
                 self.store.name()
             ))
-        };
-        if body.len() > MAX_ITEM_BYTES {
-            return Err(refused(format!("it is larger than {MAX_ITEM_BYTES} bytes")));
-        }
-        let item: T = serde_json::from_str(body)
-            .map_err(|e| refused(format!("not understood ({})", foreign::shown(&e.to_string()))))?;
-        item.check().map_err(refused)?;
-        Ok(item)
+        })
     }
 
     async fn read<T: DeserializeOwned + Checked>(

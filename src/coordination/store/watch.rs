@@ -92,9 +92,9 @@ impl WatchFile {
     /// The slots watched in this boot by an earlier process (none if unreadable or from
     /// another boot: the watch starts over, which only delays a judgement).
     pub(super) fn load(&self) -> Watch {
-        let saved = std::fs::read(&self.path)
+        let saved = crate::journal::read_bytes(&self.path, 1 << 20)
             .ok()
-            .filter(|bytes| bytes.len() <= 1 << 20)
+            .flatten()
             .and_then(|bytes| serde_json::from_slice::<Saved>(&bytes).ok())
             .filter(|s| s.boot_id == self.boot_id);
         saved.map_or_else(Watch::default, |s| Watch::restored(&s.slots, monotonic_ms()))
