@@ -142,8 +142,7 @@ fn the_iam_policy_allows_every_operation_the_code_calls_and_nothing_else() {
         assert!(called.contains_key(known), "the source scan missed {known}: {called:?}");
     }
     let path = common::repo_path("packaging/iam/ecs-patchd-policy.json");
-    let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let granted = policy_actions(&policy);
+    let granted = policy_actions(&policy_file("ecs-patchd-policy.json"));
     let missing: Vec<_> =
         called.iter().filter(|(a, _)| !granted.contains(*a)).map(|(a, f)| format!("{a} (called in {f})")).collect();
     let unused: Vec<_> = granted.iter().filter(|a| !called.contains_key(*a)).collect();
@@ -151,12 +150,56 @@ fn the_iam_policy_allows_every_operation_the_code_calls_and_nothing_else() {
     assert!(unused.is_empty(), "{} grants {unused:?}, which the code never calls", path.display());
 }
 
+/// The policy file `name` under `packaging/iam/`.
+fn policy_file(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(common::repo_path(&format!("packaging/iam/{name}"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_operator_policy_allows_the_fleet_commands_and_nothing_the_code_never_calls() {
+    let called = called_actions();
+    let granted = policy_actions(&policy_file("ecs-patchd-operator-policy.json"));
+    // `fleet status`, `pause`, `resume` and `release`: the lease items and the cluster's instances.
+    for needed in [
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "ecs:ListContainerInstances",
+        "ecs:DescribeContainerInstances",
+    ] {
+        assert!(granted.contains(needed), "the operator's policy lacks {needed}");
+    }
+    let unused: Vec<_> = granted.iter().filter(|a| !called.contains_key(*a)).collect();
+    assert!(unused.is_empty(), "the operator's policy grants {unused:?}, which the code never calls");
+}
+
+#[test]
+fn stopping_tasks_and_scale_in_protection_stand_in_their_own_narrow_statements() {
+    let policy = policy_file("ecs-patchd-policy.json");
+    let statements = policy["Statement"].as_array().unwrap();
+    let holding = |action: &str| {
+        statements.iter().find(|s| policy_actions(&serde_json::json!({ "Statement": [s] })).contains(action)).unwrap()
+    };
+    // An operator who keeps drain.standalone_tasks = "wait" deletes this statement whole.
+    assert_eq!(policy_actions(&serde_json::json!({ "Statement": [holding("ecs:StopTask")] })).len(), 1);
+    let protection = holding("autoscaling:SetInstanceProtection");
+    assert_eq!(
+        protection["Condition"]["StringEquals"]["autoscaling:ResourceTag/ecs-patchd:cluster"], "${ClusterName}",
+        "only the cluster's tagged groups: {protection}"
+    );
+}
+
 #[test]
 fn every_statement_is_scoped_where_the_action_allows_it() {
-    let policy: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_path("packaging/iam/ecs-patchd-policy.json")).unwrap(),
-    )
-    .unwrap();
+    for name in ["ecs-patchd-policy.json", "ecs-patchd-operator-policy.json"] {
+        statements_are_scoped(&policy_file(name));
+    }
+}
+
+fn statements_are_scoped(policy: &serde_json::Value) {
     // AWS's Service Authorization Reference lists no resource type for these: "*" is the
     // only resource they take. Every other action is scoped to a resource ARN.
     let resourceless = ["autoscaling:DescribeAutoScalingInstances", "ec2:DescribeInstances", "ssm:PutInventory"];
@@ -214,17 +257,18 @@ fn policy_as_template_yaml(policy: &serde_json::Value) -> String {
 }
 
 #[test]
-fn the_cloudformation_template_carries_the_policy_statement_for_statement() {
-    let policy: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo_path("packaging/iam/ecs-patchd-policy.json")).unwrap(),
-    )
-    .unwrap();
+fn the_cloudformation_template_carries_both_policies_statement_for_statement() {
     let template = std::fs::read_to_string(common::repo_path("packaging/cloudformation/ecs-patchd.yaml")).unwrap();
-    let expected = format!("        Statement:\n{}\n  PatchDocument:", policy_as_template_yaml(&policy));
-    assert!(
-        template.contains(&expected),
-        "the template's InstancePolicy differs from the policy file; it should read:\n{expected}"
-    );
+    for (file, resource, next) in [
+        ("ecs-patchd-policy.json", "InstancePolicy", "OperatorPolicy"),
+        ("ecs-patchd-operator-policy.json", "OperatorPolicy", "PatchDocument"),
+    ] {
+        let expected = format!("        Statement:\n{}\n  {next}:", policy_as_template_yaml(&policy_file(file)));
+        assert!(
+            template.contains(&expected),
+            "the template's {resource} differs from {file}; it should read:\n{expected}"
+        );
+    }
 }
 
 #[test]
