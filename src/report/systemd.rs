@@ -73,7 +73,10 @@ impl StatusLine {
         *published = true;
         notify(&[NotifyState::Status(&status.activity)]);
         let bytes = serde_json::to_vec_pretty(&*status).expect("the status serializes");
-        if let Err(e) = atomic_file::replace(&self.state_dir.join(STATUS_FILE), &bytes, 0o644) {
+        // The daemon says it started before its first cycle creates the state directory.
+        let written = atomic_file::create_private_dir(&self.state_dir)
+            .and_then(|()| atomic_file::replace(&self.state_dir.join(STATUS_FILE), &bytes, 0o644));
+        if let Err(e) = written {
             warn!("cannot write the daemon status in {}: {e}", self.state_dir.display());
         }
     }
