@@ -28,18 +28,25 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The longest cluster name or ARN the agent may report (an ARN is at most 1,600 or so).
 const MAX_NAME_CHARS: usize = 2048;
 
+/// The most tasks believed of one host.
+const MAX_TASKS: usize = 10_000;
+
+/// A name, ARN or status as ECS writes them: printable ASCII without spaces, not too long.
+fn plain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME_CHARS && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl AgentMetadata {
     /// The metadata, if each field is of a believable size and shape (its ARN is confirmed
     /// with ECS before use).
     fn checked(mut self) -> std::result::Result<Self, String> {
-        let plain = |s: &str| !s.is_empty() && s.len() <= MAX_NAME_CHARS && !s.chars().any(char::is_whitespace);
         if !plain(&self.cluster) {
-            return Err(format!("the cluster {:?} is not a cluster name", foreign::shown(&self.cluster)));
+            return Err(format!("the cluster \"{}\" is not a cluster name", foreign::shown(&self.cluster)));
         }
         if let Some(arn) = &self.container_instance_arn
             && !(plain(arn) && arn.starts_with("arn:"))
         {
-            return Err(format!("{:?} is not a container-instance ARN", foreign::shown(arn)));
+            return Err(format!("\"{}\" is not a container-instance ARN", foreign::shown(arn)));
         }
         self.version = foreign::bounded(&self.version, 256);
         Ok(self)
@@ -131,9 +138,19 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<AgentMetadata, String>
     meta.checked()
 }
 
-/// The agent's `/v1/tasks` answer, parsed.
+/// The agent's `/v1/tasks` answer, parsed and checked.
 pub fn parse_tasks(body: &[u8]) -> std::result::Result<Vec<AgentTask>, String> {
-    Ok(serde_json::from_slice::<AgentTasks>(body).map_err(not_understood)?.tasks)
+    let tasks = serde_json::from_slice::<AgentTasks>(body).map_err(not_understood)?.tasks;
+    if tasks.len() > MAX_TASKS {
+        return Err(format!("it lists {} tasks, more than the {MAX_TASKS} believed", tasks.len()));
+    }
+    match tasks.iter().find(|t| !plain(&t.arn) || !plain(&t.known_status)) {
+        Some(t) => Err(format!(
+            "\"{}\" is not a task ARN and status",
+            foreign::shown(&format!("{} {}", t.arn, t.known_status))
+        )),
+        None => Ok(tasks),
+    }
 }
 
 fn not_understood(e: serde_json::Error) -> String {

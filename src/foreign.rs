@@ -1,6 +1,7 @@
 //! Text that came from outside the process (the agent, a peer's lease item, a FleetLock
 //! server, a package's metadata), made safe to put in a message: bounded, and with its
-//! control characters escaped, so that it cannot fill a log or forge a line of it.
+//! control characters (and Unicode line breaks and direction overrides) escaped, so that it
+//! cannot fill a log or forge a line of it.
 
 /// The most characters of a foreign string a message quotes.
 pub const SHOWN_CHARS: usize = 200;
@@ -19,7 +20,7 @@ pub fn bounded(text: &str, limit: usize) -> String {
     let mut ends = Vec::new();
     let mut count = 0;
     for c in text.chars() {
-        if c.is_control() {
+        if unsafe_to_show(c) {
             out.extend(c.escape_default());
             count += c.escape_default().count();
         } else {
@@ -38,6 +39,13 @@ pub fn bounded(text: &str, limit: usize) -> String {
     out
 }
 
+/// A control character, a line or paragraph separator, or a direction mark or override: each
+/// could break a log line or make it read other than it is.
+fn unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +61,6 @@ mod tests {
         let escapes = bounded(&"\n".repeat(100), 9);
         assert_eq!(escapes, "\\n\\n\\n\\n…");
         assert_eq!(bounded("exactly", 7), "exactly");
+        assert_eq!(shown("a\u{2028}b\u{202E}c"), "a\\u{2028}b\\u{202e}c");
     }
 }

@@ -6,13 +6,15 @@ use std::sync::Once;
 
 static PROVIDER: Once = Once::new();
 
-/// A client builder whose https uses ring and the system's root certificates.
+/// A client builder whose https uses ring and the system's root certificates, and which
+/// follows no redirect: a request goes where the operator said (the agent's port, the
+/// FleetLock server, the webhook), never where an answer points (IMDS, say).
 pub fn client_builder() -> reqwest::ClientBuilder {
     PROVIDER.call_once(|| {
         // Err: the process already has a default provider, which then serves.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 /// The body of `response`, read up to `limit` bytes; an error, not an allocation, past it
@@ -34,6 +36,27 @@ pub async fn body_bounded(mut response: reqwest::Response, limit: usize) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere = target.local_addr().unwrap();
+        let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = redirector.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = redirector.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let answer = format!("HTTP/1.1 302 Found\r\nLocation: http://{elsewhere}/\r\nContent-Length: 0\r\n\r\n");
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = client_builder().build().unwrap();
+        let response = client.get(format!("http://{address}/")).send().await.unwrap();
+        assert_eq!(response.status(), 302);
+        let followed = tokio::time::timeout(std::time::Duration::from_millis(300), target.accept()).await;
+        assert!(followed.is_err(), "the redirect's target was called");
+    }
 
     #[tokio::test]
     async fn https_is_spoken() {

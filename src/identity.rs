@@ -77,22 +77,29 @@ pub fn parse_document(text: &str) -> std::result::Result<InstanceDocument, Strin
     match fields.iter().find(|(_, _, ok)| !ok) {
         None => Ok(document),
         Some((field, value, _)) => {
-            Err(format!("the identity document's {field} {:?} is not one EC2 writes", foreign::shown(value)))
+            Err(format!("the identity document's {field} \"{}\" is not one EC2 writes", foreign::shown(value)))
         }
     }
 }
 
 /// The cluster named by `ECS_CLUSTER` in ecs.config (`default` when absent).
 pub fn cluster_from_ecs_config(path: &Path) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Identity(format!("cannot read {}: {e}", path.display())))?;
-    Ok(text
+    let cannot = |why: String| Error::Identity(format!("cannot read {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+    let bytes = crate::trust::read_bounded(file, 1 << 20, path).map_err(cannot)?;
+    let cluster = String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|l| l.trim().strip_prefix("ECS_CLUSTER="))
         .map(|v| v.trim().trim_matches('"').to_string())
         .next_back()
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "default".into()))
+        .unwrap_or_else(|| "default".into());
+    // "Up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are
+    // allowed" (CreateCluster's clusterName); an ARN names a cluster too.
+    if cluster.len() > 2048 || !cluster.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(cannot(format!("ECS_CLUSTER \"{}\" is not a cluster name", foreign::shown(&cluster))));
+    }
+    Ok(cluster)
 }
 
 /// How to find the cluster and container instance.
@@ -128,7 +135,7 @@ where
                 )));
             }
             if let Some(arn) = meta.container_instance_arn {
-                confirm(ecs_for(&meta.cluster).as_ref(), &arn, &instance.instance_id, &meta.cluster).await?;
+                // Believed only once ECS confirms it ([`confirmed`]), before the cycle's first step.
                 return Ok(Identity {
                     instance,
                     cluster: meta.cluster,
@@ -170,15 +177,20 @@ where
     }
 }
 
-/// Confirms with ECS that container instance `arn`, as the local agent reports it, is EC2
-/// instance `instance_id`'s and is registered in `cluster`. Whatever answers on the agent's
-/// port is believed by nothing else: a process that took the port while the agent was down
+/// The container instance `arn` as ECS describes it (`record`, from DescribeContainerInstances
+/// in `cluster`), confirmed to be EC2 instance `instance_id`'s. The local agent's word is
+/// believed by nothing else: a process that took the agent's port while the agent was down
 /// could name another host's instance, which this host would then drain.
-pub async fn confirm(ecs: &dyn Ecs, arn: &str, instance_id: &str, cluster: &str) -> Result<ContainerInstance> {
-    let record = ecs.describe(arn).await?.ok_or_else(|| {
+pub fn confirmed(
+    record: Option<ContainerInstance>,
+    arn: &str,
+    instance_id: &str,
+    cluster: &str,
+) -> Result<ContainerInstance> {
+    let record = record.ok_or_else(|| {
         Error::Identity(format!(
-            "the ECS agent reports container instance {}, which ECS does not list in cluster {}: refused \
-             (is something other than the agent answering on its port?)",
+            "the ECS agent reports container instance {}, which ECS does not list in cluster {}: refused, \
+             nothing is drained or changed (is something other than the agent answering on its port?)",
             foreign::shown(arn),
             foreign::shown(cluster)
         ))

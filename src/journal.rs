@@ -209,17 +209,6 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
-
-        #[test]
-        fn any_bytes_are_a_cycle_or_a_clear_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
-            if let Err(e) = parse::<crate::cycle::Cycle>(&bytes, Path::new("/state/cycle.json")) {
-                proptest::prop_assert!(e.to_string().contains("/state/cycle.json is corrupt"), "{}", e);
-            }
-        }
-    }
-
     #[test]
     fn corrupt_record_is_reported_and_kept() {
         let dir = tempfile::tempdir().unwrap();

@@ -4,12 +4,14 @@
 //! its journal in the state directory. Each of these is trusted only when root (or the user
 //! running the command) owns it, no one else may write it, and the same holds for every
 //! directory above it, as sshd's `StrictModes` checks a user's files: whoever may write a
-//! parent may swap what is below it between the check and the use. A world-writable
-//! directory with the sticky bit (`/tmp`) is accepted as a parent: there only an entry's
-//! owner may rename or remove it.
+//! directory may swap what is below it between the check and the use. Both the directories
+//! of the path as written (a symbolic link is only as safe as the directory it sits in) and
+//! those of the path its links resolve to are checked. A world-writable directory with the
+//! sticky bit (`/tmp`) is accepted above the path, never as the path itself: there only an
+//! entry's owner may rename or remove it.
 //!
-//! A file is opened once, without following a final symbolic link, and checked through the
-//! opened descriptor, so what is checked is what is read.
+//! A file is opened once, without waiting on a pipe, checked through the opened descriptor
+//! (and found to be the very file at the checked path), so what is checked is what is read.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
@@ -24,6 +26,12 @@ const DEV_NULL: &str = "/dev/null";
 /// Refuses `path` (described by `meta`) unless root, or the user running the command,
 /// owns it and no one else may write it; `why` says what is at stake.
 pub fn owned_and_closed(path: &Path, meta: &Metadata, why: &str) -> Result<(), String> {
+    owner_and_mode(path, meta, why, false)
+}
+
+/// [`owned_and_closed`], accepting a sticky world-writable directory when `above` (a
+/// directory above the path, where only an entry's owner may rename it).
+fn owner_and_mode(path: &Path, meta: &Metadata, why: &str, above: bool) -> Result<(), String> {
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
         return Err(format!(
@@ -33,7 +41,7 @@ pub fn owned_and_closed(path: &Path, meta: &Metadata, why: &str) -> Result<(), S
             path.display()
         ));
     }
-    let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+    let sticky_dir = above && meta.is_dir() && meta.mode() & 0o1000 != 0;
     if meta.mode() & 0o022 != 0 && !sticky_dir {
         return Err(format!(
             "{} is writable by {} (mode {:o}): {why}, so it is refused (chmod go-w {})",
@@ -46,13 +54,19 @@ pub fn owned_and_closed(path: &Path, meta: &Metadata, why: &str) -> Result<(), S
     Ok(())
 }
 
-/// The canonical form of `path` (every symbolic link resolved), after checking that every
-/// directory above it is [`owned_and_closed`]. `path` itself is not checked.
+/// The canonical form of `path` (every symbolic link resolved), after checking every
+/// directory above it: those of `path` as written and those of its canonical form. `path`
+/// itself is not checked.
 pub fn parents_checked(path: &Path, why: &str) -> Result<PathBuf, String> {
+    let written = std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
     let canonical = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
-    for parent in canonical.ancestors().skip(1) {
+    let swap = format!("{why}, and whoever may write a directory above it may swap it");
+    for parent in written.ancestors().skip(1).chain(canonical.ancestors().skip(1)) {
         let meta = std::fs::symlink_metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        owned_and_closed(parent, &meta, &format!("{why}, and whoever may write a directory above it may swap it"))?;
+        // A link's own mode means nothing: the directory it sits in (checked too) guards it.
+        if !meta.file_type().is_symlink() {
+            owner_and_mode(parent, &meta, &swap, true)?;
+        }
     }
     Ok(canonical)
 }
@@ -65,19 +79,19 @@ pub fn path_checked(path: &Path, why: &str) -> Result<(PathBuf, Metadata), Strin
     Ok((canonical, meta))
 }
 
-/// Reads the file `path` for root: opened once without following a final link and without
-/// waiting on a pipe, checked through its descriptor (a regular file, [`owned_and_closed`],
-/// every parent too), and read from it, at most `limit` bytes. `/dev/null` reads as empty.
+/// Reads the file `path` for root: opened once without waiting on a pipe, checked through
+/// its descriptor (a regular file, [`owned_and_closed`]) and its directories
+/// ([`parents_checked`]), found to be the file at its canonical path, and read from the
+/// descriptor, at most `limit` bytes. `/dev/null` reads as empty.
 pub fn read_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, String> {
-    let canonical = parents_checked(path, why)?;
     let file = OpenOptions::new()
         .read(true)
         // A FIFO opened for reading would wait for a writer; its type is refused below.
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(&canonical)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
-    if canonical == Path::new(DEV_NULL) && is_null_device(&meta) {
+    if is_null_device(&meta) && std::fs::canonicalize(path).is_ok_and(|c| c == Path::new(DEV_NULL)) {
         return Ok(Vec::new());
     }
     if !meta.is_file() {
@@ -87,6 +101,12 @@ pub fn read_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, String> 
         ));
     }
     owned_and_closed(path, &meta, why)?;
+    let canonical = parents_checked(path, why)?;
+    // The path checked names the file opened (not one swapped in since).
+    let at_path = std::fs::metadata(&canonical).map_err(|e| format!("{}: {e}", canonical.display()))?;
+    if (at_path.dev(), at_path.ino()) != (meta.dev(), meta.ino()) {
+        return Err(format!("{} changed while it was read: refused", path.display()));
+    }
     read_bounded(file, limit, path)
 }
 
@@ -154,6 +174,38 @@ mod tests {
         assert_eq!(read_file(&file, 1024, "it names commands").unwrap(), b"x = 1\n");
         chmod(&open, 0o775);
         assert!(read_file(&file, 1024, "why").unwrap_err().contains("writable by its group"));
+    }
+
+    #[test]
+    fn a_sticky_directory_is_no_hook_folder_and_a_link_in_an_open_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sticky = dir.path().join("sticky");
+        std::fs::create_dir(&sticky).unwrap();
+        chmod(&sticky, 0o1777);
+        assert!(path_checked(&sticky, "hooks run").unwrap_err().contains("writable by everyone"));
+        // A link to a safe file, in a directory anyone may write: the link can be re-pointed.
+        let safe = dir.path().join("safe.toml");
+        std::fs::write(&safe, "x = 1\n").unwrap();
+        chmod(&safe, 0o644);
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::os::unix::fs::symlink(&safe, open.join("config.toml")).unwrap();
+        chmod(&open, 0o777);
+        let err = read_file(&open.join("config.toml"), 1024, "why").unwrap_err();
+        assert!(err.contains("open is writable by everyone"), "{err}");
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "x = 1\n").unwrap();
+        chmod(&file, 0o644);
+        if std::os::unix::fs::chown(&file, Some(65534), None).is_err() {
+            return; // not root: cannot give a file away; the CI runs as root
+        }
+        let err = read_file(&file, 1024, "it names commands").unwrap_err();
+        assert!(err.contains("owned by uid 65534"), "{err}");
     }
 
     #[test]

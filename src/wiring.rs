@@ -264,6 +264,10 @@ pub async fn preview(settings: &Settings, schedule: &Schedule) -> Result<Preview
     let agent = agent(settings)?;
     let identity = this.resolve(settings, agent.as_ref()).await?;
     let instance_id = identity.instance.instance_id.clone();
+    // What the agent said is shown only once ECS confirms it (a cycle confirms it at its start).
+    let arn = &identity.container_instance_arn;
+    let record = AwsEcs::new(&this.aws, &identity.cluster).describe(arn).await?;
+    identity::confirmed(record, arn, &instance_id, &identity.cluster)?;
     let lifecycle = Ec2Lifecycle::new(&this.aws, this.imds.clone(), &instance_id);
     let reporting = Reporting::new(settings, None);
     let ports = ports(settings, &this.aws, &identity.cluster.clone(), agent, lifecycle, &reporting, false)?;

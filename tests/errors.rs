@@ -37,6 +37,8 @@ fn bad_config_exits_78_naming_file_and_key() {
 fn corrupt_journal_is_reported_and_left_untouched() {
     let host = TestHost::start(Options::default());
     std::fs::create_dir_all(host.path("state")).unwrap();
+    // The state directory as ecs-patchd makes it: root's alone.
+    std::fs::set_permissions(host.path("state"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     std::fs::write(host.journal_file(), "{\"id\": \"i-1\", \"state\": {\"step\": \"drai").unwrap();
     for args in [&["run"][..], &["status"][..]] {
         let run = host.run(args);

@@ -119,6 +119,10 @@ async fn store_command(
         FleetCommand::Release { instance, yes } => {
             let view = store.view().await?;
             let Some(holder) = view.holders.iter().find(|h| &h.id == instance) else {
+                if let Some(why) = view.unreadable.first() {
+                    // An unreadable item may be the very slot: "holds none" would be a guess.
+                    return Err(Error::Config(format!("cannot tell whether {instance} holds a slot: {why}")));
+                }
                 println!("{instance} holds no slot");
                 return Ok(ExitCode::SUCCESS);
             };
@@ -126,7 +130,8 @@ async fn store_command(
                 &format!(
                     "{instance} holds a slot at step {} (cycle {}). If it is still running, releasing lets another host \
                      go while it is out of service. Release it?",
-                    holder.step, holder.cycle
+                    shown(&holder.step),
+                    shown(&holder.cycle)
                 ),
                 *yes,
             )?;
@@ -210,11 +215,14 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
         let _ = writeln!(s, "UNREADABLE {line}");
     }
     let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
-    match &view.control.paused {
-        Some(p) => {
+    match view.control.as_ref().map(|c| &c.paused) {
+        None => {
+            let _ = writeln!(s, "paused     unknown (the control item is unreadable)");
+        }
+        Some(Some(p)) => {
             let _ = writeln!(s, "paused     YES, by {} {}: {}", shown(&p.by), ago(now, p.at), shown(&p.reason));
         }
-        None => {
+        Some(None) => {
             let _ = writeln!(s, "paused     no");
         }
     }

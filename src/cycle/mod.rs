@@ -32,9 +32,10 @@
 //!     release the slot: [`State::Releasing`], [`release`].
 //! 11. Done, with the outcome: [`State::Done`].
 //!
-//! Before any of these, a drain this host's own cycle left behind without its journal is
-//! taken up again from the instance's mark ([`take_up`]), so it is never left DRAINING for
-//! good.
+//! Before any of these, the container instance the agent reported is confirmed with ECS
+//! to be this EC2 instance's, and a drain this host's own cycle left behind without its
+//! journal is taken up again from the instance's mark ([`take_up`]), so it is never left
+//! DRAINING for good.
 //!
 //! What several steps check (agent connected, updates installed, hooks) is in [`checks`].
 //! Each step entered, each wait and each event an operator cares about goes to the
@@ -423,5 +424,25 @@ impl Cycle {
     pub fn duration(&self, now: SystemTime) -> Duration {
         let end = self.history.iter().find(|m| m.step == "done").map_or(now, |m| m.at);
         end.duration_since(self.started_at).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The journal is input too (a disk, a restore, a hand): any bytes are a cycle or a
+        /// clear error naming the file, never a panic.
+        #[test]
+        fn any_journal_bytes_are_a_cycle_or_a_clear_error(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let path = std::path::Path::new("/state/cycle.json");
+            if let Err(e) = crate::journal::parse::<Cycle>(&bytes, path) {
+                prop_assert!(e.to_string().contains("/state/cycle.json is corrupt"), "{}", e);
+            }
+        }
     }
 }

@@ -15,6 +15,10 @@
 //!   (agent running and connected) and return it to service; what is pending waits for
 //!   the next cycle and its own slot.
 //!
+//! It is also where a new cycle first asks ECS about its container instance, so the
+//! identity the local agent reported is confirmed here ([`identity::confirmed`]) before
+//! anything is changed.
+//!
 //! Journal: the taken-up cycle is journalled, with what was found, before any step runs.
 
 use tracing::warn;
@@ -25,7 +29,7 @@ use crate::config::Backend;
 use crate::coordination::Grant;
 use crate::ecs::ContainerInstance;
 use crate::error::Result;
-use crate::identity::Identity;
+use crate::identity::{self, Identity};
 use crate::plan::{self, Plan};
 
 /// Whether the journal's last cycle is cycle `id` or began after it (or `id` tells no
@@ -54,8 +58,8 @@ impl Machine<'_> {
         let mut tries = 0;
         let instance = loop {
             match self.ports.ecs.describe(arn).await {
-                Ok(Some(instance)) => break instance,
-                Ok(None) => return Ok(None),
+                // The identity is confirmed here, before anything is changed.
+                Ok(record) => break identity::confirmed(record, arn, instance_id, &identity.cluster)?,
                 Err(e) if e.is_temporary() && tries < super::machine::TRANSIENT_RETRIES => {
                     tries += 1;
                     let wait = self.transient_wait(tries);

@@ -207,6 +207,20 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// apt's simulation is a repository's word: any `Inst` lines are read without a
+        /// panic, and what is read names a package.
+        #[test]
+        fn any_simulation_is_read_without_a_panic(lines in proptest::collection::vec("(Inst )?[^\n]{0,80}", 0..20)) {
+            for update in parse_simulation(&lines.join("\n")) {
+                prop_assert!(!update.name.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn parses_inst_lines_only() {

@@ -48,18 +48,19 @@ fn operands(packages: &[String]) -> impl Iterator<Item = String> + '_ {
 
 /// Refuses an update whose name or version is not one a package can have: both come from
 /// repository metadata, which a mirror writes, and both reach a command run as root. RPM
-/// and Debian names are letters, digits and `._+-` (Debian's lower case); versions add
-/// `~:^` (epochs, pre-releases).
+/// and Debian names are letters, digits and `._+-` (Debian's lower case, with `:arch` on a
+/// multiarch host); versions add `~:^` (epochs, pre-releases).
 pub fn check_names(updates: &[PackageUpdate]) -> Result<()> {
     let word = |text: &str, extra: &str| {
         text.len() <= 256
             && text.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
             && text.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || extra.contains(c))
     };
-    match updates.iter().find(|u| !word(&u.name, "") || !word(&u.available, "~:^")) {
+    // Names: a Debian multiarch name carries its architecture (`libc6:i386`).
+    match updates.iter().find(|u| !word(&u.name, "_:") || !word(&u.available, "_~:^")) {
         None => Ok(()),
         Some(u) => Err(Error::Packages(format!(
-            "the repositories offer {:?} at version {:?}, which is not a package name and version: refused, \
+            "the repositories offer \"{}\" at version \"{}\", which is not a package name and version: refused, \
              nothing is installed (check the repositories configured on this host)",
             crate::foreign::shown(&u.name),
             crate::foreign::shown(&u.available)
@@ -305,7 +306,12 @@ mod tests {
 
     #[test]
     fn names_that_are_no_package_are_refused_and_operands_follow_a_double_dash() {
-        let good = [update("glibc", "2.34-100.amzn2023.0.1"), update("libstdc++", "1:2.0~rc1+dfsg-1ubuntu0.1")];
+        let good = [
+            update("glibc", "2.34-100.amzn2023.0.1"),
+            update("libstdc++", "1:2.0~rc1+dfsg-1ubuntu0.1"),
+            update("libsss_idmap", "2.9.4-1.amzn2023_x"),
+            update("libc6:i386", "2.35-0ubuntu3.8"),
+        ];
         assert!(check_names(&good).is_ok());
         for (name, version) in
             [("--config=/tmp/evil", "1.0"), ("kernel", "-1"), ("two words", "1.0"), ("ok", "1.0;reboot"), ("", "1")]

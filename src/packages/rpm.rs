@@ -485,6 +485,21 @@ fn parse_check_update(stdout: &str, security: bool) -> Vec<PackageUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// dnf's and yum's output is a repository's word: any lines are read without a
+        /// panic, and what is read names a package.
+        #[test]
+        fn any_package_manager_output_is_read_without_a_panic(lines in proptest::collection::vec("[^\n]{0,80}", 0..20)) {
+            let text = lines.join("\n");
+            for update in parse_query(&text, false).into_iter().chain(parse_check_update(&text, true)) {
+                prop_assert!(!update.name.is_empty() && !update.available.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn advisories_mark_security_fixes_with_their_highest_severity() {

@@ -64,11 +64,9 @@ impl Webhook {
     /// Posts to `url`, each post bounded by `timeout`. The URL is a secret (it carries the
     /// webhook's token): it never appears in a message.
     pub fn new(url: &str, timeout: Duration) -> crate::error::Result<Self> {
-        // No redirect is followed: the post goes where the operator said, nowhere else.
-        let client =
-            crate::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().map_err(|e| {
-                crate::error::Error::Host(format!("cannot set up the webhook's HTTP client: {}", e.without_url()))
-            })?;
+        let client = crate::http::client_builder().build().map_err(|e| {
+            crate::error::Error::Host(format!("cannot set up the webhook's HTTP client: {}", e.without_url()))
+        })?;
         Ok(Self { url: url.to_string(), timeout, client, sending: Mutex::new(JoinSet::new()) })
     }
 

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use super::items::Queued;
+use super::items::{self, Queued};
 use super::{
     CONFLICT_RETRIES, Consistency, RELEASES_KEPT, RELEASES_KEPT_FOR, SKIP_SCAN, SLOWEST_PACE, StoreCoordinator, ms,
 };
-use crate::coordination::policy::Pause;
 use crate::coordination::{Coordinator, Decision, Grant, Halt, SlotRequest};
 use crate::ecs::Ecs;
 use crate::error::Result;
@@ -37,7 +36,7 @@ impl Coordinator for StoreCoordinator {
             }
             // No new place in the queue while the roll is paused.
             if let Some(pause) = &control.paused {
-                return Ok(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by)));
+                return Ok(Decision::Paused(items::described(pause)));
             }
             let ticket = self.ticket(request).await?;
             // A ticket just taken may have been skipped before it was written (its place
@@ -180,7 +179,7 @@ impl Coordinator for StoreCoordinator {
             if c.paused.is_some() {
                 return false;
             }
-            c.paused = Some(Pause { reason: reason.to_string(), by: by.to_string(), at });
+            c.paused = Some(items::pause(reason, by, at));
             true
         })
         .await
@@ -189,7 +188,7 @@ impl Coordinator for StoreCoordinator {
 
     async fn paused(&self) -> Result<Option<String>> {
         let (control, _) = self.control(Consistency::Strong).await?;
-        Ok(control.paused.map(|p| format!("{} (paused by {})", p.reason, p.by)))
+        Ok(control.paused.as_ref().map(items::described))
     }
 
     fn ttl(&self) -> Duration {

@@ -119,14 +119,15 @@ pub const MAX_INSTANCES: usize = 5_000;
 /// reader carries exactly, and more grants than a fleet makes in a million years.
 const MAX_COUNTER: u64 = 1 << 53;
 
-/// The longest name believed (an instance id, an ARN, a cycle, a step, a zone).
-const MAX_NAME: usize = 2048;
+/// The longest name believed (an instance id, a container-instance ARN, a cycle, a step, a
+/// zone: the longest, an ARN, is some 120 characters).
+const MAX_NAME: usize = 256;
 
 /// The longest pause reason believed.
 const MAX_REASON: usize = 4096;
 
-/// The most releases a slot item keeps (each host's release is kept for minutes).
-const MAX_RELEASES: usize = MAX_INSTANCES;
+/// The most releases a slot item holds (a writer keeps [`RELEASES_KEPT`](super::RELEASES_KEPT)).
+const MAX_RELEASES: usize = 8 * super::RELEASES_KEPT;
 
 /// The longest hold believed: 30 days, past any reboot timeout and lease TTL.
 const MAX_HOLD_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -134,10 +135,12 @@ const MAX_HOLD_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The most CPU units or MiB of memory believed of one instance (2^40).
 const MAX_RESOURCE: i64 = 1 << 40;
 
-/// "The maximum item size in DynamoDB is 400 KB, which includes both attribute name binary
-/// length (UTF-8 length) and attribute value lengths" (DynamoDB developer guide, "Quotas"):
-/// no item this version writes comes near it; a longer body was not written by DynamoDB.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// The largest item body read. "The maximum item size in DynamoDB is 400 KB, which includes
+/// both attribute name binary length (UTF-8 length) and attribute value lengths" (DynamoDB
+/// developer guide, "Quotas"); the largest this version writes, a snapshot part of
+/// [`PART_SIZE`] instances, is some 30 KB: 64 KiB bounds what a forged group costs to read
+/// (at most [`MAX_INSTANCES`] slots of it).
+const MAX_ITEM_BYTES: usize = 64 * 1024;
 
 /// An item's body parsed and [`Checked`]: it is a peer's word, and a peer may be
 /// compromised, so a field out of bounds is refused, never used. The error says why, in
@@ -150,6 +153,20 @@ pub fn parse<T: DeserializeOwned + Checked>(body: &str) -> std::result::Result<T
         serde_json::from_str(body).map_err(|e| format!("not understood ({})", foreign::shown(&e.to_string())))?;
     item.check()?;
     Ok(item)
+}
+
+/// The longest pause reason written: a failure's reason quotes commands and their output,
+/// and every host reads it.
+const MAX_PAUSE_REASON: usize = 1000;
+
+/// A pause as it is written: its reason bounded and escaped, within what every host reads.
+pub(super) fn pause(reason: &str, by: &str, at: u64) -> Pause {
+    Pause { reason: foreign::bounded(reason, MAX_PAUSE_REASON), by: foreign::bounded(by, MAX_NAME), at }
+}
+
+/// A pause as hosts say it: its reason (escaped: a peer wrote it) and who paused.
+pub(super) fn described(pause: &Pause) -> String {
+    format!("{} (paused by {})", foreign::bounded(&pause.reason, MAX_PAUSE_REASON), foreign::shown(&pause.by))
 }
 
 /// What a peer wrote, checked before any of it is used: each item read from the store is
@@ -204,7 +221,8 @@ impl Checked for Holder {
         }
         name("holder.availability_zone", self.availability_zone.as_deref().unwrap_or_default(), MAX_NAME)?;
         at_most("holder.token", self.token, MAX_COUNTER)?;
-        at_most("holder.hold_ms", self.hold_ms, MAX_HOLD_MS)?;
+        // Also the hold of an item without `hold_ms` (an earlier version's), read from its times.
+        at_most("holder.hold_ms", self.hold().as_millis().try_into().unwrap_or(u64::MAX), MAX_HOLD_MS)?;
         resources("holder.allocated", &self.allocated)?;
         resources("holder.stays", &self.stays)
     }
@@ -237,7 +255,11 @@ impl Checked for Queued {
 impl Checked for SnapshotHead {
     fn check(&self) -> std::result::Result<(), String> {
         at_most("instances", self.instances as u64, MAX_INSTANCES as u64)?;
-        at_most("parts", self.parts as u64, self.instances.div_ceil(PART_SIZE) as u64)
+        let parts = self.instances.div_ceil(PART_SIZE);
+        if self.parts != parts {
+            return Err(format!("field `parts` is {}, where {} instances take {parts}", self.parts, self.instances));
+        }
+        Ok(())
     }
 }
 
@@ -273,6 +295,32 @@ struct LegacyRecord {
 }
 
 impl StoreCoordinator {
+    /// The item `key`, parsed and checked ([`parse`]). A refused item is a setup error (as
+    /// an item of a format this version does not read): waiting does not mend it, an
+    /// operator must.
+    pub(super) fn parse<T: DeserializeOwned + Checked>(&self, key: &str, body: &str) -> Result<T> {
+        parse(body).map_err(|why| {
+            Error::Config(format!(
+                "the lease item {} in {} is refused: {why}; ecs-patchd did not write it so (a host or a person \
+                 did): fix or delete the item (`fleet status` shows the rest of the group)",
+                foreign::shown(key),
+                self.store.name()
+            ))
+        })
+    }
+
+    /// The item `key` with its version, parsed and checked; `None` when there is none.
+    pub(super) async fn read<T: DeserializeOwned + Checked>(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<(T, u64)>> {
+        match self.store.load(key, consistency).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((self.parse(key, &v.body)?, v.version))),
+        }
+    }
+
     /// Converts a version-1 record, or refuses it while it has holders; done once per process.
     async fn ensure_format(&self) -> Result<()> {
         if self.memory().format_checked {
@@ -291,12 +339,13 @@ impl StoreCoordinator {
                     let legacy: LegacyRecord = serde_json::from_value(value).map_err(|e| {
                         Error::Config(format!(
                             "the lease item {} is neither this version's format nor the single-item format of \
-                             earlier versions: {e}",
-                            self.key
+                             earlier versions: {}",
+                            self.key,
+                            foreign::shown(&e.to_string())
                         ))
                     })?;
                     if !legacy.holders.is_empty() {
-                        let ids: Vec<String> = legacy.holders.iter().map(|h| foreign::shown(&h.id)).collect();
+                        let ids: Vec<String> = legacy.holders.iter().take(10).map(|h| foreign::shown(&h.id)).collect();
                         // Not a passing trouble: waiting would not help, an operator must act.
                         return Err(Error::Config(format!(
                             "the lease item {} is in the single-item format of ecs-patchd before 0.2 and {} host(s) \
@@ -304,7 +353,7 @@ impl StoreCoordinator {
                              its `ecs-patchd fleet release`), then start this version, which converts the empty \
                              record",
                             self.key,
-                            ids.len(),
+                            legacy.holders.len(),
                             ids.join(", ")
                         )));
                     }
@@ -319,6 +368,9 @@ impl StoreCoordinator {
                         next_token: legacy.next_token,
                         ..Control::default()
                     };
+                    control.check().map_err(|why| {
+                        Error::Config(format!("the lease item {} of an earlier version is refused: {why}", self.key))
+                    })?;
                     Self::put(self.key.clone(), &control, Expect::Version(v.version))
                 }
             };

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::millis;
@@ -48,9 +48,7 @@ use super::policy::{Policy, Snapshot};
 use crate::alarms::Alarms;
 use crate::clock::Clock;
 use crate::ec2::Instances;
-use crate::error::{Error, Result};
-use crate::foreign;
-use items::Checked;
+use crate::error::Result;
 use watch::{Watch, WatchFile};
 
 /// A stored value and the version it was written as.
@@ -289,31 +287,6 @@ impl StoreCoordinator {
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().expect("coordinator memory")
-    }
-
-    /// The item `key`, parsed and checked ([`items::parse`]). A refused item is a setup
-    /// error (as an item of a format this version does not read): waiting does not mend it,
-    /// an operator must.
-    fn parse<T: DeserializeOwned + Checked>(&self, key: &str, body: &str) -> Result<T> {
-        items::parse(body).map_err(|why| {
-            Error::Config(format!(
-                "the lease item {} in {} is refused: {why}; ecs-patchd did not write it so (a host or a person \
-                 did): fix or delete the item (`fleet status` shows the rest of the group)",
-                foreign::shown(key),
-                self.store.name()
-            ))
-        })
-    }
-
-    async fn read<T: DeserializeOwned + Checked>(
-        &self,
-        key: &str,
-        consistency: Consistency,
-    ) -> Result<Option<(T, u64)>> {
-        match self.store.load(key, consistency).await? {
-            None => Ok(None),
-            Some(v) => Ok(Some((self.parse(key, &v.body)?, v.version))),
-        }
     }
 
     fn put<T: Serialize>(key: String, value: &T, expect: Expect) -> Write {

@@ -16,8 +16,8 @@ use crate::foreign;
 pub struct GroupView {
     /// The control item's key.
     pub key: String,
-    /// The control item (empty when none exists yet).
-    pub control: Control,
+    /// The control item (empty when none exists yet; `None` when it is unreadable).
+    pub control: Option<Control>,
     /// Hosts holding a slot.
     pub holders: Vec<Holder>,
     /// Tickets taken and not yet served: the hosts waiting, and any that stopped asking and
@@ -49,10 +49,12 @@ impl StoreCoordinator {
                 holders.extend(aside(slot, &mut unreadable)?.flatten().and_then(|s| s.holder));
             }
         }
-        let control = control.unwrap_or_default();
+        // Without the control item, where the queue starts is unknown: no queue is shown.
+        let served = control.as_ref().map(|c| c.served);
         let taken = self.store.load(&self.tickets_key(), Consistency::Strong).await?.map_or(0, |v| v.version);
-        let waiting = taken.saturating_sub(control.served);
-        let keys: Vec<String> = (1..=waiting.min(10)).map(|d| self.ticket_key(control.served + d)).collect();
+        let waiting = served.map_or(0, |served| taken.saturating_sub(served));
+        let first = served.unwrap_or_default();
+        let keys: Vec<String> = (1..=waiting.min(10)).map(|d| self.ticket_key(first + d)).collect();
         let mut next_in_line = Vec::new();
         for (key, stored) in keys.iter().zip(self.store.load_many(&keys, Consistency::Eventual).await?) {
             if let Some(v) = stored {
@@ -63,7 +65,7 @@ impl StoreCoordinator {
         let head = aside(head, &mut unreadable)?.flatten();
         Ok(GroupView {
             key: self.key.clone(),
-            blocked_by: self.blockers(&control, &holders),
+            blocked_by: control.as_ref().map(|c| self.blockers(c, &holders)).unwrap_or_default(),
             holders,
             control,
             waiting,

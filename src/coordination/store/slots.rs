@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use super::items::{Control, Slot};
+use super::items::{self, Control, Slot};
 use super::{
     CONFLICT_RETRIES, Consistency, Expect, GRANT_SPACING, RELEASES_KEPT_FOR, StalePolicy, StoreCoordinator, ms,
 };
-use crate::coordination::policy::{self, GroupRecord, Holder, Pause};
+use crate::coordination::policy::{self, GroupRecord, Holder};
 use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
 use crate::ecs::Ecs;
 use crate::error::{Error, Result};
@@ -80,7 +80,7 @@ impl StoreCoordinator {
     ) -> Result<Option<Decision>> {
         let (control, version) = self.control(Consistency::Strong).await?;
         if let Some(pause) = &control.paused {
-            return Ok(Some(Decision::Paused(format!("{} (paused by {})", pause.reason, pause.by))));
+            return Ok(Some(Decision::Paused(items::described(pause))));
         }
         if control.served + 1 != ticket {
             return Ok(None);
@@ -235,7 +235,7 @@ impl StoreCoordinator {
             };
             self.update_control(|c| {
                 let first = c.paused.is_none();
-                c.paused.get_or_insert(Pause { reason: reason.clone(), by: by.clone(), at: now });
+                c.paused.get_or_insert(items::pause(&reason, &by, now));
                 first
             })
             .await?;

@@ -102,7 +102,8 @@ impl StoreCoordinator {
             }
             instances.extend(part.instances.into_iter().map(unpack));
         }
-        Ok(Some(Snapshot { taken_at: head.taken_at, instances }))
+        // Parts that do not add up to the head's count are of no look (a forged or torn set).
+        Ok((instances.len() == head.instances).then_some(Snapshot { taken_at: head.taken_at, instances }))
     }
 
     /// Stores `snapshot`: the parts first, then the head that makes them valid.

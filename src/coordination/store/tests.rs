@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::coordination::policy::Budget;
+use crate::error::Error;
 use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
 use crate::sim::clock::SimClock;
 use crate::sim::ports::SimEcs;
