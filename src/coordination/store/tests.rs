@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::coordination::policy::Budget;
-use crate::error::Error;
 use crate::coordination::{Coordinator, Decision, Grant, SlotRequest};
+use crate::error::Error;
 use crate::sim::clock::SimClock;
 use crate::sim::ports::SimEcs;
 use crate::sim::store::MemoryStore;
