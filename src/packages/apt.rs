@@ -186,6 +186,11 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
             };
             let inside = rest.strip_prefix('(')?;
             let (available, origins) = inside.split_once(' ').unwrap_or((inside, ""));
+            let available = available.trim_end_matches(')');
+            // A line without a name or a version is no package's (noise, not a plan).
+            if name.is_empty() || available.is_empty() {
+                return None;
+            }
             let origins = origins.trim_end_matches(')');
             let origins = origins.rsplit_once(" [").map_or(origins, |(o, _)| o);
             // `Origin:Version/Archive`, or the bare archive for a repository without an origin.
@@ -195,7 +200,7 @@ fn parse_simulation(stdout: &str) -> Vec<PackageUpdate> {
             Some(PackageUpdate {
                 name: name.to_string(),
                 current,
-                available: available.trim_end_matches(')').to_string(),
+                available: available.to_string(),
                 built: None,
                 security,
                 severity: None,
@@ -217,9 +222,14 @@ mod tests {
         #[test]
         fn any_simulation_is_read_without_a_panic(lines in proptest::collection::vec("(Inst )?[^\n]{0,80}", 0..20)) {
             for update in parse_simulation(&lines.join("\n")) {
-                prop_assert!(!update.name.is_empty());
+                prop_assert!(!update.name.is_empty() && !update.available.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn an_inst_line_without_a_name_or_a_version_is_no_update() {
+        assert!(parse_simulation("Inst  (1.0 Ubuntu:22.04/jammy [amd64])\nInst demo-app ()\n").is_empty());
     }
 
     #[test]

@@ -412,10 +412,15 @@ fn parse_query(stdout: &str, security: bool) -> Vec<PackageUpdate> {
         .filter_map(|line| {
             let mut fields = line.split('|');
             let (name, evr, built) = (fields.next()?, fields.next()?, fields.next()?);
+            let available = evr.trim_start_matches("0:");
+            // A line without a name or a version is no package's (noise, not a plan).
+            if name.is_empty() || available.is_empty() {
+                return None;
+            }
             Some(PackageUpdate {
                 name: name.to_string(),
                 current: None,
-                available: evr.trim_start_matches("0:").to_string(),
+                available: available.to_string(),
                 built: parse_build_time(built),
                 security,
                 severity: None,
@@ -499,6 +504,13 @@ mod tests {
                 prop_assert!(!update.name.is_empty() && !update.available.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_line_without_a_name_or_a_version_is_no_update() {
+        // Found by the property test above: "||" was read as an update named "".
+        assert!(parse_query("||\n|1.0|\nname||\n", false).is_empty());
+        assert_eq!(parse_query("demo-app|0:2.0-1|2026-01-01 10:00\n", false)[0].available, "2.0-1");
     }
 
     #[test]
