@@ -24,14 +24,10 @@ use nix::fcntl::OFlag;
 const DEV_NULL: &str = "/dev/null";
 
 /// Refuses `path` (described by `meta`) unless root, or the user running the command,
-/// owns it and no one else may write it; `why` says what is at stake.
-pub fn owned_and_closed(path: &Path, meta: &Metadata, why: &str) -> Result<(), String> {
-    owner_and_mode(path, meta, why, false)
-}
-
-/// [`owned_and_closed`], accepting a sticky world-writable directory when `above` (a
-/// directory above the path, where only an entry's owner may rename it).
-fn owner_and_mode(path: &Path, meta: &Metadata, why: &str, above: bool) -> Result<(), String> {
+/// owns it and no one else may write it; `why` says what is at stake. A sticky
+/// world-writable directory passes when `above` (a directory above the path, where only an
+/// entry's owner may rename it).
+fn owned_and_closed(path: &Path, meta: &Metadata, why: &str, above: bool) -> Result<(), String> {
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
         return Err(format!(
@@ -65,7 +61,7 @@ pub fn parents_checked(path: &Path, why: &str) -> Result<PathBuf, String> {
         let meta = std::fs::symlink_metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         // A link's own mode means nothing: the directory it sits in (checked too) guards it.
         if !meta.file_type().is_symlink() {
-            owner_and_mode(parent, &meta, &swap, true)?;
+            owned_and_closed(parent, &meta, &swap, true)?;
         }
     }
     Ok(canonical)
@@ -75,12 +71,12 @@ pub fn parents_checked(path: &Path, why: &str) -> Result<PathBuf, String> {
 pub fn path_checked(path: &Path, why: &str) -> Result<(PathBuf, Metadata), String> {
     let canonical = parents_checked(path, why)?;
     let meta = std::fs::symlink_metadata(&canonical).map_err(|e| format!("{}: {e}", canonical.display()))?;
-    owned_and_closed(&canonical, &meta, why)?;
+    owned_and_closed(&canonical, &meta, why, false)?;
     Ok((canonical, meta))
 }
 
 /// Reads the file `path` for root: opened once without waiting on a pipe, checked through
-/// its descriptor (a regular file, [`owned_and_closed`]) and its directories
+/// its descriptor (a regular file, root's alone) and its directories
 /// ([`parents_checked`]), found to be the file at its canonical path, and read from the
 /// descriptor, at most `limit` bytes. `/dev/null` reads as empty.
 pub fn read_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, String> {
@@ -100,7 +96,7 @@ pub fn read_file(path: &Path, limit: u64, why: &str) -> Result<Vec<u8>, String> 
             path.display()
         ));
     }
-    owned_and_closed(path, &meta, why)?;
+    owned_and_closed(path, &meta, why, false)?;
     let canonical = parents_checked(path, why)?;
     // The path checked names the file opened (not one swapped in since).
     let at_path = std::fs::metadata(&canonical).map_err(|e| format!("{}: {e}", canonical.display()))?;
@@ -131,7 +127,7 @@ pub fn private_dir(dir: &Path, why: &str) -> Result<(), String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory (a symbolic link?): {why}, so it is refused", dir.display()));
     }
-    owned_and_closed(dir, &meta, why)?;
+    owned_and_closed(dir, &meta, why, false)?;
     if meta.mode() & 0o077 != 0 {
         return Err(format!(
             "{} may be read by others (mode {:o}): {why}, so it is refused (chmod 700 {})",
