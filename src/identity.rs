@@ -187,6 +187,10 @@ pub fn confirmed(
     instance_id: &str,
     cluster: &str,
 ) -> Result<ContainerInstance> {
+    // An instance not registered in `cluster` comes back as a failure, not an error: AWS,
+    // "API failure reasons": DescribeContainerInstances `MISSING`, "The specified container
+    // instance wasn't found. Verify that you specified the cluster the container instance is
+    // registered to" (`AwsEcs::describe` reads it as none).
     let record = record.ok_or_else(|| {
         Error::Identity(format!(
             "the ECS agent reports container instance {}, which ECS does not list in cluster {}: refused, \
