@@ -196,6 +196,30 @@ fn a_forged_control_item_is_refused_by_name_and_status_still_shows_the_rest() {
     assert!(status.stdout.contains(own), "the instances are still listed: {}", status.stdout);
 }
 
+#[test]
+fn a_peer_that_clears_the_pause_in_the_control_item_does_not_resume_the_roll() {
+    let host = TestHost::start(Options::dynamodb_leases());
+    let pause = host.run(&["fleet", "pause", "--reason", "change freeze"]);
+    assert_eq!(pause.code, 0, "{pause:?}");
+    // A compromised peer rewrites the control item (every host's role may) without the pause.
+    let status = host.run(&["fleet", "status", "--json"]);
+    let mut control = serde_json::from_str::<serde_json::Value>(&status.stdout).unwrap()["group"]["control"].clone();
+    assert_eq!(control["paused"]["reason"], "change freeze", "{control}");
+    control["paused"] = serde_json::Value::Null;
+    host.control("lease/put", &serde_json::json!({"key": "demo/default", "body": control.to_string()}).to_string());
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 75, "still paused: {run:?}");
+    assert!(run.stdout.contains("change freeze"), "{}", run.stdout);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    let status = host.run(&["fleet", "status"]);
+    assert!(status.stdout.contains("paused     YES"), "{}", status.stdout);
+    // The operator's resume writes what no host's role may write, and the roll goes on.
+    let resume = host.run(&["fleet", "resume"]);
+    assert!(resume.stdout.contains("resumed"), "{resume:?}");
+    host.run_to_success("resumed by the operator");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1);
+}
+
 /// Opens 1,100 connections to the address in argv[1] at once (those the listener's backlog
 /// does not take yet keep trying), says how many are established a second later, and holds
 /// them all until its stdin closes.

@@ -117,10 +117,13 @@ fn called_actions() -> BTreeMap<String, String> {
     actions
 }
 
-/// Every action an Allow statement of the policy names.
+/// Every action an Allow statement of the policy names (a Deny statement narrows them).
 fn policy_actions(policy: &serde_json::Value) -> BTreeSet<String> {
     let mut actions = BTreeSet::new();
     for statement in policy["Statement"].as_array().unwrap() {
+        if statement["Effect"] == "Deny" {
+            continue;
+        }
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         let listed = match &statement["Action"] {
             serde_json::Value::String(one) => vec![one.clone()],

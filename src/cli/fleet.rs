@@ -113,7 +113,7 @@ async fn store_command(
             println!("paused: {reason}");
         }
         FleetCommand::Resume => {
-            let was = store.resume().await?;
+            let was = store.resume(&operator()).await?;
             println!("{}", if was { "resumed" } else { "the roll was not paused" });
         }
         FleetCommand::Release { instance, yes } => {
@@ -135,7 +135,7 @@ async fn store_command(
                 ),
                 *yes,
             )?;
-            store.release_holder(instance).await?;
+            store.release_holder(instance, &operator()).await?;
             println!("released the slot of {instance}");
         }
     }
@@ -215,14 +215,23 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
         let _ = writeln!(s, "UNREADABLE {line}");
     }
     let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
-    match view.control.as_ref().map(|c| &c.paused) {
-        None => {
-            let _ = writeln!(s, "paused     unknown (the control item is unreadable)");
-        }
-        Some(Some(p)) => {
+    // The pause items decide; the control item's `paused` is a hint any host may write.
+    match (&view.pause, view.control.as_ref().map(|c| &c.paused)) {
+        (Some(p), _) => {
             let _ = writeln!(s, "paused     YES, by {} {}: {}", shown(&p.by), ago(now, p.at), shown(&p.reason));
         }
-        Some(None) => {
+        (None, None) => {
+            let _ = writeln!(s, "paused     unknown (the control item is unreadable)");
+        }
+        (None, Some(Some(hint))) => {
+            let _ = writeln!(
+                s,
+                "paused     no (the control item says paused by {}, but no pause item backs it: the next host to \
+                 look clears it)",
+                shown(&hint.by)
+            );
+        }
+        (None, Some(None)) => {
             let _ = writeln!(s, "paused     no");
         }
     }

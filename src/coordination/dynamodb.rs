@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+};
 
-use super::store::{Consistency, Expect, LeaseStore, Versioned, Write};
+use super::store::{Change, Consistency, Expect, LeaseStore, Versioned, Write};
 use crate::error::{Error, Result};
 
 /// A lease table.
@@ -94,15 +96,15 @@ impl DynamoStore {
 
     fn transact_item(&self, write: &Write) -> Result<TransactWriteItem> {
         let condition = Self::condition(write.expect);
-        let built = match &write.body {
-            Some(body) if write.expect == Expect::Any => Update::builder()
+        let built = match &write.change {
+            Change::Put(body) if write.expect == Expect::Any => Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(Self::key(&write.key)))
                 .update_expression(Self::OVERWRITE)
                 .set_expression_attribute_values(Some(Self::overwrite_values(body)))
                 .build()
                 .map(|u| TransactWriteItem::builder().update(u).build()),
-            Some(body) => {
+            Change::Put(body) => {
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(Self::item(&write.key, body, write.expect)))
@@ -111,7 +113,7 @@ impl DynamoStore {
                     .build();
                 put.map(|p| TransactWriteItem::builder().put(p).build())
             }
-            None => {
+            Change::Delete => {
                 let delete = Delete::builder()
                     .table_name(&self.table)
                     .set_key(Some(Self::key(&write.key)))
@@ -119,6 +121,19 @@ impl DynamoStore {
                     .set_expression_attribute_values(condition.and_then(|(_, v)| v))
                     .build();
                 delete.map(|d| TransactWriteItem::builder().delete(d).build())
+            }
+            // "ConditionCheck: Applies a condition to an item that is not being modified by the
+            // transaction" (TransactWriteItems); its IAM action is dynamodb:ConditionCheckItem.
+            Change::Check => {
+                let (expression, values) = condition
+                    .ok_or_else(|| Error::Lease(format!("a condition check of {} without a condition", write.key)))?;
+                let check = ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(&write.key)))
+                    .condition_expression(expression)
+                    .set_expression_attribute_values(values)
+                    .build();
+                check.map(|c| TransactWriteItem::builder().condition_check(c).build())
             }
         };
         built.map_err(|e| Error::Lease(format!("cannot build a DynamoDB transaction item: {e}")))
@@ -194,8 +209,8 @@ impl LeaseStore for DynamoStore {
     async fn save(&self, write: &Write) -> Result<bool> {
         let condition = Self::condition(write.expect);
         let (expression, values) = (condition.as_ref().map(|(c, _)| (*c).to_string()), condition.and_then(|(_, v)| v));
-        match &write.body {
-            Some(body) if write.expect == Expect::Any => {
+        match &write.change {
+            Change::Put(body) if write.expect == Expect::Any => {
                 let sent = self
                     .client
                     .update_item()
@@ -207,7 +222,7 @@ impl LeaseStore for DynamoStore {
                     .await;
                 written(&self.table, "UpdateItem", sent)
             }
-            Some(body) => {
+            Change::Put(body) => {
                 let sent = self
                     .client
                     .put_item()
@@ -219,7 +234,8 @@ impl LeaseStore for DynamoStore {
                     .await;
                 written(&self.table, "PutItem", sent)
             }
-            None => {
+            Change::Check => Err(Error::Lease(format!("a condition check of {} outside a transaction", write.key))),
+            Change::Delete => {
                 let sent = self
                     .client
                     .delete_item()

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::clock::SimClock;
 use super::world::World;
-use crate::coordination::store::{Consistency, Expect, LeaseStore, Versioned, Write};
+use crate::coordination::store::{Change, Consistency, Expect, LeaseStore, Versioned, Write};
 use crate::error::{Error, Result};
 
 /// DynamoDB's limits, and the prices the report charges.
@@ -215,7 +215,7 @@ impl MemoryStore {
 
     /// Refuses an item over 400 KB, as DynamoDB does (ValidationException).
     fn check_size(&self, inner: &mut Inner, write: &Write) -> Result<()> {
-        let Some(body) = &write.body else { return Ok(()) };
+        let Change::Put(body) = &write.change else { return Ok(()) };
         let size = item_size(&write.key, body);
         if size > self.limits.max_item_bytes {
             inner.usage.too_large += 1;
@@ -240,20 +240,24 @@ impl MemoryStore {
     }
 
     fn apply(inner: &mut Inner, write: &Write) {
-        match &write.body {
-            None => {
+        match &write.change {
+            Change::Delete => {
                 inner.items.remove(&write.key);
             }
-            Some(body) => {
+            Change::Put(body) => {
                 let version = inner.items.get(&write.key).map_or(1, |v| v.version + 1);
                 inner.items.insert(write.key.clone(), Versioned { version, body: body.clone() });
             }
+            Change::Check => {}
         }
     }
 
     /// Write units of `write`: the larger of the item before and after.
     fn units_of(inner: &Inner, write: &Write) -> f64 {
-        let after = write.body.as_deref().map_or(0, |b| item_size(&write.key, b));
+        let after = match &write.change {
+            Change::Put(body) => item_size(&write.key, body),
+            Change::Delete | Change::Check => 0,
+        };
         write_units(after.max(Self::size_of(inner, &write.key)))
     }
 }
@@ -343,7 +347,7 @@ mod tests {
     }
 
     fn put(key: &str, bytes: usize, expect: Expect) -> Write {
-        Write { key: key.into(), body: Some("x".repeat(bytes)), expect }
+        Write { key: key.into(), change: Change::Put("x".repeat(bytes)), expect }
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

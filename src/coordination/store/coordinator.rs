@@ -34,9 +34,12 @@ impl Coordinator for StoreCoordinator {
                     continue;
                 }
             }
-            // No new place in the queue while the roll is paused.
-            if let Some(pause) = &control.paused {
-                return Ok(Decision::Paused(items::described(pause)));
+            // No new place in the queue while the roll is paused (the hint, confirmed by the
+            // pause items: a peer's hint alone stops nobody).
+            if control.paused.is_some()
+                && let Some(pause) = self.confirmed_pause().await?
+            {
+                return Ok(Decision::Paused(items::described(&pause)));
             }
             let ticket = self.ticket(request).await?;
             // A ticket just taken may have been skipped before it was written (its place
@@ -92,7 +95,9 @@ impl Coordinator for StoreCoordinator {
 
     async fn renew(&self, grant: &Grant, id: &str, step: &str, hold: Duration) -> Result<bool> {
         let Some(n) = self.slot_of(grant).await? else { return Ok(false) };
+        let asked = tokio::time::Instant::now();
         let now = self.now();
+        let hold_for = hold;
         let hold = ms(hold);
         let mut held = false;
         self.update_slot(n, |s| {
@@ -112,10 +117,16 @@ impl Coordinator for StoreCoordinator {
             held
         })
         .await?;
+        if held {
+            self.renewed(grant.token, asked, hold_for);
+        } else {
+            self.lost_slot(n, id, grant.token).await?;
+        }
         Ok(held)
     }
 
     async fn release(&self, grant: &Grant, id: &str) -> Result<()> {
+        self.forget_lease(grant.token);
         let Some(n) = self.slot_of(grant).await? else { return Ok(()) };
         let now = self.now();
         let keep = ms(RELEASES_KEPT_FOR).max(ms(self.snapshot_max_age).saturating_mul(2));
@@ -174,21 +185,11 @@ impl Coordinator for StoreCoordinator {
     }
 
     async fn pause(&self, reason: &str, by: &str) -> Result<Halt> {
-        let at = self.now();
-        self.update_control(|c| {
-            if c.paused.is_some() {
-                return false;
-            }
-            c.paused = Some(items::pause(reason, by, at));
-            true
-        })
-        .await
-        .map(|_| Halt::Paused)
+        self.pause_roll(reason, by).await.map(|_| Halt::Paused)
     }
 
     async fn paused(&self) -> Result<Option<String>> {
-        let (control, _) = self.control(Consistency::Strong).await?;
-        Ok(control.paused.as_ref().map(items::described))
+        Ok(self.confirmed_pause().await?.as_ref().map(items::described))
     }
 
     fn ttl(&self) -> Duration {

@@ -1,5 +1,6 @@
 //! The store's items and their formats: the control item, the slots, the tickets, the
-//! queue entries and the snapshot's parts; and the conversion of version 1's single item.
+//! queue entries, the snapshot's parts, the pauses and the operator's marks; and the
+//! conversion of version 1's single item.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,28 @@ pub struct Ticket {
 pub(super) struct Queued {
     pub(super) ticket: u64,
     pub(super) cycle: String,
+}
+
+/// The operator's record of the pauses resumed: `pause/1` to `pause/{through}` are lifted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    /// The last pause lifted.
+    pub through: u64,
+    /// Who lifted it.
+    pub by: String,
+    /// When (unix ms).
+    pub at: u64,
+}
+
+/// An operator's mark that a host's slot was freed by `fleet release`, not stolen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// The host that held it.
+    pub id: String,
+    /// Who freed it.
+    pub by: String,
+    /// When (unix ms).
+    pub at: u64,
 }
 
 /// The head of the stored snapshot: its parts are valid only with its `taken_at`.
@@ -206,11 +229,31 @@ impl Checked for Control {
         at_most("cluster_size", self.cluster_size as u64, MAX_INSTANCES as u64)?;
         at_most("served", self.served, MAX_COUNTER)?;
         at_most("next_token", self.next_token, MAX_COUNTER)?;
-        if let Some(p) = &self.paused {
-            name("paused.reason", &p.reason, MAX_REASON)?;
-            name("paused.by", &p.by, MAX_NAME)?;
+        match &self.paused {
+            Some(p) => p.check().map_err(|why| format!("in `paused`: {why}")),
+            None => Ok(()),
         }
-        Ok(())
+    }
+}
+
+impl Checked for Pause {
+    fn check(&self) -> std::result::Result<(), String> {
+        name("reason", &self.reason, MAX_REASON)?;
+        name("by", &self.by, MAX_NAME)
+    }
+}
+
+impl Checked for Resumed {
+    fn check(&self) -> std::result::Result<(), String> {
+        at_most("through", self.through, MAX_COUNTER)?;
+        name("by", &self.by, MAX_NAME)
+    }
+}
+
+impl Checked for Released {
+    fn check(&self) -> std::result::Result<(), String> {
+        name("id", &self.id, MAX_NAME)?;
+        name("by", &self.by, MAX_NAME)
     }
 }
 
@@ -428,6 +471,9 @@ mod tests {
         one::<Queued>(body);
         one::<SnapshotHead>(body);
         one::<SnapshotPart>(body);
+        one::<Pause>(body);
+        one::<Resumed>(body);
+        one::<Released>(body);
     }
 
     proptest! {

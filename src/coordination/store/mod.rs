@@ -11,6 +11,7 @@
 //! | `…/queued/ID`          | the ticket host ID waits with, found again after a restart   |
 //! | `…/slot/N`             | an [`items::Slot`]: its holder, and who gave it back recently        |
 //! | `…/snapshot/head`, `…/snapshot/P` | the shared cluster snapshot, in parts of [`PART_SIZE`] instances |
+//! | `…/pause/N`, `…/operator/…` | the pauses, and what only operators write (`pauses.rs`) |
 //!
 //! Hosts are served in ticket order (first come, first served). Only the head of the queue
 //! (ticket = served + 1) may take a slot: with strongly consistent reads of the control item
@@ -32,6 +33,7 @@ mod snapshot;
 pub mod watch;
 mod coordinator;
 pub mod operator;
+mod pauses;
 
 #[cfg(test)]
 mod tests;
@@ -80,13 +82,25 @@ pub enum Expect {
     Any,
 }
 
-/// One write: `body` as the next version of `key`, or the item deleted (`None`).
+/// What a [`Write`] does to its item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Writes this value (JSON) as the next version.
+    Put(String),
+    /// Deletes the item.
+    Delete,
+    /// Changes nothing: only the condition must hold (in a transaction, DynamoDB's
+    /// `ConditionCheck`).
+    Check,
+}
+
+/// One write to `key`, made only if `expect` holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     /// The item's key.
     pub key: String,
-    /// The new value, or `None` to delete the item.
-    pub body: Option<String>,
+    /// What is done to it.
+    pub change: Change,
     /// The condition.
     pub expect: Expect,
 }
@@ -190,6 +204,8 @@ struct Memory {
     slots: Watch,
     /// The tickets' versions as seen, to judge whether their waiters still ask.
     waiters: Watch,
+    /// Until when each lease this process renewed holds by its own clock, by token.
+    renewed: HashMap<u64, Instant>,
 }
 
 /// Settings of a [`StoreCoordinator`].
@@ -290,11 +306,16 @@ impl StoreCoordinator {
     }
 
     fn put<T: Serialize>(key: String, value: &T, expect: Expect) -> Write {
-        Write { key, body: Some(serde_json::to_string(value).expect("lease items serialize")), expect }
+        Write { key, change: Change::Put(serde_json::to_string(value).expect("lease items serialize")), expect }
     }
 
     fn delete(key: String) -> Write {
-        Write { key, body: None, expect: Expect::Any }
+        Write { key, change: Change::Delete, expect: Expect::Any }
+    }
+
+    /// A transaction's check that `key` is as `expect` says, changing nothing.
+    fn check(key: String, expect: Expect) -> Write {
+        Write { key, change: Change::Check, expect }
     }
 
     /// A short random pause after losing a conditional write, so that writers who collided

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::items::{Control, Slot, SnapshotHead, Ticket};
 use super::{Consistency, FUTURE_TOLERANCE, StoreCoordinator, ms};
-use crate::coordination::policy::Holder;
+use crate::coordination::policy::{Holder, Pause};
 use crate::error::{Error, Result};
 use crate::foreign;
 
@@ -27,6 +27,9 @@ pub struct GroupView {
     pub next_in_line: Vec<Ticket>,
     /// Items that were refused or could not be read, one line each: the rest is shown.
     pub unreadable: Vec<String>,
+    /// The pause in force as the pause items say it (the control item's `paused` is a
+    /// hint any host may write); `None` also when they cannot be read (see `unreadable`).
+    pub pause: Option<Pause>,
     /// When the shared snapshot was taken (unix ms) and how many instances it shows.
     pub snapshot: Option<(u64, usize)>,
     /// What keeps the next host in the queue from taking a slot, and why, one line each
@@ -41,6 +44,7 @@ impl StoreCoordinator {
     pub async fn view(&self) -> Result<GroupView> {
         let mut unreadable = Vec::new();
         let control = aside(self.control(Consistency::Strong).await, &mut unreadable)?.map(|(c, _)| c);
+        let pause = aside(self.pause_on_record().await, &mut unreadable)?.and_then(|r| r.pause);
         let mut holders = Vec::new();
         if let Some(control) = &control {
             let keys: Vec<String> = (0..control.slots).map(|n| self.slot_key(n)).collect();
@@ -65,7 +69,8 @@ impl StoreCoordinator {
         let head = aside(head, &mut unreadable)?.flatten();
         Ok(GroupView {
             key: self.key.clone(),
-            blocked_by: control.as_ref().map(|c| self.blockers(c, &holders)).unwrap_or_default(),
+            blocked_by: control.as_ref().map(|c| self.blockers(c, pause.as_ref(), &holders)).unwrap_or_default(),
+            pause,
             holders,
             control,
             waiting,
@@ -77,9 +82,9 @@ impl StoreCoordinator {
 
     /// Who keeps the queue waiting and why: the pause, and the holders when every slot is
     /// held, each with what its own clock says of its lease next to this host's clock.
-    fn blockers(&self, control: &Control, holders: &[Holder]) -> Vec<String> {
+    fn blockers(&self, control: &Control, pause: Option<&Pause>, holders: &[Holder]) -> Vec<String> {
         let mut lines = Vec::new();
-        if let Some(p) = &control.paused {
+        if let Some(p) = pause {
             lines.push(format!("the roll is paused by {}: {}", foreign::shown(&p.by), foreign::shown(&p.reason)));
         }
         let budget = self.policy.max_unavailable.resolve(control.cluster_size.max(1));
@@ -113,25 +118,17 @@ impl StoreCoordinator {
         lines
     }
 
-    /// Lifts a pause (`fleet resume`); false when the group was not paused.
-    pub async fn resume(&self) -> Result<bool> {
-        let mut was = false;
-        self.update_control(|c| {
-            was = c.paused.take().is_some();
-            was
-        })
-        .await?;
-        Ok(was)
-    }
-
-    /// Frees the slot of `id` whatever its token (`fleet release`); false when it held none.
-    pub async fn release_holder(&self, id: &str) -> Result<bool> {
+    /// Frees the slot of `id` whatever its token (`fleet release`, with the operator's role,
+    /// `by`); false when it held none. The mark goes first, so that the holder never takes
+    /// the freed slot for a theft.
+    pub async fn release_holder(&self, id: &str, by: &str) -> Result<bool> {
         let (control, _) = self.control(Consistency::Strong).await?;
         let slots = self.slots(control.slots).await?;
         let mut held = false;
-        for n in
-            slots.iter().enumerate().filter(|(_, (s, _))| s.holder.as_ref().is_some_and(|h| h.id == id)).map(|(n, _)| n)
+        for (n, holder) in
+            slots.iter().enumerate().filter_map(|(n, (s, _))| s.holder.as_ref().filter(|h| h.id == id).map(|h| (n, h)))
         {
+            self.mark_released(holder, by).await?;
             held |= self
                 .update_slot(n, |s| {
                     let ours = s.holder.as_ref().is_some_and(|h| h.id == id);

@@ -79,8 +79,10 @@ impl StoreCoordinator {
         ecs: &dyn Ecs,
     ) -> Result<Option<Decision>> {
         let (control, version) = self.control(Consistency::Strong).await?;
-        if let Some(pause) = &control.paused {
-            return Ok(Some(Decision::Paused(items::described(pause))));
+        let on_record = self.pause_on_record().await?;
+        if control.paused.is_some() || on_record.pause.is_some() {
+            // The hint and the pause items disagree, or a pause is in force: the items decide.
+            return Ok(self.confirmed_pause().await?.map(|p| Decision::Paused(items::described(&p))));
         }
         if control.served + 1 != ticket {
             return Ok(None);
@@ -159,6 +161,10 @@ impl StoreCoordinator {
             cluster_size: snapshot.instances.len(),
             ..control
         };
+        let asked = tokio::time::Instant::now();
+        // Granted only if no pause was added or lifted since it was read: the control item's
+        // hint is every host's to write, the pause items are not.
+        let [resumed, next_pause] = self.unpaused(&on_record);
         let granted = self
             .store
             .commit(&[
@@ -166,12 +172,15 @@ impl StoreCoordinator {
                 Self::put(self.slot_key(n), &slot, slot_version.map_or(Expect::Absent, Expect::Version)),
                 Self::delete(self.ticket_key(ticket)),
                 Self::delete(self.queued_key(&request.id)),
+                resumed,
+                next_pause,
             ])
             .await?;
         if !granted {
             self.back_off().await;
             return Ok(None);
         }
+        self.renewed(token, asked, self.ttl);
         self.forget_ticket(&request.cycle);
         Ok(Some(Decision::Granted(Grant { group: self.group.clone(), token, slot: Some(n), services: Vec::new() })))
     }
@@ -233,12 +242,7 @@ impl StoreCoordinator {
                     )
                 }
             };
-            self.update_control(|c| {
-                let first = c.paused.is_none();
-                c.paused.get_or_insert(items::pause(&reason, &by, now));
-                first
-            })
-            .await?;
+            self.pause_roll(&reason, &by).await?;
             changed = true;
         }
         if seen_anew && let Some(file) = &self.watch_file {

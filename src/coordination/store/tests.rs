@@ -155,7 +155,7 @@ async fn a_version_1_record_is_converted_when_empty_and_refused_while_held() {
     let legacy = |holders: &str| {
         format!(r#"{{"holders":{holders},"queue":[{{"id":"i-1","since":1}}],"paused":null,"next_token":7}}"#)
     };
-    let write = |body: String| Write { key: "sim/default".into(), body: Some(body), expect: Expect::Any };
+    let write = |body: String| Write { key: "sim/default".into(), change: Change::Put(body), expect: Expect::Any };
     let holder = r#"[{"id":"i-00001","arn":"a","token":6,"cycle":"c","step":"draining","availability_zone":null,
         "allocated":{"cpu":0,"memory":0},"acquired_at":0,"renewed_at":0,"expires_at":0}]"#;
     assert!(bench.memory.save(&write(legacy(holder))).await.unwrap());
@@ -177,7 +177,7 @@ async fn a_head_that_stopped_asking_is_skipped() {
     assert!(matches!(coordinator.acquire(&b, &bench.ecs(1)).await.unwrap(), Decision::Wait { .. }));
     assert!(matches!(coordinator.acquire(&c, &bench.ecs(2)).await.unwrap(), Decision::Wait { .. }));
     tokio::time::advance(Duration::from_secs(61)).await;
-    coordinator.release_holder(&a.id).await.unwrap();
+    coordinator.release_holder(&a.id, "operator test").await.unwrap();
     let decision = coordinator.acquire(&c, &bench.ecs(2)).await.unwrap();
     assert!(matches!(decision, Decision::Granted(_)), "b was skipped: {decision:?}");
 }
@@ -196,7 +196,7 @@ async fn waiters_that_left_out_of_order_do_not_stall_the_queue() {
     for h in [2, 3, 1] {
         coordinators[h].withdraw(&requests[h]).await.unwrap();
     }
-    coordinators[0].release_holder(&requests[0].id).await.unwrap();
+    coordinators[0].release_holder(&requests[0].id, "operator test").await.unwrap();
     let mut granted = false;
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(31)).await;
@@ -254,7 +254,7 @@ async fn a_waiter_is_skipped_for_its_silence_not_for_its_clock() {
     for h in 1..4 {
         assert!(matches!(ask(h).await.unwrap(), Decision::Wait { .. } | Decision::Check));
     }
-    coordinators[0].release_holder(&requests[0].id).await.unwrap();
+    coordinators[0].release_holder(&requests[0].id, "operator test").await.unwrap();
     let mut granted = None;
     for look in 1..=30 {
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -322,4 +322,238 @@ async fn a_wall_clock_jump_never_stretches_a_lease() {
         assert!(holder.renew(&grant, &request.id, "returning", Duration::from_secs(60)).await.unwrap());
         assert_eq!(hold(holder.view().await.unwrap()), Duration::from_secs(60), "clock {skew}");
     }
+}
+
+/// Writes `control` as a peer would: the control item every host may write.
+async fn peer_writes_control(bench: &Bench, change: impl FnOnce(&mut items::Control)) {
+    let stored = bench.memory.load("sim/default", Consistency::Strong).await.unwrap().unwrap();
+    let mut control: items::Control = serde_json::from_str(&stored.body).unwrap();
+    change(&mut control);
+    let write = StoreCoordinator::put("sim/default".into(), &control, Expect::Version(stored.version));
+    assert!(bench.memory.save(&write).await.unwrap());
+}
+
+/// Asks until the answer is neither a wait nor a check (a few rounds), and answers it.
+async fn asked(coordinator: &StoreCoordinator, request: &SlotRequest, ecs: &SimEcs) -> Decision {
+    for _ in 0..10 {
+        match coordinator.acquire(request, ecs).await.unwrap() {
+            Decision::Wait { .. } | Decision::Check => tokio::time::advance(Duration::from_secs(4)).await,
+            decided => return decided,
+        }
+    }
+    panic!("no decision after ten asks")
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_peer_that_clears_the_pause_in_the_control_item_resumes_nothing() {
+    let bench = Bench::new(3);
+    let (coordinators, requests, ecs) = bench.hosts(3, 1);
+    coordinators[0].pause("a drain timed out", &requests[0].id).await.unwrap();
+    // The peer (host 2, compromised) clears the hint: the control item is every host's to write.
+    peer_writes_control(&bench, |c| c.paused = None).await;
+    let decision = asked(&coordinators[1], &requests[1], &ecs[1]).await;
+    assert!(matches!(&decision, Decision::Paused(why) if why.contains("a drain timed out")), "{decision:?}");
+    let view = coordinators[1].view().await.unwrap();
+    assert!(view.holders.is_empty(), "{view:?}");
+    assert!(view.control.unwrap().paused.is_some(), "the head put the hint back");
+    // Only the operator's resume, which writes what no host may, lets the roll go on.
+    assert!(coordinators[2].resume("operator test").await.unwrap());
+    assert!(matches!(asked(&coordinators[1], &requests[1], &ecs[1]).await, Decision::Granted(_)));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_pause_in_the_control_item_that_no_pause_item_backs_stops_nobody() {
+    let bench = Bench::new(2);
+    let (coordinators, requests, ecs) = bench.hosts(2, 1);
+    coordinators[0].view().await.unwrap();
+    // Left by a host that read the pause before an operator lifted it, or written by a peer.
+    peer_writes_control(&bench, |c| c.paused = Some(items::pause("stale", "i-peer", 0))).await;
+    assert!(coordinators[1].paused().await.unwrap().is_none());
+    assert!(matches!(asked(&coordinators[1], &requests[1], &ecs[1]).await, Decision::Granted(_)));
+    assert!(coordinators[0].view().await.unwrap().control.unwrap().paused.is_none(), "the hint was cleared");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_resume_lifts_the_pauses_a_peer_created_ahead_and_a_pause_after_it_stops_the_roll_again() {
+    let bench = Bench::new(2);
+    let (coordinators, requests, ecs) = bench.hosts(2, 1);
+    coordinators[0].pause("first", "i-a").await.unwrap();
+    // A peer creates the next pauses ahead of time, hoping to outlast a resume.
+    for n in 2..=4 {
+        let write = StoreCoordinator::put(
+            format!("sim/default/pause/{n}"),
+            &items::pause("ahead", "i-peer", 0),
+            Expect::Absent,
+        );
+        assert!(bench.memory.save(&write).await.unwrap());
+    }
+    assert!(coordinators[1].resume("operator test").await.unwrap());
+    assert!(coordinators[1].paused().await.unwrap().is_none());
+    assert!(!coordinators[1].resume("operator test").await.unwrap(), "nothing left to lift");
+    coordinators[0].pause("second", "i-a").await.unwrap();
+    let decision = asked(&coordinators[1], &requests[1], &ecs[1]).await;
+    assert!(matches!(&decision, Decision::Paused(why) if why.contains("second")), "{decision:?}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_slot_emptied_by_a_peer_pauses_the_roll_and_one_freed_by_an_operator_does_not() {
+    for by_operator in [false, true] {
+        let bench = Bench::new(3);
+        let (coordinators, requests, ecs) = bench.hosts(3, 1);
+        let Decision::Granted(grant) = asked(&coordinators[0], &requests[0], &ecs[0]).await else { panic!() };
+        assert!(coordinators[0].renew(&grant, &requests[0].id, "draining", Duration::from_secs(60)).await.unwrap());
+        if by_operator {
+            assert!(coordinators[2].release_holder(&requests[0].id, "operator test").await.unwrap());
+        } else {
+            let write = StoreCoordinator::put("sim/default/slot/0".into(), &items::Slot::default(), Expect::Any);
+            assert!(bench.memory.save(&write).await.unwrap());
+        }
+        let held = coordinators[0].renew(&grant, &requests[0].id, "draining", Duration::from_secs(60)).await.unwrap();
+        assert!(!held, "the slot is gone either way");
+        let paused = coordinators[1].paused().await.unwrap();
+        if by_operator {
+            assert_eq!(paused, None);
+        } else {
+            let why = paused.expect("a theft pauses the roll");
+            assert!(why.contains("slot 0") && why.contains(&requests[0].id) && why.contains("valid lease"), "{why}");
+        }
+    }
+}
+
+/// A store that notes the IAM action and key of every request.
+struct Recording(Arc<MemoryStore>, Mutex<Vec<(&'static str, String)>>);
+
+impl Recording {
+    fn note(&self, action: &'static str, key: &str) {
+        self.1.lock().unwrap().push((action, key.to_string()));
+    }
+
+    fn write_action(write: &Write) -> &'static str {
+        match (&write.change, write.expect) {
+            (Change::Put(_), Expect::Any) => "dynamodb:UpdateItem",
+            (Change::Put(_), _) => "dynamodb:PutItem",
+            (Change::Delete, _) => "dynamodb:DeleteItem",
+            (Change::Check, _) => "dynamodb:ConditionCheckItem",
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for Recording {
+    async fn load(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>> {
+        self.note("dynamodb:GetItem", key);
+        self.0.load(key, consistency).await
+    }
+
+    async fn load_many(&self, keys: &[String], consistency: Consistency) -> Result<Vec<Option<Versioned>>> {
+        keys.iter().for_each(|k| self.note("dynamodb:BatchGetItem", k));
+        self.0.load_many(keys, consistency).await
+    }
+
+    async fn save(&self, write: &Write) -> Result<bool> {
+        self.note(Self::write_action(write), &write.key);
+        self.0.save(write).await
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<bool> {
+        writes.iter().for_each(|w| self.note(Self::write_action(w), &w.key));
+        self.0.commit(writes).await
+    }
+
+    async fn increment(&self, key: &str) -> Result<u64> {
+        self.note("dynamodb:UpdateItem", key);
+        self.0.increment(key).await
+    }
+}
+
+/// IAM's `StringLike`: `*` any run of characters, `?` one.
+fn like(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern.len() == text.len() && pattern.chars().zip(text.chars()).all(|(p, t)| p == '?' || p == t),
+        Some((head, rest)) => {
+            text.len() >= head.len()
+                && like(head, &text[..head.len()])
+                && (head.len()..=text.len()).any(|at| like(rest, &text[at..]))
+        }
+    }
+}
+
+/// Whether the policy file `name` lets its role do `action` on the lease item `key` of
+/// cluster `sim`: an Allow statement on the lease table matches and no Deny does.
+fn policy_allows(name: &str, action: &str, key: &str) -> bool {
+    let path = format!("{}/packaging/iam/{name}", env!("CARGO_MANIFEST_DIR"));
+    let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let matches = |statement: &serde_json::Value| {
+        let on_table = statement["Resource"].as_str().unwrap().contains(":table/${LeaseTable}");
+        let acts = statement["Action"].as_array().unwrap().iter().any(|a| a == action);
+        on_table
+            && acts
+            && statement["Condition"].as_object().into_iter().flatten().all(|(operator, keys)| {
+                assert!(operator.ends_with(":StringLike"), "{operator}");
+                let patterns = keys["dynamodb:LeadingKeys"].as_array().unwrap();
+                patterns.iter().any(|p| like(&p.as_str().unwrap().replace("${ClusterName}", "sim"), key))
+            })
+    };
+    let statements = policy["Statement"].as_array().unwrap();
+    statements.iter().any(|s| s["Effect"] == "Allow" && matches(s))
+        && !statements.iter().any(|s| s["Effect"] == "Deny" && matches(s))
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_host_policy_allows_what_a_roll_writes_and_denies_what_only_operators_may() {
+    let bench = Bench::new(3);
+    let [hosts, operator] = [(), ()].map(|_| Arc::new(Recording(Arc::clone(&bench.memory), Mutex::default())));
+    let coordinator = |store: &Arc<Recording>| {
+        let settings = StoreSettings {
+            cluster: "sim".into(),
+            group: "default".into(),
+            policy: Policy { max_unavailable: Budget::Count(1), min_healthy_percent: 0, one_az_at_a_time: false },
+            ttl: Duration::from_secs(60),
+            snapshot_max_age: Duration::from_secs(60),
+            on_stale: StalePolicy::Pause,
+            poll: Duration::from_secs(10),
+        };
+        StoreCoordinator::new(Arc::clone(store) as Arc<dyn LeaseStore>, Arc::clone(&bench.clock) as _, settings)
+    };
+    // A roll with everything a host does to the items: queue, grant, renew, release, pause.
+    let host = coordinator(&hosts);
+    let [a, b] = [0, 1].map(|h| bench.request(h));
+    let Decision::Granted(grant) = asked(&host, &a, &bench.ecs(0)).await else { panic!() };
+    host.renew(&grant, &a.id, "draining", Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(host.acquire(&b, &bench.ecs(1)).await.unwrap(), Decision::Wait { .. }));
+    host.release(&grant, &a.id).await.unwrap();
+    host.pause("a failure", &b.id).await.unwrap();
+    // What only operators do: lift the pause, free another host's slot.
+    let fleet = coordinator(&operator);
+    fleet.resume("operator test").await.unwrap();
+    let Decision::Granted(_) = asked(&host, &b, &bench.ecs(1)).await else { panic!() };
+    fleet.release_holder(&b.id, "operator test").await.unwrap();
+
+    let host_policy = "ecs-patchd-policy.json";
+    let done = hosts.1.lock().unwrap().clone();
+    for (action, key) in &done {
+        assert!(policy_allows(host_policy, action, key), "the host's role may not {action} {key}");
+    }
+    for action in ["dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem"] {
+        assert!(done.iter().any(|(a, _)| a == &action), "the roll did no {action}: {done:?}");
+    }
+    let operators_only: Vec<_> = operator
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, k)| k.contains("/operator/") && !a.ends_with("GetItem"))
+        .cloned()
+        .collect();
+    assert_eq!(operators_only.len(), 2, "the resume and the release mark: {operators_only:?}");
+    for (action, key) in operators_only {
+        assert!(policy_allows("ecs-patchd-operator-policy.json", action, &key), "{action} {key}");
+        for attempt in ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
+            assert!(!policy_allows(host_policy, attempt, &key), "a host may {attempt} {key}");
+        }
+    }
+    // A host creates pauses, and removes none.
+    assert!(done.iter().any(|(a, k)| *a == "dynamodb:PutItem" && k == "sim/default/pause/1"), "{done:?}");
+    assert!(!policy_allows(host_policy, "dynamodb:DeleteItem", "sim/default/pause/1"));
+    assert!(policy_allows("ecs-patchd-operator-policy.json", "dynamodb:DeleteItem", "sim/default/pause/1"));
 }
