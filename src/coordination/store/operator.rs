@@ -1,5 +1,5 @@
-//! What `fleet` serves operators: the group's view, resuming a paused roll, and releasing a
-//! host's slot.
+//! What `fleet` serves operators: the group's view and releasing a host's slot (resuming a
+//! paused roll is in `pauses.rs`).
 
 use std::time::Duration;
 
