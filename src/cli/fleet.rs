@@ -217,6 +217,9 @@ fn status_text(view: &GroupView, window: &WindowView, instances: &[ContainerInst
     let _ = writeln!(s, "window     {} (this host's schedule.windows)", window.describe);
     // The pause items decide; the control item's `paused` is a hint any host may write.
     match (&view.pause, view.control.as_ref().map(|c| &c.paused)) {
+        _ if !view.pause_read => {
+            let _ = writeln!(s, "paused     unknown (the pause items cannot be read)");
+        }
         (Some(p), _) => {
             let _ = writeln!(s, "paused     YES, by {} {}: {}", shown(&p.by), ago(now, p.at), shown(&p.reason));
         }

@@ -42,13 +42,13 @@ impl DynamoStore {
         HashMap::from([("id".to_string(), AttributeValue::S(key.to_string()))])
     }
 
-    fn versioned(&self, key: &str, item: &Item) -> Result<Versioned> {
+    /// The item as the store's readers take it. One that lacks a version or a body (a
+    /// peer may write any attributes) is still there: version 0 and an empty body, which
+    /// the reader refuses as not understood, naming the item; a pause item stays a pause.
+    fn versioned(item: &Item) -> Versioned {
         let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
         let body = item.get("body").and_then(|v| v.as_s().ok());
-        match (version, body) {
-            (Some(version), Some(body)) => Ok(Versioned { version, body: body.clone() }),
-            _ => Err(Error::Lease(format!("the item {key} in table {} lacks a version or a body", self.table))),
-        }
+        Versioned { version: version.unwrap_or(0), body: body.cloned().unwrap_or_default() }
     }
 
     /// The condition of `expect`: expression and values.
@@ -156,7 +156,7 @@ impl LeaseStore for DynamoStore {
             .send()
             .await
             .map_err(|e| dynamo_error(&self.table, "GetItem", e))?;
-        out.item().map(|item| self.versioned(key, item)).transpose()
+        Ok(out.item().map(Self::versioned))
     }
 
     async fn load_many(&self, keys: &[String], consistency: Consistency) -> Result<Vec<Option<Versioned>>> {
@@ -179,8 +179,7 @@ impl LeaseStore for DynamoStore {
                     .map_err(|e| dynamo_error(&self.table, "BatchGetItem", e))?;
                 for item in out.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
                     let key = item.get("id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                    let value = self.versioned(&key, item)?;
-                    found.insert(key, value);
+                    found.insert(key, Self::versioned(item));
                 }
                 // "If DynamoDB returns any unprocessed items, you should retry the batch
                 // operation on those items. However, we strongly recommend that you use an

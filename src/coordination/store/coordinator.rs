@@ -22,6 +22,12 @@ impl Coordinator for StoreCoordinator {
                 let (control, _) = self.control(Consistency::Strong).await?;
                 if let Some(grant) = self.held_by(&request.id, &request.cycle, &control).await? {
                     self.forget_ticket(&request.cycle);
+                    // Nothing is drained yet: while paused, the slot goes back (a slot item
+                    // naming this host may also be a peer's forgery, to make it drain).
+                    if let Some(pause) = self.pause_on_record().await?.pause {
+                        self.release(&grant, &request.id).await?;
+                        return Ok(Decision::Paused(items::described(&pause)));
+                    }
                     return Ok(Decision::Granted(grant));
                 }
                 if known.is_none() {
@@ -120,7 +126,7 @@ impl Coordinator for StoreCoordinator {
         if held {
             self.renewed(grant.token, asked, hold_for);
         } else {
-            self.lost_slot(n, id, grant.token).await?;
+            self.lost_slot(n, id, grant.token).await;
         }
         Ok(held)
     }
@@ -188,8 +194,9 @@ impl Coordinator for StoreCoordinator {
         self.pause_roll(reason, by).await.map(|_| Halt::Paused)
     }
 
+    /// Reads only (`check` changes nothing): the pause items decide, the hint is left as it is.
     async fn paused(&self) -> Result<Option<String>> {
-        Ok(self.confirmed_pause().await?.as_ref().map(items::described))
+        Ok(self.pause_on_record().await?.pause.as_ref().map(items::described))
     }
 
     fn ttl(&self) -> Duration {

@@ -28,8 +28,11 @@ pub struct GroupView {
     /// Items that were refused or could not be read, one line each: the rest is shown.
     pub unreadable: Vec<String>,
     /// The pause in force as the pause items say it (the control item's `paused` is a
-    /// hint any host may write); `None` also when they cannot be read (see `unreadable`).
+    /// hint any host may write).
     pub pause: Option<Pause>,
+    /// Whether the pause items could be read: when not, `pause` says nothing (see
+    /// `unreadable`).
+    pub pause_read: bool,
     /// When the shared snapshot was taken (unix ms) and how many instances it shows.
     pub snapshot: Option<(u64, usize)>,
     /// What keeps the next host in the queue from taking a slot, and why, one line each
@@ -44,7 +47,9 @@ impl StoreCoordinator {
     pub async fn view(&self) -> Result<GroupView> {
         let mut unreadable = Vec::new();
         let control = aside(self.control(Consistency::Strong).await, &mut unreadable)?.map(|(c, _)| c);
-        let pause = aside(self.pause_on_record().await, &mut unreadable)?.and_then(|r| r.pause);
+        let on_record = aside(self.pause_on_record().await, &mut unreadable)?;
+        let pause_read = on_record.is_some();
+        let pause = on_record.and_then(|r| r.pause);
         let mut holders = Vec::new();
         if let Some(control) = &control {
             let keys: Vec<String> = (0..control.slots).map(|n| self.slot_key(n)).collect();
@@ -71,6 +76,7 @@ impl StoreCoordinator {
             key: self.key.clone(),
             blocked_by: control.as_ref().map(|c| self.blockers(c, pause.as_ref(), &holders)).unwrap_or_default(),
             pause,
+            pause_read,
             holders,
             control,
             waiting,
@@ -131,7 +137,8 @@ impl StoreCoordinator {
             self.mark_released(holder, by).await?;
             held |= self
                 .update_slot(n, |s| {
-                    let ours = s.holder.as_ref().is_some_and(|h| h.id == id);
+                    // Only the grant marked: one given meanwhile is not this release's.
+                    let ours = s.holder.as_ref().is_some_and(|h| h.id == id && h.token == holder.token);
                     if ours {
                         s.holder = None;
                     }

@@ -15,18 +15,30 @@
 //! pause backs is cleared by the next host that looks.
 //!
 //! A slot item is every host's to write (any host may take a free slot), so a peer could
-//! empty a held one. The holder finds out at its next renewal: its slot is gone while its
-//! lease was still valid by its own clock, and no operator's mark says `fleet release` freed
-//! it. It pauses the roll, naming the slot.
+//! empty a held one. The holder finds out at its next renewal, in this process or the next
+//! one after a restart or the reboot (until when its last renewal holds is kept in the state
+//! directory): its slot is gone while its lease was still valid by its own clock, and no
+//! operator's mark for its token and id says `fleet release` freed it. It pauses the roll,
+//! naming the slot.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::items::{self, Released, Resumed};
-use super::{CONFLICT_RETRIES, Consistency, Expect, StoreCoordinator, Write};
+use super::{CONFLICT_RETRIES, Consistency, Expect, FUTURE_TOLERANCE, StoreCoordinator, Write, ms};
 use crate::coordination::policy::{Holder, Pause};
 use crate::error::{Error, Result};
+
+/// Until when this host's last renewal of a lease holds, by its own wall clock (unix ms):
+/// kept in the state directory for the host's next process, across a reboot.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeldUntil {
+    token: u64,
+    until: u64,
+}
 
 /// The pause state as its items say it.
 #[derive(Debug, Clone)]
@@ -96,7 +108,8 @@ impl StoreCoordinator {
             if record.pause.is_none()
                 && !self.store.save(&Self::put(self.pause_key(record.through + 1), &pause, Expect::Absent)).await?
             {
-                // Paused by another meanwhile, or resumed: look again.
+                // Paused by another meanwhile, resumed, or a grant's check on the item: look again.
+                self.back_off().await;
                 continue;
             }
             let first = record.pause.is_none();
@@ -104,7 +117,7 @@ impl StoreCoordinator {
             self.update_control(|c| c.paused.replace(in_force.clone()).is_none()).await?;
             return Ok(first);
         }
-        Err(Error::Lease(format!("too many concurrent writers on {}", self.pause_key(0))))
+        Err(Error::Lease(format!("too many concurrent writers on the pause items of {}", self.key)))
     }
 
     /// Lifts the pause in force and any pauses created right behind it (`fleet resume`, with
@@ -126,6 +139,7 @@ impl StoreCoordinator {
                 let resumed = Resumed { through, by: by.to_string(), at: self.now() };
                 let expect = record.version.map_or(Expect::Absent, Expect::Version);
                 if !self.store.save(&Self::put(self.resumed_key(), &resumed, expect)).await? {
+                    self.back_off().await;
                     continue;
                 }
             }
@@ -147,22 +161,62 @@ impl StoreCoordinator {
         self.store.save(&Self::put(self.released_key(holder.token), &mark, Expect::Any)).await.map(drop)
     }
 
-    /// Notes a renewal of the lease of `token` asked at `asked` for `hold`.
+    /// The file keeping [`HeldUntil`] beside the watch file (none without one: the simulator).
+    fn held_until_file(&self) -> Option<PathBuf> {
+        self.watch_file.as_ref().map(|w| w.path.with_file_name("lease-held-until.json"))
+    }
+
+    /// Notes a renewal of the lease of `token` asked at `asked` for `hold`, in this process
+    /// and for the next one (a failure to write is only said: it only loses a later
+    /// process the means to tell a theft).
     pub(super) fn renewed(&self, token: u64, asked: Instant, hold: Duration) {
         self.memory().renewed.insert(token, asked + hold);
+        if let Some(path) = self.held_until_file() {
+            let until = self.now().saturating_sub(ms(asked.elapsed())).saturating_add(ms(hold));
+            let bytes = serde_json::to_vec(&HeldUntil { token, until }).expect("serializes");
+            if let Err(e) = crate::atomic_file::replace(&path, &bytes, 0o600) {
+                tracing::warn!("cannot keep the lease's validity in {}: {e}", path.display());
+            }
+        }
     }
 
     /// Forgets the lease of `token` (given back by this host).
     pub(super) fn forget_lease(&self, token: u64) {
         self.memory().renewed.remove(&token);
+        if let Some(path) = self.held_until_file() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
-    /// Called when slot `n` no longer names host `id` as the holder of `token`: if this
-    /// process's last renewal still holds and no operator freed it, a peer emptied or took
-    /// the slot (no step of ecs-patchd does that to a valid lease), and the roll is paused.
-    pub(super) async fn lost_slot(&self, n: usize, id: &str, token: u64) -> Result<()> {
-        let valid = self.memory().renewed.remove(&token).is_some_and(|until| Instant::now() < until);
-        if !valid || self.store.load(&self.released_key(token), Consistency::Strong).await?.is_some() {
+    /// Whether this host's last renewal of `token` still holds: by the monotonic clock in
+    /// this process, else by the wall clock as an earlier process kept it.
+    fn still_held(&self, token: u64) -> bool {
+        if let Some(until) = self.memory().renewed.remove(&token) {
+            return Instant::now() < until;
+        }
+        let kept = self.held_until_file().and_then(|path| crate::journal::read_bytes(&path, 4096).ok().flatten());
+        kept.and_then(|bytes| serde_json::from_slice::<HeldUntil>(&bytes).ok())
+            .is_some_and(|h| h.token == token && self.now().saturating_add(ms(FUTURE_TOLERANCE)) < h.until)
+    }
+
+    /// Called when slot `n` no longer names host `id` as the holder of `token`: if the last
+    /// renewal still holds and no operator freed it, a peer emptied or took the slot (no step
+    /// of ecs-patchd does that to a valid lease), and the roll is paused. Never an error:
+    /// the slot is lost either way, and the caller must hear that.
+    pub(super) async fn lost_slot(&self, n: usize, id: &str, token: u64) {
+        if let Err(e) = self.pause_for_theft(n, id, token).await {
+            tracing::error!("cannot tell whether slot {n} was taken from this host, or pause the roll: {e}");
+        }
+    }
+
+    async fn pause_for_theft(&self, n: usize, id: &str, token: u64) -> Result<()> {
+        let valid = self.still_held(token);
+        self.forget_lease(token);
+        if !valid {
+            return Ok(());
+        }
+        let mark = self.read::<Released>(&self.released_key(token), Consistency::Strong).await;
+        if mark.is_ok_and(|m| m.is_some_and(|(m, _)| m.id == id)) {
             return Ok(());
         }
         tracing::error!(slot = n, token, "the slot this host holds was rewritten by another while its lease was valid");

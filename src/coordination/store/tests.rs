@@ -420,6 +420,57 @@ async fn a_slot_emptied_by_a_peer_pauses_the_roll_and_one_freed_by_an_operator_d
     }
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_slot_emptied_while_its_holder_reboots_pauses_the_roll_when_it_takes_the_cycle_up_again() {
+    let bench = Bench::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let watch = || Some(watch::WatchFile { path: dir.path().join("watched.json"), boot_id: "boot-1".into() });
+    let request = bench.request(0);
+    let before = bench.coordinator(1).with_watch_file(watch());
+    let Decision::Granted(grant) = asked(&before, &request, &bench.ecs(0)).await else { panic!() };
+    // The renewal before the reboot holds for ten minutes; the process then ends.
+    assert!(before.renew(&grant, &request.id, "rebooting", Duration::from_secs(600)).await.unwrap());
+    drop(before);
+    let write = StoreCoordinator::put("sim/default/slot/0".into(), &items::Slot::default(), Expect::Any);
+    assert!(bench.memory.save(&write).await.unwrap());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    // After the boot: another process, the same state directory.
+    let after = bench.coordinator(1).with_watch_file(watch());
+    assert!(!after.renew(&grant, &request.id, "returning", Duration::from_secs(60)).await.unwrap());
+    let why = after.paused().await.unwrap().expect("the theft is seen across the reboot");
+    assert!(why.contains("slot 0") && why.contains("valid lease"), "{why}");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_slot_forged_to_name_a_waiting_host_is_given_back_while_the_roll_is_paused() {
+    let bench = Bench::new(2);
+    let (coordinators, requests, ecs) = bench.hosts(2, 1);
+    coordinators[0].pause("a failure", "i-other").await.unwrap();
+    // A peer writes a slot item naming host 1 and its cycle, as a lost grant would look.
+    let holder = crate::coordination::policy::Holder {
+        id: requests[1].id.clone(),
+        arn: requests[1].arn.clone(),
+        token: 99,
+        cycle: requests[1].cycle.clone(),
+        step: "waiting-for-slot".into(),
+        availability_zone: None,
+        allocated: Default::default(),
+        stays: Default::default(),
+        acquired_at: 0,
+        renewed_at: 0,
+        expires_at: 0,
+        hold_ms: 60_000,
+    };
+    let forged = items::Slot { holder: Some(holder), released: Vec::new() };
+    assert!(
+        bench.memory.save(&StoreCoordinator::put("sim/default/slot/0".into(), &forged, Expect::Any)).await.unwrap()
+    );
+    peer_writes_control(&bench, |c| c.slots = 1).await;
+    let decision = coordinators[1].acquire(&requests[1], &ecs[1]).await.unwrap();
+    assert!(matches!(&decision, Decision::Paused(why) if why.contains("a failure")), "{decision:?}");
+    assert!(coordinators[1].view().await.unwrap().holders.is_empty(), "the forged slot was given back");
+}
+
 /// A store that notes the IAM action and key of every request.
 struct Recording(Arc<MemoryStore>, Mutex<Vec<(&'static str, String)>>);
 
