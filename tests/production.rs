@@ -138,16 +138,44 @@ fn check_reports_each_pending_update_to_ssm_and_to_the_metrics_textfile() {
     assert!(metrics.contains("ecs_patchd_last_check_timestamp_seconds "), "{metrics}");
 }
 
-#[test]
-fn outside_its_window_run_starts_nothing_unless_asked_to() {
-    let host = TestHost::start(Options::default());
-    // A one-minute window two days from now: closed.
+/// Gives `host` one maintenance window of a minute two days from now (closed), and answers
+/// that day (`YYYY-MM-DD…`).
+fn closed_window(host: &TestHost) -> String {
     let later = std::time::SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
     let day = humantime::format_rfc3339(later).to_string();
     let weekday = day_of_week(&day[..10]);
     host.merge_config(&format!(
         "[schedule]\ntime_zone = \"UTC\"\nwindows = [{{ days = [\"{weekday}\"], start = \"03:00\", length = \"1m\" }}]\n"
     ));
+    day
+}
+
+#[test]
+fn through_ssm_a_deferral_succeeds_with_its_reason_and_a_failure_fails() {
+    let host = TestHost::start(Options::default());
+    closed_window(&host);
+    let script =
+        ssm_script(&host, &[("Operation", "Install"), ("RebootOption", "IfNeeded"), ("IgnoreWindows", "false")]);
+    let ssm_env = [("AWS_SSM_INSTANCE_ID", host.standin["instance_id"].as_str().unwrap())];
+    // ecs-patchd says "not now" (75): Run Command would count that as Failed and stop the
+    // window for the fleet; the document ends it as Success, with the reason.
+    let deferred = host.run_program("sh", &[script.to_str().unwrap()], &ssm_env);
+    assert_eq!(deferred.code, 0, "{deferred:?}");
+    assert!(deferred.stderr.contains("outside the maintenance window"), "{}", deferred.stderr);
+    assert!(deferred.stdout.contains("deferred this run (exit 75"), "{}", deferred.stdout);
+    assert_eq!(host.installed("demo-app"), "1.0", "nothing installed");
+    // A setup error is a failure, and stays one.
+    host.merge_config("[coordination]\nmax_unavailable = \"a few\"\n");
+    let failed = host.run_program("sh", &[script.to_str().unwrap()], &ssm_env);
+    assert_eq!(failed.code, 78, "{failed:?}");
+    assert!(failed.stderr.contains("max_unavailable"), "{}", failed.stderr);
+    assert!(!failed.stdout.contains("deferred"), "{}", failed.stdout);
+}
+
+#[test]
+fn outside_its_window_run_starts_nothing_unless_asked_to() {
+    let host = TestHost::start(Options::default());
+    let day = closed_window(&host);
     let run = host.run(&["run"]);
     assert_eq!(run.code, 75, "{run:?}");
     assert!(run.stderr.contains("outside the maintenance window"), "{}", run.stderr);
