@@ -34,6 +34,42 @@ fn full_cycle_with_apt_ends_active_at_v2() {
 }
 
 #[test]
+fn needrestart_never_restarts_ecs_patchd_from_inside_its_own_apt_run() {
+    // An in-place install: apt runs while tasks run, with Ubuntu 24.04's needrestart hook.
+    let host = TestHost::start(Options { manager: "apt", scenario: "userland", ..Options::default() });
+    let log = host.path("needrestart.log");
+    let hook = common::repo_path("tests/standins/needrestart-hook.sh");
+    // Ubuntu's /etc/apt/apt.conf.d/99needrestart; here in the file the root's apt reads (`-c`).
+    let fragment = format!("DPkg::Post-Invoke {{ \"{} {}\"; }};\n", hook.display(), log.display());
+    let conf = host.path("pkg/apt.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&fragment);
+    std::fs::write(&conf, text).unwrap();
+    let runs = host.run_to_end();
+    assert_eq!(runs.len(), 1, "one run, not restarted halfway: {runs:#?}");
+    assert_eq!(runs[0].code, 0, "{:?}", runs[0]);
+    assert_eq!(host.installed("demo-app"), "2.0");
+    let seen = std::fs::read_to_string(&log).expect("the hook ran after the install");
+    assert!(seen.lines().all(|l| l == "NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=l"), "{seen}");
+}
+
+#[test]
+fn after_the_boot_into_a_new_kernel_apt_removes_the_kernels_it_no_longer_needs() {
+    let host = TestHost::start(Options { manager: "apt", scenario: "kernels", ..Options::default() });
+    let runs = host.run_to_success("kernels");
+    // apt keeps the newest kernel and the one before it (the fallback), and the running one.
+    assert_eq!(host.installed("linux-image-2.0-demo"), "2.0");
+    assert_eq!(host.installed("linux-image-1.0-demo"), "1.0", "the fallback stays");
+    assert_eq!(host.installed("linux-image-0.9-demo"), "", "removed after the boot into 2.0: {runs:#?}");
+    let boot = host.path("pkg/root/boot");
+    assert!(!boot.join("vmlinuz-0.9-demo").exists() && boot.join("vmlinuz-1.0-demo").exists());
+    let outcome = &host.status()["cycle"]["state"]["outcome"];
+    assert_eq!(outcome["rebooted"], true, "{outcome}");
+    assert_eq!(outcome["removed"], serde_json::json!(["linux-image-0.9-demo"]), "{outcome}");
+    assert!(runs.last().unwrap().stderr.contains("old kernel packages removed: linux-image-0.9-demo"), "{runs:#?}");
+}
+
+#[test]
 fn agent_only_update_restarts_the_agent_without_draining() {
     for manager in ["dnf", "apt"] {
         agent_only_update_on(manager);

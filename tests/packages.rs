@@ -244,6 +244,19 @@ fn a_failed_in_place_install_pauses_the_roll_and_a_paused_roll_installs_nothing_
 }
 
 #[test]
+fn a_kernel_module_package_drains_and_reboots_instead_of_restarting_the_runtime() {
+    for manager in ["dnf", "apt"] {
+        let host = TestHost::start(Options { manager, scenario: "kmod", ..Options::default() });
+        let check = host.check_json();
+        assert_eq!(check["plan"]["class"], "reboot", "{manager}: {check}");
+        assert_eq!(check["plan"]["drain"], true, "{manager}: {check}");
+        host.run_to_success(manager);
+        assert_eq!(host.installed("kmod-demo"), "2.0", "{manager}");
+        assert_eq!((host.reboots(), host.runtime_restarts(), drains(&host)), (1, 0, 1), "{manager}");
+    }
+}
+
+#[test]
 fn a_container_runtime_update_drains_then_follows_the_runtime_policy() {
     // restart (the default): the runtime restarts on the drained host, no reboot.
     for manager in ["dnf", "apt"] {

@@ -329,7 +329,10 @@ pub fn first_match<'a>(globs: impl IntoIterator<Item = &'a String>, name: &str) 
 }
 
 /// Packages whose update needs a reboot, on every family: dnf's `needs-restarting` list
-/// (kernel, glibc, linux-firmware, systemd, dbus) with each family's names, plus microcode.
+/// (kernel, glibc, linux-firmware, systemd, dbus) with each family's names, microcode, and
+/// kernel modules built or shipped apart from the kernel (`kmod-*`, DKMS, the NVIDIA
+/// driver): a new module is loaded only by a new boot, and a driver whose user-space half is
+/// newer than the module loaded fails its containers ("Driver/library version mismatch").
 pub const DEFAULT_REBOOT_PACKAGES: &[&str] = &[
     "kernel",
     "kernel[0-9]*",
@@ -350,10 +353,17 @@ pub const DEFAULT_REBOOT_PACKAGES: &[&str] = &[
     "microcode_ctl",
     "intel-microcode",
     "amd64-microcode",
+    "kmod-*",
+    "dkms",
+    "*-dkms",
+    "*-dkms-*",
+    "nvidia-driver*",
+    "nvidia-kernel-*",
+    "cuda-drivers*",
 ];
 
 /// Packages that running tasks use from the host: the container runtime, the CNI plugins,
-/// the packet filter, and the GPU driver and container toolkit.
+/// the packet filter, and the GPU container toolkit (the driver itself is a reboot).
 pub const DEFAULT_RUNTIME_PACKAGES: &[&str] = &[
     "docker",
     "docker-ce",
@@ -368,8 +378,6 @@ pub const DEFAULT_RUNTIME_PACKAGES: &[&str] = &[
     "nftables",
     "nvidia-*",
     "libnvidia-*",
-    "kmod-nvidia*",
-    "cuda-drivers*",
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -414,6 +422,9 @@ pub struct AptSettings {
     /// apt's history log, where unattended-upgrades' runtime updates under running tasks
     /// are found.
     pub history_log: PathBuf,
+    /// After a boot into a new kernel, remove the kernel packages `apt-get autoremove`
+    /// would remove (every kernel is a new package name: kept, they fill `/boot`).
+    pub remove_old_kernels: bool,
 }
 
 impl Default for AptSettings {
@@ -423,6 +434,7 @@ impl Default for AptSettings {
             reboot_required_file: "/var/run/reboot-required".into(),
             reboot_notifier: "/usr/share/update-notifier/notify-reboot-required".into(),
             history_log: "/var/log/apt/history.log".into(),
+            remove_old_kernels: true,
         }
     }
 }

@@ -62,7 +62,7 @@ impl Machine<'_> {
                 restart_needed.join(", ")
             );
         }
-        let outcome = Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed };
+        let outcome = Outcome::Patched { packages: plan.names(), rebooted: false, restart_needed, removed: vec![] };
         match lease {
             Some(lease) => State::Releasing { outcome, lease },
             None => State::Done { outcome },

@@ -92,6 +92,9 @@ pub enum Outcome {
         /// Services still running replaced code after an in-place install.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         restart_needed: Vec<String>,
+        /// Old kernel packages removed after the boot into the new kernel (apt).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
     },
     /// The cycle stopped; the host was put back in service if we had drained it.
     Failed {
@@ -302,10 +305,13 @@ impl State {
             State::WaitingForSlot { .. } => "waiting for a slot (rolling policy, capacity)".into(),
             State::Done { outcome } => match outcome {
                 Outcome::NothingToDo => "done: nothing to do".into(),
-                Outcome::Patched { packages, rebooted, restart_needed } => {
+                Outcome::Patched { packages, rebooted, restart_needed, removed } => {
                     let mut line = format!("done: {} package(s) updated", packages.len());
                     if *rebooted {
                         line.push_str(", rebooted");
+                    }
+                    if !removed.is_empty() {
+                        line.push_str(&format!("; old kernel packages removed: {}", removed.join(", ")));
                     }
                     if !restart_needed.is_empty() {
                         line.push_str(&format!("; services to restart: {}", restart_needed.join(", ")));

@@ -1,6 +1,7 @@
 //! Step 8, [`State::Returning`]: after the install (and the reboot), the agent is running and
-//! connected (under a new ARN if it lost its state), the updates are verified, and the
-//! post-boot hooks pass.
+//! connected (under a new ARN if it lost its state), the updates are verified, the post-boot
+//! hooks pass, and after a reboot the kernels the package manager no longer needs are
+//! removed (apt; run again, the step finds none left to remove).
 //!
 //! Journal: an agent that registered anew is journalled (the new ARN, the stale one) before
 //! anything else is done with it.
@@ -65,7 +66,25 @@ impl Machine<'_> {
             };
             return Ok(State::Releasing { outcome, lease });
         }
-        let outcome = Outcome::Patched { packages: plan.names(), rebooted, restart_needed: vec![] };
+        let removed = if rebooted { self.remove_old_kernels().await } else { Vec::new() };
+        let outcome = Outcome::Patched { packages: plan.names(), rebooted, restart_needed: vec![], removed };
         Ok(State::Reactivating { arn, stale_arn, outcome, lease, scale_in })
+    }
+
+    /// The old kernels removed now that the host runs the new one; a failure is logged and
+    /// changes nothing else (the host is patched and healthy, and `/boot` is only fuller).
+    async fn remove_old_kernels(&self) -> Vec<String> {
+        match self.ports.packages.remove_old_kernels().await {
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    info!(removed = %removed.join(", "), "removed the kernels the package manager no longer needs");
+                }
+                removed
+            }
+            Err(e) => {
+                warn!("cannot remove the old kernels (they stay installed): {e}");
+                Vec::new()
+            }
+        }
     }
 }

@@ -14,8 +14,17 @@ use super::{
 use crate::config::{AptSettings, PackageSettings};
 use crate::error::{Error, Result};
 
-/// Environment every apt command runs with: never ask, keep local config files.
-const NONINTERACTIVE: [(&str, &str); 1] = [("DEBIAN_FRONTEND", "noninteractive")];
+/// Environment every apt command runs with: never ask, and keep needrestart's apt hook from
+/// restarting services. Since Ubuntu 24.04 needrestart "now behaves the same in both cases
+/// by directly restarting the affected services" (interactive or not): from inside
+/// ecs-patchd's own apt run it would restart ecs-patchd, which then waits on itself, and
+/// restart the container runtime under running tasks. needrestart(1): NEEDRESTART_SUSPEND
+/// "If set to a non-empty value the apt-get(8) hook will not run needrestart after
+/// installing or updating packages"; NEEDRESTART_MODE "Change the configured restart mode
+/// ... (l)ist only" (for a needrestart that runs anyway). The cycle restarts what it must
+/// itself (the runtime policy, the agent) and lists the rest (`needrestart -b`).
+const NONINTERACTIVE: [(&str, &str); 3] =
+    [("DEBIAN_FRONTEND", "noninteractive"), ("NEEDRESTART_SUSPEND", "1"), ("NEEDRESTART_MODE", "l")];
 /// What apt prints when another process holds a lock it does not wait for.
 const COULD_NOT_LOCK: &str = "Could not get lock";
 /// Options every install-like command runs with.
@@ -27,6 +36,7 @@ pub struct Apt {
     timeout: Duration,
     security_only: bool,
     runtime_globs: Vec<String>,
+    running_kernel: std::path::PathBuf,
 }
 
 impl Apt {
@@ -37,6 +47,7 @@ impl Apt {
             timeout: packages.command_timeout,
             security_only: packages.security_only,
             runtime_globs: packages.runtime_globs().cloned().collect(),
+            running_kernel: packages.running_kernel.clone(),
         }
     }
 
@@ -128,6 +139,30 @@ impl PackageManager for Apt {
         }
     }
 
+    /// apt keeps every kernel an upgrade brings (each is a new package name, such as
+    /// `linux-image-6.8.0-1021-aws`) until `autoremove`; kept, they fill `/boot` and the
+    /// next `update-initramfs` fails. apt.conf(5), `NeverAutoRemove::KernelCount`: "Apt will
+    /// always keep the running kernel and the latest one. If the latest kernel is the same
+    /// as the running kernel, the second latest kernel is kept." Of what `apt-get -s
+    /// autoremove` would remove, the kernel packages are removed, nothing else.
+    async fn remove_old_kernels(&self) -> Result<Vec<String>> {
+        if !self.settings.remove_old_kernels {
+            return Ok(Vec::new());
+        }
+        let plan = self.run_checked(self.argv(&["-s", "-q", "autoremove"], &[])).await?;
+        // And never the running one's, whatever apt says.
+        let running = std::fs::read_to_string(&self.running_kernel).unwrap_or_default();
+        let running = running.trim();
+        let kernels: Vec<String> = parse_removals(&plan)
+            .into_iter()
+            .filter(|n| kernel_package(n) && (running.is_empty() || !n.contains(running)))
+            .collect();
+        if !kernels.is_empty() {
+            self.run_checked(self.argv(&["-y", "-q", "remove"], &kernels)).await?;
+        }
+        Ok(kernels)
+    }
+
     /// needrestart's batch mode: one `NEEDRESTART-SVC: NAME` line per service.
     async fn runtime_updated_in_place(&self) -> Vec<String> {
         let booted = apt_history::booted_at();
@@ -165,6 +200,24 @@ impl PackageManager for Apt {
             Vec::new()
         })
     }
+}
+
+/// The packages of a kernel: its image, its modules, its headers.
+const KERNEL_PACKAGES: [&str; 3] = ["linux-image-*", "linux-modules-*", "linux-headers-*"];
+
+fn kernel_package(name: &str) -> bool {
+    KERNEL_PACKAGES.iter().any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(name)))
+}
+
+/// Parses `apt-get -s autoremove`: one `Remv NAME [VERSION]` line per package it would
+/// remove; a name that is no package's is left out.
+fn parse_removals(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("Remv ")?.split(' ').next())
+        .filter(|name| super::package_name(name))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Parses `apt-get -s upgrade`: one `Inst NAME [OLD] (NEW ORIGINS [ARCH])` line per change,
@@ -225,6 +278,20 @@ mod tests {
                 prop_assert!(!update.name.is_empty() && !update.available.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn autoremove_s_kernels_are_read_and_nothing_else_is_taken_for_one() {
+        // The format of apt's own test (test/integration/test-apt-get-autoremove).
+        let out = "0 upgraded, 0 newly installed, 4 to remove and 0 not upgraded.\n\
+Remv linux-image-6.8.0-1019-aws [6.8.0-1019.21]\n\
+Remv linux-modules-6.8.0-1019-aws [6.8.0-1019.21]\n\
+Remv po-debconf [1.0.16]\n\
+Remv $(reboot) [1]\n";
+        let removals = parse_removals(out);
+        assert_eq!(removals, ["linux-image-6.8.0-1019-aws", "linux-modules-6.8.0-1019-aws", "po-debconf"]);
+        let kernels: Vec<_> = removals.iter().filter(|n| kernel_package(n)).collect();
+        assert_eq!(kernels, ["linux-image-6.8.0-1019-aws", "linux-modules-6.8.0-1019-aws"]);
     }
 
     #[test]

@@ -46,18 +46,26 @@ fn operands(packages: &[String]) -> impl Iterator<Item = String> + '_ {
     (!packages.is_empty()).then(|| "--".to_string()).into_iter().chain(packages.iter().cloned())
 }
 
+/// A word of letters, digits, `._+-` and `extra`, starting with a letter, a digit or `_`,
+/// at most 256 bytes long.
+fn word(text: &str, extra: &str) -> bool {
+    text.len() <= 256
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || extra.contains(c))
+}
+
+/// Whether `name` can be a package's name (a Debian multiarch name carries its
+/// architecture: `libc6:i386`).
+pub fn package_name(name: &str) -> bool {
+    word(name, "_:")
+}
+
 /// Refuses an update whose name or version is not one a package can have: both come from
 /// repository metadata, which a mirror writes, and both reach a command run as root. RPM
 /// and Debian names are letters, digits and `._+-` (Debian's lower case, with `:arch` on a
 /// multiarch host); versions add `~:^` (epochs, pre-releases).
 pub fn check_names(updates: &[PackageUpdate]) -> Result<()> {
-    let word = |text: &str, extra: &str| {
-        text.len() <= 256
-            && text.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c) || extra.contains(c))
-    };
-    // Names: a Debian multiarch name carries its architecture (`libc6:i386`).
-    match updates.iter().find(|u| !word(&u.name, "_:") || !word(&u.available, "_~:^")) {
+    match updates.iter().find(|u| !package_name(&u.name) || !word(&u.available, "_~:^")) {
         None => Ok(()),
         Some(u) => Err(Error::Packages(format!(
             "the repositories offer \"{}\" at version \"{}\", which is not a package name and version: refused, \
@@ -175,6 +183,12 @@ pub trait PackageManager: Send + Sync {
     /// Services still running code that an update replaced (`needs-restarting -s`,
     /// `needrestart -b`), best effort: empty where no such tool answers.
     async fn services_to_restart(&self) -> Vec<String>;
+    /// After a boot into a new kernel: removes the kernels the package manager's own policy
+    /// no longer needs, and answers their packages. dnf and yum need nothing here: they
+    /// keep `installonly_limit` kernels and remove the oldest as they install a new one.
+    async fn remove_old_kernels(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Runs one package-manager command in the C locale and UTC, as a transaction that a stop request

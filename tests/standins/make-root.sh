@@ -20,6 +20,12 @@
 #   broken-userland  demo-app 2.0 whose install fails, alone (installed in place)
 #   unsatisfiable  demo-app 2.0 needing a package nobody has (dnf skips it and exits 0)
 #   slow        as full, but demo-app 2.0's pre-install script takes SLOW_SECONDS (default 4)
+#   kmod        kmod-demo 2.0, a kernel module package (1.0 installed)
+#   kernels     apt: Ubuntu's kernel layout: linux-image-demo (installed by hand) 2.0 depends
+#               on linux-image-2.0-demo, a new package, where 1.0 depended on
+#               linux-image-1.0-demo; linux-image-0.9-demo, an older one, is installed too.
+#               Both old ones are marked automatically installed: autoremove's to take,
+#               but apt keeps the latest and the one before it
 # The agent's package is ecs-init with dnf, amazon-ecs-init with apt, as on real hosts.
 # dnf repositories are laid out by release (baseurl .../$releasever, the root locked to
 # 2023.1 by /etc/dnf/vars/releasever, `latest` the newest), as Amazon Linux 2023's are.
@@ -50,11 +56,17 @@ case $scenario in
   broken-userland) updates="demo-app:2.0:broken" ;;
   unsatisfiable) updates="demo-app:2.0:unsatisfiable" ;;
   slow) updates="demo-app:2.0:slow demo-kernel:2.0 $agent:1.1.0" ;;
+  kmod) updates="kmod-demo:2.0" ;;
+  kernels) updates="linux-image-demo:2.0:depends-linux-image-2.0-demo linux-image-2.0-demo:2.0" ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 probe=yes
 case $scenario in *no-probe) probe=no ;; esac
 base="demo-app:1.0 demo-kernel:1.0 $agent:1.0.0 containerd:1.0"
+extra_installed=""
+[ "$scenario" = kmod ] && base="$base kmod-demo:1.0" extra_installed=kmod-demo
+[ "$scenario" = kernels ] && extra_installed="linux-image-demo linux-image-0.9-demo" \
+  base="$base linux-image-demo:1.0:depends-linux-image-1.0-demo linux-image-1.0-demo:1.0 linux-image-0.9-demo:0.9"
 [ "$manager" = dnf ] && base="$base system-release:2023.1"
 echo 1.0 > "$dir/osrelease"
 
@@ -93,6 +105,7 @@ deb_package() { # name version [broken|unsatisfiable] -> a .deb in $build/debs
   printf 'Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: ecs-patchd tests <tests@localhost>\nDescription: ecs-patchd test package\n' \
     "$name" "$version" > "$pkg/DEBIAN/control"
   [ "$flaw" = unsatisfiable ] && echo "Depends: no-such-package" >> "$pkg/DEBIAN/control"
+  case $flaw in depends-*) echo "Depends: ${flaw#depends-}" >> "$pkg/DEBIAN/control" ;; esac
   if [ "$flaw" = broken ]; then
     mkdir -p "$pkg/usr/share/demo-kernel" && echo "claimed-by-$name" > "$pkg/usr/share/demo-kernel/VERSION"
   fi
@@ -100,10 +113,15 @@ deb_package() { # name version [broken|unsatisfiable] -> a .deb in $build/debs
     printf '#!/bin/sh\nsleep %s\n' "${SLOW_SECONDS:-4}" > "$pkg/DEBIAN/preinst"
     chmod 755 "$pkg/DEBIAN/preinst"
   fi
-  if [ "$name" = demo-kernel ]; then
-    mkdir -p "$pkg/boot" && : > "$pkg/boot/vmlinuz-$version"
+  kernel=no image=vmlinuz-$version
+  case $name in
+    demo-kernel) kernel=yes ;;
+    linux-image-*-demo) kernel=yes image=vmlinuz-$version-demo ;;
+  esac
+  if [ $kernel = yes ]; then
+    mkdir -p "$pkg/boot" && : > "$pkg/boot/$image"
   fi
-  if [ "$name" = demo-kernel ] && [ "$version" != 1.0 ] && [ "$probe" = yes ]; then
+  if [ $kernel = yes ] && [ "$version" != 1.0 ] && [ "$probe" = yes ]; then
     # What Debian's kernel packages do through update-notifier.
     printf '#!/bin/sh\n: > /var/run/reboot-required\necho %s >> /var/run/reboot-required.pkgs\n' "$name" > "$pkg/DEBIAN/postinst"
     chmod 755 "$pkg/DEBIAN/postinst"
@@ -170,7 +188,7 @@ if [ "$manager" = dnf ]; then
   publish "$base"
   ln -s 2023.1 "$repo/latest"
   # shellcheck disable=SC2086
-  dnf -y -q $dnf_args install demo-app demo-kernel $agent containerd system-release >/dev/null
+  dnf -y -q $dnf_args install demo-app demo-kernel $agent containerd system-release $extra_installed >/dev/null
   {
     echo "[packages]"; echo 'manager = "dnf"'; common_settings; echo "[packages.dnf]"
     printf 'args = ['; first=1
@@ -201,7 +219,8 @@ DPkg::Options { "--root=$root"; "--log=$root/var/log/dpkg.log"; };
 CONF
   publish "$base"
   APT_CONFIG=$dir/apt.conf apt-get -q update >/dev/null
-  APT_CONFIG=$dir/apt.conf DEBIAN_FRONTEND=noninteractive apt-get -y -q install demo-app demo-kernel $agent containerd >/dev/null
+  APT_CONFIG=$dir/apt.conf DEBIAN_FRONTEND=noninteractive apt-get -y -q install demo-app demo-kernel $agent containerd $extra_installed >/dev/null
+  [ "$scenario" != kernels ] || APT_CONFIG=$dir/apt.conf apt-mark auto linux-image-0.9-demo >/dev/null
   {
     printf '[packages]\nmanager = "apt"\n'; common_settings
     printf '[packages.apt]\nargs = ["-c", "%s"]\nreboot_required_file = "%s"\nreboot_notifier = "%s"\n' \
