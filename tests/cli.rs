@@ -55,3 +55,30 @@ fn the_packaged_example_configuration_is_valid_and_documents_the_defaults() {
     // As shipped (all commented out), it loads too.
     assert!(ecs_patchd(&["--config", packaged.to_str().unwrap(), "config"]).status.success());
 }
+
+#[test]
+fn the_readmes_exit_codes_are_the_ones_the_program_states() {
+    let help = String::from_utf8(ecs_patchd(&["--help"]).stdout).unwrap();
+    let stated: Vec<(String, String)> = help
+        .split_once("Exit status:\n")
+        .expect("--help ends with the exit codes")
+        .1
+        .lines()
+        .map(|l| {
+            let (code, meaning) = l.trim_start().split_once(' ').unwrap();
+            (code.to_string(), meaning.trim_start().to_string())
+        })
+        .collect();
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let table = readme.split_once("| exit code | meaning |\n| --- | --- |\n").expect("the README's table").1;
+    let written: Vec<(String, String)> = table
+        .lines()
+        .take_while(|l| l.starts_with("| "))
+        .map(|l| {
+            let (code, meaning) = l.trim_matches(|c| c == '|' || c == ' ').split_once(" | ").unwrap();
+            (code.to_string(), meaning.to_string())
+        })
+        .collect();
+    assert_eq!(stated.len(), 5, "{help}");
+    assert_eq!(written, stated, "the README's exit codes differ from src/cli/exit.rs");
+}

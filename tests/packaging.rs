@@ -153,6 +153,26 @@ fn the_iam_policy_allows_every_operation_the_code_calls_and_nothing_else() {
     assert!(unused.is_empty(), "{} grants {unused:?}, which the code never calls", path.display());
 }
 
+#[test]
+fn the_readme_names_every_action_of_the_hosts_policy_and_no_other() {
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let start = readme.find("is the policy, scoped to one cluster").expect("the README's IAM paragraph");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    let services = ["ecs", "ec2", "autoscaling", "dynamodb", "cloudwatch", "ssm"];
+    let named: BTreeSet<String> = paragraph
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| {
+            quoted.split_once(':').is_some_and(|(service, action)| {
+                services.contains(&service) && action.chars().all(|c| c.is_ascii_alphabetic())
+            })
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(named, policy_actions(&policy_file("ecs-patchd-policy.json")), "README.md's IAM paragraph");
+}
+
 /// The policy file `name` under `packaging/iam/`.
 fn policy_file(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(common::repo_path(&format!("packaging/iam/{name}"))).unwrap())

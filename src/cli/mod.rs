@@ -27,7 +27,8 @@ use ecs_patchd::wiring;
 #[command(
     name = "ecs-patchd",
     version,
-    about = "Patch a self-managed ECS container instance safely: drain, patch, reboot, return to service."
+    about = "Patch a self-managed ECS container instance safely: drain, patch, reboot, return to service.",
+    after_long_help = exit::help()
 )]
 struct Cli {
     /// Read only this configuration file (instead of /etc/ecs-patchd/config.toml and config.d/*.toml).
