@@ -3,7 +3,8 @@
 # sudo available): dnf, rpm and createrepo_c for the dnf root, apt-utils for the apt
 # repository, busybox-static for a shell inside the throwaway roots, systemd for
 # systemd-analyze verify of the unit, libfaketime to move a run's wall clock (tests/faults.rs),
-# and moto in .venv.
+# promtool (tests/alerts.rs) unpacked from Debian's prometheus package into .cache/prometheus
+# (installing the package would also start a Prometheus server), and moto in .venv.
 # `scripts/setup.sh packaging` installs what scripts/package and scripts/check-packages need
 # instead: zig and cargo-zigbuild (glibc 2.26 builds), cfn-lint, cargo-deb and
 # cargo-generate-rpm, the aarch64 Rust target, and qemu-user with arm64's glibc to run the
@@ -26,12 +27,21 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo=sudo
 if ((${#missing[@]})); then
-  sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo=sudo
   echo "setup: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ -z ${1:-} && ! -x .cache/prometheus/usr/bin/promtool ]]; then
+  echo "setup: unpacking promtool from Debian's prometheus package" >&2
+  mkdir -p .cache/prometheus
+  # apt-get download needs the package lists; a machine that had every package may have none.
+  (cd .cache && { apt-get download -qq prometheus 2>/dev/null || { $sudo apt-get update -qq && apt-get download -qq prometheus; }; })
+  dpkg-deb -x .cache/prometheus_*.deb .cache/prometheus
+  rm -f .cache/prometheus_*.deb
 fi
 
 [[ -x .venv/bin/pip ]] || python3 -m venv .venv

@@ -76,6 +76,11 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
         "1 when a mistake in the setup (a missing table, cluster or permission) stopped the last check or attempt",
         gauge(i64::from(record.setup_error.is_some())),
     );
+    registry.register(
+        "roll_paused",
+        "1 when this host's last attempt found its group's roll paused (an operator resumes it)",
+        gauge(i64::from(record.roll_paused.is_some())),
+    );
     let lease = in_progress.is_some_and(|c| c.state.lease().is_some());
     registry.register("lease_held", "1 while this host holds a slot of the fleet's roll", gauge(i64::from(lease)));
     if let Some(at) = record.checked_at {

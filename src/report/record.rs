@@ -11,6 +11,7 @@ use tracing::warn;
 
 use crate::atomic_file;
 use crate::cycle::{Cycle, Outcome, State};
+use crate::error::Kind;
 use crate::journal;
 use crate::packages::{PackageUpdate, Releases};
 use crate::plan::Plan;
@@ -51,6 +52,8 @@ pub struct Record {
     /// The mistake in the setup (a missing table or permission) that stopped the last
     /// check or attempt, if one did.
     pub setup_error: Option<String>,
+    /// Why the fleet's roll was paused, when this host's last attempt found it paused.
+    pub roll_paused: Option<String>,
 }
 
 /// A finished cycle, in short.
@@ -116,6 +119,10 @@ impl Record {
     pub fn ended(&mut self, cycle: &Cycle) {
         let State::Done { outcome } = &cycle.state else { return };
         let ended_at = cycle.entered_at;
+        self.roll_paused = match outcome {
+            Outcome::Failed { kind: Kind::Paused, reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
         match outcome {
             // Not a failure of the host: deferred (not now), or never ours to drain.
             Outcome::Failed { kind, .. } if !kind.halts_roll() => {}
