@@ -21,13 +21,6 @@ fn rules() -> PathBuf {
     common::repo_path("packaging/prometheus/ecs-patchd.rules.yml")
 }
 
-/// Writes `host`'s metrics textfile from now on, and answers its path.
-fn textfile(host: &TestHost) -> PathBuf {
-    let path = host.path("ecs_patchd.prom");
-    host.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", path.display()));
-    path
-}
-
 /// promtool's samples every 5 minutes (within its 5-minute lookback) for a little over 15
 /// days, the longest `for` (14 days) and some.
 const INTERVAL_MINUTES: u64 = 5;
@@ -82,7 +75,7 @@ fn the_packaged_alerts_fire_on_the_daemons_own_metrics_when_they_should_and_only
 
     // A host patched and back in service: nothing, until it goes 8 days without a cycle.
     let patched = TestHost::start(Options::default());
-    let patched_metrics = textfile(&patched);
+    let patched_metrics = patched.metrics_textfile();
     patched.run_to_success("patched");
 
     // A host whose check meets a lease table that does not exist, with security updates pending.
@@ -91,19 +84,19 @@ fn the_packaged_alerts_fire_on_the_daemons_own_metrics_when_they_should_and_only
         config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"no-such-table\"\n",
         ..Options::default()
     });
-    let broken_metrics = textfile(&broken);
+    let broken_metrics = broken.metrics_textfile();
     let checked = broken.run(&["check"]);
     assert!(checked.stdout.contains("no-such-table"), "{checked:?}");
 
     // A host that finds the roll paused.
     let waiting = TestHost::start(Options::dynamodb_leases());
-    let waiting_metrics = textfile(&waiting);
+    let waiting_metrics = waiting.metrics_textfile();
     assert_eq!(waiting.run(&["fleet", "pause", "--reason", "change freeze"]).code, 0);
     assert_eq!(waiting.run(&["run"]).code, 75);
 
     // A host whose process died drained.
     let stuck = TestHost::start(Options::default());
-    let stuck_metrics = textfile(&stuck);
+    let stuck_metrics = stuck.metrics_textfile();
     let killed = stuck.run_with(&["run"], &[("ECS_PATCHD_FAULT_KILL", "draining:done")]);
     assert!(killed.stderr.contains("fault injection: killing the process"), "{killed:?}");
 

@@ -16,7 +16,7 @@ fn metric(host: &TestHost, name: &str) -> String {
 }
 
 fn with_textfile(host: &TestHost) {
-    host.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", host.path("ecs_patchd.prom").display()));
+    host.metrics_textfile();
 }
 
 #[test]

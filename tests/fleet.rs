@@ -400,7 +400,7 @@ fn one_failure_is_reported_once_by_its_host_and_the_hosts_behind_it_wait() {
     let fleet = fleet(2, &dynamodb_config(1, "pause", "30s"));
     let (failing, waiting) = (&fleet.hosts[0], &fleet.hosts[1]);
     for host in &fleet.hosts {
-        host.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", host.path("ecs_patchd.prom").display()));
+        host.metrics_textfile();
     }
     failing.merge_config("[host]\nreboot_command = [\"false\"]\n");
     let failed = failing.run(&["run"]);

@@ -477,6 +477,14 @@ impl TestHost {
     }
 
     /// The installed version of `package` in the throwaway root.
+    /// Has every later command write the metrics textfile (`report.metrics_textfile`), and
+    /// answers its path.
+    pub fn metrics_textfile(&self) -> PathBuf {
+        let path = self.path("ecs_patchd.prom");
+        self.merge_config(&format!("[report]\nmetrics_textfile = \"{}\"\n", path.display()));
+        path
+    }
+
     pub fn installed(&self, package: &str) -> String {
         let root = self.root();
         let out = if self.manager == "dnf" {
