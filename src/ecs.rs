@@ -1,10 +1,12 @@
 //! The ECS control plane: container-instance state, tasks, and the "drained by" mark.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
-    Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, SchedulingStrategy,
+    Attribute, ContainerInstanceField, ContainerInstanceStatus, DesiredStatus, NetworkMode, PlacementConstraintType,
+    ResourceType, SchedulingStrategy, TransportProtocol,
 };
 
 use crate::error::{Error, Result};
@@ -51,6 +53,53 @@ impl Capacity {
     }
 }
 
+/// Host ports reserved on an instance, or held by a task: TCP and UDP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostPorts {
+    /// TCP ports.
+    pub tcp: BTreeSet<u16>,
+    /// UDP ports.
+    pub udp: BTreeSet<u16>,
+}
+
+impl HostPorts {
+    /// True when neither protocol has a port.
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.udp.is_empty()
+    }
+
+    /// The first port of `wanted` already in `self`, as `8080/tcp`.
+    pub fn clash(&self, wanted: &HostPorts) -> Option<String> {
+        let tcp = wanted.tcp.intersection(&self.tcp).next().map(|p| format!("{p}/tcp"));
+        tcp.or_else(|| wanted.udp.intersection(&self.udp).next().map(|p| format!("{p}/udp")))
+    }
+
+    /// Adds `other`'s ports to `self`.
+    pub fn add(&mut self, other: &HostPorts) {
+        self.tcp.extend(&other.tcp);
+        self.udp.extend(&other.udp);
+    }
+}
+
+/// GPUs of an instance as ECS reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gpus {
+    /// Registered.
+    pub registered: u32,
+    /// Not assigned to a task.
+    pub free: u32,
+}
+
+/// What a task needs of the instance it is placed on beyond CPU and memory, from its task
+/// definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskNeeds {
+    /// Static host ports (bridge or host network mode).
+    pub ports: HostPorts,
+    /// Physical GPUs; `u32::MAX` for `ALL`.
+    pub gpus: u32,
+}
+
 /// What the daemon needs to know about one container instance.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerInstance {
@@ -78,6 +127,12 @@ pub struct ContainerInstance {
     pub remaining: Capacity,
     /// Its availability zone (the `ecs.availability-zone` attribute).
     pub availability_zone: Option<String>,
+    /// Host ports reserved on it (by the agent and by its tasks).
+    pub reserved_ports: HostPorts,
+    /// Host ports its tasks hold: those reserved less those the agent registered.
+    pub task_ports: HostPorts,
+    /// Its GPUs, where ECS reports a `GPU` resource.
+    pub gpus: Option<Gpus>,
 }
 
 impl ContainerInstance {
@@ -102,6 +157,10 @@ pub struct Task {
     pub desired_status: String,
     /// The CPU and memory it holds on the instance.
     pub reserved: Capacity,
+    /// Its task definition's ARN.
+    pub task_definition: String,
+    /// The container instance it is placed on.
+    pub container_instance: Option<String>,
 }
 
 impl Task {
@@ -134,6 +193,8 @@ pub struct Service {
     /// Deployments under way or finished but not yet cleaned up (`deployments`): one when
     /// the service is steady.
     pub deployments: usize,
+    /// A `distinctInstance` placement constraint: no two of its tasks on one instance.
+    pub distinct_instance: bool,
 }
 
 impl Service {
@@ -192,6 +253,10 @@ pub trait Ecs: Send + Sync {
     async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>>;
     /// The services named (unknown names are left out).
     async fn services(&self, names: &[String]) -> Result<Vec<Service>>;
+    /// What a task of task definition `arn` needs of its instance beyond CPU and memory.
+    async fn task_needs(&self, arn: &str) -> Result<TaskNeeds>;
+    /// The container instances that run tasks of service `name` desired RUNNING.
+    async fn service_instances(&self, name: &str) -> Result<BTreeSet<String>>;
     /// Stops one task, giving `reason`.
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
     /// Deregisters a container instance record (a stale one left by a lost agent state).
@@ -405,10 +470,54 @@ impl Ecs for AwsEcs {
                     desired_count: s.desired_count(),
                     running_count: s.running_count(),
                     deployments: s.deployments().len(),
+                    // AWS (PlacementConstraint): "Use distinctInstance to ensure that each
+                    // task in a particular group is running on a different container instance."
+                    distinct_instance: s
+                        .placement_constraints()
+                        .iter()
+                        .any(|c| c.r#type() == Some(&PlacementConstraintType::DistinctInstance)),
                 }
             }));
         }
         Ok(found)
+    }
+
+    async fn task_needs(&self, arn: &str) -> Result<TaskNeeds> {
+        let out = self
+            .client
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DescribeTaskDefinition", e))?;
+        Ok(out.task_definition().map(needs_of).unwrap_or_default())
+    }
+
+    async fn service_instances(&self, name: &str) -> Result<BTreeSet<String>> {
+        // AWS (ListTasks): "Specifying a serviceName limits the results to tasks that belong
+        // to that service." Placement constraints: "Amazon ECS looks at the desired status of
+        // the tasks", so tasks desired RUNNING count, wherever their lifecycle is.
+        let mut task_arns = Vec::new();
+        let mut pages = self
+            .client
+            .list_tasks()
+            .cluster(&self.cluster)
+            .service_name(name)
+            .desired_status(DesiredStatus::Running)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            task_arns.extend(page.map_err(|e| sdk_error("ListTasks", e))?.task_arns().iter().cloned());
+        }
+        let group = format!("{SERVICE_GROUP_PREFIX}{name}");
+        Ok(self
+            .tasks(&task_arns)
+            .await?
+            .into_iter()
+            // The filter is applied here as well: not every endpoint honours it.
+            .filter(|t| t.group.as_deref() == Some(group.as_str()))
+            .filter_map(|t| t.container_instance)
+            .collect())
     }
 
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
@@ -464,7 +573,86 @@ fn convert_instance(ci: &aws_sdk_ecs::types::ContainerInstance) -> ContainerInst
             .iter()
             .find(|a| a.name() == "ecs.availability-zone")
             .and_then(|a| a.value().map(str::to_string)),
+        reserved_ports: reserved_ports(ci.remaining_resources()),
+        task_ports: {
+            let (reserved, agent) =
+                (reserved_ports(ci.remaining_resources()), reserved_ports(ci.registered_resources()));
+            HostPorts {
+                tcp: reserved.tcp.difference(&agent.tcp).copied().collect(),
+                udp: reserved.udp.difference(&agent.udp).copied().collect(),
+            }
+        },
+        gpus: gpus(ci.registered_resources())
+            .zip(gpus(ci.remaining_resources()))
+            .map(|(registered, free)| Gpus { registered, free: free.min(registered) }),
     }
+}
+
+/// The ports of `resources` (registered: the agent's own; remaining: also its tasks').
+///
+/// AWS (ContainerInstance, remainingResources): "For port resource types, this parameter
+/// describes the ports that were reserved by the Amazon ECS container agent (at instance
+/// registration time) and any task containers that have reserved port mappings on the host
+/// (with the host or bridge network mode). Any port that's not specified here is available
+/// for new tasks." The agent registers them as `PORTS` and `PORTS_UDP`.
+fn reserved_ports(resources: &[aws_sdk_ecs::types::Resource]) -> HostPorts {
+    let set = |name: &str| -> BTreeSet<u16> {
+        resources
+            .iter()
+            .filter(|r| r.name() == Some(name))
+            .flat_map(|r| r.string_set_value())
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    };
+    HostPorts { tcp: set("PORTS"), udp: set("PORTS_UDP") }
+}
+
+/// The instance's GPUs in `resources`, where ECS lists a `GPU` resource: a set of GPU ids
+/// (as the agent keeps them) or a count.
+fn gpus(resources: &[aws_sdk_ecs::types::Resource]) -> Option<u32> {
+    let gpu = resources.iter().find(|r| r.name() == Some("GPU"))?;
+    let count = if gpu.string_set_value().is_empty() {
+        u32::try_from(gpu.integer_value()).unwrap_or(0)
+    } else {
+        u32::try_from(gpu.string_set_value().len()).unwrap_or(u32::MAX)
+    };
+    Some(count)
+}
+
+/// What a task of `definition` needs of its instance beyond CPU and memory.
+///
+/// AWS (PortMapping): "you can omit the hostPort (or set it to 0) while specifying a
+/// containerPort and your container automatically receives a port in the ephemeral port
+/// range" (no reservation to clash with); with the host network mode "host ports must either
+/// be undefined or match the container port"; awsvpc tasks map ports to their own network
+/// interface, not to the host. ResourceRequirement: "When the type is GPU, the value is the
+/// number of physical GPUs the Amazon ECS container agent reserves for the container. [...]
+/// You can also specify ALL".
+fn needs_of(definition: &aws_sdk_ecs::types::TaskDefinition) -> TaskNeeds {
+    let mode = definition.network_mode().cloned().unwrap_or(NetworkMode::Bridge);
+    let mut needs = TaskNeeds::default();
+    for container in definition.container_definitions() {
+        for mapping in container.port_mappings() {
+            let port = match mode {
+                NetworkMode::Host => mapping.host_port().filter(|p| *p > 0).or(mapping.container_port()),
+                NetworkMode::Bridge => mapping.host_port().filter(|p| *p > 0),
+                _ => None,
+            };
+            let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else { continue };
+            match mapping.protocol() {
+                Some(TransportProtocol::Udp) => needs.ports.udp.insert(port),
+                _ => needs.ports.tcp.insert(port),
+            };
+        }
+        for requirement in container.resource_requirements() {
+            if requirement.r#type() == &ResourceType::Gpu {
+                let value = requirement.value().trim();
+                let count = if value.eq_ignore_ascii_case("ALL") { u32::MAX } else { value.parse().unwrap_or(0) };
+                needs.gpus = needs.gpus.saturating_add(count);
+            }
+        }
+    }
+    needs
 }
 
 fn capacity(resources: &[aws_sdk_ecs::types::Resource]) -> Capacity {
@@ -489,6 +677,8 @@ fn convert_task(t: &aws_sdk_ecs::types::Task) -> Task {
         last_status: t.last_status().unwrap_or_default().to_string(),
         desired_status: t.desired_status().unwrap_or_default().to_string(),
         reserved: Capacity { cpu, memory },
+        task_definition: t.task_definition_arn().unwrap_or_default().to_string(),
+        container_instance: t.container_instance_arn().map(str::to_string),
     }
 }
 

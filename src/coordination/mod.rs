@@ -11,6 +11,7 @@ pub mod backend;
 pub mod dynamodb;
 pub mod fleetlock;
 pub mod lease_keeper;
+pub mod placement;
 pub mod policy;
 pub mod store;
 
@@ -41,6 +42,10 @@ pub struct Grant {
     /// have recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// The host's tasks that needed a host port, a GPU or an instance of their own when the
+    /// slot was granted: the peers had room for these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<placement::Need>,
 }
 
 impl Grant {
@@ -48,7 +53,7 @@ impl Grant {
     /// (no coordination, FleetLock); token 0, which a store never issues, so in a store it
     /// holds nothing.
     pub fn unfenced(group: &str) -> Self {
-        Self { group: group.to_string(), token: 0, slot: None, services: Vec::new() }
+        Self { group: group.to_string(), token: 0, slot: None, services: Vec::new(), needs: Vec::new() }
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::{self, Need, Peer, Room};
 use crate::ecs::{Capacity, ContainerInstance};
 
 /// The host asking for a slot.
@@ -20,6 +21,9 @@ pub struct SlotRequest {
     /// What stays on the host through a drain (daemon tasks): no peer needs room for it.
     /// `None` until the host's services were checked ([`Decision::Check`]).
     pub stays: Option<Capacity>,
+    /// The tasks the drain moves that need more than CPU and memory of a peer (static host
+    /// ports, GPUs, `distinctInstance`), found with [`SlotRequest::stays`].
+    pub needs: Vec<Need>,
 }
 
 /// How many hosts may be out of service at once.
@@ -102,6 +106,10 @@ pub struct Holder {
     /// takes or keeps a slot. Absent from items of earlier versions.
     #[serde(default)]
     pub hold_ms: u64,
+    /// Its tasks that need more than CPU and memory of a peer: placed before a new
+    /// candidate's while it still runs tasks. Absent from items of earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<Need>,
 }
 
 impl Holder {
@@ -149,6 +157,10 @@ pub struct InstanceView {
     pub registered: Capacity,
     /// Resources free.
     pub remaining: Capacity,
+    /// Host ports, GPUs and its ARN: known from a look at the cluster, not from a stored
+    /// snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Room>,
 }
 
 impl From<&ContainerInstance> for InstanceView {
@@ -160,6 +172,7 @@ impl From<&ContainerInstance> for InstanceView {
             availability_zone: i.availability_zone.clone(),
             registered: i.registered,
             remaining: i.remaining,
+            placement: Some(Room { arn: i.arn.clone(), ports: i.reserved_ports.clone(), gpus: i.gpus }),
         }
     }
 }
@@ -267,7 +280,37 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
             free.cpu, free.memory, need.cpu, need.memory
         ));
     }
-    Ok(())
+    // Tasks that need a port, a GPU or an instance of their own: each must find one peer
+    // that takes it, the holders' first (while they still run tasks, what they move has not
+    // found its place yet).
+    let still_moving = |h: &Holder| load(&h.id, h.allocated, h.stays) != Capacity::default();
+    let needs: Vec<&Need> = record
+        .holders
+        .iter()
+        .filter(|h| still_moving(h))
+        .flat_map(|h| &h.needs)
+        .chain(&request.needs)
+        .filter(|n| !n.is_plain())
+        .collect();
+    if needs.is_empty() {
+        return Ok(());
+    }
+    let peers: Option<Vec<Peer>> = snapshot
+        .instances
+        .iter()
+        .filter(|i| i.in_service() && i.id != candidate && !holding(&i.id))
+        .map(|i| i.placement.clone().map(|room| Peer { free: i.remaining, room }))
+        .collect();
+    let Some(peers) = peers else {
+        return Err("placement: this snapshot does not show the peers' host ports and GPUs".into());
+    };
+    let gpus_reported = snapshot.instances.iter().any(|i| i.placement.as_ref().is_some_and(|r| r.gpus.is_some()));
+    placement::place(&needs, peers, gpus_reported)
+}
+
+/// True when a decision for `request` needs a snapshot with the peers' ports and GPUs.
+pub fn wants_placement(record: &GroupRecord, request: &SlotRequest) -> bool {
+    request.needs.iter().chain(record.holders.iter().flat_map(|h| &h.needs)).any(|n| !n.is_plain())
 }
 
 #[cfg(test)]
@@ -282,6 +325,7 @@ mod tests {
             availability_zone: Some("a".into()),
             registered: Capacity { cpu: 1024, memory: 1024 },
             remaining: Capacity { cpu: free, memory: free },
+            placement: None,
         }
     }
 
@@ -307,15 +351,81 @@ mod tests {
             renewed_at: acquired_at,
             expires_at: acquired_at + 1000,
             hold_ms: 1000,
+            needs: Vec::new(),
         }
     }
 
     fn ask(id: &str) -> SlotRequest {
-        SlotRequest { id: id.into(), arn: format!("arn/{id}"), cycle: "c".into(), stays: Some(Capacity::default()) }
+        SlotRequest {
+            id: id.into(),
+            arn: format!("arn/{id}"),
+            cycle: "c".into(),
+            stays: Some(Capacity::default()),
+            needs: Vec::new(),
+        }
     }
 
     fn policy(budget: Budget) -> Policy {
         Policy { max_unavailable: budget, min_healthy_percent: 0, one_az_at_a_time: false }
+    }
+
+    /// `instance` with the placement a look at the cluster gives: `tcp` ports reserved.
+    fn placed(id: &str, status: &str, free: i64, tcp: &[u16]) -> InstanceView {
+        let ports = crate::ecs::HostPorts { tcp: tcp.iter().copied().collect(), udp: Default::default() };
+        InstanceView {
+            placement: Some(Room { arn: format!("arn/{id}"), ports, gpus: None }),
+            ..instance(id, status, free)
+        }
+    }
+
+    fn port_task(port: u16) -> Need {
+        Need {
+            task: "edge:1".into(),
+            service: "edge".into(),
+            size: Capacity { cpu: 100, memory: 100 },
+            ports: crate::ecs::HostPorts { tcp: [port].into(), udp: Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_with_a_static_port_needs_a_peer_where_it_is_free_after_the_holders_tasks() {
+        // a runs an edge task on port 80; c has port 80 free; h holds a slot and still runs
+        // its own edge task, which takes c first.
+        let snapshot = Snapshot {
+            taken_at: 0,
+            instances: vec![
+                placed("a", "ACTIVE", 500, &[80]),
+                placed("h", "ACTIVE", 900, &[80]),
+                placed("c", "ACTIVE", 1024, &[]),
+            ],
+        };
+        let asking = SlotRequest { needs: vec![port_task(80)], ..ask("a") };
+        assert!(admit(&GroupRecord::default(), &snapshot, &policy(Budget::Count(2)), &asking).is_ok());
+        let mut h = holder("h", 124, 0);
+        h.needs = vec![port_task(80)];
+        let record = GroupRecord { holders: vec![h.clone()], ..Default::default() };
+        let err = admit(&record, &snapshot, &policy(Budget::Count(2)), &asking).unwrap_err();
+        assert!(err.contains("host port 80/tcp taken on 1"), "{err}");
+        assert!(wants_placement(&record, &ask("a")), "a holder's needs call for a look too");
+        // Once h runs nothing, its task has found its place (and shows in c's ports).
+        let moved = Snapshot {
+            taken_at: 0,
+            instances: vec![
+                placed("a", "ACTIVE", 500, &[80]),
+                placed("h", "DRAINING", 1024, &[]),
+                placed("c", "ACTIVE", 900, &[80]),
+                placed("d", "ACTIVE", 1024, &[]),
+            ],
+        };
+        assert!(admit(&record, &moved, &policy(Budget::Count(2)), &asking).is_ok());
+        // A snapshot read from the store shows no ports: no decision is made on it.
+        let stored = snap(0, &[("a", "ACTIVE", 500), ("c", "ACTIVE", 1024)]);
+        let err = admit(&GroupRecord::default(), &stored, &policy(Budget::Count(2)), &asking).unwrap_err();
+        assert!(err.contains("does not show the peers' host ports"), "{err}");
+        // Without constrained tasks it decides as before.
+        assert!(!wants_placement(&GroupRecord::default(), &ask("a")));
+        assert!(admit(&GroupRecord::default(), &stored, &policy(Budget::Count(2)), &ask("a")).is_ok());
     }
 
     #[test]

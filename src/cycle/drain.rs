@@ -9,7 +9,7 @@
 //! Failure: back through [`State::Reactivating`], which sets ACTIVE only what this cycle
 //! drained; an instance drained by someone else is not ours, and the slot is given back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -20,7 +20,8 @@ use super::messages::{fmt, not_ours};
 use super::{Cycle, State};
 use crate::config::StandalonePolicy;
 use crate::coordination::Grant;
-use crate::ecs::{Capacity, Listed, Task};
+use crate::coordination::placement::{self, Need};
+use crate::ecs::{Capacity, Listed, Service, Task, TaskNeeds};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::hooks::HookPoint;
@@ -38,6 +39,8 @@ pub(super) struct Moving {
     pub(super) stays: Capacity,
     /// The services with tasks on the host.
     pub(super) services: Vec<String>,
+    /// The tasks that need more than CPU and memory of the peer they go to.
+    pub(super) needs: Vec<Need>,
 }
 
 impl Machine<'_> {
@@ -55,6 +58,14 @@ impl Machine<'_> {
         if instance.is_drained_by(&cycle.id) {
             info!("the instance is already DRAINING for this cycle; waiting");
         } else if instance.status == "ACTIVE" {
+            // A task that came here since the slot was granted (a holder's, moved here)
+            // may hold a host port no peer has free: its drain would never end.
+            if let Some(port) = placement::unforeseen_port(&lease.needs, &instance.task_ports) {
+                return Err(Error::Deferred(format!(
+                    "a task that came to this host after its turn was checked holds host port {port}: the \
+                     instance is not drained, and the next run checks where its tasks can go"
+                )));
+            }
             if let Some(leaving) = lifecycle::leaving_or_warn(self.ports.lifecycle.as_ref()).await {
                 return Err(Error::Deferred(format!("{}: the instance is not drained", leaving.reason)));
             }
@@ -118,10 +129,55 @@ impl Machine<'_> {
         }
         *self.services_checked.lock().expect("services check") = Some(self.ports.clock.now());
         let daemon = |t: &&Task| t.service().is_some_and(|name| services.iter().any(|s| s.name == name && s.daemon));
+        let moved: Vec<&Task> = tasks.iter().filter(|t| !daemon(t) && t.desired_status == "RUNNING").collect();
         Ok(Moving {
             stays: tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)),
             services: names,
+            needs: self.needs(&moved, &services).await?,
         })
+    }
+
+    /// What the service tasks in `moved` need of a peer beyond CPU and memory: static host
+    /// ports and GPUs from their task definitions (one DescribeTaskDefinition each), and the
+    /// instances that already run a task of a `distinctInstance` service (a ListTasks and a
+    /// DescribeTasks per 100 of its tasks). A task definition ECS will not describe (a
+    /// policy without `ecs:DescribeTaskDefinition`) is counted by CPU and memory alone.
+    async fn needs(&self, moved: &[&Task], services: &[Service]) -> Result<Vec<Need>> {
+        let mut definitions: HashMap<&str, TaskNeeds> = HashMap::new();
+        let mut distinct: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        let mut needs = Vec::new();
+        for task in moved {
+            let Some(service) = task.service().and_then(|name| services.iter().find(|s| s.name == name)) else {
+                continue;
+            };
+            if !definitions.contains_key(task.task_definition.as_str()) {
+                let found = match self.ports.ecs.task_needs(&task.task_definition).await {
+                    Ok(found) => found,
+                    Err(e @ (Error::Credentials { .. } | Error::Ecs { transient: true, .. })) => return Err(e),
+                    Err(e) => {
+                        warn!("host ports and GPUs of {} are not checked: {e}", task.task_definition);
+                        TaskNeeds::default()
+                    }
+                };
+                definitions.insert(&task.task_definition, found);
+            }
+            if service.distinct_instance && !distinct.contains_key(service.name.as_str()) {
+                distinct.insert(&service.name, self.ports.ecs.service_instances(&service.name).await?);
+            }
+            let definition = &definitions[task.task_definition.as_str()];
+            let need = Need {
+                task: task.task_definition.rsplit('/').next().unwrap_or_default().to_string(),
+                service: service.name.clone(),
+                size: task.reserved,
+                ports: definition.ports.clone(),
+                gpus: definition.gpus,
+                distinct_from: distinct.get(service.name.as_str()).cloned(),
+            };
+            if !need.is_plain() {
+                needs.push(need);
+            }
+        }
+        Ok(needs)
     }
 
     /// Polls until nothing runs on `arn`, within `drain.timeout`, treating standalone tasks as

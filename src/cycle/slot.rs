@@ -44,8 +44,13 @@ impl Machine<'_> {
         // Read before the slot is taken: a grant must never be followed by a failure that
         // forgets it. Group membership does not change while the host waits.
         let scale_in = lifecycle::scale_in_or_warn(self.ports.lifecycle.as_ref()).await;
-        let mut request =
-            SlotRequest { id: cycle.instance_id.clone(), arn: arn.clone(), cycle: cycle.id.clone(), stays };
+        let mut request = SlotRequest {
+            id: cycle.instance_id.clone(),
+            arn: arn.clone(),
+            cycle: cycle.id.clone(),
+            stays,
+            needs: Vec::new(),
+        };
         // Resumed outside the window: no slot is taken (a peer's turn would be held for nothing).
         self.inside_window("no slot is asked for")?;
         let coordination = &self.settings.coordination;
@@ -64,6 +69,7 @@ impl Machine<'_> {
                 Ok(Decision::Granted(mut lease)) => {
                     info!(token = lease.token, "slot granted");
                     lease.services = services;
+                    lease.needs = request.needs;
                     if !plan.drain {
                         return Ok(State::InstallingInPlace { plan, agent_version, lease: Some(lease) });
                     }
@@ -88,6 +94,7 @@ impl Machine<'_> {
                 Ok(Decision::Check) => match self.services_can_move(&arn).await {
                     Ok(moving) => {
                         request.stays = Some(moving.stays);
+                        request.needs = moving.needs;
                         services = moving.services;
                         continue;
                     }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{CONFLICT_RETRIES, Consistency, Expect, PART_SIZE, StoreCoordinator};
+use crate::coordination::placement::Need;
 use crate::coordination::policy::{Holder, InstanceView, Pause};
 use crate::ecs::Capacity;
 use crate::error::{Error, Result};
@@ -129,7 +130,38 @@ pub(super) fn unpack((id, status, connected, availability_zone, registered, rema
         availability_zone,
         registered: Capacity { cpu: registered[0], memory: registered[1] },
         remaining: Capacity { cpu: remaining[0], memory: remaining[1] },
+        placement: None,
     }
+}
+
+/// The most bytes a holder's [`Holder::needs`] take in its slot item: slot items stay far
+/// below [`MAX_ITEM_BYTES`] whatever a host runs.
+const MAX_NEEDS_BYTES: usize = 16 * 1024;
+
+/// The most needs a holder records, and believed of one.
+const MAX_NEEDS: usize = 256;
+
+/// The most host ports of one protocol a need names: "Automatically assigned ports don't
+/// count toward the 100 reserved ports limit" (PortMapping), so a task reserves fewer.
+const MAX_NEED_PORTS: usize = 100;
+
+/// `needs` as a holder records them, within [`MAX_NEEDS_BYTES`]: the instances a
+/// `distinctInstance` task must avoid are the first to go (it still avoids its own
+/// siblings' new places), then the needs that do not fit.
+pub(super) fn holder_needs(needs: &[Need]) -> Vec<Need> {
+    let size = |needs: &[Need]| serde_json::to_string(needs).map_or(usize::MAX, |s| s.len());
+    let mut kept: Vec<Need> = needs.iter().filter(|n| !n.is_plain()).take(MAX_NEEDS).cloned().collect();
+    if size(&kept) > MAX_NEEDS_BYTES {
+        for need in &mut kept {
+            if let Some(others) = need.distinct_from.as_mut() {
+                others.clear();
+            }
+        }
+    }
+    while size(&kept) > MAX_NEEDS_BYTES {
+        kept.pop();
+    }
+    kept
 }
 
 /// "For tasks that run on Amazon EC2 instances, the maximum number of Amazon EC2 instances
@@ -267,7 +299,22 @@ impl Checked for Holder {
         // Also the hold of an item without `hold_ms` (an earlier version's), read from its times.
         at_most("holder.hold_ms", self.hold().as_millis().try_into().unwrap_or(u64::MAX), MAX_HOLD_MS)?;
         resources("holder.allocated", &self.allocated)?;
-        resources("holder.stays", &self.stays)
+        resources("holder.stays", &self.stays)?;
+        at_most("holder.needs", self.needs.len() as u64, MAX_NEEDS as u64)?;
+        self.needs.iter().try_for_each(Checked::check)
+    }
+}
+
+impl Checked for Need {
+    fn check(&self) -> std::result::Result<(), String> {
+        name("need.task", &self.task, MAX_NAME)?;
+        name("need.service", &self.service, MAX_NAME)?;
+        resources("need.size", &self.size)?;
+        at_most("need.ports.tcp", self.ports.tcp.len() as u64, MAX_NEED_PORTS as u64)?;
+        at_most("need.ports.udp", self.ports.udp.len() as u64, MAX_NEED_PORTS as u64)?;
+        let others = self.distinct_from.iter().flatten();
+        at_most("need.distinct_from", others.clone().count() as u64, MAX_INSTANCES as u64)?;
+        others.clone().try_for_each(|arn| name("need.distinct_from", arn, MAX_NAME))
     }
 }
 
@@ -474,6 +521,42 @@ mod tests {
         one::<Pause>(body);
         one::<Resumed>(body);
         one::<Released>(body);
+    }
+
+    #[test]
+    fn a_holders_needs_stay_small_and_are_checked() {
+        use crate::ecs::HostPorts;
+        // A distinctInstance service on every instance of a full cluster: its instances are
+        // the first to go, the need itself stays.
+        let everywhere: std::collections::BTreeSet<String> = (0..MAX_INSTANCES)
+            .map(|n| format!("arn:aws:ecs:us-east-1:123456789012:container-instance/c/{n:032}"))
+            .collect();
+        let db =
+            Need { task: "db:1".into(), service: "db".into(), distinct_from: Some(everywhere), ..Default::default() };
+        let kept = holder_needs(&[db]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].distinct_from, Some(Default::default()));
+        // Many tasks with many ports: as many as fit.
+        let edge = Need {
+            task: "edge:1".into(),
+            service: "edge".into(),
+            ports: HostPorts { tcp: (1000..1100).collect(), udp: Default::default() },
+            ..Default::default()
+        };
+        let kept = holder_needs(&vec![edge; MAX_NEEDS]);
+        assert!(!kept.is_empty() && serde_json::to_string(&kept).unwrap().len() <= MAX_NEEDS_BYTES);
+        // A slot item of an earlier version has none; one with a need out of bounds is refused.
+        let holder = r#"{"id":"i-1","arn":"a","token":1,"cycle":"c","step":"s","availability_zone":null,
+            "allocated":{"cpu":1,"memory":1},"acquired_at":1,"renewed_at":1,"expires_at":2}"#;
+        let slot: Slot = parse(&format!(r#"{{"holder":{holder},"released":[]}}"#)).unwrap();
+        assert!(slot.holder.unwrap().needs.is_empty());
+        let ports: Vec<u16> = (1..=200).collect();
+        let bad = holder.replace(
+            r#""expires_at":2"#,
+            &format!(r#""expires_at":2,"needs":[{{"task":"t","service":"s","size":{{"cpu":1,"memory":1}},"ports":{{"tcp":{ports:?},"udp":[]}}}}]"#),
+        );
+        let err = parse::<Slot>(&format!(r#"{{"holder":{bad},"released":[]}}"#)).unwrap_err();
+        assert!(err.contains("need.ports.tcp"), "{err}");
     }
 
     proptest! {

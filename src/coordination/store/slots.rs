@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::items::{self, Control, Slot};
+use super::items::{self, Control, Slot, holder_needs};
 use super::{
     CONFLICT_RETRIES, Consistency, Expect, GRANT_SPACING, RELEASES_KEPT_FOR, StalePolicy, StoreCoordinator, ms,
 };
@@ -109,7 +109,8 @@ impl StoreCoordinator {
                 pace: self.near_pace(),
             }));
         }
-        let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before).await?;
+        let placement = policy::wants_placement(&record, request);
+        let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before, placement).await?;
         if policy::free_slots(&record, &snapshot, &self.policy, &request.id) == 0 {
             return Ok(Some(Decision::Wait {
                 reason: "first in the queue, no slot free".into(),
@@ -152,6 +153,7 @@ impl StoreCoordinator {
             renewed_at: now,
             expires_at: now.saturating_add(ms(self.ttl)),
             hold_ms: ms(self.ttl),
+            needs: holder_needs(&request.needs),
         });
         let next = Control {
             last_grant_at: now,
@@ -182,7 +184,13 @@ impl StoreCoordinator {
         }
         self.renewed(token, asked, self.ttl);
         self.forget_ticket(&request.cycle);
-        Ok(Some(Decision::Granted(Grant { group: self.group.clone(), token, slot: Some(n), services: Vec::new() })))
+        Ok(Some(Decision::Granted(Grant {
+            group: self.group.clone(),
+            token,
+            slot: Some(n),
+            services: Vec::new(),
+            needs: Vec::new(),
+        })))
     }
 
     /// Deals with holders whose lease expired; true when anything changed.
@@ -278,7 +286,13 @@ impl StoreCoordinator {
                 "giving back the slot this host took for cycle {}, which its journal no longer knows",
                 h.cycle
             );
-            let grant = Grant { group: self.group.clone(), token: h.token, slot: Some(n), services: Vec::new() };
+            let grant = Grant {
+                group: self.group.clone(),
+                token: h.token,
+                slot: Some(n),
+                services: Vec::new(),
+                needs: Vec::new(),
+            };
             self.release(&grant, &request.id).await?;
         }
         Ok(())
@@ -293,6 +307,7 @@ impl StoreCoordinator {
                 token: h.token,
                 slot: Some(n),
                 services: Vec::new(),
+                needs: h.needs.clone(),
             })
         }))
     }

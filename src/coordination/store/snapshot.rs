@@ -14,13 +14,21 @@ impl StoreCoordinator {
     /// The snapshot to decide with: ours if young enough, else the shared one, else a fresh
     /// look at the cluster (shared for the hosts after us). Times are other hosts' clocks:
     /// a snapshot from the future is taken as old, a `not_before` from the future as none.
-    pub(super) async fn fresh_snapshot(&self, ecs: &dyn Ecs, not_before: u64) -> Result<Arc<Snapshot>> {
+    /// With `placement`, only a snapshot that shows the peers' ports and GPUs will do: the
+    /// shared one does not (it keeps CPU and memory), so that is our own look.
+    pub(super) async fn fresh_snapshot(
+        &self,
+        ecs: &dyn Ecs,
+        not_before: u64,
+        placement: bool,
+    ) -> Result<Arc<Snapshot>> {
         let now = self.now();
         let not_before = if self.believable(not_before, now) { not_before } else { 0 };
         let usable = |s: &Snapshot| {
             self.believable(s.taken_at, now)
                 && s.taken_at >= not_before
                 && s.taken_at.saturating_add(self.max_age(s.instances.len())) >= now
+                && (!placement || s.instances.iter().all(|i| i.placement.is_some()))
         };
         if let Some(s) = self.memory().snapshot.clone().filter(|s| usable(s)) {
             return Ok(s);

@@ -70,7 +70,7 @@ struct Bench {
 
 impl Bench {
     fn new(hosts: usize) -> Self {
-        let world = Arc::new(Mutex::new(WorldState::new(hosts, 1, 1)));
+        let world = Arc::new(Mutex::new(WorldState::new(hosts, 1, 1, 0)));
         let clock = Arc::new(SimClock::new(1));
         let memory = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), Default::default()));
         Self { world, clock, memory }
@@ -121,6 +121,7 @@ impl Bench {
             arn: w.instances[host].arn.clone(),
             cycle: format!("c{host}"),
             stays: Some(Default::default()),
+            needs: Vec::new(),
         }
     }
 }
@@ -460,6 +461,7 @@ async fn a_slot_forged_to_name_a_waiting_host_is_given_back_while_the_roll_is_pa
         renewed_at: 0,
         expires_at: 0,
         hold_ms: 60_000,
+        needs: Vec::new(),
     };
     let forged = items::Slot { holder: Some(holder), released: Vec::new() };
     assert!(
