@@ -86,6 +86,10 @@ struct SimulateArgs {
     /// Service tasks per host (each 256 CPU units, 512 MiB; hosts have 2048 and 8192).
     #[arg(long, default_value_t = 4)]
     tasks: usize,
+    /// Hosts (the first ones) that also run a task with a static host port (80/tcp): such a
+    /// task can only move to a host where that port is free.
+    #[arg(long, default_value_t = 0)]
+    edge_hosts: usize,
     /// Availability zones.
     #[arg(long, default_value_t = 3)]
     zones: usize,
@@ -236,6 +240,7 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
     let options = Options {
         hosts: args.hosts,
         tasks_per_host: args.tasks,
+        edge_hosts: args.edge_hosts,
         zones: args.zones.max(1),
         max_unavailable,
         min_healthy_percent: args.min_healthy_percent,

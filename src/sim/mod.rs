@@ -25,7 +25,7 @@ use crate::coordination::store::{StalePolicy, StoreCoordinator};
 use crate::coordination::{self};
 use crate::cycle::machine::{Machine, Ports};
 use crate::cycle::{Cycle, Outcome, State};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::identity::{Identity, InstanceDocument};
 use crate::journal::Journal;
 use clock::SimClock;
@@ -62,6 +62,8 @@ pub struct Options {
     pub hosts: usize,
     /// Service tasks per host.
     pub tasks_per_host: usize,
+    /// Hosts that also run a task of a service with a static host port (one per host).
+    pub edge_hosts: usize,
     /// Availability zones.
     pub zones: usize,
     /// Hosts allowed out at once.
@@ -187,7 +189,8 @@ pub struct Report {
     pub lease_queue_at_end: usize,
     /// Hosts whose cycle failed while holding a slot (each must pause the roll).
     pub failed: usize,
-    /// Hosts that got no slot within the wait timeout (budget or capacity never allowed it).
+    /// Hosts that got no slot within the wait timeout (budget or capacity never allowed it),
+    /// or deferred at the drain, before any change.
     pub gave_up_waiting: usize,
     /// Hosts that stopped because the roll was paused.
     pub stopped_by_pause: usize,
@@ -284,7 +287,8 @@ fn settings() -> Settings {
 async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<Report> {
     let timings = Timings::default();
     let mut dice = Dice::new(options.seed);
-    let world: World = Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones)));
+    let world: World =
+        Arc::new(Mutex::new(WorldState::new(options.hosts, options.tasks_per_host, options.zones, options.edge_hosts)));
     world.lock().expect("world").ecs_refused_until =
         u64::try_from(options.faults.ecs_outage.as_millis()).unwrap_or(u64::MAX);
     let clock = Arc::new(SimClock::new(dice.seed()));
@@ -535,6 +539,11 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
     Ok(HostOutcome { cycles, dead: false })
 }
 
+/// A cycle that ended changing nothing: no slot in time, or deferred before the drain.
+fn deferred(kind: &Kind, step: &str) -> bool {
+    *kind == Kind::Deferred || (*kind != Kind::Paused && step == "waiting-for-slot")
+}
+
 fn report(options: &Options, w: &WorldState, outcomes: &[HostOutcome], lease: &LeaseEnd, clock: &SimClock) -> Report {
     let budget = options.max_unavailable.resolve(options.hosts);
     let cycles: Vec<&Cycle> = outcomes.iter().filter_map(HostOutcome::cycle).collect();
@@ -646,12 +655,12 @@ fn report(options: &Options, w: &WorldState, outcomes: &[HostOutcome], lease: &L
         lease_holders_at_end: lease.holders.clone(),
         lease_queue_at_end: usize::try_from(lease.waiting).unwrap_or(usize::MAX),
         dead_hosts: w.instances.iter().filter(|i| i.dead).map(|i| i.id.clone()).collect(),
+        // A deferral at the drain (a task that came to the host after its turn was checked)
+        // changed nothing, as giving up the wait did.
         failed: count(
-            &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step != "waiting-for-slot"),
+            &|o| matches!(o, Outcome::Failed { kind, step, .. } if !deferred(kind, step) && *kind != Kind::Paused),
         ),
-        gave_up_waiting: count(
-            &|o| matches!(o, Outcome::Failed { kind, step, .. } if *kind != crate::error::Kind::Paused && step == "waiting-for-slot"),
-        ),
+        gave_up_waiting: count(&|o| matches!(o, Outcome::Failed { kind, step, .. } if deferred(kind, step))),
         stopped_by_pause: count(&|o| matches!(o, Outcome::Failed { kind: crate::error::Kind::Paused, .. })),
         dead: outcomes.iter().filter(|o| o.dead).count(),
         paused: lease.paused.as_ref().map(|p| p.reason.clone()),

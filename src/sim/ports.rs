@@ -1,5 +1,6 @@
 //! The simulator's implementations of the cycle's side effects, over the shared world.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -7,11 +8,11 @@ use tokio::sync::mpsc;
 
 use super::clock::SimClock;
 use super::store::MemoryStore;
-use super::world::{HOST_CAPACITY, InQueue, World, WorldState, lease_key};
+use super::world::{EDGE_PORT, HOST_CAPACITY, InQueue, SimTask, World, WorldState, lease_key};
 use crate::agent::{Agent, AgentMetadata, AgentTask};
 use crate::clock::Clock;
 use crate::coordination::store::items::Control;
-use crate::ecs::{ContainerInstance, Ecs, Listed, Service, Task};
+use crate::ecs::{ContainerInstance, Ecs, HostPorts, Listed, Service, Task, TaskNeeds};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lifecycle::{Leaving, Lifecycle, ScaleIn};
@@ -108,18 +109,31 @@ impl SimEcs {
             registered: HOST_CAPACITY,
             remaining: HOST_CAPACITY.minus(w.allocated(index)),
             availability_zone: Some(i.availability_zone.clone()),
+            // The ports the agent reserves at registration, and the edge service's.
+            reserved_ports: HostPorts {
+                tcp: AGENT_PORTS.iter().copied().chain(w.edge_port_taken(index).then_some(EDGE_PORT)).collect(),
+                udp: BTreeSet::new(),
+            },
+            task_ports: HostPorts {
+                tcp: w.edge_port_taken(index).then_some(EDGE_PORT).into_iter().collect(),
+                udp: BTreeSet::new(),
+            },
+            gpus: None,
         }
     }
 
-    /// A task as ECS describes it.
-    fn task(t: &super::world::SimTask) -> Task {
+    /// A task on `host` as ECS describes it.
+    fn task(w: &WorldState, host: usize, t: &SimTask) -> Task {
+        let service = service_of(t);
         Task {
             arn: t.arn.clone(),
             started_by: t.service.then(|| "ecs-svc/sim".to_string()),
-            group: t.service.then(|| format!("service:{}", if t.daemon { DAEMON_SERVICE } else { SERVICE })),
+            group: t.service.then(|| format!("service:{service}")),
             last_status: t.last_status().into(),
             desired_status: if t.stopping_until.is_some() { "STOPPED" } else { "RUNNING" }.into(),
             reserved: t.size(),
+            task_definition: format!("arn:aws:ecs:sim:000000000000:task-definition/{service}:1"),
+            container_instance: Some(w.instances[host].arn.clone()),
         }
     }
 
@@ -151,6 +165,21 @@ pub const SNAPSHOT_READ: &str = "cluster snapshot (List+Describe)";
 const SERVICE: &str = "sim";
 /// The daemon service: one task on every instance.
 const DAEMON_SERVICE: &str = "sim-daemon";
+/// The edge service: a task with a static host port on some hosts.
+const EDGE_SERVICE: &str = "sim-edge";
+/// The ports the ECS agent reserves on every instance at registration (its defaults).
+const AGENT_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
+
+/// The service a (service) task belongs to.
+fn service_of(t: &SimTask) -> &'static str {
+    if t.daemon {
+        DAEMON_SERVICE
+    } else if t.edge {
+        EDGE_SERVICE
+    } else {
+        SERVICE
+    }
+}
 
 fn missing(arn: &str) -> Error {
     Error::Ecs { message: format!("no container instance {arn}"), transient: false }
@@ -213,7 +242,7 @@ impl Ecs for SimEcs {
             let w = self.world.lock().expect("world");
             let index = w.index(arn).ok_or_else(|| missing(arn))?;
             let shown = |t: &&super::world::SimTask| listed == Listed::Every || t.stopping_until.is_some();
-            w.tasks[index].iter().filter(shown).map(Self::task).collect()
+            w.tasks[index].iter().filter(shown).map(|t| Self::task(&w, index, t)).collect()
         };
         // A ListTasks call per desired status, and a DescribeTasks when there are tasks.
         let lists = if listed == Listed::Every { 2 } else { 1 };
@@ -224,7 +253,11 @@ impl Ecs for SimEcs {
     async fn tasks(&self, task_arns: &[String]) -> Result<Vec<Task>> {
         let tasks = {
             let w = self.world.lock().expect("world");
-            w.tasks[self.host].iter().filter(|t| task_arns.contains(&t.arn)).map(Self::task).collect()
+            w.tasks[self.host]
+                .iter()
+                .filter(|t| task_arns.contains(&t.arn))
+                .map(|t| Self::task(&w, self.host, t))
+                .collect()
         };
         drop(self.read("DescribeTasks", task_arns.len().div_ceil(100)));
         Ok(tasks)
@@ -233,25 +266,30 @@ impl Ecs for SimEcs {
     async fn services(&self, names: &[String]) -> Result<Vec<Service>> {
         let now = self.clock.elapsed_ms();
         let w = self.read("DescribeServices", names.len().div_ceil(10));
-        let running = |daemon: bool| {
-            w.tasks.iter().flatten().filter(|t| t.service && t.daemon == daemon && t.stopping_until.is_none()).count()
+        let running = |daemon: bool, edge: bool| {
+            w.tasks
+                .iter()
+                .flatten()
+                .filter(|t| t.service && t.daemon == daemon && t.edge == edge && t.stopping_until.is_none())
+                .count()
         };
         // Replicas: a service slow to recover runs one task short for a while after a host
         // comes back. Daemon: one task wanted on every ACTIVE instance.
         let short = usize::from(w.recovering_until > now);
-        let counts = |daemon: bool| {
-            if daemon {
-                (w.instances.iter().filter(|i| i.status == "ACTIVE" && i.agent_up && !i.dead).count(), running(true))
-            } else {
-                (w.service_desired, running(false).saturating_sub(short))
-            }
+        let counts = |name: &str| match name {
+            DAEMON_SERVICE => (
+                w.instances.iter().filter(|i| i.status == "ACTIVE" && i.agent_up && !i.dead).count(),
+                running(true, false),
+            ),
+            EDGE_SERVICE => (w.edge_desired, running(false, true)),
+            _ => (w.service_desired, running(false, false).saturating_sub(short)),
         };
         Ok(names
             .iter()
-            .filter(|n| *n == SERVICE || *n == DAEMON_SERVICE)
+            .filter(|n| *n == SERVICE || *n == DAEMON_SERVICE || (*n == EDGE_SERVICE && w.edge_desired > 0))
             .map(|n| {
                 let daemon = n == DAEMON_SERVICE;
-                let (desired, running) = counts(daemon);
+                let (desired, running) = counts(n);
                 Service {
                     name: n.clone(),
                     daemon,
@@ -260,8 +298,26 @@ impl Ecs for SimEcs {
                     desired_count: i32::try_from(desired).unwrap_or(i32::MAX),
                     running_count: i32::try_from(running).unwrap_or(i32::MAX),
                     deployments: 1,
+                    distinct_instance: false,
                 }
             })
+            .collect())
+    }
+
+    async fn task_needs(&self, arn: &str) -> Result<TaskNeeds> {
+        drop(self.read("DescribeTaskDefinition", 1));
+        let edge = arn.ends_with(&format!("/{EDGE_SERVICE}:1"));
+        Ok(TaskNeeds {
+            ports: HostPorts { tcp: edge.then_some(EDGE_PORT).into_iter().collect(), udp: BTreeSet::new() },
+            gpus: 0,
+        })
+    }
+
+    async fn service_instances(&self, name: &str) -> Result<BTreeSet<String>> {
+        let w = self.read("ListTasks+DescribeTasks", 2);
+        Ok((0..w.instances.len())
+            .filter(|&h| w.tasks[h].iter().any(|t| t.service && t.stopping_until.is_none() && service_of(t) == name))
+            .map(|h| w.instances[h].arn.clone())
             .collect())
     }
 

@@ -342,7 +342,7 @@ mod tests {
     use crate::sim::world::WorldState;
 
     fn store(limits: Limits) -> MemoryStore {
-        let world = Arc::new(std::sync::Mutex::new(WorldState::new(1, 1, 1)));
+        let world = Arc::new(std::sync::Mutex::new(WorldState::new(1, 1, 1, 0)));
         MemoryStore::new(world, Arc::new(SimClock::new(1)), limits)
     }
 

@@ -30,6 +30,8 @@ pub const TASK_SIZE: Capacity = Capacity { cpu: 256, memory: 512 };
 /// Resources of the daemon task every host runs (a log or metrics agent): a whole task's
 /// worth, so that what the capacity guard counts is exactly what the scheduler can place.
 pub const DAEMON_SIZE: Capacity = Capacity { cpu: 256, memory: 512 };
+/// The static host port of the edge service's tasks (bridge network mode): one per host.
+pub const EDGE_PORT: u16 = 80;
 /// A stopped task's containers get SIGKILL this long after SIGTERM (ECS's default stop
 /// timeout): the longest a task spends in STOPPING; daemon tasks, stopped last, take it.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,6 +80,8 @@ pub struct SimTask {
     pub service: bool,
     /// A daemon-service task: one per instance, never moved, stopped last on a drain.
     pub daemon: bool,
+    /// A task of the edge service, which reserves [`EDGE_PORT`] on its host.
+    pub edge: bool,
     /// Stopped (desired STOPPED) but still on its host, DEACTIVATING then STOPPING, until
     /// this virtual ms; it keeps its resources until then.
     pub stopping_until: Option<u64>,
@@ -118,6 +122,8 @@ pub struct WorldState {
     pub unplaceable: u64,
     /// Tasks the replica service wants (all of them, wherever they run).
     pub service_desired: usize,
+    /// Tasks the edge service wants.
+    pub edge_desired: usize,
     /// Until then (virtual ms), the replica service runs one task short.
     pub recovering_until: u64,
     /// Until then (virtual ms), ECS throttles every write.
@@ -158,8 +164,9 @@ pub enum InQueue {
 pub type World = Arc<Mutex<WorldState>>;
 
 impl WorldState {
-    /// A cluster of `hosts` hosts in `zones` zones, `tasks` service tasks each.
-    pub fn new(hosts: usize, tasks: usize, zones: usize) -> Self {
+    /// A cluster of `hosts` hosts in `zones` zones, `tasks` service tasks each, and a task
+    /// of the edge service on each of the first `edge_hosts`.
+    pub fn new(hosts: usize, tasks: usize, zones: usize, edge_hosts: usize) -> Self {
         let instances: Vec<SimInstance> = (0..hosts)
             .map(|i| SimInstance {
                 id: format!("i-{i:05}"),
@@ -191,6 +198,7 @@ impl WorldState {
             most_zones_out: 0,
             unplaceable: 0,
             service_desired: hosts * tasks,
+            edge_desired: edge_hosts.min(hosts),
             recovering_until: 0,
             ecs_refused_until: 0,
             installs_beside_live_tasks: 0,
@@ -207,6 +215,9 @@ impl WorldState {
             for _ in 0..tasks {
                 world.start_task(host, true);
             }
+            if host < edge_hosts {
+                world.start_edge(host);
+            }
             world.start_daemon(host);
         }
         world
@@ -220,7 +231,18 @@ impl WorldState {
     /// Starts a task on `host`.
     pub fn start_task(&mut self, host: usize, service: bool) {
         let arn = self.next_arn();
-        self.tasks[host].push(SimTask { arn, service, daemon: false, stopping_until: None });
+        self.tasks[host].push(SimTask { arn, service, daemon: false, edge: false, stopping_until: None });
+    }
+
+    /// Starts a task of the edge service on `host`.
+    pub fn start_edge(&mut self, host: usize) {
+        let arn = self.next_arn();
+        self.tasks[host].push(SimTask { arn, service: true, daemon: false, edge: true, stopping_until: None });
+    }
+
+    /// Whether [`EDGE_PORT`] is reserved on `host` (by a task running or still stopping).
+    pub fn edge_port_taken(&self, host: usize) -> bool {
+        self.tasks[host].iter().any(|t| t.edge)
     }
 
     /// Starts the daemon service's task on `host` unless it runs one (the daemon scheduler
@@ -228,7 +250,7 @@ impl WorldState {
     pub fn start_daemon(&mut self, host: usize) {
         if !self.tasks[host].iter().any(|t| t.daemon && t.stopping_until.is_none()) {
             let arn = self.next_arn();
-            self.tasks[host].push(SimTask { arn, service: true, daemon: true, stopping_until: None });
+            self.tasks[host].push(SimTask { arn, service: true, daemon: true, edge: false, stopping_until: None });
         }
     }
 
@@ -304,17 +326,24 @@ impl WorldState {
                 if !task.service || task.daemon || task.stopping_until.is_some() {
                     continue;
                 }
+                let edge = task.edge;
+                // ECS places a task where its CPU, memory and host port are free.
                 let has_room = |w: &Self, h: usize| {
                     let i = &w.instances[h];
                     h != host
                         && i.status == "ACTIVE"
                         && i.agent_up
                         && HOST_CAPACITY.minus(w.allocated(h)).covers(TASK_SIZE)
+                        && !(edge && w.edge_port_taken(h))
                 };
                 match (0..hosts).map(|k| (self.placed_at + k) % hosts).find(|&h| has_room(self, h)) {
                     Some(h) => {
                         self.tasks[host][t].stopping_until = Some(now + linger_ms);
-                        self.start_task(h, true);
+                        if edge {
+                            self.start_edge(h);
+                        } else {
+                            self.start_task(h, true);
+                        }
                         self.placed_at = h;
                     }
                     None => self.unplaceable += 1,
