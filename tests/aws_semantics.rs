@@ -335,3 +335,76 @@ fn throttling_and_server_errors_are_ridden_out() {
         assert!(log.contains(code) && log.contains("trying again in"), "{code} reached the step's retry: {log}");
     }
 }
+
+/// Runs a host whose stand-in has `blocked` and expects the capacity guard to keep it
+/// ACTIVE, naming `reason`; then runs one with `free` and expects it patched with every
+/// moved task placed.
+fn deferred_then_patched(blocked: &[&str], reason: &str, free: &[&str]) {
+    let host = TestHost::start(Options {
+        standin_args: blocked,
+        config: "[coordination]\nwait_timeout = \"2s\"\n",
+        ..Options::default()
+    });
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 75, "not now, not failed: {run:?}");
+    assert!(run.stdout.contains(reason), "{reason:?} in {}", run.stdout);
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 0);
+    assert_eq!(host.record()["status"], "ACTIVE");
+    let host = TestHost::start(Options { standin_args: free, ..Options::default() });
+    let tasks = host.tasks_on_peers() + host.record()["running_tasks"].as_u64().unwrap();
+    let runs = host.run_to_end();
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:#?}");
+    assert_moved_and_patched(&host, tasks);
+}
+
+/// The host is patched and every one of the cluster's `tasks` runs on a peer now.
+fn assert_moved_and_patched(host: &TestHost, tasks: u64) {
+    assert_eq!(host.record()["status"], "ACTIVE");
+    assert_eq!(host.installed("demo-kernel"), "2.0");
+    assert_eq!(host.calls("UpdateContainerInstancesState:DRAINING"), 1, "drained exactly once");
+    assert_eq!(host.tasks_on_peers(), tasks, "every task moved to a peer");
+    assert_eq!(host.ecs()["unplaceable"], 0, "the scheduler placed every task the drain moved");
+}
+
+#[test]
+fn a_static_host_port_held_on_every_peer_defers_the_drain() {
+    // The host and its one peer both run an "edge" task on host port 8080 (bridge mode):
+    // ECS cannot place the host's anywhere. With a second peer, it goes there.
+    deferred_then_patched(
+        &["--peers", "1", "--port-service", "1"],
+        "placement: task edge:1 of service edge fits on none of the 1 in-service peers: host port 8080/tcp taken on 1",
+        &["--peers", "2", "--port-service", "1"],
+    );
+}
+
+#[test]
+fn a_dynamic_host_port_does_not_hold_the_drain() {
+    // hostPort 0: ECS picks an ephemeral port, nothing is reserved (moto alone reserves "0").
+    let host = TestHost::start(Options {
+        standin_args: &["--peers", "1", "--port-service", "1", "--host-port", "0"],
+        ..Options::default()
+    });
+    let tasks = host.tasks_on_peers() + host.record()["running_tasks"].as_u64().unwrap();
+    assert_eq!(host.run_to_end().last().unwrap().code, 0);
+    assert_moved_and_patched(&host, tasks);
+}
+
+#[test]
+fn a_gpu_task_waits_for_a_peer_with_a_free_gpu() {
+    // The host and the peer have one GPU each, taken by a "train" task: none free. With two
+    // GPUs each, the peer has one free.
+    deferred_then_patched(
+        &["--peers", "1", "--gpus", "1", "--gpu-peers", "1"],
+        "task train:1 of service train fits on none of the 1 in-service peers: too few free GPUs on 1",
+        &["--peers", "1", "--gpus", "2", "--gpu-peers", "1"],
+    );
+}
+
+#[test]
+fn a_distinct_instance_service_needs_a_peer_without_its_task() {
+    deferred_then_patched(
+        &["--peers", "1", "--distinct-service", "1"],
+        "task db:1 of service db fits on none of the 1 in-service peers: runs a task of db (distinctInstance) on 1",
+        &["--peers", "2", "--distinct-service", "1"],
+    );
+}

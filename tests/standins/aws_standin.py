@@ -248,10 +248,27 @@ class World:
         instances = backend.container_instances.get(self.cluster, {})
         active = [ci for ci in instances.values() if ci.status == "ACTIVE" and ci.agent_connected]
 
+        tasks = backend.tasks.get(self.cluster, {}).values()
+
         def room(ci, task):
+            # AWS (task placement): "Identify the container instances that satisfy the CPU,
+            # GPU, memory, and port requirements in the task definition", then the placement
+            # constraints (a distinctInstance service: by the tasks' desired status).
             need = task.resource_requirements
             free = {r["name"]: r.get("integerValue", 0) for r in ci.remaining_resources}
-            return free.get("CPU", 0) >= need.get("CPU", 0) and free.get("MEMORY", 0) >= need.get("MEMORY", 0)
+            taken = {r["name"]: set(r.get("stringSetValue") or []) for r in ci.remaining_resources}
+            if free.get("CPU", 0) < need.get("CPU", 0) or free.get("MEMORY", 0) < need.get("MEMORY", 0):
+                return False
+            for kind in ("PORTS", "PORTS_UDP"):
+                if taken.get(kind, set()) & {str(p) for p in need.get(kind, [])}:
+                    return False
+            if need.get("GPU", 0) > len(taken.get("GPU", set())):
+                return False
+            service = (task.group or "").removeprefix("service:")
+            if service in world_distinct(backend):
+                return not any(t.group == task.group and t.desired_status == "RUNNING"
+                               and t.container_instance_arn == ci.container_instance_arn for t in tasks)
+            return True
 
         for task in list(backend.tasks.get(self.cluster, {}).values()):
             if task.desired_status != "RUNNING" or not (task.started_by or "").startswith("ecs-svc/"):
@@ -270,6 +287,12 @@ class World:
             backend.stop_task(self.cluster, task.task_arn, "Task stopped by the scheduler: instance DRAINING")
             backend.start_task(self.cluster, task.task_definition_arn, [target.container_instance_arn],
                                overrides={}, started_by=task.started_by, group=task.group)
+
+
+def world_distinct(backend):
+    """The services with a distinctInstance placement constraint."""
+    return {s.name for s in backend.services.values()
+            if any(c.get("type") == "distinctInstance" for c in (s.placement_constraints or []))}
 
 
 def patch_moto(world):
@@ -319,6 +342,61 @@ def patch_moto(world):
                 deployment.update(runningCount=running, desiredCount=service.desired_count)
         return services, failures
 
+    def task_requirements(task_definition):
+        # AWS (PortMapping): a hostPort omitted or 0 "automatically receives a port in the
+        # ephemeral port range" (nothing reserved); in host mode "host ports must either be
+        # undefined or match the container port"; awsvpc ports are on the task's own network
+        # interface. UDP mappings are reserved as PORTS_UDP. moto reserves every hostPort,
+        # 0 included, in any mode, all as TCP, and knows no GPUs.
+        mode = task_definition.network_mode or "bridge"
+        needs = {"CPU": 0, "MEMORY": 0, "PORTS": [], "PORTS_UDP": [], "GPU": 0}
+        for c in task_definition.container_definitions:
+            needs["CPU"] += c.get("cpu", 0)
+            needs["MEMORY"] += c.get("memory", c.get("memoryReservation", 0))
+            for m in c.get("portMappings", []):
+                port = m.get("hostPort") or (m.get("containerPort") if mode == "host" else 0)
+                if port and mode in ("bridge", "host"):
+                    needs["PORTS_UDP" if m.get("protocol") == "udp" else "PORTS"].append(port)
+            for r in c.get("resourceRequirements", []):
+                if r.get("type") == "GPU":
+                    needs["GPU"] += int(r["value"])
+        return needs
+
+    def update_resources(backend, container_instance, needs, removing=False):
+        sign = -1 if removing else 1
+        for r in container_instance.remaining_resources:
+            if r["name"] in ("CPU", "MEMORY"):
+                r["integerValue"] -= needs.get(r["name"], 0) * sign
+            elif r["name"] in ("PORTS", "PORTS_UDP"):
+                for port in map(str, needs.get(r["name"], [])):
+                    if removing and port in r["stringSetValue"]:
+                        r["stringSetValue"].remove(port)
+                    elif not removing:
+                        r["stringSetValue"].append(port)
+            elif r["name"] == "GPU" and needs.get("GPU", 0):
+                # The agent assigns GPU ids to a task's containers and frees them when it stops.
+                free = r["stringSetValue"]
+                if removing:
+                    registered = next(g for g in container_instance.registered_resources if g["name"] == "GPU")
+                    free.extend([g for g in registered["stringSetValue"] if g not in free][:needs["GPU"]])
+                else:
+                    del free[:needs["GPU"]]
+        container_instance.running_tasks_count += sign
+
+    list_tasks = EC2ContainerServiceBackend.list_tasks
+
+    def list_tasks_of_service(backend, cluster_str=None, container_instance=None, family=None,
+                              started_by=None, service_name=None, desiredStatus=None):
+        # AWS (ListTasks): "Specifying a serviceName limits the results to tasks that belong to
+        # that service." moto ignores it ("TODO").
+        tasks = list_tasks(backend, cluster_str, container_instance, family, started_by, None, desiredStatus)
+        if service_name:
+            tasks = [t for t in tasks if t.group == f"service:{service_name.split('/')[-1]}"]
+        return tasks
+
+    EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(task_requirements)
+    EC2ContainerServiceBackend.update_container_instance_resources = update_resources
+    EC2ContainerServiceBackend.list_tasks = list_tasks_of_service
     EC2ContainerServiceBackend.describe_services = counted_describe_services
     EC2ContainerServiceBackend.stop_task = lingering_stop_task
     EC2ContainerServiceBackend._delete_attribute = delete_attribute_by_name
@@ -724,27 +802,45 @@ def setup(world, moto_url, args):
     ecs = session.client("ecs", endpoint_url=moto_url)
     image = ec2.describe_images()["Images"][0]["ImageId"]
     ecs.create_cluster(clusterName=args.cluster)
-    ecs.register_task_definition(family="web", containerDefinitions=[
-        {"name": "web", "image": "nginx", "cpu": 128, "memory": 128, "essential": True}])
+    for family, extra in {
+        "web": {},
+        # Bridge mode with a static host port (or a dynamic one with --host-port 0).
+        "edge": {"portMappings": [{"containerPort": 80, "hostPort": args.host_port, "protocol": "tcp"}]},
+        "train": {"resourceRequirements": [{"type": "GPU", "value": "1"}]},
+        "db": {},
+    }.items():
+        ecs.register_task_definition(family=family, networkMode="bridge", containerDefinitions=[
+            {"name": family, "image": "nginx", "cpu": 128, "memory": 128, "essential": True, **extra}])
 
-    def host(zone=AZ):
+    def host(zone=AZ, gpus=0):
         instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large",
                                      Placement={"AvailabilityZone": zone})["Instances"][0]["InstanceId"]
         doc = json.dumps({"instanceId": instance})
         arn = ecs.register_container_instance(cluster=args.cluster, instanceIdentityDocument=doc)[
             "containerInstance"]["containerInstanceArn"]
+        if gpus:
+            # The agent registers an instance's GPUs (platformDevices); ECS shows them as a
+            # GPU resource of their ids, which moto does not know.
+            from moto.ecs.models import ecs_backends
+            ci = ecs_backends[ACCOUNT][REGION].container_instances[args.cluster][arn.split("/")[-1]]
+            ids = [f"GPU-{arn.split('/')[-1][:8]}-{n}" for n in range(gpus)]
+            for resources in (ci.registered_resources, ci.remaining_resources):
+                resources.append({"name": "GPU", "type": "STRINGSET", "stringSetValue": list(ids),
+                                  "integerValue": 0, "longValue": 0, "doubleValue": 0.0})
         return instance, arn
 
     zones = [f"{REGION}{letter}" for letter in "abcdef"[:max(1, args.zones)]]
     for index in range(args.hosts):
         zone = zones[index % len(zones)]
-        instance, arn = host(zone)
+        instance, arn = host(zone, args.gpus)
         world.hosts.append({"instance_id": instance, "arn": arn, "agent_up": True, "agent_starting": False,
                             "agent_version": args.agent_version, "lose_agent_state": False,
                             "imds": {}, "agent_cluster": None, "zone": zone})
     from moto.ecs.models import ecs_backends
+    peers = []
     for index in range(args.peers):
-        _, peer_arn = host(zones[index % len(zones)])
+        _, peer_arn = host(zones[index % len(zones)], args.gpus if index < args.gpu_peers else 0)
+        peers.append(peer_arn)
         if args.peer_capacity is not None:
             peer = ecs_backends[ACCOUNT][REGION].container_instances[args.cluster][peer_arn.split("/")[-1]]
             for resources in (peer.registered_resources, peer.remaining_resources):
@@ -754,10 +850,24 @@ def setup(world, moto_url, args):
     services = {"web": {"maximumPercent": 200, "minimumHealthyPercent": 50}}
     if args.stuck_service:
         services["stuck"] = {"maximumPercent": 100, "minimumHealthyPercent": 100}
+    # A service of one task on each host and on the first N peers: static host port, GPU, or
+    # one task per instance (distinctInstance).
+    spread = {"edge": args.port_service, "train": args.gpu_peers if args.gpus else -1, "db": args.distinct_service}
+    for name, on_peers in spread.items():
+        if on_peers >= 0:
+            services[name] = {"maximumPercent": 200, "minimumHealthyPercent": 50}
     for name, deployment in services.items():
-        ecs.create_service(cluster=args.cluster, serviceName=name, taskDefinition="web", desiredCount=0)
+        ecs.create_service(cluster=args.cluster, serviceName=name, taskDefinition=name if name in spread else "web",
+                           desiredCount=0)
         service = next(s for s in ecs_backends[ACCOUNT][REGION].services.values() if s.name == name)
         service.deployment_configuration = deployment  # moto keeps no deployment configuration
+        # moto keeps no placement constraints either.
+        service.placement_constraints = [{"type": "distinctInstance"}] if name == "db" else []
+    for name, on_peers in spread.items():
+        if on_peers >= 0:
+            ecs.start_task(cluster=args.cluster, taskDefinition=name,
+                           containerInstances=[h["arn"] for h in world.hosts] + peers[:on_peers],
+                           startedBy=f"ecs-svc/{name}", group=f"service:{name}")
     for h in world.hosts:
         if args.tasks:
             ecs.start_task(cluster=args.cluster, taskDefinition="web", containerInstances=[h["arn"]] * args.tasks,
@@ -822,6 +932,18 @@ def main():
                         help="a stopped task lingers this long in DEACTIVATING and STOPPING")
     parser.add_argument("--stuck-service", action="store_true",
                         help="also run a task of a service with minimumHealthyPercent 100 and maximumPercent 100")
+    parser.add_argument("--port-service", type=int, default=-1, metavar="N",
+                        help="a service \"edge\" with a static host port (--host-port), one task on each host "
+                             "and on the first N peers")
+    parser.add_argument("--host-port", type=int, default=8080, help="the edge service's hostPort (0: dynamic)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="the hosts register this many GPUs and run a task of service \"train\" that needs one")
+    parser.add_argument("--gpu-peers", type=int, default=0,
+                        help="this many peers register --gpus GPUs and run a train task too (one GPU left free "
+                             "with --gpus 2)")
+    parser.add_argument("--distinct-service", type=int, default=-1, metavar="N",
+                        help="a service \"db\" with a distinctInstance constraint, one task on each host and on "
+                             "the first N peers")
     parser.add_argument("--asg", default="", help="put the hosts in an Auto Scaling group of this name")
     parser.add_argument("--asg-protected", action="store_true", help="the hosts start protected from scale-in")
     args = parser.parse_args()
