@@ -224,8 +224,16 @@ fn every_statement_is_scoped_where_the_action_allows_it() {
 
 fn statements_are_scoped(policy: &serde_json::Value) {
     // AWS's Service Authorization Reference lists no resource type for these: "*" is the
-    // only resource they take. Every other action is scoped to a resource ARN.
-    let resourceless = ["autoscaling:DescribeAutoScalingInstances", "ec2:DescribeInstances", "ssm:PutInventory"];
+    // only resource they take. ListTasks by service names no container instance (the
+    // resource type the reference gives it), so its statement is scoped by the cluster
+    // condition below instead. Every other action is scoped to a resource ARN.
+    let resourceless = [
+        "autoscaling:DescribeAutoScalingInstances",
+        "ec2:DescribeInstances",
+        "ssm:PutInventory",
+        "ecs:DescribeTaskDefinition",
+        "ecs:ListTasks",
+    ];
     for statement in policy["Statement"].as_array().unwrap() {
         let resource = statement["Resource"].as_str().unwrap();
         let actions = policy_actions(&serde_json::json!({ "Statement": [statement] }));
@@ -234,8 +242,10 @@ fn statements_are_scoped(policy: &serde_json::Value) {
         } else {
             assert!(resource.starts_with("arn:${AWS::Partition}:"), "{statement}");
         }
-        // ECS actions on the cluster's instances, tasks and services carry the cluster condition.
-        if actions.iter().any(|a| a.starts_with("ecs:")) && !resource.ends_with(":cluster/${ClusterName}") {
+        // ECS actions on the cluster's instances, tasks and services carry the cluster
+        // condition (task definitions belong to no cluster).
+        let clustered = |a: &String| a.starts_with("ecs:") && a.as_str() != "ecs:DescribeTaskDefinition";
+        if actions.iter().any(clustered) && !resource.ends_with(":cluster/${ClusterName}") {
             assert!(statement["Condition"]["ArnEquals"]["ecs:cluster"].is_string(), "{statement}");
         }
     }
