@@ -66,12 +66,16 @@ fn options(seed: u64) -> Options {
 }
 
 /// [`options`] for the seeded runs: three in ten with hosts that run a task with a static
-/// host port (drawn apart, so that each seed's other choices stay what they were).
+/// host port (drawn apart, so that each seed's other choices stay what they were). Never on
+/// every host, nor on hosts too full to take one more task: then no host drains and each
+/// waits out a virtual day, which
+/// `a_static_host_port_held_on_every_host_drains_none_and_one_free_host_lets_the_roll_finish`
+/// shows once.
 fn seeded_options(seed: u64) -> Options {
     let mut o = options(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xED6E);
-    if rng.random_bool(0.3) {
-        o.edge_hosts = rng.random_range(0..=o.hosts);
+    if rng.random_bool(0.3) && o.tasks_per_host + 2 <= service_tasks_per_host() {
+        o.edge_hosts = rng.random_range(1..o.hosts);
     }
     o
 }

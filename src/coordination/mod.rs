@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::alarms::Alarms;
 use crate::clock::Clock;
 use crate::ec2::Instances;
-use crate::ecs::{ContainerInstance, Ecs};
+use crate::ecs::{ContainerInstance, Ecs, HostPorts};
 use crate::error::Result;
 pub use policy::SlotRequest;
 use policy::{GroupRecord, Policy, Snapshot};
@@ -42,10 +42,10 @@ pub struct Grant {
     /// have recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
-    /// The host's tasks that needed a host port, a GPU or an instance of their own when the
-    /// slot was granted: the peers had room for these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub needs: Vec<placement::Need>,
+    /// The static host ports of the host's tasks when its turn was checked, before the
+    /// grant; `None` where unknown (a grant found again, or journalled by an earlier version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<HostPorts>,
 }
 
 impl Grant {
@@ -53,7 +53,7 @@ impl Grant {
     /// (no coordination, FleetLock); token 0, which a store never issues, so in a store it
     /// holds nothing.
     pub fn unfenced(group: &str) -> Self {
-        Self { group: group.to_string(), token: 0, slot: None, services: Vec::new(), needs: Vec::new() }
+        Self { group: group.to_string(), token: 0, slot: None, services: Vec::new(), ports: None }
     }
 }
 

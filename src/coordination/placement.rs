@@ -61,6 +61,28 @@ pub struct Peer {
     pub room: Room,
 }
 
+/// `peers` with each one's room less its share of `others` (the tasks moving now that need
+/// only CPU and memory), in proportion to its room among `total`, rounded up: ECS places
+/// them in no order we know, and a peer that takes a task needing a port must keep room for
+/// it after they have found their places.
+pub fn after_share(mut peers: Vec<Peer>, total: Capacity, others: Capacity) -> Vec<Peer> {
+    let share = |free: i64, total: i64, others: i64| -> i64 {
+        if total <= 0 || free <= 0 || others <= 0 {
+            return 0;
+        }
+        let (free, total, others) = (i128::from(free), i128::from(total), i128::from(others));
+        i64::try_from((others * free + total - 1) / total).unwrap_or(i64::MAX)
+    };
+    for peer in &mut peers {
+        let taken = Capacity {
+            cpu: share(peer.free.cpu, total.cpu, others.cpu),
+            memory: share(peer.free.memory, total.memory, others.memory),
+        };
+        peer.free = peer.free.minus(taken);
+    }
+    peers
+}
+
 /// Why a peer cannot take a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Refusal {
@@ -145,14 +167,12 @@ pub fn place(needs: &[&Need], mut peers: Vec<Peer>, gpus_reported: bool) -> Resu
     Ok(())
 }
 
-/// The first host port in `held` (the ports the host's tasks hold now) that none of
-/// `granted` (its tasks that needed one when the slot was granted) names: a task that came
-/// to the host since (a holder's, moved here), for which no peer was looked for.
-pub fn unforeseen_port(granted: &[Need], held: &HostPorts) -> Option<String> {
-    let mut foreseen = HostPorts::default();
-    granted.iter().for_each(|n| foreseen.add(&n.ports));
-    let tcp = held.tcp.difference(&foreseen.tcp).next().map(|p| format!("{p}/tcp"));
-    tcp.or_else(|| held.udp.difference(&foreseen.udp).next().map(|p| format!("{p}/udp")))
+/// The first host port in `held` (the ports the host's tasks hold now) not in `seen` (those
+/// they held when its turn was checked): a task that came to the host since (a holder's,
+/// moved here), for which no peer was looked for.
+pub fn unforeseen_port(seen: &HostPorts, held: &HostPorts) -> Option<String> {
+    let tcp = held.tcp.difference(&seen.tcp).next().map(|p| format!("{p}/tcp"));
+    tcp.or_else(|| held.udp.difference(&seen.udp).next().map(|p| format!("{p}/udp")))
 }
 
 #[cfg(test)]
@@ -234,9 +254,24 @@ mod tests {
     #[test]
     fn a_port_held_by_a_task_that_came_after_the_grant_is_unforeseen() {
         let held = HostPorts { tcp: [80, 8080].into(), udp: BTreeSet::new() };
-        assert_eq!(unforeseen_port(&[port("edge", 8080)], &held).as_deref(), Some("80/tcp"));
-        assert_eq!(unforeseen_port(&[port("edge", 8080), port("web", 80)], &held), None);
-        assert_eq!(unforeseen_port(&[], &HostPorts::default()), None);
+        let seen = |tcp: &[u16]| HostPorts { tcp: tcp.iter().copied().collect(), udp: BTreeSet::new() };
+        assert_eq!(unforeseen_port(&seen(&[8080]), &held).as_deref(), Some("80/tcp"));
+        assert_eq!(unforeseen_port(&seen(&[80, 8080, 9100]), &held), None, "a task that left is no matter");
+        assert_eq!(unforeseen_port(&seen(&[]), &HostPorts::default()), None);
+    }
+
+    #[test]
+    fn a_peer_keeps_room_for_a_port_task_only_after_its_share_of_the_plain_tasks() {
+        // Two peers with 300 and 100 free; 200 units of plain tasks move too: the first keeps
+        // 150, the second 50.
+        let total = Capacity { cpu: 400, memory: 400 };
+        let others = Capacity { cpu: 200, memory: 200 };
+        let peers = after_share(vec![peer("b", 300, &[], None), peer("c", 100, &[], None)], total, others);
+        assert_eq!(peers.iter().map(|p| p.free.cpu).collect::<Vec<_>>(), [150, 50]);
+        let big = Need { size: Capacity { cpu: 160, memory: 160 }, ..port("edge", 80) };
+        assert!(place(&[&big], peers, true).unwrap_err().contains("too little CPU or memory on 2"));
+        let none = after_share(vec![peer("b", 300, &[], None)], total, Capacity::default());
+        assert_eq!(none[0].free.cpu, 300);
     }
 
     #[test]

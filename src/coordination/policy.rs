@@ -280,20 +280,27 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
             free.cpu, free.memory, need.cpu, need.memory
         ));
     }
-    // Tasks that need a port, a GPU or an instance of their own: each must find one peer
-    // that takes it, the holders' first (while they still run tasks, what they move has not
-    // found its place yet).
+    // Tasks that need a port, a GPU or an instance of their own go to one peer each, which
+    // must still have room once the other tasks moving now have found theirs: ECS places
+    // them in no order we know. So such tasks move while no other host's tasks do, and the
+    // peer each goes to keeps room for it after its share of this host's other tasks.
     let still_moving = |h: &Holder| load(&h.id, h.allocated, h.stays) != Capacity::default();
-    let needs: Vec<&Need> = record
-        .holders
-        .iter()
-        .filter(|h| still_moving(h))
-        .flat_map(|h| &h.needs)
-        .chain(&request.needs)
-        .filter(|n| !n.is_plain())
-        .collect();
-    if needs.is_empty() {
+    let constrained = |needs: &[Need]| needs.iter().any(|n| !n.is_plain());
+    if let Some(holder) = record.holders.iter().find(|h| constrained(&h.needs) && still_moving(h)) {
+        return Err(format!(
+            "placement: {}'s tasks that need a host port, a GPU or an instance of their own are still moving",
+            holder.id
+        ));
+    }
+    if !constrained(&request.needs) {
         return Ok(());
+    }
+    if let Some(holder) = record.holders.iter().find(|h| still_moving(h)) {
+        return Err(format!(
+            "placement: this host's tasks need a host port, a GPU or an instance of their own, and {}'s \
+             tasks are still moving",
+            holder.id
+        ));
     }
     let peers: Option<Vec<Peer>> = snapshot
         .instances
@@ -304,13 +311,18 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
     let Some(peers) = peers else {
         return Err("placement: this snapshot does not show the peers' host ports and GPUs".into());
     };
+    let constrained_load =
+        request.needs.iter().filter(|n| !n.is_plain()).fold(Capacity::default(), |sum, n| sum.plus(n.size));
+    let others = need.minus(constrained_load);
     let gpus_reported = snapshot.instances.iter().any(|i| i.placement.as_ref().is_some_and(|r| r.gpus.is_some()));
-    placement::place(&needs, peers, gpus_reported)
+    let needs: Vec<&Need> = request.needs.iter().collect();
+    placement::place(&needs, placement::after_share(peers, free, others), gpus_reported)
 }
 
-/// True when a decision for `request` needs a snapshot with the peers' ports and GPUs.
-pub fn wants_placement(record: &GroupRecord, request: &SlotRequest) -> bool {
-    request.needs.iter().chain(record.holders.iter().flat_map(|h| &h.needs)).any(|n| !n.is_plain())
+/// True when a decision for `request` needs a snapshot with the peers' ports and GPUs (one
+/// read from the store has none).
+pub fn wants_placement(request: &SlotRequest) -> bool {
+    request.needs.iter().any(|n| !n.is_plain())
 }
 
 #[cfg(test)]
@@ -389,9 +401,8 @@ mod tests {
     }
 
     #[test]
-    fn a_task_with_a_static_port_needs_a_peer_where_it_is_free_after_the_holders_tasks() {
-        // a runs an edge task on port 80; c has port 80 free; h holds a slot and still runs
-        // its own edge task, which takes c first.
+    fn a_task_with_a_static_port_moves_alone_to_a_peer_where_the_port_is_free() {
+        // a runs an edge task on port 80; only c has port 80 free.
         let snapshot = Snapshot {
             taken_at: 0,
             instances: vec![
@@ -401,30 +412,34 @@ mod tests {
             ],
         };
         let asking = SlotRequest { needs: vec![port_task(80)], ..ask("a") };
+        assert!(wants_placement(&asking) && !wants_placement(&ask("a")));
         assert!(admit(&GroupRecord::default(), &snapshot, &policy(Budget::Count(2)), &asking).is_ok());
+        // h holds a slot and still has tasks to move: they may take c's room first.
+        let moving = GroupRecord { holders: vec![holder("h", 124, 0)], ..Default::default() };
+        let err = admit(&moving, &snapshot, &policy(Budget::Count(2)), &asking).unwrap_err();
+        assert!(err.contains("h's tasks are still moving"), "{err}");
+        assert!(admit(&moving, &snapshot, &policy(Budget::Count(2)), &ask("a")).is_ok(), "plain tasks go on");
+        // While h's own port task is still moving, no one starts.
         let mut h = holder("h", 124, 0);
         h.needs = vec![port_task(80)];
-        let record = GroupRecord { holders: vec![h.clone()], ..Default::default() };
-        let err = admit(&record, &snapshot, &policy(Budget::Count(2)), &asking).unwrap_err();
-        assert!(err.contains("host port 80/tcp taken on 1"), "{err}");
-        assert!(wants_placement(&record, &ask("a")), "a holder's needs call for a look too");
-        // Once h runs nothing, its task has found its place (and shows in c's ports).
+        let constrained = GroupRecord { holders: vec![h], ..Default::default() };
+        let err = admit(&constrained, &snapshot, &policy(Budget::Count(2)), &ask("a")).unwrap_err();
+        assert!(err.contains("h's tasks that need a host port"), "{err}");
+        // Once h runs nothing, its task has found its place (on c), and a's has none.
         let moved = Snapshot {
             taken_at: 0,
             instances: vec![
                 placed("a", "ACTIVE", 500, &[80]),
                 placed("h", "DRAINING", 1024, &[]),
                 placed("c", "ACTIVE", 900, &[80]),
-                placed("d", "ACTIVE", 1024, &[]),
             ],
         };
-        assert!(admit(&record, &moved, &policy(Budget::Count(2)), &asking).is_ok());
+        let err = admit(&constrained, &moved, &policy(Budget::Count(2)), &asking).unwrap_err();
+        assert!(err.contains("host port 80/tcp taken on 1"), "{err}");
         // A snapshot read from the store shows no ports: no decision is made on it.
         let stored = snap(0, &[("a", "ACTIVE", 500), ("c", "ACTIVE", 1024)]);
         let err = admit(&GroupRecord::default(), &stored, &policy(Budget::Count(2)), &asking).unwrap_err();
         assert!(err.contains("does not show the peers' host ports"), "{err}");
-        // Without constrained tasks it decides as before.
-        assert!(!wants_placement(&GroupRecord::default(), &ask("a")));
         assert!(admit(&GroupRecord::default(), &stored, &policy(Budget::Count(2)), &ask("a")).is_ok());
     }
 

@@ -21,7 +21,7 @@ use super::{Cycle, State};
 use crate::config::StandalonePolicy;
 use crate::coordination::Grant;
 use crate::coordination::placement::{self, Need};
-use crate::ecs::{Capacity, Listed, Service, Task, TaskNeeds};
+use crate::ecs::{Capacity, HostPorts, Listed, Service, Task, TaskNeeds};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::hooks::HookPoint;
@@ -41,6 +41,8 @@ pub(super) struct Moving {
     pub(super) services: Vec<String>,
     /// The tasks that need more than CPU and memory of the peer they go to.
     pub(super) needs: Vec<Need>,
+    /// The static host ports of every task on the host (moving or staying).
+    pub(super) ports: HostPorts,
 }
 
 impl Machine<'_> {
@@ -60,7 +62,9 @@ impl Machine<'_> {
         } else if instance.status == "ACTIVE" {
             // A task that came here since the slot was granted (a holder's, moved here)
             // may hold a host port no peer has free: its drain would never end.
-            if let Some(port) = placement::unforeseen_port(&lease.needs, &instance.task_ports) {
+            if let Some(port) =
+                lease.ports.as_ref().and_then(|seen| placement::unforeseen_port(seen, &instance.task_ports))
+            {
                 return Err(Error::Deferred(format!(
                     "a task that came to this host after its turn was checked holds host port {port}: the \
                      instance is not drained, and the next run checks where its tasks can go"
@@ -117,11 +121,16 @@ impl Machine<'_> {
                 self.ports.ecs.tasks_on(arn, Listed::Every).await?
             }
         };
+        let definitions = self.definitions(&tasks).await?;
+        let ports = tasks.iter().fold(HostPorts::default(), |mut all, t| {
+            all.add(&definitions[t.task_definition.as_str()].ports);
+            all
+        });
         let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
         names.sort();
         names.dedup();
         if names.is_empty() {
-            return Ok(Moving::default());
+            return Ok(Moving { ports, ..Moving::default() });
         }
         let services = self.ports.ecs.services(&names).await?;
         if let Some(why) = services.iter().find_map(|s| s.cannot_move()) {
@@ -133,34 +142,48 @@ impl Machine<'_> {
         Ok(Moving {
             stays: tasks.iter().filter(daemon).fold(Capacity::default(), |sum, t| sum.plus(t.reserved)),
             services: names,
-            needs: self.needs(&moved, &services).await?,
+            needs: self.needs(&moved, &services, &definitions).await?,
+            ports,
         })
     }
 
+    /// What each task definition of `tasks` needs of an instance beyond CPU and memory (one
+    /// DescribeTaskDefinition each). One ECS will not describe (a policy without
+    /// `ecs:DescribeTaskDefinition`) is counted by CPU and memory alone.
+    async fn definitions<'t>(&self, tasks: &'t [Task]) -> Result<HashMap<&'t str, TaskNeeds>> {
+        let mut definitions = HashMap::new();
+        for task in tasks {
+            if definitions.contains_key(task.task_definition.as_str()) {
+                continue;
+            }
+            let found = match self.ports.ecs.task_needs(&task.task_definition).await {
+                Ok(found) => found,
+                Err(e @ (Error::Credentials { .. } | Error::Ecs { transient: true, .. })) => return Err(e),
+                Err(e) => {
+                    warn!("host ports and GPUs of {} are not checked: {e}", task.task_definition);
+                    TaskNeeds::default()
+                }
+            };
+            definitions.insert(task.task_definition.as_str(), found);
+        }
+        Ok(definitions)
+    }
+
     /// What the service tasks in `moved` need of a peer beyond CPU and memory: static host
-    /// ports and GPUs from their task definitions (one DescribeTaskDefinition each), and the
-    /// instances that already run a task of a `distinctInstance` service (a ListTasks and a
-    /// DescribeTasks per 100 of its tasks). A task definition ECS will not describe (a
-    /// policy without `ecs:DescribeTaskDefinition`) is counted by CPU and memory alone.
-    async fn needs(&self, moved: &[&Task], services: &[Service]) -> Result<Vec<Need>> {
-        let mut definitions: HashMap<&str, TaskNeeds> = HashMap::new();
+    /// ports and GPUs from their `definitions`, and the instances that already run a task of
+    /// a `distinctInstance` service (a ListTasks and a DescribeTasks per 100 of its tasks).
+    async fn needs(
+        &self,
+        moved: &[&Task],
+        services: &[Service],
+        definitions: &HashMap<&str, TaskNeeds>,
+    ) -> Result<Vec<Need>> {
         let mut distinct: HashMap<&str, BTreeSet<String>> = HashMap::new();
         let mut needs = Vec::new();
         for task in moved {
             let Some(service) = task.service().and_then(|name| services.iter().find(|s| s.name == name)) else {
                 continue;
             };
-            if !definitions.contains_key(task.task_definition.as_str()) {
-                let found = match self.ports.ecs.task_needs(&task.task_definition).await {
-                    Ok(found) => found,
-                    Err(e @ (Error::Credentials { .. } | Error::Ecs { transient: true, .. })) => return Err(e),
-                    Err(e) => {
-                        warn!("host ports and GPUs of {} are not checked: {e}", task.task_definition);
-                        TaskNeeds::default()
-                    }
-                };
-                definitions.insert(&task.task_definition, found);
-            }
             if service.distinct_instance && !distinct.contains_key(service.name.as_str()) {
                 distinct.insert(&service.name, self.ports.ecs.service_instances(&service.name).await?);
             }

@@ -20,7 +20,7 @@ use super::machine::Machine;
 use super::messages::fmt;
 use super::{Cycle, State};
 use crate::coordination::{Decision, SlotRequest};
-use crate::ecs::Capacity;
+use crate::ecs::{Capacity, HostPorts};
 use crate::error::{Error, Result};
 use crate::lifecycle;
 use crate::plan::Plan;
@@ -64,12 +64,13 @@ impl Machine<'_> {
         let mut said = String::new();
         let mut pace = 1.0;
         let mut services = Vec::new();
+        let mut ports = HostPorts::default();
         loop {
             match self.ports.coordinator.acquire(&request, self.ports.ecs.as_ref()).await {
                 Ok(Decision::Granted(mut lease)) => {
                     info!(token = lease.token, "slot granted");
                     lease.services = services;
-                    lease.needs = request.needs;
+                    lease.ports = Some(ports);
                     if !plan.drain {
                         return Ok(State::InstallingInPlace { plan, agent_version, lease: Some(lease) });
                     }
@@ -95,6 +96,7 @@ impl Machine<'_> {
                     Ok(moving) => {
                         request.stays = Some(moving.stays);
                         request.needs = moving.needs;
+                        ports = moving.ports;
                         services = moving.services;
                         continue;
                     }

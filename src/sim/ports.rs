@@ -109,17 +109,21 @@ impl SimEcs {
             registered: HOST_CAPACITY,
             remaining: HOST_CAPACITY.minus(w.allocated(index)),
             availability_zone: Some(i.availability_zone.clone()),
-            // The ports the agent reserves at registration, and the edge service's.
+            // The ports the agent reserves at registration, and those its tasks hold.
             reserved_ports: HostPorts {
-                tcp: AGENT_PORTS.iter().copied().chain(w.edge_port_taken(index).then_some(EDGE_PORT)).collect(),
+                tcp: AGENT_PORTS.iter().copied().chain(Self::task_ports(w, index)).collect(),
                 udp: BTreeSet::new(),
             },
-            task_ports: HostPorts {
-                tcp: w.edge_port_taken(index).then_some(EDGE_PORT).into_iter().collect(),
-                udp: BTreeSet::new(),
-            },
+            task_ports: HostPorts { tcp: Self::task_ports(w, index).collect(), udp: BTreeSet::new() },
             gpus: None,
         }
+    }
+
+    /// The static host ports the tasks on `host` hold (running or still stopping): the edge
+    /// service's, and the daemon's (a metrics agent in host network mode), which stays.
+    fn task_ports(w: &WorldState, host: usize) -> impl Iterator<Item = u16> {
+        let daemon = w.tasks[host].iter().any(|t| t.daemon);
+        w.edge_port_taken(host).then_some(EDGE_PORT).into_iter().chain(daemon.then_some(DAEMON_PORT))
     }
 
     /// A task on `host` as ECS describes it.
@@ -167,6 +171,8 @@ const SERVICE: &str = "sim";
 const DAEMON_SERVICE: &str = "sim-daemon";
 /// The edge service: a task with a static host port on some hosts.
 const EDGE_SERVICE: &str = "sim-edge";
+/// The static host port of the daemon service's task (host network mode).
+const DAEMON_PORT: u16 = 9100;
 /// The ports the ECS agent reserves on every instance at registration (its defaults).
 const AGENT_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
 
@@ -306,11 +312,12 @@ impl Ecs for SimEcs {
 
     async fn task_needs(&self, arn: &str) -> Result<TaskNeeds> {
         drop(self.read("DescribeTaskDefinition", 1));
-        let edge = arn.ends_with(&format!("/{EDGE_SERVICE}:1"));
-        Ok(TaskNeeds {
-            ports: HostPorts { tcp: edge.then_some(EDGE_PORT).into_iter().collect(), udp: BTreeSet::new() },
-            gpus: 0,
-        })
+        let port = match arn.rsplit('/').next() {
+            Some(definition) if definition == format!("{EDGE_SERVICE}:1") => Some(EDGE_PORT),
+            Some(definition) if definition == format!("{DAEMON_SERVICE}:1") => Some(DAEMON_PORT),
+            _ => None,
+        };
+        Ok(TaskNeeds { ports: HostPorts { tcp: port.into_iter().collect(), udp: BTreeSet::new() }, gpus: 0 })
     }
 
     async fn service_instances(&self, name: &str) -> Result<BTreeSet<String>> {

@@ -109,8 +109,14 @@ impl StoreCoordinator {
                 pace: self.near_pace(),
             }));
         }
-        let placement = policy::wants_placement(&record, request);
-        let snapshot = self.fresh_snapshot(ecs, control.snapshot_not_before, placement).await?;
+        // A host whose tasks need a port, a GPU or an instance of their own decides on a look
+        // taken since the last slot was given back: the tasks of that host went somewhere.
+        let placement = policy::wants_placement(request);
+        let not_before = match record.released.iter().map(|(_, at)| *at).max() {
+            Some(released) if placement => control.snapshot_not_before.max(released),
+            _ => control.snapshot_not_before,
+        };
+        let snapshot = self.fresh_snapshot(ecs, not_before, placement).await?;
         if policy::free_slots(&record, &snapshot, &self.policy, &request.id) == 0 {
             return Ok(Some(Decision::Wait {
                 reason: "first in the queue, no slot free".into(),
@@ -189,7 +195,7 @@ impl StoreCoordinator {
             token,
             slot: Some(n),
             services: Vec::new(),
-            needs: Vec::new(),
+            ports: None,
         })))
     }
 
@@ -286,13 +292,8 @@ impl StoreCoordinator {
                 "giving back the slot this host took for cycle {}, which its journal no longer knows",
                 h.cycle
             );
-            let grant = Grant {
-                group: self.group.clone(),
-                token: h.token,
-                slot: Some(n),
-                services: Vec::new(),
-                needs: Vec::new(),
-            };
+            let grant =
+                Grant { group: self.group.clone(), token: h.token, slot: Some(n), services: Vec::new(), ports: None };
             self.release(&grant, &request.id).await?;
         }
         Ok(())
@@ -307,7 +308,7 @@ impl StoreCoordinator {
                 token: h.token,
                 slot: Some(n),
                 services: Vec::new(),
-                needs: h.needs.clone(),
+                ports: None,
             })
         }))
     }
