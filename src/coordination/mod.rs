@@ -42,8 +42,8 @@ pub struct Grant {
     /// have recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
-    /// The static host ports of the host's tasks when its turn was checked, before the
-    /// grant; `None` where unknown (a grant found again, or journalled by an earlier version).
+    /// The host ports the instance's tasks held when its turn was checked, before the grant;
+    /// `None` where unknown (a grant found again, or journalled by an earlier version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<HostPorts>,
 }

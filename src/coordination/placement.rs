@@ -94,8 +94,10 @@ enum Refusal {
 
 /// Places every need on a peer, first fit, the hardest first (GPUs, then ports), each peer's
 /// room shrinking with what it took; `Err` names the first task that fits nowhere and why
-/// each peer refused it. Sound, not complete: a placement found is one ECS can make, but a
-/// cleverer packing might place what first fit does not (the drain then waits).
+/// each peer refused it. Not complete (a cleverer packing might place what first fit does
+/// not: the host then waits), and sound only as far as ECS places the host's other tasks no
+/// worse than in proportion to room ([`after_share`]): a binpack strategy may still fill the
+/// one peer a port task needs, and that drain times out as before.
 ///
 /// GPUs are checked only where `gpus_reported`: some instance of the cluster shows a `GPU`
 /// resource (then one that shows none has none). The API reference documents no such

@@ -286,6 +286,11 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
     // peer each goes to keeps room for it after its share of this host's other tasks.
     let still_moving = |h: &Holder| load(&h.id, h.allocated, h.stays) != Capacity::default();
     let constrained = |needs: &[Need]| needs.iter().any(|n| !n.is_plain());
+    // A host that moves nothing (an update installed in place) takes no peer's room.
+    let moves = me.registered.minus(me.remaining).minus(request.stays.unwrap_or_default()) != Capacity::default();
+    if !moves {
+        return Ok(());
+    }
     if let Some(holder) = record.holders.iter().find(|h| constrained(&h.needs) && still_moving(h)) {
         return Err(format!(
             "placement: {}'s tasks that need a host port, a GPU or an instance of their own are still moving",
@@ -425,6 +430,9 @@ mod tests {
         let constrained = GroupRecord { holders: vec![h], ..Default::default() };
         let err = admit(&constrained, &snapshot, &policy(Budget::Count(2)), &ask("a")).unwrap_err();
         assert!(err.contains("h's tasks that need a host port"), "{err}");
+        // A host that installs in place moves nothing, and waits for no one's tasks.
+        let in_place = SlotRequest { stays: Some(Capacity { cpu: 524, memory: 524 }), ..ask("a") };
+        assert!(admit(&constrained, &snapshot, &policy(Budget::Count(2)), &in_place).is_ok());
         // Once h runs nothing, its task has found its place (on c), and a's has none.
         let moved = Snapshot {
             taken_at: 0,

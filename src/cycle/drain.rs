@@ -41,7 +41,7 @@ pub(super) struct Moving {
     pub(super) services: Vec<String>,
     /// The tasks that need more than CPU and memory of the peer they go to.
     pub(super) needs: Vec<Need>,
-    /// The static host ports of every task on the host (moving or staying).
+    /// The host ports the instance's tasks held at the check, as ECS shows them.
     pub(super) ports: HostPorts,
 }
 
@@ -121,11 +121,10 @@ impl Machine<'_> {
                 self.ports.ecs.tasks_on(arn, Listed::Every).await?
             }
         };
+        // The ports the instance's tasks hold now, as ECS shows them, compared at the drain
+        // with the same reading: one that appears meanwhile is a task that came since.
+        let ports = self.ports.ecs.describe(arn).await?.map(|i| i.task_ports).unwrap_or_default();
         let definitions = self.definitions(&tasks).await?;
-        let ports = tasks.iter().fold(HostPorts::default(), |mut all, t| {
-            all.add(&definitions[t.task_definition.as_str()].ports);
-            all
-        });
         let mut names: Vec<String> = tasks.iter().filter_map(|t| t.service().map(str::to_string)).collect();
         names.sort();
         names.dedup();

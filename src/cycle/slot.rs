@@ -64,13 +64,14 @@ impl Machine<'_> {
         let mut said = String::new();
         let mut pace = 1.0;
         let mut services = Vec::new();
-        let mut ports = HostPorts::default();
+        let mut ports: Option<HostPorts> = None;
         loop {
             match self.ports.coordinator.acquire(&request, self.ports.ecs.as_ref()).await {
                 Ok(Decision::Granted(mut lease)) => {
                     info!(token = lease.token, "slot granted");
                     lease.services = services;
-                    lease.ports = Some(ports);
+                    // A grant found again (no check this run) compares no ports at the drain.
+                    lease.ports = ports;
                     if !plan.drain {
                         return Ok(State::InstallingInPlace { plan, agent_version, lease: Some(lease) });
                     }
@@ -96,11 +97,13 @@ impl Machine<'_> {
                     Ok(moving) => {
                         request.stays = Some(moving.stays);
                         request.needs = moving.needs;
-                        ports = moving.ports;
+                        ports = Some(moving.ports);
                         services = moving.services;
                         continue;
                     }
-                    Err(e @ (Error::Deferred(_) | Error::Credentials { .. })) => {
+                    // A permission the role lacks (ListTasks by service, say) is not mended by
+                    // asking again.
+                    Err(e @ (Error::Deferred(_) | Error::Credentials { .. } | Error::Config(_))) => {
                         self.withdraw(&request).await;
                         return Err(e);
                     }

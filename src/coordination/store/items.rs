@@ -150,7 +150,10 @@ const MAX_NEED_PORTS: usize = 100;
 /// siblings' new places), then the needs that do not fit.
 pub(super) fn holder_needs(needs: &[Need]) -> Vec<Need> {
     let size = |needs: &[Need]| serde_json::to_string(needs).map_or(usize::MAX, |s| s.len());
-    let mut kept: Vec<Need> = needs.iter().filter(|n| !n.is_plain()).take(MAX_NEEDS).cloned().collect();
+    // A need its readers would refuse (a family name at the limit, say) would make the whole
+    // slot item unreadable: it is left out.
+    let mut kept: Vec<Need> =
+        needs.iter().filter(|n| !n.is_plain() && n.check().is_ok()).take(MAX_NEEDS).cloned().collect();
     if size(&kept) > MAX_NEEDS_BYTES {
         for need in &mut kept {
             if let Some(others) = need.distinct_from.as_mut() {
