@@ -297,7 +297,7 @@ pub fn admit(record: &GroupRecord, snapshot: &Snapshot, policy: &Policy, request
             holder.id
         ));
     }
-    if !constrained(&request.needs) {
+    if !wants_placement(request) {
         return Ok(());
     }
     if let Some(holder) = record.holders.iter().find(|h| still_moving(h)) {
