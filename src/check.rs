@@ -128,7 +128,7 @@ pub async fn preview(
     let packages = &settings.packages;
     let boot_id = ports.host.boot_id().ok();
     let place = plan::Place { state_dir: &settings.paths.state_dir, journal: None, boot_id: boot_id.as_deref() };
-    let planning = plan::make(ports.packages.as_ref(), packages, now, place).await?;
+    let planning = plan::make(ports.packages.as_ref(), ports.live.as_ref(), packages, now, place).await?;
     let reboot_probe = planning.plan.reboot_probe;
     let reboot_needed_now = match &planning.plan.reboot_due {
         Some(reason) => Some(RebootNeed { needed: true, reason: reason.clone() }),
@@ -159,6 +159,7 @@ pub async fn preview(
     let plan = planning.plan;
     let release_available = plan.releases.as_ref().and_then(Releases::unapplied).map(str::to_string);
     let window = WindowView::new(schedule, now);
+    let deferred = plan.livepatch.as_ref().and_then(|l| l.deferred.as_ref());
     let verdict = if let Some(cycle) = &in_progress {
         format!("resume cycle {} at step {}", cycle.id, cycle.state.name())
     } else if let Some(id) = &take_up {
@@ -178,6 +179,14 @@ pub async fn preview(
              packages.allow_rebooting_updater = true",
             updater.name, updater.because
         )
+    } else if let (true, Some(deferred)) = (plan.is_empty(), deferred) {
+        format!(
+            "nothing now: the pending kernel ({}) waits for its reboot until {}, because the live patches loaded \
+             cover the {} CVE(s) it fixes (packages.kernel_reboot_within); it is not up to date",
+            deferred.packages.join(", "),
+            humantime::format_rfc3339_seconds(deferred.deadline),
+            deferred.cves.len()
+        )
     } else if plan.is_empty() {
         match &release_available {
             Some(newer) => format!(
@@ -195,7 +204,10 @@ pub async fn preview(
         )
     } else if !plan.drain {
         let agent = if plan.updates_agent { ", restart the ECS agent and verify it reconnects" } else { "" };
-        format!("install {} update(s) in place without draining ({}){agent}", plan.updates.len(), plan.why)
+        let kernel = deferred.map_or(String::new(), |d| {
+            format!("; the pending kernel waits until {}", humantime::format_rfc3339_seconds(d.deadline))
+        });
+        format!("install {} update(s) in place without draining ({}){agent}{kernel}", plan.updates.len(), plan.why)
     } else if let (true, Some(id)) = (left_drained, &own) {
         format!(
             "nothing: cycle {id} ended and left the instance DRAINING (see `status`); set it ACTIVE once it is healthy"

@@ -26,6 +26,7 @@ pub mod http;
 pub mod identity;
 pub mod journal;
 pub mod lifecycle;
+pub mod livepatch;
 pub mod packages;
 pub mod plan;
 pub mod report;

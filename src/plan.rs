@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{DrainPolicy, PackageSettings, RebootPolicy, first_match};
 use crate::error::Result;
 use crate::journal::{self, Journal};
+use crate::livepatch::LivePatching;
+use crate::livepatch::deferral::{self, Evidence, LivePatches};
 use crate::packages::reboot::{self, RebootRule};
 use crate::packages::{PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Target};
 
@@ -61,6 +63,10 @@ pub struct Plan {
     /// installed by someone else and not running yet). The cycle drains and reboots for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_due: Option<String>,
+    /// The running kernel's live patches, and the pending kernel they let wait for its
+    /// reboot, on a host with a live patch tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livepatch: Option<LivePatches>,
 }
 
 /// A plan as journals hold it, including those written before update classes, which had
@@ -81,6 +87,8 @@ struct PlanRecord {
     agent_only: bool,
     #[serde(default)]
     reboot_due: Option<String>,
+    #[serde(default)]
+    livepatch: Option<LivePatches>,
 }
 
 impl From<PlanRecord> for Plan {
@@ -95,6 +103,7 @@ impl From<PlanRecord> for Plan {
             reboot_probe: r.reboot_probe,
             updates_agent: r.updates_agent.unwrap_or(r.agent_only),
             reboot_due: r.reboot_due,
+            livepatch: r.livepatch,
         }
     }
 }
@@ -172,10 +181,12 @@ pub struct Place<'a> {
 
 /// Surveys the package manager and makes the plan. With a journal (a run, not `check`),
 /// records when each update was first seen, for `packages.min_age` where the package
-/// manager gives no build time (apt). With no update to install, a reboot already due
-/// makes a plan of its own.
+/// manager gives no build time (apt). A pending kernel whose fixes the loaded live patches
+/// cover waits (`packages.kernel_reboot_within`), held back. With no update to install, a
+/// reboot already due makes a plan of its own.
 pub async fn make(
     packages: &dyn PackageManager,
+    live: &dyn LivePatching,
     settings: &PackageSettings,
     now: SystemTime,
     place: Place<'_>,
@@ -188,7 +199,20 @@ pub async fn make(
     let survey = packages.survey().await?;
     crate::packages::check_names(&survey.updates)?;
     let first_seen = first_seen(&survey.updates, now, place.state_dir, place.journal);
-    let (chosen, held) = select(survey.updates, settings, now, &first_seen);
+    let (chosen, mut held) = select(survey.updates, settings, now, &first_seen);
+    let target = survey.releases.as_ref().and_then(|r| r.target.as_deref());
+    let (chosen, livepatch) = live_patches(packages, live, settings, chosen, target, now, &place).await;
+    if let Some(deferred) = livepatch.as_ref().and_then(|l| l.deferred.as_ref()) {
+        let why = format!(
+            "its reboot waits until {} (packages.kernel_reboot_within): live patches cover the {} CVE(s) it fixes",
+            humantime::format_rfc3339_seconds(deferred.deadline),
+            deferred.cves.len()
+        );
+        held.extend(deferred.packages.iter().map(|p| {
+            let (name, available) = p.split_once(' ').unwrap_or((p, ""));
+            Held { name: name.into(), available: available.into(), why: why.clone() }
+        }));
+    }
     let reboot_probe = packages.reboot_probe().await?;
     let reboot_due = match chosen.is_empty() {
         true => reboot_due(packages, settings, reboot_probe, &place).await,
@@ -206,8 +230,17 @@ pub async fn make(
         Class::Reboot | Class::Runtime => true,
         Class::Agent | Class::InPlace => drain_anyway && !agent_only,
     };
-    let plan =
-        Plan { updates: chosen, releases: survey.releases, class, why, drain, reboot_probe, updates_agent, reboot_due };
+    let plan = Plan {
+        updates: chosen,
+        releases: survey.releases,
+        class,
+        why,
+        drain,
+        reboot_probe,
+        updates_agent,
+        reboot_due,
+        livepatch,
+    };
     Ok(Planning { plan, held, rebooting_updaters, runtime_updated_in_place })
 }
 
@@ -252,6 +285,47 @@ async fn reboot_due(
         return None;
     }
     Some(need.reason)
+}
+
+/// The live patch rules applied to the chosen updates, on a host with a live patch tool:
+/// the updates to install now (a kernel that waits left out) and what the plan records.
+/// An advisory query that fails counts as no advisory: the kernel does not wait.
+async fn live_patches(
+    packages: &dyn PackageManager,
+    live: &dyn LivePatching,
+    settings: &PackageSettings,
+    chosen: Vec<PackageUpdate>,
+    release: Option<&str>,
+    now: SystemTime,
+    place: &Place<'_>,
+) -> (Vec<PackageUpdate>, Option<LivePatches>) {
+    let Some(state) = live.state().await else { return (chosen, None) };
+    let is_kernel = |u: &PackageUpdate| first_match(&settings.livepatch.kernel_packages, &u.name).is_some();
+    let kernel_pending = chosen.iter().any(is_kernel);
+    let since = deferral::pending_since(place.state_dir, place.journal, &state.kernel, kernel_pending, now);
+    let patches_pending = chosen.iter().any(|u| deferral::live_patch_for(settings, &u.name, &state.kernel));
+    let mut evidence = (Default::default(), Default::default(), None);
+    if state.fully_patched.is_none() && (kernel_pending || patches_pending) {
+        let cves = |found: Result<crate::packages::Cves>| {
+            found.unwrap_or_else(|e| {
+                warn!("no CVEs from the advisories: {e}");
+                Default::default()
+            })
+        };
+        evidence = (
+            cves(packages.advisory_cves(release, false).await),
+            cves(packages.advisory_cves(release, true).await),
+            packages.kernel_built(&state.kernel).await,
+        );
+    }
+    let (pending_cves, applied_cves, kernel_built) = evidence;
+    let ev =
+        Evidence { live: &state, pending_cves: &pending_cves, applied_cves: &applied_cves, kernel_built, since, now };
+    let (chosen, record) = deferral::decide(chosen, settings, &ev);
+    if let (Some(why), Some(_)) = (&record.reboot_now, settings.kernel_reboot_within) {
+        info!("the pending kernel does not wait for its reboot: {why}");
+    }
+    (chosen, Some(record))
 }
 
 fn is_agent(settings: &PackageSettings, name: &str) -> bool {
@@ -307,6 +381,8 @@ fn classify(updates: &[PackageUpdate], settings: &PackageSettings) -> (Class, St
         (Class::Runtime, format!("{name} matches packages.runtime_packages \"{glob}\""))
     } else if let Some(agent) = updates.iter().find(|u| is_agent(settings, &u.name)) {
         (Class::Agent, format!("{} is the ECS agent; nothing else needs more than an in-place install", agent.name))
+    } else if let Some(patch) = updates.iter().find(|u| first_match(&settings.livepatch.packages, &u.name).is_some()) {
+        (Class::InPlace, format!("{} is a kernel live patch: installed and loaded while the tasks run", patch.name))
     } else {
         (Class::InPlace, "no update touches the kernel, core libraries, the container runtime or the agent".into())
     }

@@ -309,6 +309,8 @@ fn ports(
     let watch =
         host.boot_id().ok().map(|boot_id| WatchFile { path: settings.paths.state_dir.join(WATCH_FILE), boot_id });
     let host = if hand_off_reboot { host.handing_off_reboot() } else { host };
+    let packages = packages::detect::from_settings(&settings.packages, &settings.paths.os_release)?;
+    let live = crate::livepatch::from_settings(&settings.packages, packages.name());
     Ok(Ports {
         coordinator: coordination::backend::from_settings(
             &settings.coordination,
@@ -319,7 +321,8 @@ fn ports(
         )?,
         ecs: Box::new(AwsEcs::new(aws, cluster)),
         agent,
-        packages: packages::detect::from_settings(&settings.packages, &settings.paths.os_release)?,
+        packages,
+        live,
         host: Box::new(host),
         lifecycle: Box::new(lifecycle),
         clock,

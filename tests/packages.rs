@@ -323,3 +323,152 @@ fn apt_waits_for_the_lists_lock_that_apt_daily_holds_after_boot() {
     assert!(run.stderr.contains("It is held by process"), "{}", run.stderr);
     assert_eq!(host.installed("demo-app"), "2.0");
 }
+
+/// The value of metric `name` in the host's textfile.
+fn metric(host: &TestHost, name: &str) -> String {
+    let text = std::fs::read_to_string(host.path("ecs_patchd.prom")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .into()
+}
+
+/// Seconds from now until the RFC 3339 time `at`.
+fn seconds_until(at: &Value) -> i64 {
+    let at = humantime::parse_rfc3339(at.as_str().expect("a time")).expect("RFC 3339");
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(behind) => -(behind.duration().as_secs() as i64),
+    }
+}
+
+const DAY: i64 = 86400;
+
+#[test]
+fn a_kernel_whose_fixes_live_patches_cover_waits_while_its_live_patch_loads_in_place() {
+    let host = TestHost::start(Options { scenario: "livepatch", ..Options::default() });
+    // Off unless chosen: the kernel drains and reboots as before, and says why.
+    let check = host.check_json();
+    let live = &check["plan"]["livepatch"];
+    assert_eq!(live["tool"], "kpatch", "{check}");
+    assert_eq!(live["loaded"], serde_json::json!(["livepatch_demo_1_0"]));
+    assert!(live["reboot_now"].as_str().unwrap().contains("kernel_reboot_within is not set"), "{live}");
+    assert_eq!(check["plan"]["class"], "reboot");
+
+    host.merge_config("[packages]\nkernel_reboot_within = \"30d\"\n");
+    host.metrics_textfile();
+    let check = host.check_json();
+    let live = &check["plan"]["livepatch"];
+    assert_eq!(live["cves"], serde_json::json!(["CVE-2026-0001", "CVE-2026-0002"]), "{check}");
+    assert_eq!(live["installing"], serde_json::json!(["kernel-livepatch-1.0"]));
+    let deferred = &live["deferred"];
+    assert_eq!(deferred["packages"], serde_json::json!(["demo-kernel 2.0-1"]), "{live}");
+    assert!((29 * DAY..=30 * DAY).contains(&seconds_until(&deferred["deadline"])), "{deferred}");
+    assert_eq!(names(&check["plan"]), ["demo-app", "kernel-livepatch-1.0"]);
+    assert_eq!((&check["plan"]["class"], &check["plan"]["drain"]), (&"in-place".into(), &false.into()));
+    assert!(check["held"].as_array().unwrap().iter().any(|h| h["name"] == "demo-kernel"), "{check}");
+    assert!(check["verdict"].as_str().unwrap().contains("the pending kernel waits until"), "{check}");
+    let text = host.run(&["check"]).stdout;
+    assert!(text.contains("livepatch  kpatch on kernel 1.0: loaded livepatch_demo_1_0"), "{text}");
+    assert!(text.contains("kernel     demo-kernel 2.0-1 pending since"), "{text}");
+
+    let run = host.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("live patch(es) kernel-livepatch-1.0 loaded into the running kernel 1.0"), "{run:?}");
+    assert_eq!((drains(&host), host.reboots()), (0, 0), "zero time out of service");
+    assert_eq!((host.installed("kernel-livepatch-1.0"), host.installed("demo-kernel")), ("2.0".into(), "1.0".into()));
+    assert_eq!(metric(&host, "ecs_patchd_kernel_deferred"), "1");
+    assert_eq!(metric(&host, "ecs_patchd_livepatch_cves_covered"), "2");
+    let status = host.status();
+    assert_eq!(status["livepatch"]["deferred"]["packages"][0], "demo-kernel 2.0-1", "{status}");
+    // Not up to date: the kernel is NON_COMPLIANT, each CVE the live patches fix COMPLIANT.
+    let items = host.ssm_requests("PutComplianceItems")[0]["Items"].as_array().unwrap().clone();
+    let item =
+        |id: &str| items.iter().find(|i| i["Id"] == id).unwrap_or_else(|| panic!("no {id} in {items:?}")).clone();
+    assert_eq!(item("kernel-deferred")["Status"], "NON_COMPLIANT");
+    assert_eq!(item("kernel-deferred")["Details"]["CoveredCVEs"], "CVE-2026-0001 CVE-2026-0002");
+    assert_eq!(item("CVE-2026-0002")["Status"], "COMPLIANT");
+    assert!(!items.iter().any(|i| i["Id"] == "ecs-patchd"), "never \"no update pending\": {items:?}");
+
+    // No later than three months after the running kernel's release (its package's build).
+    host.merge_config("[packages]\nkernel_reboot_within = \"365d\"\n");
+    let deadline = seconds_until(&host.check_json()["plan"]["livepatch"]["deferred"]["deadline"]);
+    assert!((89 * DAY..=90 * DAY).contains(&deadline), "{deadline}");
+
+    // Past the deadline, the next run drains and reboots as before.
+    let pending = host.path("state/kernel-pending.json");
+    let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&pending).unwrap()).unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(400 * DAY as u64);
+    record["since"] = humantime::format_rfc3339_seconds(long_ago).to_string().into();
+    std::fs::write(&pending, record.to_string()).unwrap();
+    let check = host.check_json();
+    assert!(check["plan"]["livepatch"]["reboot_now"].as_str().unwrap().contains("has passed"), "{check}");
+    assert_eq!(check["plan"]["class"], "reboot");
+    host.run_to_success("past the deadline");
+    assert_eq!((drains(&host), host.reboots(), host.installed("demo-kernel")), (1, 1, "2.0".into()));
+    assert_eq!(host.run(&["run"]).code, 0, "nothing left to do");
+    assert!(!pending.exists(), "forgotten once the new kernel runs and nothing is pending");
+}
+
+#[test]
+fn a_kernel_that_fixes_what_no_live_patch_covers_drains_and_reboots() {
+    let host = TestHost::start(Options {
+        scenario: "livepatch-uncovered",
+        config: "[packages]\nkernel_reboot_within = \"30d\"\n",
+        ..Options::default()
+    });
+    let check = host.check_json();
+    let why = check["plan"]["livepatch"]["reboot_now"].as_str().unwrap();
+    assert!(why.contains("fixes CVE-2026-0003 that no live patch loaded covers"), "{check}");
+    assert_eq!(check["plan"]["class"], "reboot");
+    host.run_to_success("uncovered");
+    assert_eq!((drains(&host), host.reboots(), host.installed("demo-kernel")), (1, 1, "2.0".into()));
+}
+
+#[test]
+fn a_live_patch_that_does_not_load_fails_the_cycle_and_pauses_the_roll() {
+    let host = TestHost::start(Options {
+        scenario: "livepatch-unloaded",
+        config: "[coordination]\nbackend = \"dynamodb\"\ndynamodb_table = \"leases\"\n\
+                 [packages]\nkernel_reboot_within = \"30d\"\n[packages.livepatch]\nload_timeout = \"1s\"\n",
+        ..Options::dynamodb_leases()
+    });
+    let run = host.run(&["run"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("livepatch_demo_2_0 installed for the running kernel 1.0 but not enabled"), "{run:?}");
+    assert_eq!(drains(&host), 0, "the host kept serving");
+    let lease = &host.control("lease", "{}")["demo/default"];
+    assert!(lease["paused"]["reason"].as_str().unwrap_or_default().contains("installing-in-place"), "{lease}");
+}
+
+#[test]
+fn canonical_livepatch_lets_a_kernel_wait_while_it_reports_the_running_kernel_fully_patched() {
+    let host = TestHost::start(Options {
+        manager: "apt",
+        config: "[packages]\nkernel_reboot_within = \"30d\"\n",
+        ..Options::default()
+    });
+    // Without the client (not enabled), nothing changes.
+    let check = host.check_json();
+    assert!(check["plan"]["livepatch"].is_null(), "{check}");
+    assert_eq!(check["plan"]["class"], "reboot");
+    let status = |state: &str, supported: &str| {
+        serde_json::json!({"Client-Version": "10.8.3", "Status": [{"Kernel": "1.0-demo", "Running": true,
+            "Livepatch": {"CheckState": "checked", "State": state, "Version": "104.1",
+                "Fixes": [{"Name": "cve-2026-0001", "Patched": true}]},
+            "Supported": supported}]})
+        .to_string()
+    };
+    std::fs::write(host.path("pkg/livepatch-status.json"), status("applied", "kernel-upgrade-required")).unwrap();
+    let check = host.check_json();
+    let why = check["plan"]["livepatch"]["reboot_now"].as_str().unwrap();
+    assert!(why.contains("kernel-upgrade-required"), "{check}");
+    std::fs::write(host.path("pkg/livepatch-status.json"), status("applied", "supported")).unwrap();
+    let check = host.check_json();
+    let live = &check["plan"]["livepatch"];
+    assert_eq!(live["deferred"]["cves"], serde_json::json!(["CVE-2026-0001"]), "{check}");
+    assert_eq!(check["plan"]["drain"], false);
+    host.run_to_success("fully patched");
+    assert_eq!((drains(&host), host.reboots(), host.installed("demo-kernel")), (0, 0, "1.0".into()));
+    assert_eq!(host.installed("demo-app"), "2.0");
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ecs_patchd::coordination::policy::Budget;
 use ecs_patchd::coordination::store::StalePolicy;
+use ecs_patchd::sim::kernels::LivePatchRun;
 use ecs_patchd::sim::ports::Timings;
 use ecs_patchd::sim::world::{DAEMON_SIZE, HOST_CAPACITY, STOP_TIMEOUT, TASK_SIZE};
 use ecs_patchd::sim::{Faults, Options, Report, simulate};
@@ -62,6 +63,7 @@ fn options(seed: u64) -> Options {
             (from, from + Duration::from_secs(rng.random_range(60..900)))
         }),
         edge_hosts: 0,
+        livepatch: None,
     }
 }
 
@@ -427,4 +429,32 @@ fn weeks_without_a_kernel_install_in_place_and_drain_nothing() {
     assert_eq!(r.installs_beside_live_tasks, 0, "{r:?}");
     assert!(r.peak_out <= 2, "{r:?}");
     assert_eq!(r.patched_claims_untrue, 0, "{r:?}");
+}
+
+#[test]
+fn live_patches_avoid_most_kernel_drains_week_after_week() {
+    // A kernel fix every week, one in four without a live patch: without live patching every
+    // host drains every week; with it, a host drains for the fixes no live patch covers (and
+    // when its wait of 30 days runs out), and installs the live patches in place meanwhile.
+    let mut o = options(5);
+    o.hosts = 3;
+    o.tasks_per_host = 2;
+    o.max_unavailable = Budget::Count(1);
+    o.min_healthy_percent = 0;
+    o.faults = Faults::default();
+    o.weeks = 8;
+    let run = |misses, reboot_within| {
+        let o = Options { livepatch: Some(LivePatchRun { misses, reboot_within }), ..o.clone() };
+        let r = simulate(&o, &mut |_| {}).unwrap();
+        check(&o, &r).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        assert_eq!((r.failed, r.patched_claims_untrue, r.installs_beside_live_tasks), (0, 0, 0), "{r:?}");
+        r
+    };
+    let without = run(0, None);
+    let with = run(4, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(without.drains, 8 * o.hosts, "{without:?}");
+    // Kernels 4 and 8 have no live patch: two drains a host, the other weeks in place.
+    assert_eq!(with.drains, 2 * o.hosts, "{with:?}");
+    assert_eq!(with.drains_avoided, 6 * o.hosts, "{with:?}");
+    assert!(with.host_hours_out < without.host_hours_out / 3.0, "{with:?} {without:?}");
 }

@@ -145,6 +145,14 @@ struct SimulateArgs {
     /// update, installed in place.
     #[arg(long, default_value_t = 1)]
     kernel_every: usize,
+    /// Kernel fixes stay offered from week to week, and all but one in N come as a live patch
+    /// too: the report compares the same roll with live patching and without (0: off).
+    #[arg(long, default_value_t = 0)]
+    livepatch_misses: usize,
+    /// With --livepatch-misses: how long a kernel whose fixes live patches cover waits for its
+    /// reboot (packages.kernel_reboot_within).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    kernel_reboot_within: std::time::Duration,
     /// A watched CloudWatch alarm fires this many seconds after the start (0: never)...
     #[arg(long, default_value_t = 0)]
     alarm_at: u64,
@@ -217,6 +225,7 @@ async fn check(settings: &Settings, json: bool) -> Result<ExitCode> {
 fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
     use ecs_patchd::coordination::policy::Budget;
     use ecs_patchd::coordination::store::StalePolicy;
+    use ecs_patchd::sim::kernels::LivePatchRun;
     use ecs_patchd::sim::{Faults, Options};
     let bad = |what: &str| Error::Config(format!("simulate: {what}"));
     let max_unavailable = Budget::parse(&args.max_unavailable)
@@ -264,17 +273,37 @@ fn simulate(args: &SimulateArgs) -> Result<ExitCode> {
             let from = std::time::Duration::from_secs(args.alarm_at);
             (from, from + std::time::Duration::from_secs(args.alarm_for))
         }),
+        livepatch: None,
     };
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json;
     let started = std::time::Instant::now();
-    let report = ecs_patchd::sim::simulate(&options, &mut |p| {
+    let simulate = |options: &Options| {
+        let report = ecs_patchd::sim::simulate(options, &mut |p| {
+            if live {
+                eprint!("\r{}", output::sim_progress(p));
+            }
+        });
         if live {
-            eprint!("\r{}", output::sim_progress(p));
+            eprintln!();
         }
-    })?;
-    if live {
-        eprintln!();
+        report
+    };
+    if args.livepatch_misses > 0 {
+        // The same roll twice: kernels reboot every time, then live patches let them wait.
+        let without = LivePatchRun { misses: 0, reboot_within: None };
+        let with = LivePatchRun { misses: args.livepatch_misses, reboot_within: Some(args.kernel_reboot_within) };
+        let plain = simulate(&Options { livepatch: Some(without), ..options.clone() })?;
+        let patched = simulate(&Options { livepatch: Some(with), ..options })?;
+        if args.json {
+            let both = serde_json::json!({ "without_live_patching": plain, "with_live_patching": patched });
+            println!("{}", serde_json::to_string_pretty(&both).expect("report serializes"));
+        } else {
+            print!("{}", output::sim_report(&patched, started.elapsed()));
+            print!("{}", output::live_patch_comparison(&plain, &patched));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    let report = simulate(&options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     } else {
@@ -295,11 +324,12 @@ fn show_config(settings: &Settings) -> Result<ExitCode> {
 fn status(settings: &Settings, json: bool) -> Result<ExitCode> {
     let cycle = journal::read::<Cycle>(&settings.paths.state_dir)?;
     let daemon = DaemonStatus::read(&settings.paths.state_dir);
+    let live = ecs_patchd::report::record::Record::load(&settings.paths.state_dir).livepatch;
     let now = std::time::SystemTime::now();
     if json {
-        println!("{}", output::status_json(cycle.as_ref(), daemon.as_ref(), now));
+        println!("{}", output::status_json(cycle.as_ref(), daemon.as_ref(), live.as_ref(), now));
     } else {
-        print!("{}", output::status(cycle.as_ref(), daemon.as_ref(), now));
+        print!("{}", output::status(cycle.as_ref(), daemon.as_ref(), live.as_ref(), now));
     }
     Ok(ExitCode::SUCCESS)
 }

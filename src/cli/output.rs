@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use ecs_patchd::check::Preview;
 use ecs_patchd::cycle::{Cycle, State};
+use ecs_patchd::livepatch::deferral::LivePatches;
 use ecs_patchd::packages::Releases;
 use ecs_patchd::report::systemd::DaemonStatus;
 use ecs_patchd::sim::{Progress, Report};
@@ -86,6 +87,9 @@ pub fn preview(p: &Preview) -> String {
     for h in &p.held {
         let _ = writeln!(s, "held       {} {}: {}", h.name, h.available, h.why);
     }
+    if let Some(live) = &plan.livepatch {
+        s.push_str(&live_patches(live));
+    }
     let now = match &p.reboot_needed_now {
         Some(need) => format!("{} ({})", if need.needed { "yes" } else { "no" }, need.reason),
         None => "unknown".into(),
@@ -104,6 +108,41 @@ pub fn preview(p: &Preview) -> String {
     let _ = writeln!(s, "window     {}", p.window.describe);
     let _ = writeln!(s, "run would  {}", p.verdict);
     s
+}
+
+/// The running kernel's live patches, the CVEs they cover and the kernel that waits (or why
+/// it does not).
+fn live_patches(live: &LivePatches) -> String {
+    let mut s = String::new();
+    let loaded = if live.loaded.is_empty() { "none".to_string() } else { live.loaded.join(", ") };
+    let _ = writeln!(s, "livepatch  {} on kernel {}: loaded {loaded}", live.tool, live.kernel);
+    if !live.installing.is_empty() {
+        let _ = writeln!(s, "           installs {} while the tasks run", live.installing.join(", "));
+    }
+    let _ = writeln!(s, "           covers {} CVE(s): {}", live.cves.len(), short_list(&live.cves));
+    if let Some(d) = &live.deferred {
+        let _ = writeln!(
+            s,
+            "kernel     {} pending since {}: its reboot waits until {} (fixes {})",
+            d.packages.join(", "),
+            when(d.since),
+            when(d.deadline),
+            short_list(&d.cves)
+        );
+    } else if let Some(why) = &live.reboot_now {
+        let _ = writeln!(s, "kernel     pending, drains and reboots: {why}");
+    }
+    s
+}
+
+/// At most ten items, then how many more.
+fn short_list(items: &[String]) -> String {
+    let shown = items.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    match items.len() {
+        0 => "none".into(),
+        n if n > 10 => format!("{shown} and {} more", n - 10),
+        _ => shown,
+    }
 }
 
 /// The releases a plan found, in one line.
@@ -125,8 +164,16 @@ fn kebab(value: &impl serde::Serialize) -> String {
 }
 
 /// `status` as text.
-pub fn status(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: SystemTime) -> String {
+pub fn status(
+    cycle: Option<&Cycle>,
+    daemon: Option<&DaemonStatus>,
+    live: Option<&LivePatches>,
+    now: SystemTime,
+) -> String {
     let mut s = String::new();
+    if let Some(live) = live {
+        s.push_str(&live_patches(live));
+    }
     match daemon {
         Some(d) => {
             let _ = writeln!(s, "daemon     pid {}: {}", d.pid, d.activity);
@@ -165,7 +212,12 @@ pub fn status(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: SystemT
 }
 
 /// `status --json`: the journal record plus derived figures.
-pub fn status_json(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: SystemTime) -> String {
+pub fn status_json(
+    cycle: Option<&Cycle>,
+    daemon: Option<&DaemonStatus>,
+    live: Option<&LivePatches>,
+    now: SystemTime,
+) -> String {
     let mut value = match cycle {
         None => serde_json::json!({ "cycle": null }),
         Some(c) => serde_json::json!({
@@ -178,6 +230,7 @@ pub fn status_json(cycle: Option<&Cycle>, daemon: Option<&DaemonStatus>, now: Sy
         }),
     };
     value["daemon"] = serde_json::to_value(daemon).expect("status serializes");
+    value["livepatch"] = serde_json::to_value(live).expect("status serializes");
     serde_json::to_string_pretty(&value).expect("status serializes")
 }
 
@@ -195,6 +248,33 @@ pub fn sim_progress(p: &Progress) -> String {
         p.finished,
         p.hosts
     )
+}
+
+/// `simulate --livepatch-misses`: the same roll without and with live patching.
+pub fn live_patch_comparison(without: &Report, with: &Report) -> String {
+    let o = &with.options;
+    let (misses, within) = o.livepatch.map_or((0, None), |l| (l.misses, l.reboot_within));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "live patching  {} weeks, a kernel fix every {} week(s), one in {misses} without a live patch, \
+         kernels wait up to {}:",
+        o.weeks,
+        o.kernel_every,
+        within.map_or("-".into(), |d| humantime::format_duration(d).to_string())
+    );
+    let _ = writeln!(s, "               {:<24} {:>7} {:>26}", "", "drains", "host-hours out of service");
+    for (label, r) in [("without live patching", without), ("with live patching", with)] {
+        let _ = writeln!(s, "               {label:<24} {:>7} {:>26.1}", r.drains, r.host_hours_out);
+    }
+    let avoided = without.drains.saturating_sub(with.drains);
+    let share = if without.drains == 0 { 0.0 } else { 100.0 * avoided as f64 / without.drains as f64 };
+    let _ = writeln!(
+        s,
+        "               drains avoided {avoided} ({share:.0}%), host-hours saved {:.1}",
+        without.host_hours_out - with.host_hours_out
+    );
+    s
 }
 
 /// The summary of `simulate`.

@@ -6,12 +6,14 @@
 //! The settings and their defaults are in [`settings`]; the rules that span keys in
 //! `validate.rs`.
 
+mod livepatch;
 mod settings;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use livepatch::LivePatchSettings;
 pub use settings::*;
 use validate::validate;
 

@@ -281,6 +281,12 @@ pub struct PackageSettings {
     pub yum: YumSettings,
     /// apt specifics.
     pub apt: AptSettings,
+    /// How long a pending kernel whose fixes live patches cover may wait for its reboot,
+    /// from when it was first seen pending; unset (the default): no kernel waits.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub kernel_reboot_within: Option<Duration>,
+    /// Kernel live patches: the tools, and which packages are live patches and kernels.
+    pub livepatch: super::livepatch::LivePatchSettings,
 }
 
 impl Default for PackageSettings {
@@ -306,6 +312,8 @@ impl Default for PackageSettings {
             dnf: DnfSettings::default(),
             yum: YumSettings::default(),
             apt: AptSettings::default(),
+            kernel_reboot_within: None,
+            livepatch: super::livepatch::LivePatchSettings::default(),
         }
     }
 }
@@ -380,7 +388,7 @@ pub const DEFAULT_RUNTIME_PACKAGES: &[&str] = &[
     "libnvidia-*",
 ];
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 

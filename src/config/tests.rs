@@ -164,3 +164,24 @@ fn what_leaves_the_host_goes_over_https_except_to_loopback() {
     let err = error_of(&Source::Explicit(file));
     assert!(err.contains("coordination.fleetlock_url") && err.contains("must be https://"), "{err}");
 }
+
+#[test]
+fn live_patch_settings_are_validated_by_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "lp.toml", "[packages]\nkernel_reboot_within = \"30d\"\n");
+    let settings = load(&Source::Explicit(file)).unwrap();
+    assert_eq!(settings.packages.kernel_reboot_within, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(
+        load(&Source::Explicit(write(dir.path(), "none.toml", ""))).unwrap().packages.kernel_reboot_within,
+        None
+    );
+    for (text, key) in [
+        ("[packages]\nkernel_reboot_within = \"0s\"\n", "packages.kernel_reboot_within"),
+        ("[packages.livepatch]\nkpatch_command = []\n", "packages.livepatch.kpatch_command"),
+        ("[packages.livepatch]\nload_timeout = \"0s\"\n", "packages.livepatch.load_timeout"),
+        ("[packages.livepatch]\npackages = [\"[\"]\n", "packages.livepatch.packages"),
+    ] {
+        let message = error_of(&Source::Explicit(write(dir.path(), "bad.toml", text)));
+        assert!(message.contains("bad.toml") && message.contains(&format!("key `{key}`")), "{message}");
+    }
+}

@@ -19,6 +19,9 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
         ("host.agent_start_command", &s.host.agent_start_command),
         ("host.agent_restart_command", &s.host.agent_restart_command),
         ("host.runtime_restart_command", &s.host.runtime_restart_command),
+        ("packages.livepatch.kpatch_command", &s.packages.livepatch.kpatch_command),
+        ("packages.livepatch.service_check", &s.packages.livepatch.service_check),
+        ("packages.livepatch.canonical_command", &s.packages.livepatch.canonical_command),
     ];
     for (key, command) in commands {
         if command.first().is_none_or(|program| program.trim().is_empty()) {
@@ -30,6 +33,7 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
         ("drain.poll_initial", s.drain.poll_initial),
         ("drain.poll_max", s.drain.poll_max),
         ("packages.command_timeout", s.packages.command_timeout),
+        ("packages.livepatch.load_timeout", s.packages.livepatch.load_timeout),
         ("host.reboot_timeout", s.host.reboot_timeout),
         ("host.agent_reconnect_timeout", s.host.agent_reconnect_timeout),
         ("identity.agent_timeout", s.identity.agent_timeout),
@@ -78,11 +82,19 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
         ("packages.runtime_packages", &s.packages.runtime_packages),
         ("packages.extra_runtime_packages", &s.packages.extra_runtime_packages),
         ("packages.agent_packages", &s.packages.agent_packages),
+        ("packages.livepatch.packages", &s.packages.livepatch.packages),
+        ("packages.livepatch.kernel_packages", &s.packages.livepatch.kernel_packages),
     ];
     for (key, patterns) in globs {
         if let Some(bad) = patterns.iter().find(|p| glob::Pattern::new(p).is_err() || p.trim().is_empty()) {
             return fail(key, &format!("\"{bad}\" is not a package name or glob such as \"docker*\""));
         }
+    }
+    if s.packages.kernel_reboot_within.is_some_and(|d| d.is_zero()) {
+        return fail(
+            "packages.kernel_reboot_within",
+            "must be longer than zero (leave it unset to reboot for every kernel)",
+        );
     }
     let c = &s.coordination;
     if c.max_unavailable.budget().is_none() {

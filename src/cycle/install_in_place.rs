@@ -9,7 +9,7 @@
 //! Failure: the host still serves; the slot is released and the roll paused (the same
 //! update would fail on the peers), through [`State::Releasing`].
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::machine::Machine;
 use super::{Cycle, Outcome, State};
@@ -35,6 +35,10 @@ impl Machine<'_> {
             (Ok(()), None) => self.verify_installed(&plan).await,
             _ => installed,
         };
+        let verified = match verified {
+            Ok(()) => self.verify_live_patches(&plan).await,
+            failed => failed,
+        };
         if let (Err(error), None) = (&verified, &lease) {
             // A journal from before in-place installs took a slot: no release step follows
             // to halt the roll, so halt it here.
@@ -50,6 +54,22 @@ impl Machine<'_> {
             Some(agent_version) => Ok(State::RestartingAgent { plan, agent_version, lease }),
             None => Ok(self.after_in_place(&plan, lease).await),
         }
+    }
+
+    /// A live patch installed for the running kernel must be enabled, its transition over,
+    /// within `packages.livepatch.load_timeout`: one that fails to load fails the cycle
+    /// (and pauses the roll: the same patch would fail on the peers).
+    async fn verify_live_patches(&self, plan: &Plan) -> Result<()> {
+        let Some(patches) = plan.livepatch.as_ref().filter(|l| !l.installing.is_empty()) else { return Ok(()) };
+        let limit = self.settings.packages.livepatch.load_timeout;
+        let state = crate::livepatch::await_loaded(self.ports.live.as_ref(), self.ports.clock.as_ref(), limit).await?;
+        info!(
+            loaded = %state.loaded.join(", "),
+            "live patch(es) {} loaded into the running kernel {}",
+            patches.installing.join(", "),
+            state.kernel
+        );
+        Ok(())
     }
 
     /// Where an in-place cycle goes once it is installed: the slot's release, with the

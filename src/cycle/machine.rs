@@ -24,6 +24,7 @@ use crate::host::Host;
 use crate::identity::Identity;
 use crate::journal::Journal;
 use crate::lifecycle::{self, Lifecycle};
+use crate::livepatch::LivePatching;
 use crate::packages::{PackageManager, Releases};
 use crate::plan::{self, Planning};
 use crate::report::{Event, Reporter};
@@ -38,6 +39,8 @@ pub struct Ports {
     pub agent: Box<dyn Agent>,
     /// The package manager.
     pub packages: Box<dyn PackageManager>,
+    /// The kernel's live patch tool.
+    pub live: Box<dyn LivePatching>,
     /// Reboot, boot id and agent service.
     pub host: Box<dyn Host>,
     /// Time.
@@ -154,7 +157,9 @@ impl<'a> Machine<'a> {
             journal: Some(self.journal),
             boot_id: boot_id.as_deref().ok(),
         };
-        let planning = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?;
+        let planning =
+            plan::make(self.ports.packages.as_ref(), self.ports.live.as_ref(), &self.settings.packages, now, place)
+                .await?;
         // The boot id is what proves a reboot happened: unreadable, no drain starts (rather
         // than a host drained and installed that cannot tell whether it rebooted).
         if planning.plan.drain
@@ -181,6 +186,8 @@ impl<'a> Machine<'a> {
         }
         let releases = plan.releases.clone();
         let state = if plan.is_empty() {
+            // What the record keeps of a plan with nothing to install: a kernel that waits.
+            self.ports.reporter.looked(&plan, now);
             State::Done { outcome: Outcome::NothingToDo }
         } else {
             info!(class = ?plan.class, drain = plan.drain, "{}", plan.why);

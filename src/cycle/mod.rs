@@ -5,13 +5,15 @@
 //!
 //! 1. Outside a maintenance window ([`crate::window`]), a host that is leaving (spot notice,
 //!    Auto Scaling), or one beside an updater that reboots by itself starts nothing. Plan
-//!    the updates and class them ([`crate::plan`]); with none, the cycle is done at once.
+//!    the updates and class them ([`crate::plan`]; a kernel whose fixes the loaded live
+//!    patches cover may wait, [`crate::livepatch`]); with none, the cycle is done at once.
 //! 2. Download them while the host still serves: [`State::Downloading`], [`download`].
 //! 3. Take a slot from the fleet's lease (rolling policy, capacity; its services can move
 //!    their tasks), until the window closes: [`State::WaitingForSlot`], [`slot`]. Every
 //!    plan takes one, a drain's or not: a bad agent release stops after the first host.
-//! 4. If no task depends on what changes (userland, the ECS agent): install in place, no
-//!    drain ([`State::InstallingInPlace`], [`install_in_place`]); restart the agent if it
+//! 4. If no task depends on what changes (userland, the ECS agent, a kernel live patch,
+//!    verified loaded): install in place, no drain ([`State::InstallingInPlace`],
+//!    [`install_in_place`]); restart the agent if it
 //!    changed and verify the new version connected ([`State::RestartingAgent`],
 //!    [`restart_agent`]); then release the slot (step 10), pausing the roll on a failure.
 //! 5. Still inside the window, and the pre-drain hooks agreeing: protect the instance from

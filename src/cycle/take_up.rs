@@ -83,7 +83,10 @@ impl Machine<'_> {
             journal: Some(self.journal),
             boot_id: Some(&boot_id),
         };
-        let plan = plan::make(self.ports.packages.as_ref(), &self.settings.packages, now, place).await?.plan;
+        let plan =
+            plan::make(self.ports.packages.as_ref(), self.ports.live.as_ref(), &self.settings.packages, now, place)
+                .await?
+                .plan;
         // Report-only installs nothing, whatever coordinator stands behind it.
         let held = match self.settings.coordination.backend {
             Backend::ReportOnly => None,

@@ -60,6 +60,15 @@ pub fn package_name(name: &str) -> bool {
     word(name, "_:")
 }
 
+/// Whether `name` is a CVE id (`CVE-2024-1086`).
+pub fn is_cve(name: &str) -> bool {
+    let mut parts = name.split('-');
+    let digits = |p: Option<&str>, least: usize| {
+        p.is_some_and(|p| (least..=12).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    parts.next() == Some("CVE") && digits(parts.next(), 4) && digits(parts.next(), 4) && parts.next().is_none()
+}
+
 /// Refuses an update whose name or version is not one a package can have: both come from
 /// repository metadata, which a mirror writes, and both reach a command run as root. RPM
 /// and Debian names are letters, digits and `._+-` (Debian's lower case, with `:arch` on a
@@ -189,7 +198,23 @@ pub trait PackageManager: Send + Sync {
     async fn remove_old_kernels(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// The CVEs the repositories' advisories name, by package: those of the pending updates
+    /// of `release`, or (`applied`) those of what is installed. Empty where the repositories
+    /// carry no advisories (apt).
+    async fn advisory_cves(&self, release: Option<&str>, applied: bool) -> Result<Cves> {
+        let _ = (release, applied);
+        Ok(Cves::new())
+    }
+    /// When the package that installed the running kernel's image (`/boot/vmlinuz-<kernel>`)
+    /// was built, where the package manager can tell.
+    async fn kernel_built(&self, kernel: &str) -> Option<SystemTime> {
+        let _ = kernel;
+        None
+    }
 }
+
+/// CVE ids by package name.
+pub type Cves = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
 
 /// Runs one package-manager command in the C locale and UTC, as a transaction that a stop request
 /// waits for ([`shutdown::transaction`]); a failed start or a timeout is an error.
@@ -335,5 +360,13 @@ mod tests {
         }
         assert_eq!(operands(&["a-1".into()]).collect::<Vec<_>>(), ["--", "a-1"]);
         assert_eq!(operands(&[]).count(), 0);
+    }
+
+    #[test]
+    fn cve_ids_are_recognised() {
+        assert!(is_cve("CVE-2024-1086") && is_cve("CVE-2024-123456"));
+        for not in ["cve-2024-1086", "CVE-24-1", "CVE-2024-1086-x", "ALAS-2024-1", "CVE-2024-"] {
+            assert!(!is_cve(not), "{not}");
+        }
     }
 }

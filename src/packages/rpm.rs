@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target, expect_success,
-    optional, run, run_until_unlocked,
+    Cves, PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Releases, Survey, Target,
+    expect_success, optional, run, run_until_unlocked,
 };
 use crate::command;
 use crate::config::{PackageSettings, ReleasePolicy};
@@ -335,6 +335,28 @@ impl PackageManager for Rpm {
         listed.lines().map(str::trim).filter(|l| l.ends_with(".service")).map(str::to_string).collect()
     }
 
+    async fn advisory_cves(&self, release: Option<&str>, applied: bool) -> Result<Cves> {
+        // dnf(8): with `--with-cve`, "the ID of the CVE or the bugzilla is printed instead of
+        // the one of the advisory", one line per CVE and package; `--installed` lists the
+        // advisories of what is installed (applied), the default those of newer versions.
+        let verb: &[&str] = match (self.tool, applied) {
+            (RpmTool::Dnf, false) => &["-q", "updateinfo", "list", "--with-cve"],
+            (RpmTool::Dnf, true) => &["-q", "updateinfo", "list", "--with-cve", "--installed"],
+            (RpmTool::Yum, false) => &["-q", "updateinfo", "list", "cves"],
+            (RpmTool::Yum, true) => &["-q", "updateinfo", "list", "installed", "cves"],
+        };
+        Ok(read_cve_listing(&self.query(self.argv(release, verb, &[])).await?))
+    }
+
+    async fn kernel_built(&self, kernel: &str) -> Option<SystemTime> {
+        if self.tool != RpmTool::Dnf || !super::package_name(kernel) {
+            return None;
+        }
+        let image = format!("/boot/vmlinuz-{kernel}");
+        let argv = self.unfiltered(&["-q", "repoquery", "--installed", "--qf", "%{buildtime}", "--file", &image]);
+        optional(&argv, self.timeout).await?.lines().find_map(parse_build_time)
+    }
+
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {
         let Some(config) = self.automatic_config.as_ref().filter(|c| c.exists()) else {
             return Ok(Vec::new());
@@ -395,6 +417,22 @@ fn apply_advisories(listing: &str, updates: &mut [PackageUpdate]) {
             }
         }
     }
+}
+
+/// The most CVE lines read from one listing.
+const MOST_CVE_LINES: usize = 100_000;
+
+/// Reads `updateinfo list --with-cve` (`CVE-2024-1086 Important/Sec. kernel-6.1.1-1.amzn2023.x86_64`).
+fn read_cve_listing(listing: &str) -> Cves {
+    let mut cves = Cves::new();
+    for line in listing.lines().take(MOST_CVE_LINES) {
+        let [cve, _, nevra] = line.split_whitespace().collect::<Vec<_>>()[..] else { continue };
+        let Some(name) = package_name(nevra).filter(|n| super::package_name(n)) else { continue };
+        if super::is_cve(cve) {
+            cves.entry(name.to_string()).or_default().insert(cve.to_string());
+        }
+    }
+    cves
 }
 
 /// The name of `name-version-release.arch`.
@@ -504,6 +542,20 @@ mod tests {
                 prop_assert!(!update.name.is_empty() && !update.available.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn cve_listings_give_each_package_its_cves() {
+        let cves = read_cve_listing(
+            "CVE-2019-15918 important/Sec. kernel-livepatch-5.10.102-99.473-1.0-3.amzn2.x86_64\n\
+             CVE-2020-8648 Important/Sec. kernel-livepatch-5.10.102-99.473-1.0-4.amzn2.x86_64\n\
+             CVE-2024-1086 Critical/Sec. kernel-5.10.110-1.amzn2.x86_64\n\
+             ALAS2-2024-1 bugfix vim-9.0-2.amzn2.x86_64\nupdateinfo list done\n",
+        );
+        let of = |name: &str| cves[name].iter().map(String::as_str).collect::<Vec<_>>();
+        assert_eq!(of("kernel-livepatch-5.10.102-99.473"), ["CVE-2019-15918", "CVE-2020-8648"]);
+        assert_eq!(of("kernel"), ["CVE-2024-1086"]);
+        assert_eq!(cves.len(), 2);
     }
 
     #[test]

@@ -81,6 +81,30 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
         "1 when this host's last attempt found its group's roll paused (an operator resumes it)",
         gauge(i64::from(record.roll_paused.is_some())),
     );
+    if let Some(live) = &record.livepatch {
+        registry.register(
+            "livepatches_loaded",
+            "Kernel live patches loaded into the running kernel, at the last check",
+            gauge(live.loaded.len() as i64),
+        );
+        registry.register(
+            "livepatch_cves_covered",
+            "CVEs the loaded kernel live patches fix, at the last check",
+            gauge(live.cves.len() as i64),
+        );
+        registry.register(
+            "kernel_deferred",
+            "1 while a pending kernel waits for its reboot because live patches cover its fixes",
+            gauge(i64::from(live.deferred.is_some())),
+        );
+        if let Some(deferred) = &live.deferred {
+            registry.register(
+                "kernel_reboot_deadline_timestamp_seconds",
+                "When the deferred kernel's wait ends (packages.kernel_reboot_within): the next window drains and reboots",
+                float(seconds(deferred.deadline)),
+            );
+        }
+    }
     let lease = in_progress.is_some_and(|c| c.state.lease().is_some());
     registry.register("lease_held", "1 while this host holds a slot of the fleet's roll", gauge(i64::from(lease)));
     if let Some(at) = record.checked_at {

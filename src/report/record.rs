@@ -13,6 +13,7 @@ use crate::atomic_file;
 use crate::cycle::{Cycle, Outcome, State};
 use crate::error::Kind;
 use crate::journal;
+use crate::livepatch::deferral::LivePatches;
 use crate::packages::{PackageUpdate, Releases};
 use crate::plan::Plan;
 
@@ -54,6 +55,9 @@ pub struct Record {
     pub setup_error: Option<String>,
     /// Why the fleet's roll was paused, when this host's last attempt found it paused.
     pub roll_paused: Option<String>,
+    /// The running kernel's live patches and the kernel that waits, at the last check (on
+    /// a host with a live patch tool).
+    pub livepatch: Option<LivePatches>,
 }
 
 /// A finished cycle, in short.
@@ -98,6 +102,7 @@ impl Record {
     pub fn looked(&mut self, at: SystemTime, plan: &Plan) {
         self.checked(at, plan.updates.clone(), plan.needs_reboot());
         self.reboot_due = plan.reboot_due.clone();
+        self.livepatch = plan.livepatch.clone();
         self.releases(plan.releases.as_ref());
     }
 

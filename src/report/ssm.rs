@@ -97,6 +97,10 @@ fn non_compliant(
     ComplianceItemEntry::builder().id(id).title(title).severity(severity).status(ComplianceStatus::NonCompliant)
 }
 
+/// The most CVEs reported as COMPLIANT items (PutComplianceItems: "Items ... Maximum number
+/// of 10000 items").
+const MOST_CVE_ITEMS: usize = 1000;
+
 /// One NON_COMPLIANT item per pending update, one for a reboot that is due, one for a newer
 /// release not applied and one for a failed last cycle; a single COMPLIANT item when there
 /// is none of these.
@@ -120,6 +124,25 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
                 ComplianceSeverity::Medium,
             )
             .details("Reason", truncate(reason))
+            .build()?,
+        );
+    }
+    if let Some(live) = &record.livepatch
+        && let Some(deferred) = &live.deferred
+    {
+        // Not up to date: compliant only for the CVEs the live patches cover.
+        items.push(
+            non_compliant(
+                "kernel-deferred",
+                format!(
+                    "kernel {} is pending; its reboot waits until {} (live patches cover its CVEs)",
+                    deferred.packages.join(", "),
+                    capture_time(deferred.deadline)
+                ),
+                ComplianceSeverity::Medium,
+            )
+            .details("Deadline", capture_time(deferred.deadline))
+            .details("CoveredCVEs", truncate(&deferred.cves.join(" ")))
             .build()?,
         );
     }
@@ -159,6 +182,19 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
                 .status(ComplianceStatus::Compliant)
                 .build()?,
         );
+    }
+    if let Some(live) = &record.livepatch {
+        for cve in live.cves.iter().take(MOST_CVE_ITEMS) {
+            items.push(
+                ComplianceItemEntry::builder()
+                    .id(cve)
+                    .title(format!("{cve} is fixed in the running kernel by a live patch ({})", live.tool))
+                    .severity(ComplianceSeverity::Informational)
+                    .status(ComplianceStatus::Compliant)
+                    .details("Kernel", truncate(&live.kernel))
+                    .build()?,
+            );
+        }
     }
     Ok(items)
 }

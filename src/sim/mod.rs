@@ -5,6 +5,7 @@
 //! daemon does; a reboot or a crash drops the running cycle, which resumes from the journal.
 
 pub mod clock;
+pub mod kernels;
 pub mod ports;
 pub mod store;
 pub mod world;
@@ -89,6 +90,8 @@ pub struct Options {
     /// A watched CloudWatch alarm fires during this window (from, to) of the first week.
     #[serde(serialize_with = "window_secs")]
     pub alarm: Option<(Duration, Duration)>,
+    /// Kernel fixes carried from week to week, most covered by live patches, when given.
+    pub livepatch: Option<kernels::LivePatchRun>,
 }
 
 fn window_secs<S: serde::Serializer>(w: &Option<(Duration, Duration)>, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -214,6 +217,8 @@ pub struct Report {
     pub drains: usize,
     /// Of those, the cycles that installed in place, without a drain.
     pub drains_avoided: usize,
+    /// Hours out of service, summed over every host and week.
+    pub host_hours_out: f64,
     /// Runs that stopped on an error and were tried again later, as the daemon does.
     pub failed_runs: usize,
     /// What the lease store (DynamoDB, simulated) was asked and charged.
@@ -295,6 +300,11 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let limits = Limits { random_throttling: options.faults.throttling, ..Limits::default() };
     let store = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), limits));
     let mut settings = settings();
+    if let Some(run) = options.livepatch {
+        let fixes = kernels::KernelFixes { every: options.kernel_every, misses: run.misses };
+        world.lock().expect("world").kernel_fixes = Some(fixes);
+        settings.packages.kernel_reboot_within = run.reboot_within;
+    }
     let c = &mut settings.coordination;
     c.max_unavailable = MaxUnavailable::Text(options.max_unavailable.to_string());
     c.min_healthy_percent = options.min_healthy_percent;
@@ -456,6 +466,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
             let instance = &mut w.instances[ctx.host];
             instance.patched = false;
             instance.kernel_week = week % ctx.kernel_every.max(1) == 0;
+            instance.week = week;
         }
         let since = began + week_starts;
         loop {
@@ -474,6 +485,7 @@ async fn host_life(ctx: &HostContext) -> Result<HostOutcome> {
                     timings: ctx.timings,
                     clock: Arc::clone(&ctx.clock),
                 }),
+                live: Box::new(kernels::SimLivePatching { world: Arc::clone(&ctx.world), host: ctx.host }),
                 host: Box::new(SimHost {
                     world: Arc::clone(&ctx.world),
                     host: ctx.host,
@@ -676,6 +688,7 @@ fn report(options: &Options, w: &WorldState, outcomes: &[HostOutcome], lease: &L
         cycles_patched: patched_cycles.len(),
         drains,
         drains_avoided: patched_cycles.len() - drains,
+        host_hours_out: outs.iter().sum::<f64>() / 3600.0,
         failed_runs: 0,
         store: Usage::default(),
         store_dollars: 0.0,

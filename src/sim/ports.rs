@@ -16,7 +16,7 @@ use crate::ecs::{ContainerInstance, Ecs, HostPorts, Listed, Service, Task, TaskN
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lifecycle::{Leaving, Lifecycle, ScaleIn};
-use crate::packages::{PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target};
+use crate::packages::{Cves, PackageManager, PackageUpdate, RebootNeed, RebootProbe, RebootingUpdater, Survey, Target};
 
 /// The simulation's durations.
 #[derive(Debug, Clone, Copy)]
@@ -481,6 +481,7 @@ impl Host for SimHost {
             let mut w = self.world.lock().expect("world");
             w.instances[self.host].agent_up = false;
             w.instances[self.host].reboot_pending = false;
+            super::kernels::rebooted(&mut w.instances[self.host]);
             w.availability_changed(self.host, now);
         }
         let _ = self.power.send(Power::Reboot);
@@ -545,16 +546,30 @@ impl PackageManager for SimPackages {
     /// (installed in place) on the others.
     async fn pending(&self, _: Option<&str>) -> Result<Vec<PackageUpdate>> {
         let w = self.world.lock().expect("world");
-        if w.instances[self.host].patched {
+        let instance = &w.instances[self.host];
+        if let Some(fixes) = w.kernel_fixes {
+            // The kernel and its live patches stay offered until installed, week after week.
+            let weekly = match instance.kernel_week {
+                true => Self::update("ecs-init", "1.0.0", "1.1.0"),
+                false => Self::update("openssl-libs", "3.0.8-1", "3.0.8-2"),
+            };
+            return Ok(fixes.pending(instance).into_iter().chain((!instance.patched).then_some(weekly)).collect());
+        }
+        if instance.patched {
             return Ok(Vec::new());
         }
-        Ok(if w.instances[self.host].bad_agent {
+        Ok(if instance.bad_agent {
             vec![Self::update("ecs-init", "1.0.0", "1.1.0")]
-        } else if w.instances[self.host].kernel_week {
+        } else if instance.kernel_week {
             vec![Self::update("kernel", "6.1.1", "6.1.2"), Self::update("ecs-init", "1.0.0", "1.1.0")]
         } else {
             vec![Self::update("openssl-libs", "3.0.8-1", "3.0.8-2")]
         })
+    }
+
+    async fn advisory_cves(&self, _: Option<&str>, applied: bool) -> Result<Cves> {
+        let w = self.world.lock().expect("world");
+        Ok(w.kernel_fixes.map(|f| f.advisories(&w.instances[self.host], applied)).unwrap_or_default())
     }
 
     async fn download(&self, _: &Target) -> Result<()> {
@@ -575,6 +590,9 @@ impl PackageManager for SimPackages {
             return Err(Error::Packages("`dnf -y upgrade` failed with exit code 1 (simulated)".into()));
         }
         let mut w = self.world.lock().expect("world");
+        if let Some(fixes) = w.kernel_fixes {
+            fixes.install(&mut w.instances[self.host], &target.names());
+        }
         w.instances[self.host].patched = true;
         w.instances[self.host].reboot_pending |= !in_place;
         Ok(())

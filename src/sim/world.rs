@@ -69,6 +69,15 @@ pub struct SimInstance {
     pub reboot_pending: bool,
     /// This week's update is an ECS agent release that never connects once started.
     pub bad_agent: bool,
+    /// The week of the roll (from 0).
+    pub week: usize,
+    /// With kernel fixes ([`super::kernels`]): the kernel running, the newest installed, and
+    /// the newest fix the running kernel's live patch carries (0: none installed).
+    pub running_kernel: usize,
+    /// The newest kernel installed.
+    pub installed_kernel: usize,
+    /// The newest kernel fix the installed live patch carries.
+    pub livepatch_version: usize,
 }
 
 /// A simulated task.
@@ -122,6 +131,8 @@ pub struct WorldState {
     pub unplaceable: u64,
     /// Tasks the replica service wants (all of them, wherever they run).
     pub service_desired: usize,
+    /// Weekly kernel fixes and their live patches, when simulated.
+    pub kernel_fixes: Option<super::kernels::KernelFixes>,
     /// Tasks the edge service wants.
     pub edge_desired: usize,
     /// Until then (virtual ms), the replica service runs one task short.
@@ -184,6 +195,10 @@ impl WorldState {
                 slow_recovery: false,
                 reboot_pending: false,
                 bad_agent: false,
+                week: 0,
+                running_kernel: 0,
+                installed_kernel: 0,
+                livepatch_version: 0,
             })
             .collect();
         let by_key = instances.iter().enumerate().flat_map(|(n, i)| [(i.id.clone(), n), (i.arn.clone(), n)]).collect();
@@ -198,6 +213,7 @@ impl WorldState {
             most_zones_out: 0,
             unplaceable: 0,
             service_desired: hosts * tasks,
+            kernel_fixes: None,
             edge_desired: edge_hosts.min(hosts),
             recovering_until: 0,
             ecs_refused_until: 0,

@@ -21,6 +21,13 @@
 #   unsatisfiable  demo-app 2.0 needing a package nobody has (dnf skips it and exits 0)
 #   slow        as full, but demo-app 2.0's pre-install script takes SLOW_SECONDS (default 4)
 #   kmod        kmod-demo 2.0, a kernel module package (1.0 installed)
+#   livepatch   dnf: kernel-livepatch-1.0 1.0 installed and loaded (advisory: CVE-2026-0001);
+#               offered: kernel-livepatch-1.0 2.0 (CVE-2026-0002) and demo-kernel 2.0, whose
+#               advisory names CVE-2026-0001 and CVE-2026-0002 (all covered), and demo-app 2.0.
+#               A live patch package ships its module under /var/lib/kpatch/KERNEL/ and, as
+#               the stand-in of its loading, its /sys/kernel/livepatch/MODULE entry in the root.
+#   livepatch-uncovered  as livepatch, but demo-kernel 2.0 also fixes CVE-2026-0003
+#   livepatch-unloaded   as livepatch, but kernel-livepatch-1.0 2.0 does not load (enabled 0)
 #   kernels     apt: Ubuntu's kernel layout: linux-image-demo (installed by hand) 2.0 depends
 #               on linux-image-2.0-demo, a new package, where 1.0 depended on
 #               linux-image-1.0-demo; linux-image-0.9-demo, an older one, is installed too.
@@ -57,6 +64,8 @@ case $scenario in
   unsatisfiable) updates="demo-app:2.0:unsatisfiable" ;;
   slow) updates="demo-app:2.0:slow demo-kernel:2.0 $agent:1.1.0" ;;
   kmod) updates="kmod-demo:2.0" ;;
+  livepatch|livepatch-uncovered) updates="demo-app:2.0 demo-kernel:2.0 kernel-livepatch-1.0:2.0:livepatch" ;;
+  livepatch-unloaded) updates="demo-app:2.0 demo-kernel:2.0 kernel-livepatch-1.0:2.0:livepatch-unloaded" ;;
   kernels) updates="linux-image-demo:2.0:depends-linux-image-2.0-demo linux-image-2.0-demo:2.0" ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
@@ -65,6 +74,7 @@ case $scenario in *no-probe) probe=no ;; esac
 base="demo-app:1.0 demo-kernel:1.0 $agent:1.0.0 containerd:1.0"
 extra_installed=""
 [ "$scenario" = kmod ] && base="$base kmod-demo:1.0" extra_installed=kmod-demo
+case $scenario in livepatch*) base="$base kernel-livepatch-1.0:1.0:livepatch" extra_installed=kernel-livepatch-1.0 ;; esac
 [ "$scenario" = kernels ] && extra_installed="linux-image-demo linux-image-0.9-demo" \
   base="$base linux-image-demo:1.0:depends-linux-image-1.0-demo linux-image-1.0-demo:1.0 linux-image-0.9-demo:0.9"
 [ "$manager" = dnf ] && base="$base system-release:2023.1"
@@ -90,8 +100,17 @@ rpm_package() { # name version [broken|unsatisfiable] -> an .rpm in $build/rpms
     echo "mkdir -p %{buildroot}/usr/share/$name && echo $version > %{buildroot}/usr/share/$name/VERSION"
     [ "$name" = demo-kernel ] && echo "mkdir -p %{buildroot}/boot && : > %{buildroot}/boot/vmlinuz-$version"
     [ "$flaw" = broken ] && echo "mkdir -p %{buildroot}/usr/share/demo-kernel && echo claimed-by-$name > %{buildroot}/usr/share/demo-kernel/VERSION"
+    case $flaw in livepatch*)
+      kver=${name#kernel-livepatch-} module=livepatch_demo_$(echo "$version" | tr . _) enabled=1
+      [ "$flaw" = livepatch-unloaded ] && enabled=0
+      echo "mkdir -p %{buildroot}/var/lib/kpatch/$kver %{buildroot}/sys/kernel/livepatch/$module"
+      echo ": > %{buildroot}/var/lib/kpatch/$kver/$module.ko"
+      echo "echo $enabled > %{buildroot}/sys/kernel/livepatch/$module/enabled"
+      echo "echo 0 > %{buildroot}/sys/kernel/livepatch/$module/transition" ;;
+    esac
     echo "%files"; echo "/usr/share/$name"
     [ "$name" = demo-kernel ] && echo "/boot/vmlinuz-$version"
+    case $flaw in livepatch*) echo "/var/lib/kpatch/$kver/$module.ko"; echo "/sys/kernel/livepatch/$module" ;; esac
     [ "$flaw" = broken ] && echo "/usr/share/demo-kernel/VERSION"
   } > "$top/SPECS/$name.spec"
   rpmbuild -bb --quiet --define "_topdir $top" --define "_rpmdir $build/rpms" "$top/SPECS/$name.spec" >/dev/null 2>&1
@@ -175,6 +194,37 @@ common_settings() {
   printf 'extra_reboot_packages = ["demo-kernel"]\nboot_dir = "%s"\nrunning_kernel = "%s"\n' "$root/boot" "$dir/osrelease"
 }
 
+# The live patch tools, confined to the root: the kernel's livepatch directory (absent unless
+# a live patch package ships its entry), the kpatch and canonical-livepatch stand-ins.
+livepatch_settings() {
+  here=$(cd "$(dirname "$0")" && pwd)
+  printf '[packages.livepatch]\nkernel_packages = ["demo-kernel"]\nsysfs = "%s"\nservice_check = ["true"]\n' "$root/sys/kernel/livepatch"
+  printf 'kpatch_command = ["%s", "%s"]\ncanonical_command = ["%s", "%s"]\n' "$here/kpatch.sh" "$root" \
+    "$here/canonical-livepatch.sh" "$dir/livepatch-status.json"
+}
+
+# dnf: an updateinfo.xml with one security advisory for each of $1 (name:version:CVE,CVE...).
+advise_cves() {
+  {
+    echo '<?xml version="1.0" encoding="UTF-8"?>'; echo '<updates>'
+    for spec in $1; do
+      IFS=: read -r name version cves <<SPEC
+$spec
+SPEC
+      echo "<update from=\"tests@localhost\" status=\"final\" type=\"security\" version=\"2.0\">"
+      echo "<id>ALAS2023-TEST-$name-$version</id><title>$name $version security fix</title><severity>Important</severity>"
+      echo '<issued date="2026-01-01 00:00:00"/><updated date="2026-01-01 00:00:00"/><description>test</description><references>'
+      for cve in $(echo "$cves" | tr , ' '); do
+        echo "<reference href=\"https://example.com/$cve\" id=\"$cve\" title=\"$cve\" type=\"cve\"/>"
+      done
+      echo "</references><pkglist><collection short=\"demo\"><name>demo</name><package name=\"$name\" version=\"$version\" release=\"1\" epoch=\"0\" arch=\"noarch\">"
+      echo "<filename>$name-$version-1.noarch.rpm</filename></package></collection></pkglist></update>"
+    done
+    echo '</updates>'
+  } > "$build/updateinfo.xml"
+  modifyrepo_c "$build/updateinfo.xml" "$repo/2023.1/repodata" >/dev/null
+}
+
 if [ "$manager" = dnf ]; then
   mkdir -p "$dir/repos.d" "$root/etc/dnf/plugins/needs-restarting.d" "$root/etc/dnf/vars"
   printf '[main]\ngpgcheck=0\ninstallonly_limit=3\nkeepcache=1\n' > "$dir/dnf.conf"
@@ -195,6 +245,7 @@ if [ "$manager" = dnf ]; then
     for a in $dnf_args; do [ $first = 1 ] || printf ', '; printf '"%s"' "$a"; first=0; done
     echo ']'
     echo "automatic_config = \"$root/etc/dnf/automatic.conf\""
+    livepatch_settings
   } > "$dir/packages.toml"
 elif [ "$manager" = apt ]; then
   mkdir -p "$root/etc/apt/sources.list.d" "$root/etc/apt/apt.conf.d" "$root/etc/apt/preferences.d" \
@@ -225,6 +276,7 @@ CONF
     printf '[packages]\nmanager = "apt"\n'; common_settings
     printf '[packages.apt]\nargs = ["-c", "%s"]\nreboot_required_file = "%s"\nreboot_notifier = "%s"\n' \
       "$dir/apt.conf" "$root/var/run/reboot-required" "$root/usr/share/update-notifier/notify-reboot-required"
+    livepatch_settings
   } > "$dir/packages.toml"
 else
   echo "unknown package manager $manager" >&2; exit 2
@@ -235,6 +287,11 @@ fi
 if [ -n "$security" ]; then
   if [ "$manager" = dnf ]; then publish "$security" && advise "$security"; else publish "$security" "$repo/security" stable-security; fi
 fi
+kernel_fixes=CVE-2026-0001,CVE-2026-0002
+[ "$scenario" = livepatch-uncovered ] && kernel_fixes=$kernel_fixes,CVE-2026-0003
+case $scenario in livepatch*)
+  [ "$manager" = dnf ] && advise_cves "kernel-livepatch-1.0:1.0:CVE-2026-0001 kernel-livepatch-1.0:2.0:CVE-2026-0002 demo-kernel:2.0:$kernel_fixes" ;;
+esac
 if [ "$scenario" = release ]; then
   # A newer release: a copy of 2023.1 plus its own updates; `latest` moves to it.
   cp -r "$repo/2023.1" "$repo/2023.2"

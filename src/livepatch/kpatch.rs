@@ -1,0 +1,171 @@
+//! kpatch, Amazon Linux's (and Red Hat's) live patch tool: `kpatch list` names the patch
+//! modules installed for each kernel, and the kernel's livepatch directory says which are
+//! enabled.
+//!
+//! Linux (Documentation/ABI/testing/sysfs-kernel-livepatch): `/sys/kernel/livepatch/<patch>/enabled`
+//! "An attribute which shows whether the patch is currently enabled"; `transition` "An
+//! attribute which shows whether the patch is currently in transition" (the kernel patches
+//! each task as it leaves the old functions: until then, the fix is not in force everywhere).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::{LivePatching, LiveState};
+use crate::command;
+use crate::config::LivePatchSettings;
+
+/// The most patch modules read from the tool or the directory (a host has a handful).
+const MOST_PATCHES: usize = 256;
+/// Longest run of `kpatch list` or the service check.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`LivePatching`] by kpatch.
+pub struct Kpatch {
+    command: Vec<String>,
+    service_check: Vec<String>,
+    sysfs: PathBuf,
+    running_kernel: PathBuf,
+}
+
+impl Kpatch {
+    /// kpatch as `settings` place it; `running_kernel` holds the release `uname -r` prints.
+    pub fn new(settings: &LivePatchSettings, running_kernel: &Path) -> Self {
+        Self {
+            command: settings.kpatch_command.clone(),
+            service_check: settings.service_check.clone(),
+            sysfs: settings.sysfs.clone(),
+            running_kernel: running_kernel.to_path_buf(),
+        }
+    }
+
+    async fn answer(&self, argv: &[String]) -> Option<String> {
+        match command::run(argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await {
+            Ok(output) if output.code == Some(0) => Some(output.stdout),
+            Ok(output) => {
+                debug!("no kernel live patching: {}", command::failure(argv, &output));
+                None
+            }
+            Err(e) => {
+                debug!("no kernel live patching: {e}");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LivePatching for Kpatch {
+    async fn state(&self) -> Option<LiveState> {
+        let kernel = std::fs::read_to_string(&self.running_kernel)
+            .map_err(|e| debug!("no kernel live patching: cannot read {}: {e}", self.running_kernel.display()))
+            .ok()?
+            .trim()
+            .to_string();
+        if !self.sysfs.is_dir() {
+            debug!("no kernel live patching: the kernel has no {} (CONFIG_LIVEPATCH)", self.sysfs.display());
+            return None;
+        }
+        // The service loads the installed patches at boot: without it, a reboot into the same
+        // kernel would run it unpatched.
+        self.answer(&self.service_check).await?;
+        let mut list = self.command.clone();
+        list.push("list".into());
+        let listing = self.answer(&list).await?;
+        let installed = installed_for(&listing, &kernel);
+        let (enabled, in_transition) = read_sysfs(&self.sysfs);
+        let not_loaded = installed
+            .iter()
+            .filter(|m| !enabled.contains(&module_key(m)) || in_transition.contains(&module_key(m)))
+            .cloned()
+            .chain(in_transition.iter().filter(|m| !installed.iter().any(|i| module_key(i) == **m)).cloned())
+            .collect();
+        let loaded = enabled.into_iter().filter(|m| !in_transition.contains(m)).collect();
+        Some(LiveState { tool: "kpatch".into(), kernel, loaded, not_loaded, ..LiveState::default() })
+    }
+}
+
+/// The name a module has in the kernel: kpatch's file names may use `-`, the kernel `_`.
+fn module_key(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The modules `kpatch list` shows installed for `kernel`: the lines after "Installed patch
+/// modules:" of the form `NAME (KERNEL)`.
+fn installed_for(listing: &str, kernel: &str) -> Vec<String> {
+    listing
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Installed patch modules"))
+        .skip(1)
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(' ')?;
+            let for_kernel = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+            (for_kernel == kernel && crate::packages::package_name(name)).then(|| name.to_string())
+        })
+        .take(MOST_PATCHES)
+        .collect()
+}
+
+/// The patches `dir` shows enabled, and those in transition (kernel names), bounded.
+fn read_sysfs(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let read = |path: PathBuf| std::fs::read_to_string(path).map(|t| t.trim() == "1").unwrap_or(false);
+    let mut patches: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| crate::packages::package_name(name))
+                .take(MOST_PATCHES)
+                .collect()
+        })
+        .unwrap_or_default();
+    patches.sort();
+    let enabled = patches.iter().filter(|p| read(dir.join(p).join("enabled"))).cloned().collect();
+    let in_transition = patches.iter().filter(|p| read(dir.join(p).join("transition"))).cloned().collect();
+    (enabled, in_transition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_modules_are_those_of_the_running_kernel() {
+        let listing = "Loaded patch modules:\nlivepatch_a [enabled]\n\nInstalled patch modules:\n\
+                       livepatch_a (6.1.1-1.amzn2023.x86_64)\nlivepatch-b (6.1.1-1.amzn2023.x86_64)\n\
+                       livepatch_old (6.1.0-1.amzn2023.x86_64)\n$(evil) (6.1.1-1.amzn2023.x86_64)\n";
+        assert_eq!(installed_for(listing, "6.1.1-1.amzn2023.x86_64"), ["livepatch_a", "livepatch-b"]);
+        assert!(installed_for("Loaded patch modules:\n", "6.1.1").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_patch_installed_but_not_enabled_or_in_transition_is_not_loaded() {
+        let root = tempfile::tempdir().unwrap();
+        let sysfs = root.path().join("livepatch");
+        for (name, enabled, transition) in
+            [("livepatch_a", "1", "0"), ("livepatch_b", "0", "0"), ("livepatch_c", "1", "1")]
+        {
+            std::fs::create_dir_all(sysfs.join(name)).unwrap();
+            std::fs::write(sysfs.join(name).join("enabled"), enabled).unwrap();
+            std::fs::write(sysfs.join(name).join("transition"), transition).unwrap();
+        }
+        let kernel = root.path().join("osrelease");
+        std::fs::write(&kernel, "6.1.1\n").unwrap();
+        let listing = "Installed patch modules:\nlivepatch_a (6.1.1)\nlivepatch-b (6.1.1)\nlivepatch_d (6.1.1)\n";
+        let settings = LivePatchSettings {
+            kpatch_command: vec!["printf".into(), listing.replace('%', "%%")],
+            service_check: vec!["true".into()],
+            sysfs: sysfs.clone(),
+            ..LivePatchSettings::default()
+        };
+        let state = Kpatch::new(&settings, &kernel).state().await.expect("kpatch answers");
+        assert_eq!(state.kernel, "6.1.1");
+        assert_eq!(state.loaded, ["livepatch_a"]);
+        assert_eq!(state.not_loaded, ["livepatch-b", "livepatch_d", "livepatch_c"]);
+
+        let disabled = LivePatchSettings { service_check: vec!["false".into()], ..settings.clone() };
+        assert!(Kpatch::new(&disabled, &kernel).state().await.is_none(), "kpatch.service not enabled");
+        let no_kernel_support = LivePatchSettings { sysfs: root.path().join("none"), ..settings };
+        assert!(Kpatch::new(&no_kernel_support, &kernel).state().await.is_none());
+    }
+}
