@@ -436,14 +436,7 @@ mod tests {
     use super::*;
 
     fn update(name: &str) -> PackageUpdate {
-        PackageUpdate {
-            name: name.into(),
-            current: None,
-            available: "2".into(),
-            built: None,
-            security: false,
-            severity: None,
-        }
+        PackageUpdate::of(name, "2")
     }
 
     fn class_of(names: &[&str]) -> Class {

@@ -310,7 +310,15 @@ fn ports(
         host.boot_id().ok().map(|boot_id| WatchFile { path: settings.paths.state_dir.join(WATCH_FILE), boot_id });
     let host = if hand_off_reboot { host.handing_off_reboot() } else { host };
     let packages = packages::detect::from_settings(&settings.packages, &settings.paths.os_release)?;
-    let live = crate::livepatch::from_settings(&settings.packages, packages.name());
+    // The live patch tool beside the package manager: Canonical Livepatch with apt, kpatch
+    // with dnf and yum.
+    let live: Box<dyn crate::livepatch::LivePatching> = match packages.name() {
+        "apt" => Box::new(crate::livepatch::canonical::Canonical::new(&settings.packages.livepatch)),
+        _ => Box::new(crate::livepatch::kpatch::Kpatch::new(
+            &settings.packages.livepatch,
+            &settings.packages.running_kernel,
+        )),
+    };
     Ok(Ports {
         coordinator: coordination::backend::from_settings(
             &settings.coordination,

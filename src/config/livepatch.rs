@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::settings::strings;
-
 /// Where the live patch tools are, and which packages they concern.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +46,7 @@ pub const DEFAULT_KERNEL_PACKAGES: &[&str] = &[
 
 impl Default for LivePatchSettings {
     fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
         Self {
             packages: strings(DEFAULT_LIVEPATCH_PACKAGES),
             kernel_packages: strings(DEFAULT_KERNEL_PACKAGES),

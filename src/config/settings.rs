@@ -388,7 +388,7 @@ pub const DEFAULT_RUNTIME_PACKAGES: &[&str] = &[
     "libnvidia-*",
 ];
 
-pub(super) fn strings(items: &[&str]) -> Vec<String> {
+fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 

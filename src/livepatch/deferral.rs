@@ -273,14 +273,7 @@ mod tests {
     const DAY: Duration = Duration::from_secs(86400);
 
     fn update(name: &str) -> PackageUpdate {
-        PackageUpdate {
-            name: name.into(),
-            current: None,
-            available: "2".into(),
-            built: None,
-            security: true,
-            severity: None,
-        }
+        PackageUpdate { security: true, ..PackageUpdate::of(name, "2") }
     }
 
     fn cves(pairs: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {

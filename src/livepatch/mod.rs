@@ -49,15 +49,6 @@ pub trait LivePatching: Send + Sync {
     async fn state(&self) -> Option<LiveState>;
 }
 
-/// The live patch tool of a host whose package manager is `manager`: Canonical Livepatch
-/// beside apt, kpatch beside dnf and yum.
-pub fn from_settings(settings: &crate::config::PackageSettings, manager: &str) -> Box<dyn LivePatching> {
-    match manager {
-        "apt" => Box::new(canonical::Canonical::new(&settings.livepatch)),
-        _ => Box::new(kpatch::Kpatch::new(&settings.livepatch, &settings.running_kernel)),
-    }
-}
-
 /// How often [`await_loaded`] looks again.
 const LOAD_POLL: Duration = Duration::from_secs(2);
 

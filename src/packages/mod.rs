@@ -40,6 +40,21 @@ pub struct PackageUpdate {
     pub severity: Option<String>,
 }
 
+#[cfg(test)]
+impl PackageUpdate {
+    /// An update of `name` to `available`, nothing else known (for tests).
+    pub(crate) fn of(name: &str, available: &str) -> Self {
+        Self {
+            name: name.into(),
+            current: None,
+            available: available.into(),
+            built: None,
+            security: false,
+            severity: None,
+        }
+    }
+}
+
 /// `packages` as the operands of a package manager's command: after `--`, so that none is
 /// read as an option (nothing when there are none).
 fn operands(packages: &[String]) -> impl Iterator<Item = String> + '_ {
@@ -333,14 +348,7 @@ mod tests {
     }
 
     fn update(name: &str, available: &str) -> PackageUpdate {
-        PackageUpdate {
-            name: name.into(),
-            current: None,
-            available: available.into(),
-            built: None,
-            security: false,
-            severity: None,
-        }
+        PackageUpdate::of(name, available)
     }
 
     #[test]

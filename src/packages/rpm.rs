@@ -567,14 +567,7 @@ mod tests {
 
     #[test]
     fn advisories_mark_security_fixes_with_their_highest_severity() {
-        let update = |name: &str| PackageUpdate {
-            name: name.into(),
-            current: None,
-            available: "2-1".into(),
-            built: None,
-            security: false,
-            severity: None,
-        };
+        let update = |name: &str| PackageUpdate::of(name, "2-1");
         let mut updates = vec![update("curl"), update("glibc-common"), update("vim")];
         apply_advisories(
             "ALAS2023-2024-1 Moderate/Sec. curl-8.5.0-1.amzn2023.x86_64\n\

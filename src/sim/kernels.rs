@@ -8,7 +8,7 @@
 //! version `1.k`) fixes it too. A reboot runs the newest kernel installed, for which no live
 //! patch is installed yet.
 
-use super::world::{SimInstance, World};
+use super::world::{KernelFixes, SimInstance, World};
 use crate::livepatch::{LivePatching, LiveState};
 use crate::packages::{Cves, PackageUpdate};
 
@@ -21,15 +21,6 @@ pub struct LivePatchRun {
     /// `packages.kernel_reboot_within` (none: every kernel drains and reboots).
     #[serde(with = "humantime_serde")]
     pub reboot_within: Option<std::time::Duration>,
-}
-
-/// The weekly kernel fixes and their live patches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelFixes {
-    /// One week in this many publishes a kernel fix (the first does).
-    pub every: usize,
-    /// One kernel fix in this many has no live patch.
-    pub misses: usize,
 }
 
 impl KernelFixes {

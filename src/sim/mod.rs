@@ -301,7 +301,7 @@ async fn run(options: &Options, progress: &mut dyn FnMut(&Progress)) -> Result<R
     let store = Arc::new(MemoryStore::new(Arc::clone(&world), Arc::clone(&clock), limits));
     let mut settings = settings();
     if let Some(run) = options.livepatch {
-        let fixes = kernels::KernelFixes { every: options.kernel_every, misses: run.misses };
+        let fixes = world::KernelFixes { every: options.kernel_every, misses: run.misses };
         world.lock().expect("world").kernel_fixes = Some(fixes);
         settings.packages.kernel_reboot_within = run.reboot_within;
     }

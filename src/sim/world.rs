@@ -80,6 +80,15 @@ pub struct SimInstance {
     pub livepatch_version: usize,
 }
 
+/// The weekly kernel fixes and their live patches (what they offer: [`super::kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFixes {
+    /// One week in this many publishes a kernel fix (the first does).
+    pub every: usize,
+    /// One kernel fix in this many has no live patch.
+    pub misses: usize,
+}
+
 /// A simulated task.
 #[derive(Debug, Clone)]
 pub struct SimTask {
@@ -132,7 +141,7 @@ pub struct WorldState {
     /// Tasks the replica service wants (all of them, wherever they run).
     pub service_desired: usize,
     /// Weekly kernel fixes and their live patches, when simulated.
-    pub kernel_fixes: Option<super::kernels::KernelFixes>,
+    pub kernel_fixes: Option<KernelFixes>,
     /// Tasks the edge service wants.
     pub edge_desired: usize,
     /// Until then (virtual ms), the replica service runs one task short.
