@@ -181,11 +181,11 @@ pub async fn preview(
         )
     } else if let (true, Some(deferred)) = (plan.is_empty(), deferred) {
         format!(
-            "nothing now: the pending kernel ({}) waits for its reboot until {}, because the live patches loaded \
-             cover the {} CVE(s) it fixes (packages.kernel_reboot_within); it is not up to date",
+            "nothing now: the pending kernel ({}) waits for its reboot until {}, because {} \
+             (packages.kernel_reboot_within); it is not up to date",
             deferred.packages.join(", "),
             humantime::format_rfc3339_seconds(deferred.deadline),
-            deferred.cves.len()
+            deferred.why
         )
     } else if plan.is_empty() {
         match &release_available {

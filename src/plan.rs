@@ -199,37 +199,42 @@ pub async fn make(
     let survey = packages.survey().await?;
     crate::packages::check_names(&survey.updates)?;
     let first_seen = first_seen(&survey.updates, now, place.state_dir, place.journal);
+    let is_kernel = |u: &PackageUpdate| first_match(&settings.livepatch.kernel_packages, &u.name).is_some();
+    // A kernel held back by the filters is still pending over the running one: its wait goes on.
+    let kernel_offered = survey.updates.iter().any(is_kernel);
     let (chosen, mut held) = select(survey.updates, settings, now, &first_seen);
     let target = survey.releases.as_ref().and_then(|r| r.target.as_deref());
-    let (chosen, livepatch) = live_patches(packages, live, settings, chosen, target, now, &place).await;
+    let every_chosen = chosen.clone();
+    let (mut chosen, mut livepatch) =
+        live_patches(packages, live, settings, chosen, (target, kernel_offered), now, &place).await;
+    let reboot_probe = packages.reboot_probe().await?;
+    let mut reboot_due = match chosen.is_empty() {
+        true => reboot_due(packages, settings, reboot_probe, &place).await,
+        false => None,
+    };
+    let mut classed = class_and_drain(&chosen, reboot_due.as_deref(), settings);
+    // A kernel waits only beside a plan that leaves the host serving: a drain takes it along.
+    let drains = classed.2 && !(chosen.is_empty() && reboot_due.is_none());
+    if let Some(live) = livepatch.as_mut().filter(|l| l.deferred.is_some() && drains) {
+        live.deferred = None;
+        live.reboot_now = Some(format!("the host is drained anyway ({}): the kernel comes along", classed.1));
+        chosen = every_chosen;
+        reboot_due = None;
+        classed = class_and_drain(&chosen, None, settings);
+    }
     if let Some(deferred) = livepatch.as_ref().and_then(|l| l.deferred.as_ref()) {
         let why = format!(
-            "its reboot waits until {} (packages.kernel_reboot_within): live patches cover the {} CVE(s) it fixes",
+            "its reboot waits until {} (packages.kernel_reboot_within): {}",
             humantime::format_rfc3339_seconds(deferred.deadline),
-            deferred.cves.len()
+            deferred.why
         );
         held.extend(deferred.packages.iter().map(|p| {
             let (name, available) = p.split_once(' ').unwrap_or((p, ""));
             Held { name: name.into(), available: available.into(), why: why.clone() }
         }));
     }
-    let reboot_probe = packages.reboot_probe().await?;
-    let reboot_due = match chosen.is_empty() {
-        true => reboot_due(packages, settings, reboot_probe, &place).await,
-        false => None,
-    };
-    let (class, why) = match &reboot_due {
-        Some(reason) => (Class::Reboot, format!("a reboot is due: {reason}")),
-        None => classify(&chosen, settings),
-    };
+    let (class, why, drain) = classed;
     let updates_agent = chosen.iter().any(|u| is_agent(settings, &u.name));
-    let agent_only = !chosen.is_empty() && chosen.iter().all(|u| is_agent(settings, &u.name));
-    // `packages.reboot = "always"` reboots every cycle but an agent-only one, so it drains too.
-    let drain_anyway = settings.drain == DrainPolicy::Always || settings.reboot == RebootPolicy::Always;
-    let drain = match class {
-        Class::Reboot | Class::Runtime => true,
-        Class::Agent | Class::InPlace => drain_anyway && !agent_only,
-    };
     let plan = Plan {
         updates: chosen,
         releases: survey.releases,
@@ -242,6 +247,26 @@ pub async fn make(
         livepatch,
     };
     Ok(Planning { plan, held, rebooting_updaters, runtime_updated_in_place })
+}
+
+/// The class of `chosen` (a reboot due makes it a reboot), why, and whether it drains.
+fn class_and_drain(
+    chosen: &[PackageUpdate],
+    reboot_due: Option<&str>,
+    settings: &PackageSettings,
+) -> (Class, String, bool) {
+    let (class, why) = match reboot_due {
+        Some(reason) => (Class::Reboot, format!("a reboot is due: {reason}")),
+        None => classify(chosen, settings),
+    };
+    let agent_only = !chosen.is_empty() && chosen.iter().all(|u| is_agent(settings, &u.name));
+    // `packages.reboot = "always"` reboots every cycle but an agent-only one, so it drains too.
+    let drain_anyway = settings.drain == DrainPolicy::Always || settings.reboot == RebootPolicy::Always;
+    let drain = match class {
+        Class::Reboot | Class::Runtime => true,
+        Class::Agent | Class::InPlace => drain_anyway && !agent_only,
+    };
+    (class, why, drain)
 }
 
 /// Whether what is installed needs a reboot now, by the host's probe (or the reboot rule
@@ -295,14 +320,14 @@ async fn live_patches(
     live: &dyn LivePatching,
     settings: &PackageSettings,
     chosen: Vec<PackageUpdate>,
-    release: Option<&str>,
+    (release, kernel_offered): (Option<&str>, bool),
     now: SystemTime,
     place: &Place<'_>,
 ) -> (Vec<PackageUpdate>, Option<LivePatches>) {
     let Some(state) = live.state().await else { return (chosen, None) };
     let is_kernel = |u: &PackageUpdate| first_match(&settings.livepatch.kernel_packages, &u.name).is_some();
     let kernel_pending = chosen.iter().any(is_kernel);
-    let since = deferral::pending_since(place.state_dir, place.journal, &state.kernel, kernel_pending, now);
+    let since = deferral::pending_since(place.state_dir, place.journal, &state.kernel, kernel_offered, now);
     let patches_pending = chosen.iter().any(|u| deferral::live_patch_for(settings, &u.name, &state.kernel));
     let mut evidence = (Default::default(), Default::default(), None);
     if state.fully_patched.is_none() && (kernel_pending || patches_pending) {
@@ -382,7 +407,7 @@ fn classify(updates: &[PackageUpdate], settings: &PackageSettings) -> (Class, St
     } else if let Some(agent) = updates.iter().find(|u| is_agent(settings, &u.name)) {
         (Class::Agent, format!("{} is the ECS agent; nothing else needs more than an in-place install", agent.name))
     } else if let Some(patch) = updates.iter().find(|u| first_match(&settings.livepatch.packages, &u.name).is_some()) {
-        (Class::InPlace, format!("{} is a kernel live patch: installed and loaded while the tasks run", patch.name))
+        (Class::InPlace, format!("{} is a kernel live patch: installed while the tasks run", patch.name))
     } else {
         (Class::InPlace, "no update touches the kernel, core libraries, the container runtime or the agent".into())
     }

@@ -368,6 +368,12 @@ fn a_kernel_whose_fixes_live_patches_cover_waits_while_its_live_patch_loads_in_p
     assert_eq!((&check["plan"]["class"], &check["plan"]["drain"]), (&"in-place".into(), &false.into()));
     assert!(check["held"].as_array().unwrap().iter().any(|h| h["name"] == "demo-kernel"), "{check}");
     assert!(check["verdict"].as_str().unwrap().contains("the pending kernel waits until"), "{check}");
+    // A plan that drains the host anyway takes the kernel along.
+    host.merge_config("[packages]\ndrain = \"always\"\n");
+    let check = host.check_json();
+    assert!(check["plan"]["livepatch"]["reboot_now"].as_str().unwrap().contains("drained anyway"), "{check}");
+    assert!(names(&check["plan"]).contains(&"demo-kernel".to_string()), "{check}");
+    host.unset_config("packages", "drain");
     let text = host.run(&["check"]).stdout;
     assert!(text.contains("livepatch  kpatch on kernel 1.0: loaded livepatch_demo_1_0"), "{text}");
     assert!(text.contains("kernel     demo-kernel 2.0-1 pending since"), "{text}");

@@ -177,6 +177,7 @@ fn live_patch_settings_are_validated_by_file_and_key() {
     );
     for (text, key) in [
         ("[packages]\nkernel_reboot_within = \"0s\"\n", "packages.kernel_reboot_within"),
+        ("[packages]\nkernel_reboot_within = \"10000y\"\n", "packages.kernel_reboot_within"),
         ("[packages.livepatch]\nkpatch_command = []\n", "packages.livepatch.kpatch_command"),
         ("[packages.livepatch]\nload_timeout = \"0s\"\n", "packages.livepatch.load_timeout"),
         ("[packages.livepatch]\npackages = [\"[\"]\n", "packages.livepatch.packages"),

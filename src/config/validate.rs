@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use super::settings::*;
 use crate::error::{Error, Result};
 
+/// The longest a kernel may wait for its reboot (`packages.kernel_reboot_within`).
+const MOST_KERNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Checks rules that span keys or values serde cannot express.
 pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Result<()> {
     let fail = |key: &str, what: &str| {
@@ -90,10 +93,10 @@ pub(super) fn validate(s: &Settings, origins: &BTreeMap<String, PathBuf>) -> Res
             return fail(key, &format!("\"{bad}\" is not a package name or glob such as \"docker*\""));
         }
     }
-    if s.packages.kernel_reboot_within.is_some_and(|d| d.is_zero()) {
+    if s.packages.kernel_reboot_within.is_some_and(|d| d.is_zero() || d > MOST_KERNEL_WAIT) {
         return fail(
             "packages.kernel_reboot_within",
-            "must be longer than zero (leave it unset to reboot for every kernel)",
+            "must be longer than zero and at most 365 days (leave it unset to reboot for every kernel)",
         );
     }
     let c = &s.coordination;

@@ -44,7 +44,11 @@ impl Machine<'_> {
         let runtime = self.settings.packages.runtime;
         if plan.class == Class::Runtime && self.settings.packages.reboot != RebootPolicy::Always {
             match runtime {
-                RuntimePolicy::Restart => return Ok(State::RestartingRuntime { plan, arn, lease, scale_in }),
+                RuntimePolicy::Restart => {
+                    // No reboot follows: a live patch installed beside the runtime must load.
+                    self.verify_live_patches(&plan).await?;
+                    return Ok(State::RestartingRuntime { plan, arn, lease, scale_in });
+                }
                 RuntimePolicy::Reboot => {
                     let boot_id = self.ports.host.boot_id()?;
                     return Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in });
@@ -59,6 +63,7 @@ impl Machine<'_> {
             let boot_id = self.ports.host.boot_id()?;
             return Ok(State::Rebooting { plan, arn, boot_id, attempt: 1, lease, scale_in });
         }
+        self.verify_live_patches(&plan).await?;
         if plan.updates_agent {
             // No reboot loads the new agent: restart it (run twice, it restarts twice).
             self.ports.host.restart_agent().await?;

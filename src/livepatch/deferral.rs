@@ -70,6 +70,9 @@ pub struct DeferredKernel {
     /// When the wait ends: the next window after it drains and reboots.
     #[serde(with = "humantime_serde")]
     pub deadline: SystemTime,
+    /// Why it may wait, in the tool's terms.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// What the decision rests on, besides the updates and the settings.
@@ -113,14 +116,20 @@ pub fn decide(
         updates.iter().filter(|u| live_patch_for(settings, &u.name, &live.kernel)).map(|u| u.name.clone()).collect();
     let covered: BTreeSet<String> = match live.fully_patched {
         Some(_) => live.fixes.iter().cloned().collect(),
+        // Something installed and not loaded: nothing counts as covered.
         None if !live.not_loaded.is_empty() => BTreeSet::new(),
-        None => ev
-            .applied_cves
-            .iter()
-            .filter(|(name, _)| live_patch_for(settings, name, &live.kernel))
-            .chain(ev.pending_cves.iter().filter(|(name, _)| installing.contains(name)))
-            .flat_map(|(_, cves)| cves.iter().cloned())
-            .collect(),
+        None => {
+            // What is applied counts only while a patch is loaded: installed packages whose
+            // modules nothing loaded fix nothing.
+            let applied = ev
+                .applied_cves
+                .iter()
+                .filter(|(name, _)| !live.loaded.is_empty() && live_patch_for(settings, name, &live.kernel));
+            applied
+                .chain(ev.pending_cves.iter().filter(|(name, _)| installing.contains(name)))
+                .flat_map(|(_, cves)| cves.iter().cloned())
+                .collect()
+        }
     };
     let mut record = LivePatches {
         tool: live.tool.clone(),
@@ -167,7 +176,7 @@ fn wait(
         return Err(format!("live patch(es) {} are not loaded", live.not_loaded.join(", ")));
     }
     let mut deadline = ev.since.checked_add(within).unwrap_or(ev.now);
-    let cves = match live.fully_patched {
+    let (cves, why) = match live.fully_patched {
         Some(fully) => {
             if let Some(why) = &live.unsupported {
                 return Err(format!("{why}: no more live patches will come for it"));
@@ -175,10 +184,18 @@ fn wait(
             if !fully {
                 return Err(format!("{} does not report the running kernel fully patched", live.tool));
             }
-            live.fixes.clone()
+            (live.fixes.clone(), "Canonical Livepatch reports the running kernel fully patched".to_string())
         }
         None => {
-            if let Some(end) = ev.kernel_built.and_then(|b| b.checked_add(LIVE_PATCH_SUPPORT)) {
+            // Unknown, the end of the running kernel's live patches is unknown: no wait.
+            let Some(end) = ev.kernel_built.and_then(|b| b.checked_add(LIVE_PATCH_SUPPORT)) else {
+                return Err(format!(
+                    "the running kernel's build time is unknown, so when its live patches end is too ({} \
+                     cannot tell which package installed /boot/vmlinuz-{})",
+                    live.tool, live.kernel
+                ));
+            };
+            {
                 if end <= ev.now {
                     return Err(format!(
                         "the running kernel {} was released more than three months ago ({}): no more live patches \
@@ -207,7 +224,8 @@ fn wait(
                     if uncovered.len() > 10 { format!(" (and {} more)", uncovered.len() - 10) } else { String::new() }
                 ));
             }
-            fixes.into_iter().take(MOST_CVES).collect()
+            let why = format!("live patches cover the {} CVE(s) it fixes", fixes.len());
+            (fixes.into_iter().take(MOST_CVES).collect(), why)
         }
     };
     if deadline <= ev.now {
@@ -222,6 +240,7 @@ fn wait(
         cves,
         since: ev.since,
         deadline,
+        why,
     })
 }
 
@@ -329,6 +348,13 @@ mod tests {
         assert!(decide(updates.clone(), &settings(), &old).1.reboot_now.unwrap().contains("three months"));
         let ending = Evidence { kernel_built: Some(now - 85 * DAY), ..old };
         assert_eq!(decide(updates.clone(), &settings(), &ending).1.deferred.unwrap().deadline, now + 5 * DAY);
+        // No build time: when the kernel's live patches end is unknown. Nothing loaded: what
+        // is applied counts for nothing.
+        let unknown = Evidence { kernel_built: None, ..ending };
+        assert!(decide(updates.clone(), &settings(), &unknown).1.reboot_now.unwrap().contains("build time is unknown"));
+        let nothing = LiveState { loaded: vec![], ..kpatch() };
+        let (_, record) = decide(updates.clone(), &settings(), &Evidence { live: &nothing, ..ending });
+        assert_eq!(record.cves, ["CVE-2026-0002"], "only the patch installed now");
         // Off unless chosen; another reboot package; a patch not loaded; no advisory.
         let off = PackageSettings::default();
         assert!(decide(updates.clone(), &off, &ending).1.reboot_now.unwrap().contains("not set"));

@@ -65,14 +65,15 @@ pub async fn await_loaded(live: &dyn LivePatching, clock: &dyn Clock, limit: Dur
                     .into(),
             ));
         };
-        if state.not_loaded.is_empty() {
+        // Installed for the running kernel, a live patch is listed: none loaded means it was not.
+        if state.not_loaded.is_empty() && !state.loaded.is_empty() {
             return Ok(state);
         }
         if clock.now().duration_since(start).unwrap_or_default() >= limit {
+            let which = if state.not_loaded.is_empty() { "none listed".into() } else { state.not_loaded.join(", ") };
             return Err(Error::Packages(format!(
-                "live patch(es) {} installed for the running kernel {} but not enabled after {} \
+                "live patch(es) {which} installed for the running kernel {} but not enabled after {} \
                  (packages.livepatch.load_timeout): see `{} list` and the kernel log",
-                state.not_loaded.join(", "),
                 state.kernel,
                 humantime::format_duration(limit),
                 state.tool

@@ -349,12 +349,24 @@ impl PackageManager for Rpm {
     }
 
     async fn kernel_built(&self, kernel: &str) -> Option<SystemTime> {
-        if self.tool != RpmTool::Dnf || !super::package_name(kernel) {
+        if !super::package_name(kernel) {
             return None;
         }
         let image = format!("/boot/vmlinuz-{kernel}");
-        let argv = self.unfiltered(&["-q", "repoquery", "--installed", "--qf", "%{buildtime}", "--file", &image]);
-        optional(&argv, self.timeout).await?.lines().find_map(parse_build_time)
+        match self.tool {
+            RpmTool::Dnf => {
+                let argv =
+                    self.unfiltered(&["-q", "repoquery", "--installed", "--qf", "%{buildtime}", "--file", &image]);
+                optional(&argv, self.timeout).await?.lines().find_map(parse_build_time)
+            }
+            // yum has no repoquery without yum-utils: rpm answers, in seconds since the epoch.
+            RpmTool::Yum => {
+                let argv = ["rpm", "-qf", "--qf", "%{BUILDTIME}\\n", &image].map(String::from);
+                let text = optional(&argv, self.timeout).await?;
+                let seconds = text.lines().find_map(|l| l.trim().parse::<u64>().ok())?;
+                SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+            }
+        }
     }
 
     async fn rebooting_updaters(&self) -> Result<Vec<RebootingUpdater>> {

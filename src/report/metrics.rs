@@ -53,8 +53,15 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
         g.set(value);
         g
     };
-    registry.register("updates_pending", "Updates pending at the last check", gauge(record.pending.len() as i64));
-    let security = record.pending.iter().filter(|u| u.security).count() as i64;
+    // A kernel that waits for its reboot is pending all the same (counted as a security fix:
+    // it waits only for the CVEs it fixes).
+    let waiting = record.livepatch.as_ref().and_then(|l| l.deferred.as_ref()).map_or(0, |d| d.packages.len()) as i64;
+    registry.register(
+        "updates_pending",
+        "Updates pending at the last check (a kernel that waits for its reboot included)",
+        gauge(record.pending.len() as i64 + waiting),
+    );
+    let security = record.pending.iter().filter(|u| u.security).count() as i64 + waiting;
     registry.register("security_updates_pending", "Security updates pending at the last check", gauge(security));
     registry.register(
         "reboot_needed",
@@ -89,7 +96,7 @@ pub fn render(record: &Record, cycle: Option<&Cycle>) -> String {
         );
         registry.register(
             "livepatch_cves_covered",
-            "CVEs the loaded kernel live patches fix, at the last check",
+            "CVEs the kernel live patches fix, loaded or installed by the cycle, at the last check",
             gauge(live.cves.len() as i64),
         );
         registry.register(

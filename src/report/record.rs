@@ -131,7 +131,11 @@ impl Record {
         match outcome {
             // Not a failure of the host: deferred (not now), or never ours to drain.
             Outcome::Failed { kind, .. } if !kind.halts_roll() => {}
-            Outcome::Failed { kind, .. } => *self.failures.entry(kind.to_string()).or_default() += 1,
+            Outcome::Failed { kind, .. } => {
+                *self.failures.entry(kind.to_string()).or_default() += 1;
+                // What the plan counted on (a live patch it installs) is not known to hold.
+                self.livepatch = None;
+            }
             Outcome::Patched { .. } => {
                 self.last_success = Some(ended_at);
                 self.last_patched = Some(ended_at);

@@ -135,9 +135,10 @@ fn compliance_items(record: &Record) -> std::result::Result<Vec<ComplianceItemEn
             non_compliant(
                 "kernel-deferred",
                 format!(
-                    "kernel {} is pending; its reboot waits until {} (live patches cover its CVEs)",
+                    "kernel {} is pending; its reboot waits until {} ({})",
                     deferred.packages.join(", "),
-                    capture_time(deferred.deadline)
+                    capture_time(deferred.deadline),
+                    deferred.why
                 ),
                 ComplianceSeverity::Medium,
             )

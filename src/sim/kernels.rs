@@ -72,6 +72,15 @@ impl KernelFixes {
         cves
     }
 
+    /// When the running kernel was built, at `now`: kernel `k` in the week it was published,
+    /// the image's a week before the first.
+    pub fn built(&self, instance: &SimInstance, now: std::time::SystemTime) -> std::time::SystemTime {
+        const WEEK: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+        let published = instance.running_kernel.saturating_sub(1) * self.every.max(1);
+        let weeks = instance.week.saturating_sub(published) + usize::from(instance.running_kernel == 0);
+        now - WEEK * u32::try_from(weeks).unwrap_or(u32::MAX)
+    }
+
     /// Installs what `names` names of what `instance` is offered.
     pub fn install(&self, instance: &mut SimInstance, names: &[String]) {
         let newest = self.newest(instance.week);

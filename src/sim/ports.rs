@@ -567,6 +567,11 @@ impl PackageManager for SimPackages {
         })
     }
 
+    async fn kernel_built(&self, _: &str) -> Option<std::time::SystemTime> {
+        let w = self.world.lock().expect("world");
+        w.kernel_fixes.map(|f| f.built(&w.instances[self.host], self.clock.now()))
+    }
+
     async fn advisory_cves(&self, _: Option<&str>, applied: bool) -> Result<Cves> {
         let w = self.world.lock().expect("world");
         Ok(w.kernel_fixes.map(|f| f.advisories(&w.instances[self.host], applied)).unwrap_or_default())
