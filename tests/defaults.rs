@@ -4,17 +4,9 @@
 
 mod common;
 
-use common::{Fleet, Options, TestHost};
+use common::{Fleet, Options, TestHost, metric};
 
 /// The metrics textfile's value of `name` (no labels), after the host's last command.
-fn metric(host: &TestHost, name: &str) -> String {
-    let text = std::fs::read_to_string(host.path("ecs_patchd.prom")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .to_string()
-}
-
 fn with_textfile(host: &TestHost) {
     host.metrics_textfile();
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Options, TestHost, assert_patched};
+use common::{Options, TestHost, assert_patched, metric};
 use serde_json::Value;
 
 fn names(plan: &Value) -> Vec<String> {
@@ -322,15 +322,6 @@ fn apt_waits_for_the_lists_lock_that_apt_daily_holds_after_boot() {
     assert_eq!(run.stderr.matches("holds the package manager's lock (").count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("It is held by process"), "{}", run.stderr);
     assert_eq!(host.installed("demo-app"), "2.0");
-}
-
-/// The value of metric `name` in the host's textfile.
-fn metric(host: &TestHost, name: &str) -> String {
-    let text = std::fs::read_to_string(host.path("ecs_patchd.prom")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .into()
 }
 
 /// Seconds from now until the RFC 3339 time `at`.

@@ -600,6 +600,15 @@ pub fn assert_one_slot_released(host: &TestHost, label: &str) {
     assert_eq!(item["control"]["next_token"], 2, "{label}: exactly one slot was ever granted: {item}");
 }
 
+/// The value of metric `name` in the host's textfile (`TestHost::metrics_textfile`).
+pub fn metric(host: &TestHost, name: &str) -> String {
+    let text = std::fs::read_to_string(host.path("ecs_patchd.prom")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .to_string()
+}
+
 /// Asserts the host ended a successful cycle: ACTIVE, v2 everywhere, tasks moved, one
 /// reboot, one drain, one upgrade per package, no mark left behind.
 pub fn assert_patched(host: &TestHost) {
