@@ -410,17 +410,24 @@ fn tasks_still_deactivating_keep_the_host_drained() {
     }
 }
 
+/// Seed 5's cluster of `hosts` hosts of two tasks, `budget` out at once, no faults, `weeks`
+/// weekly rolls.
+fn weekly_rolls(hosts: usize, budget: u32, weeks: usize) -> Options {
+    let mut o = options(5);
+    o.hosts = hosts;
+    o.tasks_per_host = 2;
+    o.max_unavailable = Budget::Count(budget);
+    o.min_healthy_percent = 0;
+    o.faults = Faults::default();
+    o.weeks = weeks;
+    o
+}
+
 #[test]
 fn weeks_without_a_kernel_install_in_place_and_drain_nothing() {
     // Four weekly rolls, a kernel every second week: the kernel weeks drain every host,
     // the userland weeks none, and every week patches every host.
-    let mut o = options(5);
-    o.hosts = 6;
-    o.tasks_per_host = 2;
-    o.max_unavailable = Budget::Count(2);
-    o.min_healthy_percent = 0;
-    o.faults = Faults::default();
-    o.weeks = 4;
+    let mut o = weekly_rolls(6, 2, 4);
     o.kernel_every = 2;
     let r = simulate(&o, &mut |_| {}).unwrap();
     assert_eq!(r.cycles_patched, 24, "{r:?}");
@@ -436,13 +443,7 @@ fn live_patches_avoid_most_kernel_drains_week_after_week() {
     // A kernel fix every week, one in four without a live patch: without live patching every
     // host drains every week; with it, a host drains for the fixes no live patch covers (and
     // when its wait of 30 days runs out), and installs the live patches in place meanwhile.
-    let mut o = options(5);
-    o.hosts = 3;
-    o.tasks_per_host = 2;
-    o.max_unavailable = Budget::Count(1);
-    o.min_healthy_percent = 0;
-    o.faults = Faults::default();
-    o.weeks = 8;
+    let o = weekly_rolls(3, 1, 8);
     let run = |misses, reboot_within| {
         let o = Options { livepatch: Some(LivePatchRun { misses, reboot_within }), ..o.clone() };
         let r = simulate(&o, &mut |_| {}).unwrap();

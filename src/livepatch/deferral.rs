@@ -188,24 +188,23 @@ fn wait(
         }
         None => {
             // Unknown, the end of the running kernel's live patches is unknown: no wait.
-            let Some(end) = ev.kernel_built.and_then(|b| b.checked_add(LIVE_PATCH_SUPPORT)) else {
+            let Some(built) = ev.kernel_built else {
                 return Err(format!(
-                    "the running kernel's build time is unknown, so when its live patches end is too ({} \
-                     cannot tell which package installed /boot/vmlinuz-{})",
-                    live.tool, live.kernel
+                    "the running kernel's build time is unknown, so when its live patches end is too (the \
+                     package manager cannot tell which package installed /boot/vmlinuz-{})",
+                    live.kernel
                 ));
             };
-            {
-                if end <= ev.now {
-                    return Err(format!(
-                        "the running kernel {} was released more than three months ago ({}): no more live patches \
-                         come for it",
-                        live.kernel,
-                        humantime::format_rfc3339_seconds(ev.kernel_built.unwrap_or(end))
-                    ));
-                }
-                deadline = deadline.min(end);
+            let end = built.checked_add(LIVE_PATCH_SUPPORT).unwrap_or(built);
+            if end <= ev.now {
+                return Err(format!(
+                    "the running kernel {} was released more than three months ago ({}): no more live patches \
+                     come for it",
+                    live.kernel,
+                    humantime::format_rfc3339_seconds(built)
+                ));
             }
+            deadline = deadline.min(end);
             let mut fixes = BTreeSet::new();
             for update in kernel {
                 match ev.pending_cves.get(&update.name).filter(|c| !c.is_empty()) {
