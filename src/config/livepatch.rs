@@ -14,7 +14,7 @@ pub struct LivePatchSettings {
     pub packages: Vec<String>,
     /// The kernel's packages (globs): what a kernel deferral holds back.
     pub kernel_packages: Vec<String>,
-    /// kpatch (Amazon Linux): the tool; `list` is added.
+    /// kpatch (Amazon Linux): the tool; `list`, or `load --all` after a live patch install, is added.
     pub kpatch_command: Vec<String>,
     /// Succeeds when the service that loads live patches at boot is enabled.
     pub service_check: Vec<String>,

@@ -56,12 +56,14 @@ impl Machine<'_> {
         }
     }
 
-    /// A live patch installed for the running kernel must be enabled, its transition over,
-    /// within `packages.livepatch.load_timeout`: one that fails to load fails the cycle
-    /// (and pauses the roll: the same patch would fail on the peers).
+    /// A live patch installed for the running kernel is loaded (the tool's own command, safe
+    /// to run again) and must then be enabled, its transition over, within
+    /// `packages.livepatch.load_timeout`: one that fails to load fails the cycle (and pauses
+    /// the roll: the same patch would fail on the peers).
     pub(super) async fn verify_live_patches(&self, plan: &Plan) -> Result<()> {
         let Some(patches) = plan.livepatch.as_ref().filter(|l| !l.installing.is_empty()) else { return Ok(()) };
         let limit = self.settings.packages.livepatch.load_timeout;
+        self.ports.live.load_installed(limit).await?;
         let state = crate::livepatch::await_loaded(self.ports.live.as_ref(), self.ports.clock.as_ref(), limit).await?;
         info!(
             loaded = %state.loaded.join(", "),

@@ -1,6 +1,6 @@
 //! kpatch, Amazon Linux's (and Red Hat's) live patch tool: `kpatch list` names the patch
-//! modules installed for each kernel, and the kernel's livepatch directory says which are
-//! enabled.
+//! modules installed for each kernel, the kernel's livepatch directory says which are
+//! enabled, and `kpatch load --all` loads those that are not.
 //!
 //! Linux (Documentation/ABI/testing/sysfs-kernel-livepatch): `/sys/kernel/livepatch/<patch>/enabled`
 //! "An attribute which shows whether the patch is currently enabled"; `transition` "An
@@ -15,6 +15,7 @@ use tracing::debug;
 use super::{LivePatching, LiveState};
 use crate::command;
 use crate::config::LivePatchSettings;
+use crate::error::{Error, Result};
 
 /// The most patch modules read from the tool or the directory (a host has a handful).
 const MOST_PATCHES: usize = 256;
@@ -83,6 +84,26 @@ impl LivePatching for Kpatch {
             .collect();
         let loaded = enabled.into_iter().filter(|m| !in_transition.contains(m)).collect();
         Some(LiveState { tool: "kpatch".into(), kernel, loaded, not_loaded, ..LiveState::default() })
+    }
+
+    /// `kpatch load --all`, what kpatch.service runs at boot (its unit's ExecStart): each
+    /// module installed for the running kernel is loaded, or re-enabled, and its transition
+    /// awaited; one already enabled is left as it is ("module named … already loaded and
+    /// enabled", dynup/kpatch's load_module). Whether a live patch package loads its module
+    /// when installed is the package's own business: this does not count on it.
+    async fn load_installed(&self, limit: Duration) -> Result<()> {
+        let mut argv = self.command.clone();
+        argv.extend(["load".into(), "--all".into()]);
+        let output = command::run(&argv, &[("LC_ALL", "C")], limit)
+            .await
+            .map_err(|e| Error::Packages(format!("cannot load the installed live patches: {e}")))?;
+        if output.code == Some(0) {
+            return Ok(());
+        }
+        Err(Error::Packages(format!(
+            "a live patch installed for the running kernel did not load: {}",
+            command::failure(&argv, &output)
+        )))
     }
 }
 
@@ -167,5 +188,20 @@ mod tests {
         assert!(Kpatch::new(&disabled, &kernel).state().await.is_none(), "kpatch.service not enabled");
         let no_kernel_support = LivePatchSettings { sysfs: root.path().join("none"), ..settings };
         assert!(Kpatch::new(&no_kernel_support, &kernel).state().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn loading_runs_kpatch_load_all_and_a_failure_says_what_the_tool_said() {
+        let kernel = Path::new("/nonexistent");
+        let limit = Duration::from_secs(10);
+        let tool = |script: &str| LivePatchSettings {
+            kpatch_command: vec!["sh".into(), "-c".into(), script.into(), "kpatch".into()],
+            ..LivePatchSettings::default()
+        };
+        let loads = tool(r#"[ "$*" = "load --all" ]"#);
+        Kpatch::new(&loads, kernel).load_installed(limit).await.expect("`kpatch load --all` ran");
+        let fails = tool("echo 'insmod: ERROR: could not insert module' >&2; exit 1");
+        let error = Kpatch::new(&fails, kernel).load_installed(limit).await.unwrap_err().to_string();
+        assert!(error.contains("did not load") && error.contains("insmod: ERROR"), "{error}");
     }
 }

@@ -47,6 +47,14 @@ pub trait LivePatching: Send + Sync {
     /// The running kernel's live patches; `None` when this host cannot load any (no tool,
     /// its service not enabled, or a kernel without livepatch support), logged.
     async fn state(&self) -> Option<LiveState>;
+
+    /// Loads the patches installed for the running kernel that are not enabled, within
+    /// `limit`, as the tool's boot service would; an error says why one did not load. By
+    /// default nothing: a tool that applies its own patches (Canonical Livepatch) needs no
+    /// command.
+    async fn load_installed(&self, _limit: Duration) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How often [`await_loaded`] looks again.

@@ -24,10 +24,11 @@
 #   livepatch   dnf: kernel-livepatch-1.0 1.0 installed and loaded (advisory: CVE-2026-0001);
 #               offered: kernel-livepatch-1.0 2.0 (CVE-2026-0002) and demo-kernel 2.0, whose
 #               advisory names CVE-2026-0001 and CVE-2026-0002 (all covered), and demo-app 2.0.
-#               A live patch package ships its module under /var/lib/kpatch/KERNEL/ and, as
-#               the stand-in of its loading, its /sys/kernel/livepatch/MODULE entry in the root.
+#               A live patch package ships its module under /var/lib/kpatch/KERNEL/, as
+#               Amazon Linux's do; the kpatch stand-in's `load --all` (run here once, as
+#               kpatch.service at boot) gives it its /sys/kernel/livepatch/MODULE entry.
 #   livepatch-uncovered  as livepatch, but demo-kernel 2.0 also fixes CVE-2026-0003
-#   livepatch-unloaded   as livepatch, but kernel-livepatch-1.0 2.0 does not load (enabled 0)
+#   livepatch-unloaded   as livepatch, but kernel-livepatch-1.0 2.0's module fails to load
 #   kernels     apt: Ubuntu's kernel layout: linux-image-demo (installed by hand) 2.0 depends
 #               on linux-image-2.0-demo, a new package, where 1.0 depended on
 #               linux-image-1.0-demo; linux-image-0.9-demo, an older one, is installed too.
@@ -101,16 +102,14 @@ rpm_package() { # name version [broken|unsatisfiable] -> an .rpm in $build/rpms
     [ "$name" = demo-kernel ] && echo "mkdir -p %{buildroot}/boot && : > %{buildroot}/boot/vmlinuz-$version"
     [ "$flaw" = broken ] && echo "mkdir -p %{buildroot}/usr/share/demo-kernel && echo claimed-by-$name > %{buildroot}/usr/share/demo-kernel/VERSION"
     case $flaw in livepatch*)
-      kver=${name#kernel-livepatch-} module=livepatch_demo_$(echo "$version" | tr . _) enabled=1
-      [ "$flaw" = livepatch-unloaded ] && enabled=0
-      echo "mkdir -p %{buildroot}/var/lib/kpatch/$kver %{buildroot}/sys/kernel/livepatch/$module"
-      echo ": > %{buildroot}/var/lib/kpatch/$kver/$module.ko"
-      echo "echo $enabled > %{buildroot}/sys/kernel/livepatch/$module/enabled"
-      echo "echo 0 > %{buildroot}/sys/kernel/livepatch/$module/transition" ;;
+      kver=${name#kernel-livepatch-} module=livepatch_demo_$(echo "$version" | tr . _) content=""
+      [ "$flaw" = livepatch-unloaded ] && content=does-not-load
+      echo "mkdir -p %{buildroot}/var/lib/kpatch/$kver"
+      echo "echo $content > %{buildroot}/var/lib/kpatch/$kver/$module.ko" ;;
     esac
     echo "%files"; echo "/usr/share/$name"
     [ "$name" = demo-kernel ] && echo "/boot/vmlinuz-$version"
-    case $flaw in livepatch*) echo "/var/lib/kpatch/$kver/$module.ko"; echo "/sys/kernel/livepatch/$module" ;; esac
+    case $flaw in livepatch*) echo "/var/lib/kpatch/$kver/$module.ko" ;; esac
     [ "$flaw" = broken ] && echo "/usr/share/demo-kernel/VERSION"
   } > "$top/SPECS/$name.spec"
   rpmbuild -bb --quiet --define "_topdir $top" --define "_rpmdir $build/rpms" "$top/SPECS/$name.spec" >/dev/null 2>&1
@@ -194,13 +193,13 @@ common_settings() {
   printf 'extra_reboot_packages = ["demo-kernel"]\nboot_dir = "%s"\nrunning_kernel = "%s"\n' "$root/boot" "$dir/osrelease"
 }
 
-# The live patch tools, confined to the root: the kernel's livepatch directory (absent unless
-# a live patch package ships its entry), the kpatch and canonical-livepatch stand-ins.
+# The live patch tools, confined to the root: the kernel's livepatch directory (absent until
+# the kpatch stand-in loads a module), the kpatch and canonical-livepatch stand-ins.
 livepatch_settings() {
   here=$(cd "$(dirname "$0")" && pwd)
   printf '[packages.livepatch]\nkernel_packages = ["demo-kernel"]\nsysfs = "%s"\nservice_check = ["true"]\n' "$root/sys/kernel/livepatch"
-  printf 'kpatch_command = ["%s", "%s"]\ncanonical_command = ["%s", "%s"]\n' "$here/kpatch.sh" "$root" \
-    "$here/canonical-livepatch.sh" "$dir/livepatch-status.json"
+  printf 'kpatch_command = ["%s", "%s", "%s"]\ncanonical_command = ["%s", "%s"]\n' "$here/kpatch.sh" "$root" \
+    "$dir/osrelease" "$here/canonical-livepatch.sh" "$dir/livepatch-status.json"
 }
 
 # dnf: an updateinfo.xml with one security advisory for each of $1 (name:version:CVE,CVE...).
@@ -239,6 +238,8 @@ if [ "$manager" = dnf ]; then
   ln -s 2023.1 "$repo/latest"
   # shellcheck disable=SC2086
   dnf -y -q $dnf_args install demo-app demo-kernel $agent containerd system-release $extra_installed >/dev/null
+  # The boot's kpatch.service: the installed live patch is loaded.
+  case $scenario in livepatch*) "$(dirname "$0")/kpatch.sh" "$root" "$dir/osrelease" load --all >/dev/null ;; esac
   {
     echo "[packages]"; echo 'manager = "dnf"'; common_settings; echo "[packages.dnf]"
     printf 'args = ['; first=1
