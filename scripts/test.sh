@@ -21,6 +21,11 @@ export ECS_PATCHD_TEST_PYTHON="$PWD/.venv/bin/python"
 # 500 seeded simulations (the test's own default is 1,000): enough to find what the seeds
 # have found so far (scripts/mutants.sh), at half the time.
 export ECS_PATCHD_SIM_SEEDS=${ECS_PATCHD_SIM_SEEDS:-500}
+# The debug profile (Cargo.toml) is cut for this run's two cores. Measured on this machine,
+# from an empty target directory: the test build took 563 s (1,074 s of CPU, 7.9 GB) with full
+# debug information, 492 s (896 s, 2.8 GB) with line tables for this crate alone; opt-level 1
+# for this crate costs 124 s more of CPU and, with tokio, serde_json and rand_chacha at 1 too,
+# ten seeds of a simulation part run in 1.2 s instead of 4.5 s.
 
 started=$SECONDS
 table=()
