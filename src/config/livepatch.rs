@@ -22,7 +22,8 @@ pub struct LivePatchSettings {
     pub sysfs: PathBuf,
     /// Canonical Livepatch (Ubuntu): the client; `status --format json` is added.
     pub canonical_command: Vec<String>,
-    /// Longest wait for an installed live patch to be enabled and its transition to end.
+    /// Longest run of `kpatch load --all` after a live patch install, and then, again, longest
+    /// wait for every installed live patch to be enabled and its transition to end.
     #[serde(with = "humantime_serde")]
     pub load_timeout: Duration,
 }

@@ -8,17 +8,13 @@
 //! `Supported` is otherwise "kernel-upgrade-required", "kernel-end-of-life", "unsupported"
 //! or "unknown": no more patches come for this kernel.
 
-use std::time::Duration;
-
 use serde::Deserialize;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::{LivePatching, LiveState};
+use super::{LivePatching, LiveState, tool_answer};
 use crate::command;
 use crate::config::LivePatchSettings;
 
-/// Longest run of the client.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most output read (a status is a few kilobytes).
 const MOST_BYTES: usize = 1 << 20;
 /// The most fixes kept.
@@ -91,18 +87,8 @@ impl LivePatching for Canonical {
     async fn state(&self) -> Option<LiveState> {
         let mut argv = self.command.clone();
         argv.extend(["status", "--verbose", "--format", "json"].map(String::from));
-        let output = match command::run(&argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await {
-            Ok(output) if output.code == Some(0) => output,
-            Ok(output) => {
-                debug!("no kernel live patching: {}", command::failure(&argv, &output));
-                return None;
-            }
-            Err(e) => {
-                debug!("no kernel live patching: {e}");
-                return None;
-            }
-        };
-        read_status(&output.stdout)
+        let stdout = tool_answer(&argv).await?;
+        read_status(&stdout)
             .map_err(|why| warn!("no kernel live patching: `{}` answered {why}", command::display(&argv)))
             .ok()
     }

@@ -12,15 +12,13 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::{LivePatching, LiveState};
+use super::{LivePatching, LiveState, tool_answer};
 use crate::command;
 use crate::config::LivePatchSettings;
 use crate::error::{Error, Result};
 
 /// The most patch modules read from the tool or the directory (a host has a handful).
 const MOST_PATCHES: usize = 256;
-/// Longest run of `kpatch list` or the service check.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// [`LivePatching`] by kpatch.
 pub struct Kpatch {
@@ -40,20 +38,6 @@ impl Kpatch {
             running_kernel: running_kernel.to_path_buf(),
         }
     }
-
-    async fn answer(&self, argv: &[String]) -> Option<String> {
-        match command::run(argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await {
-            Ok(output) if output.code == Some(0) => Some(output.stdout),
-            Ok(output) => {
-                debug!("no kernel live patching: {}", command::failure(argv, &output));
-                None
-            }
-            Err(e) => {
-                debug!("no kernel live patching: {e}");
-                None
-            }
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -70,10 +54,10 @@ impl LivePatching for Kpatch {
         }
         // The service loads the installed patches at boot: without it, a reboot into the same
         // kernel would run it unpatched.
-        self.answer(&self.service_check).await?;
+        tool_answer(&self.service_check).await?;
         let mut list = self.command.clone();
         list.push("list".into());
-        let listing = self.answer(&list).await?;
+        let listing = tool_answer(&list).await?;
         let installed = installed_for(&listing, &kernel);
         let (enabled, in_transition) = read_sysfs(&self.sysfs);
         let not_loaded = installed

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tracing::debug;
+
 use crate::clock::Clock;
+use crate::command;
 use crate::error::{Error, Result};
 
 /// What the live patch tool says of the running kernel.
@@ -54,6 +57,26 @@ pub trait LivePatching: Send + Sync {
     /// command.
     async fn load_installed(&self, _limit: Duration) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Longest run of a live patch tool's query (`kpatch list`, `canonical-livepatch status`)
+/// or of the service check.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A live patch tool's standard output when it exits 0; otherwise `None`, the reason logged:
+/// a host where the tool is missing or not set up has no live patching.
+async fn tool_answer(argv: &[String]) -> Option<String> {
+    match command::run(argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await {
+        Ok(output) if output.code == Some(0) => Some(output.stdout),
+        Ok(output) => {
+            debug!("no kernel live patching: {}", command::failure(argv, &output));
+            None
+        }
+        Err(e) => {
+            debug!("no kernel live patching: {e}");
+            None
+        }
     }
 }
 

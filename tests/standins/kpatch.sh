@@ -32,7 +32,8 @@ case "$*" in
   "load --all")
     for ko in "$root/var/lib/kpatch/$(head -n1 "$osrelease")"/*.ko; do
       [ -e "$ko" ] || continue
-      name=$(basename "$ko" .ko | tr - _) entry=$root/sys/kernel/livepatch/$(basename "$ko" .ko | tr - _)
+      name=$(basename "$ko" .ko | tr - _)
+      entry=$root/sys/kernel/livepatch/$name
       if [ "$(cat "$entry/enabled" 2>/dev/null)" = 1 ]; then
         echo "module named $name already loaded and enabled"
         continue
