@@ -111,11 +111,11 @@ lint_and_build() {
   cargo fmt --all -- --check && clippy_denies_warnings && env "${clippy_env[@]}" cargo test --locked --no-run
 }
 
-unit_and_integration_tests() { # unit_and_integration_tests [VARIABLE=VALUE...]: in the build's environment
+unit_and_integration_tests() { # in the build's environment (test_env), so nothing is rebuilt
   if cargo nextest --version >/dev/null 2>&1; then
-    env "$@" cargo nextest run --locked --no-fail-fast
+    env "${test_env[@]}" cargo nextest run --locked --no-fail-fast
   else
-    env "$@" cargo test --locked --no-fail-fast
+    env "${test_env[@]}" cargo test --locked --no-fail-fast
   fi
 }
 
@@ -158,21 +158,24 @@ if ((set_up != 0)); then
 elif ! $built; then
   not_run tests "the build failed"
 else
-  stage tests unit_and_integration_tests "${test_env[@]}"
+  stage tests unit_and_integration_tests
 fi
 
 echo "=== waiting for the package build (started $(minutes $((SECONDS - packaging_started))) ago)"
 waited_from=$SECONDS
-if wait "$packaging"; then
-  trap - EXIT
+wait "$packaging"
+packaged=$?
+trap - EXIT
+# Seconds from its start, by its own shell's clock (the wait's, should it not have written it).
+took=$(cat target/package.ended 2>/dev/null) || took=$((SECONDS - packaging_started))
+if ((packaging_started + took <= waited_from)); then
+  when="in the background; ended $(minutes $((waited_from - packaging_started - took))) before the stages above"
+else
+  when="in the background; the stages above waited $(minutes $((packaging_started + took - waited_from))) for it"
+fi
+if ((packaged == 0)); then
   cat target/package.log
-  took=$(<target/package.ended) # seconds from its start, by its own shell's clock
-  if ((packaging_started + took <= waited_from)); then
-    when="ended $(minutes $((waited_from - packaging_started - took))) before the stages above"
-  else
-    when="the stages above waited $(minutes $((packaging_started + took - waited_from))) for it"
-  fi
-  record package-build ok "$took" "in the background; $when"
+  record package-build ok "$took" "$when"
   if ! stage packages scripts/check-packages; then
     not_run vm "the packages failed their checks"
   elif ((set_up != 0)); then
@@ -182,10 +185,9 @@ if wait "$packaging"; then
     stage vm scripts/vm-test
   fi
 else
-  trap - EXIT
   echo "scripts/package failed:" >&2
   tail -40 target/package.log >&2
-  record package-build FAILED "$(cat target/package.ended 2>/dev/null || echo $((SECONDS - packaging_started)))"
+  record package-build FAILED "$took" "$when"
   not_run packages "the package build failed"
   not_run vm "the package build failed"
 fi

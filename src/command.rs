@@ -106,6 +106,16 @@ pub fn failure(argv: &[String], output: &Output) -> String {
     }
 }
 
+/// The standard output of a run that exited 0; otherwise why not (its failure, or what kept
+/// it from finishing). For probes of a tool that may be missing or not set up.
+pub fn answer<E: std::fmt::Display>(argv: &[String], run: Result<Output, E>) -> Result<String, String> {
+    match run {
+        Ok(output) if output.code == Some(0) => Ok(output.stdout),
+        Ok(output) => Err(failure(argv, &output)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +145,19 @@ mod tests {
     async fn missing_program_is_a_spawn_error() {
         let err = run(&argv(&["/nonexistent/prog"]), &[], Duration::from_secs(1)).await.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/prog"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_the_output_of_a_run_that_exited_0_and_otherwise_why_not() {
+        let limit = Duration::from_secs(5);
+        let ok = argv(&["sh", "-c", "echo yes"]);
+        assert_eq!(answer(&ok, run(&ok, &[], limit).await), Ok("yes\n".to_string()));
+        let refused = argv(&["sh", "-c", "echo no >&2; exit 1"]);
+        let why = answer(&refused, run(&refused, &[], limit).await).unwrap_err();
+        assert!(why.contains("exit code 1") && why.contains("no"), "{why}");
+        let missing = argv(&["/nonexistent/prog"]);
+        let why = answer(&missing, run(&missing, &[], limit).await).unwrap_err();
+        assert!(why.contains("could not be started"), "{why}");
     }
 
     #[test]

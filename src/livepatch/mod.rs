@@ -12,7 +12,6 @@ pub mod kpatch;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
 use tracing::debug;
 
 use crate::clock::Clock;
@@ -67,17 +66,8 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A live patch tool's standard output when it exits 0; otherwise `None`, the reason logged:
 /// a host where the tool is missing or not set up has no live patching.
 async fn tool_answer(argv: &[String]) -> Option<String> {
-    match command::run(argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await {
-        Ok(output) if output.code == Some(0) => Some(output.stdout),
-        Ok(output) => {
-            debug!("no kernel live patching: {}", command::failure(argv, &output));
-            None
-        }
-        Err(e) => {
-            debug!("no kernel live patching: {e}");
-            None
-        }
-    }
+    let run = command::run(argv, &[("LC_ALL", "C")], TOOL_TIMEOUT).await;
+    command::answer(argv, run).map_err(|why| debug!("no kernel live patching: {why}")).ok()
 }
 
 /// How often [`await_loaded`] looks again.

@@ -303,17 +303,7 @@ fn lock_holder(output: &command::Output) -> String {
 
 /// Runs a tool that may be missing (a probe); its standard output when it exited 0.
 async fn optional(argv: &[String], limit: Duration) -> Option<String> {
-    match run(argv, &[], limit).await {
-        Ok(output) if output.code == Some(0) => Some(output.stdout),
-        Ok(output) => {
-            tracing::info!("{}", command::failure(argv, &output));
-            None
-        }
-        Err(e) => {
-            tracing::info!("{e}");
-            None
-        }
-    }
+    command::answer(argv, run(argv, &[], limit).await).map_err(|why| tracing::info!("{why}")).ok()
 }
 
 /// Fails with the command, exit code and last output lines unless it exited 0.
